@@ -1,0 +1,1 @@
+//! hl7d: a secure HL7 v2 listener.
