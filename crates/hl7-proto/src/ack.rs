@@ -1,4 +1,15 @@
-//! ACK builder.
+//! ACK builder: which acknowledgment to send (original or enhanced mode, per-profile policy)
+//! and its bytes.
+//!
+//! Owns HL7 v2 section 2.9 acknowledgment rules. It takes the time, the fresh control id and
+//! the character set as arguments and never reads a clock.
+
+use std::borrow::Cow;
+
+use crate::charset::Charset;
+use crate::error::{ErrorCode, ParseError};
+use crate::message::{Delimiters, Message};
+use crate::msh::{AckCondition, Msh};
 
 /// Per-profile ACK policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -6,8 +17,325 @@ pub enum AckPolicy {
     /// Follow MSH-15/MSH-16 (default).
     #[default]
     Msh,
-    /// Always answer, even when MSH-15 says NE.
+    /// Always answer, even when MSH-15 says NE (or ER/SU exclude this outcome).
     Always,
     /// Never write anything back.
     Never,
+}
+
+/// HL7 table 0008 acknowledgment codes, in spec order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AckCode {
+    /// `AA`: original mode, application accept.
+    ApplicationAccept,
+    /// `AE`: original mode, application error.
+    ApplicationError,
+    /// `AR`: original mode, application reject.
+    ApplicationReject,
+    /// `CA`: enhanced mode, commit accept.
+    CommitAccept,
+    /// `CE`: enhanced mode, commit error.
+    CommitError,
+    /// `CR`: enhanced mode, commit reject.
+    CommitReject,
+}
+
+impl AckCode {
+    /// The two-letter code written in MSA-1.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AckCode::ApplicationAccept => "AA",
+            AckCode::ApplicationError => "AE",
+            AckCode::ApplicationReject => "AR",
+            AckCode::CommitAccept => "CA",
+            AckCode::CommitError => "CE",
+            AckCode::CommitReject => "CR",
+        }
+    }
+
+    /// Parses MSA-1.
+    pub fn from_code(code: &[u8]) -> Option<AckCode> {
+        match code {
+            b"AA" => Some(AckCode::ApplicationAccept),
+            b"AE" => Some(AckCode::ApplicationError),
+            b"AR" => Some(AckCode::ApplicationReject),
+            b"CA" => Some(AckCode::CommitAccept),
+            b"CE" => Some(AckCode::CommitError),
+            b"CR" => Some(AckCode::CommitReject),
+            _ => None,
+        }
+    }
+
+    /// AA or CA: the sender may now forget the message.
+    pub fn is_accept(self) -> bool {
+        matches!(self, AckCode::ApplicationAccept | AckCode::CommitAccept)
+    }
+
+    /// The code for an outcome in original (`AA/AE/AR`) or enhanced (`CA/CE/CR`) mode.
+    pub fn for_outcome(outcome: Outcome, enhanced: bool) -> AckCode {
+        match (outcome, enhanced) {
+            (Outcome::Accepted, false) => AckCode::ApplicationAccept,
+            (Outcome::Error, false) => AckCode::ApplicationError,
+            (Outcome::Rejected, false) => AckCode::ApplicationReject,
+            (Outcome::Accepted, true) => AckCode::CommitAccept,
+            (Outcome::Error, true) => AckCode::CommitError,
+            (Outcome::Rejected, true) => AckCode::CommitReject,
+        }
+    }
+}
+
+impl std::fmt::Display for AckCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What happened to a message, independent of the acknowledgment mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// Stored (AA/CA).
+    Accepted,
+    /// The message was fine but we could not take it now, e.g. the store failed; the sender
+    /// should retry (AE/CE).
+    Error,
+    /// The message itself is unacceptable: unparseable, required fields missing, unknown
+    /// character set (AR/CR). Resending it unchanged will not help.
+    Rejected,
+}
+
+/// Decides whether to answer and with which code.
+///
+/// `msh` is `None` when no header could be read at all; the answer is then an AR (original
+/// mode is assumed, since we cannot know what the sender asked for) unless the policy is
+/// `Never`. With a header:
+/// - original mode (MSH-15 and MSH-16 empty) → AA/AE/AR, always sent;
+/// - enhanced mode → a commit ACK CA/CE/CR, sent according to MSH-15: AL always, NE never,
+///   ER only for errors and rejections, SU only on success. An empty or invalid MSH-15 in
+///   enhanced mode counts as AL. hl7d is the receiving system's store, so it answers the
+///   accept (commit) level only; MSH-16 (application acknowledgment) is recorded, not acted on.
+/// - `AckPolicy::Always` answers even when MSH-15 says not to; `AckPolicy::Never` never does.
+pub fn decide(msh: Option<&Msh<'_>>, policy: AckPolicy, outcome: Outcome) -> Option<AckCode> {
+    if policy == AckPolicy::Never {
+        return None;
+    }
+    let Some(msh) = msh else {
+        return Some(AckCode::ApplicationReject);
+    };
+    if msh.is_original_mode() {
+        return Some(AckCode::for_outcome(outcome, false));
+    }
+    let condition = msh.accept_ack().ok().flatten().unwrap_or(AckCondition::Always);
+    let wanted = match condition {
+        AckCondition::Always => true,
+        AckCondition::Never => false,
+        AckCondition::ErrorOnly => outcome != Outcome::Accepted,
+        AckCondition::SuccessOnly => outcome == Outcome::Accepted,
+    };
+    (wanted || policy == AckPolicy::Always).then_some(AckCode::for_outcome(outcome, true))
+}
+
+/// The error reported in MSA-3 and the ERR segment of a negative acknowledgment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AckError<'t> {
+    /// Table 0357 code (ERR-3 from v2.5, ERR-1.4 before).
+    pub code: ErrorCode,
+    /// Human-readable reason (MSA-3 and ERR-8). Must not contain patient data.
+    pub text: Cow<'t, str>,
+    /// Segment id and field position (ERR-2 / ERR-1.1–1.3); field 0 = the whole segment.
+    pub location: Option<(&'static str, u16)>,
+}
+
+impl From<&ParseError> for AckError<'static> {
+    fn from(e: &ParseError) -> Self {
+        AckError { code: e.code(), text: Cow::Owned(e.to_string()), location: e.location() }
+    }
+}
+
+/// Everything the ACK needs besides the inbound header.
+#[derive(Debug, Clone)]
+pub struct AckParams<'t> {
+    /// MSA-1.
+    pub code: AckCode,
+    /// MSH-10 of the ACK itself: a fresh id from the caller.
+    pub control_id: &'t [u8],
+    /// MSH-7 of the ACK: the current time from the caller (see [`hl7_timestamp`]).
+    pub timestamp: &'t [u8],
+    /// Character set the ACK is encoded in: the one the message arrived in.
+    pub charset: Charset,
+    /// Present for AE/AR/CE/CR.
+    pub error: Option<AckError<'t>>,
+}
+
+/// Builds an ACK for `msh` (or, with `None`, a best-effort one with default delimiters and
+/// no echoed fields) and appends it to `out`. The result is the message only, not framed.
+///
+/// - MSH-1/MSH-2 as received; MSH-3/4 ↔ MSH-5/6 swapped; MSH-7 = `timestamp`;
+/// - MSH-9 = `ACK^<trigger>^ACK` from v2.5, `ACK^<trigger>` before (`ACK` without trigger);
+/// - MSH-10 = `control_id`; MSH-11, MSH-12 and MSH-18 echoed;
+/// - MSA-1 code, MSA-2 = inbound MSH-10, MSA-3 = error text;
+/// - ERR on errors: v2.5+ `ERR||<loc>|<code>^<text>^HL70357|E|||<text>`; before v2.5
+///   `ERR|<seg>^1^<field>^<code>&<text>&HL70357`.
+///
+/// Echoed fields are copied byte for byte, so they stay in the message's own character set;
+/// text we add is escaped and encoded in `params.charset` with `?` for what cannot be encoded.
+pub fn build_ack(msh: Option<&Msh<'_>>, params: &AckParams<'_>, out: &mut Vec<u8>) {
+    let d = msh.map_or(Delimiters::DEFAULT, |m| m.delimiters);
+    let field = |out: &mut Vec<u8>| out.push(d.field);
+    let empty: &[u8] = b"";
+    let (app_from, fac_from, app_to, fac_to) = msh.map_or((empty, empty, empty, empty), |m| {
+        (m.receiving_application, m.receiving_facility, m.sending_application, m.sending_facility)
+    });
+    let version =
+        msh.map_or(&b"2.5"[..], |m| if m.version_field.is_empty() { b"2.5" } else { m.version_field });
+    let modern = msh.map_or(Some((2, 5)), |m| m.version_number()).is_none_or(|v| v >= (2, 5));
+
+    out.extend_from_slice(b"MSH");
+    out.push(d.field);
+    out.extend_from_slice(&d.encoding_characters());
+    for value in [app_from, fac_from, app_to, fac_to, params.timestamp, b""] {
+        field(out);
+        out.extend_from_slice(value);
+    }
+    field(out);
+    out.extend_from_slice(b"ACK");
+    let trigger = msh.map_or(empty, |m| m.message_type.trigger);
+    if !trigger.is_empty() {
+        out.push(d.component);
+        out.extend_from_slice(trigger);
+        if modern {
+            out.push(d.component);
+            out.extend_from_slice(b"ACK");
+        }
+    }
+    field(out);
+    out.extend_from_slice(params.control_id);
+    field(out);
+    let processing = msh.map_or(empty, |m| m.processing_id);
+    out.extend_from_slice(if processing.is_empty() { b"P" } else { processing });
+    field(out);
+    out.extend_from_slice(version);
+    let charset_name = msh.map_or(empty, |m| m.character_set);
+    if !charset_name.is_empty() {
+        for _ in 13..=18 {
+            field(out);
+        }
+        out.extend_from_slice(charset_name);
+    }
+    out.push(b'\r');
+
+    out.extend_from_slice(b"MSA");
+    field(out);
+    out.extend_from_slice(params.code.as_str().as_bytes());
+    field(out);
+    out.extend_from_slice(msh.map_or(empty, |m| m.control_id));
+    if let Some(err) = &params.error {
+        field(out);
+        push_text(out, &d, params.charset, &err.text);
+    }
+    out.push(b'\r');
+
+    if let Some(err) = &params.error {
+        push_err(out, &d, params.charset, err, modern);
+    }
+}
+
+/// [`build_ack`] into a new vector.
+pub fn ack_to_vec(msh: Option<&Msh<'_>>, params: &AckParams<'_>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(160);
+    build_ack(msh, params, &mut out);
+    out
+}
+
+/// Finds a readable MSH anywhere in a frame whose first segment is not a usable MSH, so that
+/// a reject can still swap sender/receiver and echo MSH-10 in MSA-2 (e.g. a PID sent before
+/// the MSH). Returns `None` when there is none.
+pub fn salvage_msh(raw: &[u8]) -> Option<Msh<'_>> {
+    let mut start = 0;
+    while let Some(pos) = raw[start..].windows(3).position(|w| w == b"MSH") {
+        let at = start + pos;
+        let at_line_start = at == 0 || matches!(raw[at - 1], b'\r' | b'\n');
+        if at_line_start {
+            if let Ok(message) = Message::parse(&raw[at..]) {
+                return Some(Msh::new(&message));
+            }
+        }
+        start = at + 3;
+    }
+    None
+}
+
+fn push_err(out: &mut Vec<u8>, d: &Delimiters, charset: Charset, err: &AckError<'_>, modern: bool) {
+    let code = err.code.code().to_string();
+    out.extend_from_slice(b"ERR");
+    out.push(d.field);
+    if modern {
+        // ERR-1 (deprecated from v2.5) stays empty; ERR-2 location; ERR-3 code; ERR-4 severity.
+        out.push(d.field);
+        if let Some((segment, position)) = err.location {
+            out.extend_from_slice(segment.as_bytes());
+            out.push(d.component);
+            out.push(b'1');
+            if position > 0 {
+                out.push(d.component);
+                out.extend_from_slice(position.to_string().as_bytes());
+            }
+        }
+        out.push(d.field);
+        out.extend_from_slice(code.as_bytes());
+        out.push(d.component);
+        out.extend_from_slice(err.code.text().as_bytes());
+        out.push(d.component);
+        out.extend_from_slice(b"HL70357");
+        out.push(d.field);
+        out.push(b'E');
+        for _ in 5..=8 {
+            out.push(d.field);
+        }
+        push_text(out, d, charset, &err.text);
+    } else {
+        // ERR-1 (ELD): segment ^ sequence ^ field ^ code&text&table.
+        let (segment, position) = err.location.unwrap_or(("MSH", 0));
+        out.extend_from_slice(segment.as_bytes());
+        out.push(d.component);
+        out.push(b'1');
+        out.push(d.component);
+        if position > 0 {
+            out.extend_from_slice(position.to_string().as_bytes());
+        }
+        out.push(d.component);
+        let sub = d.subcomponent.unwrap_or(d.component);
+        out.extend_from_slice(code.as_bytes());
+        out.push(sub);
+        out.extend_from_slice(err.code.text().as_bytes());
+        out.push(sub);
+        out.extend_from_slice(b"HL70357");
+    }
+    out.push(b'\r');
+}
+
+fn push_text(out: &mut Vec<u8>, d: &Delimiters, charset: Charset, text: &str) {
+    let encoded = charset.encode_lossy(text);
+    out.extend_from_slice(&d.escape(&encoded));
+}
+
+/// Formats a Unix time (seconds, UTC) as an HL7 DTM `YYYYMMDDHHMMSS+0000` for MSH-7.
+pub fn hl7_timestamp(unix_seconds: i64) -> String {
+    let days = unix_seconds.div_euclid(86_400);
+    let secs = unix_seconds.rem_euclid(86_400);
+    let (year, month, day) = civil_from_days(days);
+    format!("{year:04}{month:02}{day:02}{:02}{:02}{:02}+0000", secs / 3600, secs % 3600 / 60, secs % 60)
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian (year, month, day) — H. Hinnant's algorithm.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
 }

@@ -154,7 +154,8 @@ fn lines(raw: &[u8]) -> impl Iterator<Item = (&[u8], usize)> {
             return None;
         }
         let start = pos;
-        let end = raw[start..].iter().position(|&b| b == b'\r' || b == b'\n').map_or(raw.len(), |p| start + p);
+        let end =
+            raw[start..].iter().position(|&b| b == b'\r' || b == b'\n').map_or(raw.len(), |p| start + p);
         pos = end;
         while pos < raw.len() && (raw[pos] == b'\r' || raw[pos] == b'\n') {
             pos += 1;
@@ -212,7 +213,8 @@ mod tests {
 
     #[test]
     fn plain_concatenated_messages_with_lf() {
-        let raw = b"MSH|^~\\&|A|B|C|D|1||ADT^A01|1|P|2.5\nPID|1\n\nMSH|^~\\&|A|B|C|D|1||ADT^A01|2|P|2.5\nPID|2\n";
+        let raw =
+            b"MSH|^~\\&|A|B|C|D|1||ADT^A01|1|P|2.5\nPID|1\n\nMSH|^~\\&|A|B|C|D|1||ADT^A01|2|P|2.5\nPID|2\n";
         assert!(!is_batch(raw));
         let batch = split(raw).unwrap();
         assert_eq!(batch.message_count(), 2);

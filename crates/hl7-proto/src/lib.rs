@@ -11,6 +11,7 @@ pub mod ack;
 pub mod batch;
 pub mod charset;
 pub mod error;
+pub mod inbound;
 pub mod message;
 pub mod mllp;
 pub mod msh;

@@ -2,9 +2,13 @@
 //!
 //! Owns delimiter discovery (MSH-1 and MSH-2), segment splitting and field, repetition,
 //! component and subcomponent access. Nothing here allocates except [`Value::unescape`] when
-//! the value actually holds escape sequences. It never decodes characters: delimiters and
-//! segment terminators are single ASCII bytes in every supported character set, so splitting
-//! works on raw bytes, and text is decoded later by the charset module.
+//! the value actually holds escape sequences. It never decodes characters: it splits raw
+//! bytes, and text is decoded later by the charset module. That is exact for every
+//! ASCII-compatible character set (UTF-8, ASCII, the 8859 family, Windows-1252). In Big5,
+//! GB 18030, KS X 1001 and ISO-2022-JP a delimiter byte can be the second half of a
+//! character; hl7d still reads the MSH on raw bytes (its routing fields are ASCII in practice)
+//! and stores the raw bytes untouched, but field access deeper into such a message must
+//! decode first (see `Charset::is_ascii_compatible`).
 
 use std::borrow::Cow;
 
@@ -61,16 +65,17 @@ impl Delimiters {
         };
         check_delimiter(field)?;
         let rest = &segment[4..];
-        let end = rest
-            .iter()
-            .position(|&b| b == field || b == b'\r' || b == b'\n')
-            .unwrap_or(rest.len());
+        let end = rest.iter().position(|&b| b == field || b == b'\r' || b == b'\n').unwrap_or(rest.len());
         let chars = &rest[..end];
         if chars.len() < 2 {
-            return Err(ParseError::BadDelimiters { reason: "MSH-2 holds fewer than two encoding characters" });
+            return Err(ParseError::BadDelimiters {
+                reason: "MSH-2 holds fewer than two encoding characters",
+            });
         }
         if chars.len() > 5 {
-            return Err(ParseError::BadDelimiters { reason: "MSH-2 holds more than five encoding characters" });
+            return Err(ParseError::BadDelimiters {
+                reason: "MSH-2 holds more than five encoding characters",
+            });
         }
         for (i, &c) in chars.iter().enumerate() {
             check_delimiter(c)?;
@@ -154,9 +159,7 @@ impl Default for Delimiters {
 
 fn check_delimiter(b: u8) -> Result<(), ParseError> {
     if b.is_ascii_alphanumeric() || b == b' ' || !b.is_ascii_graphic() {
-        return Err(ParseError::BadDelimiters {
-            reason: "delimiters must be printable ASCII punctuation",
-        });
+        return Err(ParseError::BadDelimiters { reason: "delimiters must be printable ASCII punctuation" });
     }
     Ok(())
 }
@@ -281,7 +284,11 @@ impl<'a> Segment<'a> {
             match n {
                 // MSH-1 is the separator byte right after the segment id.
                 1 => {
-                    return Value { raw: &self.raw[3..4], delimiters: self.delimiters, level: Level::Literal };
+                    return Value {
+                        raw: &self.raw[3..4],
+                        delimiters: self.delimiters,
+                        level: Level::Literal,
+                    };
                 }
                 2 => (1, true),
                 _ => (n - 1, false),

@@ -194,9 +194,7 @@ fn condition(raw: &[u8], field: &'static str) -> Result<Option<AckCondition>, Pa
     if raw.is_empty() {
         return Ok(None);
     }
-    AckCondition::from_code(raw)
-        .map(Some)
-        .ok_or(ParseError::BadTableValue { field, table: "0155" })
+    AckCondition::from_code(raw).map(Some).ok_or(ParseError::BadTableValue { field, table: "0155" })
 }
 
 #[cfg(test)]
