@@ -5,21 +5,73 @@ mod cli;
 use std::process::ExitCode;
 
 use clap::Parser;
+use hl7d::config::{self, Config};
 
-use cli::{Cli, Command};
+use cli::{Cli, Command, LogFormat};
 
 /// Exit code for a subcommand that is not built yet (sysexits EX_UNAVAILABLE).
 const EXIT_UNAVAILABLE: u8 = 69;
+/// Exit code for a bad configuration (sysexits EX_CONFIG).
+const EXIT_CONFIG: u8 = 78;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve(_) => not_built("serve", 3),
-        Command::CheckConfig(_) => not_built("check-config", 3),
+        Command::Serve(args) => serve(args.config.as_deref(), cli.log_format),
+        Command::CheckConfig(args) => check_config(&args.config),
         Command::Send(_) => not_built("send", 6),
         Command::Cert(_) => not_built("cert", 4),
         Command::Messages(_) => not_built("messages", 5),
         Command::Bench(_) => not_built("bench", 7),
+    }
+}
+
+fn serve(path: Option<&std::path::Path>, log_format: Option<LogFormat>) -> ExitCode {
+    let config = match hl7d::serve::load_config(path) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("hl7d: {e:#}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let mut log = config.log;
+    if let Some(format) = log_format {
+        log.format = match format {
+            LogFormat::Human => config::LogFormat::Human,
+            LogFormat::Json => config::LogFormat::Json,
+        };
+    }
+    hl7d::logging::init(log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("hl7d: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(hl7d::serve::run(config, path.is_none())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("hl7d: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check_config(path: &std::path::Path) -> ExitCode {
+    match Config::load(path) {
+        Ok(config) => {
+            for warning in &config.warnings {
+                eprintln!("warning: {warning}");
+            }
+            println!("{}: ok ({} listener(s))", path.display(), config.listeners.len());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{}: {e}", path.display());
+            ExitCode::from(EXIT_CONFIG)
+        }
     }
 }
 

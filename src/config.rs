@@ -1,0 +1,1598 @@
+//! Configuration: TOML text → typed [`Config`] (store, admin, log, listener profiles).
+//!
+//! This module owns the config file format and every rule about which values are allowed.
+//! Everything is parsed into typed values once, at start-up: later code takes a
+//! [`ListenerConfig`] and never looks at strings again. A bad file yields a [`ConfigError`]
+//! naming the listener and the key at fault (with a line number where the TOML had one).
+//!
+//! It must not do anything else: no sockets, no certificate reading, no logging. The only
+//! I/O is [`Config::load`] reading the file itself; warnings are returned in
+//! [`Config::warnings`] for the caller to print.
+//!
+//! The file format is documented key by key in `docs/configuration.md`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use hl7_proto::ack::AckPolicy;
+use hl7_proto::charset::Charset;
+use hl7_proto::mllp::{Framing, MAX_MARKER_LEN};
+use ipnet::IpNet;
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
+use thiserror::Error;
+use toml::Spanned;
+
+/// The configuration `hl7d serve` uses when no `--config` is given: one plaintext listener
+/// on 127.0.0.1:2575 and the store in `./hl7d-data` (relative to the working directory).
+///
+/// Kept as TOML text, not as a struct literal, so the default goes through the same parser
+/// and validation as a user's file (see [`Config::embedded_default`]).
+pub const EMBEDDED_DEFAULT_TOML: &str = r#"# hl7d embedded default: used by `hl7d serve` when no --config is given.
+[store]
+path = "./hl7d-data"
+
+[[listener]]
+name = "default"
+listen = "127.0.0.1:2575"
+# Loopback only: a plaintext listener must not be reachable from the network by default.
+plaintext = true
+"#;
+
+/// Default `[store] path`.
+pub const DEFAULT_STORE_PATH: &str = "hl7d-data";
+/// Default `[admin] listen` when an `[admin]` table is present without `listen`.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9275";
+/// Default `idle_timeout`: 30 minutes.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// Default `frame_timeout`: 60 seconds from a frame's first byte to its end.
+pub const DEFAULT_FRAME_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default `write_timeout`: 30 seconds to write one ACK.
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default `duplicate_window`: 24 hours.
+pub const DEFAULT_DUPLICATE_WINDOW: Duration = Duration::from_secs(24 * 60 * 60);
+/// Default `[listener.tls] handshake_timeout`: 10 seconds.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default `max_message_size`: 1 MiB.
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = MIB;
+/// Default `max_connections`.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 100;
+
+const KIB: usize = 1024;
+const MIB: usize = 1024 * 1024;
+const SECOND: Duration = Duration::from_secs(1);
+const MINUTE: Duration = Duration::from_secs(60);
+const HOUR: Duration = Duration::from_secs(60 * 60);
+const DAY: Duration = Duration::from_secs(24 * 60 * 60);
+
+const MIN_MESSAGE_SIZE: usize = KIB;
+const MAX_MESSAGE_SIZE: usize = 64 * MIB;
+const MAX_CONNECTIONS: usize = 100_000;
+const MAX_NAME_LEN: usize = 64;
+const IDLE_TIMEOUT_BOUNDS: (Duration, Duration) = (SECOND, DAY);
+/// Below this `idle_timeout` a warning is issued (short values are for tests).
+const IDLE_TIMEOUT_WARN_BELOW: Duration = MINUTE;
+const FRAME_TIMEOUT_BOUNDS: (Duration, Duration) = (SECOND, HOUR);
+const WRITE_TIMEOUT_BOUNDS: (Duration, Duration) = (SECOND, HOUR);
+const HANDSHAKE_TIMEOUT_BOUNDS: (Duration, Duration) = (SECOND, Duration::from_secs(5 * 60));
+/// Upper bound of `duplicate_window` (zero disables it).
+const MAX_DUPLICATE_WINDOW: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+const RETENTION_BOUNDS: (Duration, Duration) = (MINUTE, Duration::from_secs(36_500 * 24 * 60 * 60));
+
+/// The whole configuration of one hl7d process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// `[store]`: where received messages are kept.
+    pub store: StoreConfig,
+    /// `[admin]`: the health/metrics endpoint; `None` (no `[admin]` table) = off.
+    pub admin: Option<AdminConfig>,
+    /// `[log]`: log format and level.
+    pub log: LogConfig,
+    /// `[[listener]]`: one or more listener profiles, in file order, names and ports unique.
+    pub listeners: Vec<ListenerConfig>,
+    /// Things that are allowed but probably unintended (e.g. an idle timeout below one
+    /// minute). Not printed here: the caller logs them at start-up and `check-config`
+    /// shows them.
+    pub warnings: Vec<String>,
+}
+
+/// `[store]`: the message store.
+///
+/// Durability (`fsync`) is deliberately not configurable: a positive ACK always means the
+/// message is on disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// Data directory (`path`, default `hl7d-data`). [`Config::load`] resolves a relative
+    /// path against the config file's directory.
+    pub path: PathBuf,
+    /// Delete messages older than this (`retention`); `None` keeps them forever.
+    pub retention: Option<Duration>,
+}
+
+/// `[admin]`: the HTTP endpoint for `/live`, `/ready` and `/metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdminConfig {
+    /// Address to bind (`listen`, default 127.0.0.1:9275).
+    pub listen: SocketAddr,
+}
+
+/// `[log]`: how the process logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LogConfig {
+    /// `format`: `human` (default) or `json`.
+    pub format: LogFormat,
+    /// `level`: the most verbose level logged (default `info`).
+    pub level: LogLevel,
+}
+
+/// `[log] format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// One readable line per event (`human`).
+    #[default]
+    Human,
+    /// One JSON object per line (`json`).
+    Json,
+}
+
+/// `[log] level`, least to most verbose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub enum LogLevel {
+    /// `error`
+    Error,
+    /// `warn`
+    Warn,
+    /// `info` (default)
+    #[default]
+    Info,
+    /// `debug`: adds one line per message (never segment contents).
+    Debug,
+    /// `trace`
+    Trace,
+}
+
+impl LogLevel {
+    /// The level as written in the config file, e.g. `"info"` (also the `tracing` filter
+    /// directive for that level).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
+        }
+    }
+}
+
+/// One `[[listener]]` profile: a port with its own transport, limits and message policies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerConfig {
+    /// `name`: unique, 1–64 characters of `[A-Za-z0-9_.-]`; appears in logs, metrics and
+    /// the store.
+    pub name: String,
+    /// `listen`: address to bind. Port 0 lets the OS choose (tests).
+    pub listen: SocketAddr,
+    /// TLS (`[listener.tls]`) or, only with `plaintext = true`, plain TCP.
+    pub transport: Transport,
+    /// `ack`: when to answer (`msh` follows MSH-15/MSH-16, `always`, `never`).
+    pub ack: AckPolicy,
+    /// `encoding`: character set used when MSH-18 is empty (or always, with
+    /// `force_encoding`).
+    pub encoding: Charset,
+    /// `force_encoding`: ignore MSH-18 and always use `encoding`.
+    pub force_encoding: bool,
+    /// `idle_timeout`: close a connection that sends nothing for this long.
+    pub idle_timeout: Duration,
+    /// `frame_timeout`: longest time from a frame's first byte to its end sequence, so a
+    /// peer cannot hold a connection open by trickling one frame (slowloris).
+    pub frame_timeout: Duration,
+    /// `write_timeout`: longest time to write one ACK before the connection is dropped.
+    pub write_timeout: Duration,
+    /// `max_message_size`: largest frame payload in bytes (1 KiB ..= 64 MiB).
+    pub max_message_size: usize,
+    /// `max_connections`: concurrent connections on this listener (1 ..= 100 000).
+    pub max_connections: usize,
+    /// `allow_ips`: networks allowed to connect (host bits cleared); empty = any. Use
+    /// [`ListenerConfig::allows`] rather than matching these directly.
+    pub allow_ips: Vec<IpNet>,
+    /// `[listener.framing]`: MLLP start and end bytes.
+    pub framing: Framing,
+    /// `lenient_framing`: end a frame at the first end byte (`0x1C`) without waiting for
+    /// the rest of the end sequence (`0x0D`); maps to the decoder's `lenient_end`.
+    pub lenient_framing: bool,
+    /// `duplicate_window`: how long a resent message (same sender, MSH-10 control id and
+    /// bytes) is recognised as a duplicate; `None` (`"0"`) disables duplicate detection.
+    pub duplicate_window: Option<Duration>,
+}
+
+/// How a listener talks to its peers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transport {
+    /// Plain TCP: only with `plaintext = true` and no `[listener.tls]` table.
+    Plaintext,
+    /// TLS 1.2/1.3 per the `[listener.tls]` table.
+    Tls(TlsConfig),
+}
+
+/// `[listener.tls]`: typed TLS settings. Certificates are not read here; the TLS module
+/// loads the files named by these paths.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// `cert`: PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// `key`: PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// `min_version`: lowest TLS version offered (`"1.2"` default, or `"1.3"`).
+    pub min_version: TlsVersion,
+    /// `handshake_timeout`: a handshake not finished in this time is dropped.
+    pub handshake_timeout: Duration,
+    /// `client_auth` with `client_thumbprints` and `client_ca`.
+    pub client_auth: ClientAuth,
+}
+
+/// `[listener.tls] min_version`. TLS 1.0 and 1.1 cannot be configured at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub enum TlsVersion {
+    /// `"1.2"` (default): TLS 1.2 and 1.3.
+    #[default]
+    Tls12,
+    /// `"1.3"`: TLS 1.3 only.
+    Tls13,
+}
+
+/// Client-certificate authentication of one TLS listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// `client_auth = "none"`: no client certificate is requested; one offered is ignored.
+    None,
+    /// `client_auth = "required"`: the client must present a valid certificate whose
+    /// thumbprint is listed (and, with `ca`, that chains to that CA).
+    Required {
+        /// `client_thumbprints`: approved certificates; never empty, no duplicates.
+        thumbprints: Vec<Thumbprint>,
+        /// `client_ca`: optional CA bundle the client chain must also verify against.
+        ca: Option<PathBuf>,
+    },
+}
+
+/// The digest of a DER-encoded certificate that approves one client.
+///
+/// Parsed from any of the usual spellings (see [`Thumbprint::from_str`]); displayed as
+/// `sha256:<64 lower-case hex digits>` or `sha1:<40 lower-case hex digits>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Thumbprint {
+    /// SHA-256 of the certificate (64 hex digits).
+    Sha256([u8; 32]),
+    /// SHA-1 of the certificate (40 hex digits), as Windows shows it.
+    Sha1([u8; 20]),
+}
+
+/// A string that is not a SHA-256 or SHA-1 thumbprint.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ThumbprintError {
+    /// A character other than a hex digit, space or colon.
+    #[error("contains {found:?}, which is not a hex digit")]
+    NotHex {
+        /// The first offending character.
+        found: char,
+    },
+    /// The number of hex digits fits neither algorithm.
+    #[error("has {digits} hex digits: expected 64 (SHA-256) or 40 (SHA-1)")]
+    Length {
+        /// Hex digits found after removing separators.
+        digits: usize,
+    },
+    /// A `sha256:` or `sha1:` prefix with the other algorithm's length.
+    #[error("has the {prefix} prefix but {digits} hex digits (expected {expected})")]
+    PrefixMismatch {
+        /// The prefix as written, lower-cased (`"sha256:"`, `"sha1:"`).
+        prefix: String,
+        /// Hex digits found.
+        digits: usize,
+        /// Hex digits that prefix needs.
+        expected: usize,
+    },
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// The config file could not be read; the I/O error is the source.
+    #[error("cannot read config file {}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+    /// Not valid TOML, an unknown key, a missing key or a value of the wrong type. The
+    /// message is toml's own, with line, column and the offending key, prefixed by the
+    /// section (e.g. `listener "lab": `) where it could be located.
+    #[error("{}{error}", section_prefix(section.as_ref()))]
+    Toml {
+        /// The table the error is in, when it could be located.
+        section: Option<Section>,
+        /// toml's error.
+        error: toml::de::Error,
+    },
+    /// Well-formed TOML with values that are not allowed; every problem found is listed,
+    /// one per line.
+    #[error("{}", display_problems(problems))]
+    Invalid {
+        /// At least one problem, in file order per section.
+        problems: Vec<Problem>,
+    },
+}
+
+/// One invalid value: where it is, which key, what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The table it is in.
+    pub section: Section,
+    /// The key, with a path below the section where needed (`tls.client_thumbprints[1]`,
+    /// `allow_ips[0]`, `framing.start`).
+    pub key: String,
+    /// What is wrong, lower case, no trailing period.
+    pub message: String,
+    /// 1-based line of the value in the TOML text, when known.
+    pub line: Option<usize>,
+}
+
+/// A table of the config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Section {
+    /// Top level (outside any table).
+    Root,
+    /// `[store]`
+    Store,
+    /// `[admin]`
+    Admin,
+    /// `[log]`
+    Log,
+    /// One `[[listener]]` table (and its `[listener.tls]`, `[listener.framing]`).
+    Listener {
+        /// 0-based position among the `[[listener]]` tables.
+        index: usize,
+        /// Its `name`, when it has a non-empty one.
+        name: Option<String>,
+    },
+}
+
+impl Config {
+    /// Parses and validates a configuration. Relative paths (`store.path`, TLS files) are
+    /// kept as written, i.e. relative to the working directory; use [`Config::load`] for a
+    /// file.
+    pub fn from_toml_str(text: &str) -> Result<Config, ConfigError> {
+        parse(text, None)
+    }
+
+    /// Reads, parses and validates a config file. Relative paths in `[store] path` and in
+    /// `[listener.tls]` `cert`, `key` and `client_ca` are resolved against the directory
+    /// of `path`, so the file means the same whatever the working directory.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        // A bare file name has an empty parent: relative paths then stay relative to the
+        // working directory, which is where that file is.
+        let base = path.parent().unwrap_or(Path::new(""));
+        parse(&text, Some(base))
+    }
+
+    /// The configuration used without `--config`: [`EMBEDDED_DEFAULT_TOML`].
+    pub fn embedded_default() -> Config {
+        Config::from_toml_str(EMBEDDED_DEFAULT_TOML)
+            // A constant, and the test `embedded_default_is_valid` parses it.
+            .expect("the embedded default configuration is valid")
+    }
+
+    /// The listener called `name`, if any.
+    pub fn listener(&self, name: &str) -> Option<&ListenerConfig> {
+        self.listeners.iter().find(|listener| listener.name == name)
+    }
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            path: PathBuf::from(DEFAULT_STORE_PATH),
+            retention: None,
+        }
+    }
+}
+
+impl ListenerConfig {
+    /// A plaintext listener with every other setting at its default: for tests and
+    /// programmatic set-ups that build a config without a file.
+    pub fn plaintext(name: impl Into<String>, listen: SocketAddr) -> ListenerConfig {
+        ListenerConfig {
+            name: name.into(),
+            listen,
+            transport: Transport::Plaintext,
+            ack: AckPolicy::Msh,
+            encoding: Charset::Utf8,
+            force_encoding: false,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            frame_timeout: DEFAULT_FRAME_TIMEOUT,
+            write_timeout: DEFAULT_WRITE_TIMEOUT,
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            allow_ips: Vec::new(),
+            framing: Framing::DEFAULT,
+            lenient_framing: false,
+            duplicate_window: Some(DEFAULT_DUPLICATE_WINDOW),
+        }
+    }
+
+    /// Whether a peer at `ip` may connect: `allow_ips` is empty, or one of its networks
+    /// contains `ip`.
+    ///
+    /// An IPv4 rule also matches the IPv4-mapped IPv6 form of its addresses
+    /// (`::ffff:10.1.2.3`), which is how a dual-stack `[::]` socket reports IPv4 peers, and
+    /// an IPv4-mapped IPv6 rule matches the plain IPv4 peer.
+    pub fn allows(&self, ip: IpAddr) -> bool {
+        if self.allow_ips.is_empty() {
+            return true;
+        }
+        let canonical = ip.to_canonical();
+        let mapped = match ip {
+            IpAddr::V4(v4) => Some(IpAddr::V6(v4.to_ipv6_mapped())),
+            IpAddr::V6(_) => None,
+        };
+        self.allow_ips.iter().any(|net| {
+            net.contains(&ip)
+                || net.contains(&canonical)
+                || mapped.is_some_and(|mapped| net.contains(&mapped))
+        })
+    }
+
+    /// The TLS settings, or `None` for a plaintext listener.
+    pub fn tls(&self) -> Option<&TlsConfig> {
+        match &self.transport {
+            Transport::Plaintext => None,
+            Transport::Tls(tls) => Some(tls),
+        }
+    }
+}
+
+impl Thumbprint {
+    /// The digest bytes (32 for SHA-256, 20 for SHA-1).
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            Thumbprint::Sha256(digest) => digest,
+            Thumbprint::Sha1(digest) => digest,
+        }
+    }
+
+    /// Whether this thumbprint approves a certificate with these digests of its DER bytes.
+    pub fn matches(&self, sha256: &[u8; 32], sha1: &[u8; 20]) -> bool {
+        match self {
+            Thumbprint::Sha256(digest) => digest == sha256,
+            Thumbprint::Sha1(digest) => digest == sha1,
+        }
+    }
+}
+
+impl FromStr for Thumbprint {
+    type Err = ThumbprintError;
+
+    /// Accepts `sha256:`/`sha-256:`/`sha1:`/`sha-1:` prefixes or none, upper or lower case,
+    /// and spaces or colons between digits (`"A9 4A 8F …"` as Windows shows it,
+    /// `"9F:86:D0…"` as OpenSSL prints it). Invisible direction marks that the Windows
+    /// certificate dialog copies along are dropped. The algorithm follows from the
+    /// length: 64 hex digits are SHA-256, 40 are SHA-1.
+    fn from_str(text: &str) -> Result<Thumbprint, ThumbprintError> {
+        let cleaned: String = text
+            .chars()
+            .filter(|c| !matches!(c, '\u{200E}' | '\u{200F}' | '\u{FEFF}'))
+            .collect();
+        let cleaned = cleaned.trim();
+        let lower = cleaned.to_ascii_lowercase();
+        let mut expected = None;
+        let mut digits_part = cleaned;
+        for (prefix, len) in [("sha256:", 64), ("sha-256:", 64), ("sha1:", 40), ("sha-1:", 40)] {
+            if lower.starts_with(prefix) {
+                expected = Some((prefix, len));
+                digits_part = &cleaned[prefix.len()..];
+                break;
+            }
+        }
+        let mut digits = String::with_capacity(64);
+        for c in digits_part.chars() {
+            match c {
+                ' ' | '\t' | ':' => {}
+                c if c.is_ascii_hexdigit() => digits.push(c),
+                found => return Err(ThumbprintError::NotHex { found }),
+            }
+        }
+        if let Some((prefix, len)) = expected {
+            if digits.len() != len {
+                return Err(ThumbprintError::PrefixMismatch {
+                    prefix: prefix.replace('-', ""),
+                    digits: digits.len(),
+                    expected: len,
+                });
+            }
+        }
+        match digits.len() {
+            64 => Ok(Thumbprint::Sha256(decode_hex_exact(&digits))),
+            40 => Ok(Thumbprint::Sha1(decode_hex_exact(&digits))),
+            digits => Err(ThumbprintError::Length { digits }),
+        }
+    }
+}
+
+impl fmt::Display for Thumbprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let algorithm = match self {
+            Thumbprint::Sha256(_) => "sha256",
+            Thumbprint::Sha1(_) => "sha1",
+        };
+        write!(f, "{algorithm}:")?;
+        for byte in self.as_bytes() {
+            write!(f, "{byte:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&section_prefix(Some(&self.section)))?;
+        write!(f, "{}: {}", self.key, self.message)?;
+        if let Some(line) = self.line {
+            write!(f, " (line {line})")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for Section {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Section::Root => f.write_str("top level"),
+            Section::Store => f.write_str("store"),
+            Section::Admin => f.write_str("admin"),
+            Section::Log => f.write_str("log"),
+            Section::Listener {
+                name: Some(name), ..
+            } => write!(f, "listener {name:?}"),
+            Section::Listener { index, name: None } => write!(f, "listener #{}", index + 1),
+        }
+    }
+}
+
+/// `"listener \"lab\": "`, or nothing for the top level.
+fn section_prefix(section: Option<&Section>) -> String {
+    match section {
+        None | Some(Section::Root) => String::new(),
+        Some(section) => format!("{section}: "),
+    }
+}
+
+fn display_problems(problems: &[Problem]) -> String {
+    let lines: Vec<String> = problems.iter().map(Problem::to_string).collect();
+    lines.join("\n")
+}
+
+// ---------------------------------------------------------------------------------------
+// Raw file format: what serde reads. Values that need checking are kept as strings with
+// their span, so a problem can name its line.
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    store: RawStore,
+    admin: Option<RawAdmin>,
+    #[serde(default)]
+    log: RawLog,
+    #[serde(default)]
+    listener: Vec<RawListener>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    path: Option<Spanned<String>>,
+    retention: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    listen: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    format: Option<Spanned<String>>,
+    level: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawListener {
+    name: Spanned<String>,
+    listen: Spanned<String>,
+    plaintext: Option<Spanned<bool>>,
+    ack: Option<Spanned<String>>,
+    encoding: Option<Spanned<String>>,
+    #[serde(default)]
+    force_encoding: bool,
+    idle_timeout: Option<Spanned<String>>,
+    frame_timeout: Option<Spanned<String>>,
+    write_timeout: Option<Spanned<String>>,
+    max_message_size: Option<Spanned<RawSize>>,
+    max_connections: Option<Spanned<i64>>,
+    #[serde(default)]
+    allow_ips: Vec<Spanned<String>>,
+    framing: Option<RawFraming>,
+    #[serde(default)]
+    lenient_framing: bool,
+    duplicate_window: Option<Spanned<String>>,
+    tls: Option<Spanned<RawTls>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFraming {
+    start: Option<Spanned<String>>,
+    end: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert: Spanned<String>,
+    key: Spanned<String>,
+    min_version: Option<Spanned<String>>,
+    handshake_timeout: Option<Spanned<String>>,
+    client_auth: Option<Spanned<String>>,
+    client_thumbprints: Option<Spanned<Vec<Spanned<String>>>>,
+    client_ca: Option<Spanned<String>>,
+}
+
+/// A size as written: a number of bytes, or a string with a unit (`"1MiB"`).
+enum RawSize {
+    Bytes(i64),
+    Text(String),
+}
+
+impl<'de> Deserialize<'de> for RawSize {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<RawSize, D::Error> {
+        struct SizeVisitor;
+        impl Visitor<'_> for SizeVisitor {
+            type Value = RawSize;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a size such as \"1MiB\", \"512KiB\" or a number of bytes")
+            }
+            fn visit_i64<E: de::Error>(self, value: i64) -> Result<RawSize, E> {
+                Ok(RawSize::Bytes(value))
+            }
+            fn visit_u64<E: de::Error>(self, value: u64) -> Result<RawSize, E> {
+                Ok(RawSize::Bytes(i64::try_from(value).unwrap_or(i64::MAX)))
+            }
+            fn visit_str<E: de::Error>(self, value: &str) -> Result<RawSize, E> {
+                Ok(RawSize::Text(value.to_owned()))
+            }
+        }
+        deserializer.deserialize_any(SizeVisitor)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Raw → typed, collecting every problem.
+
+fn parse(text: &str, base: Option<&Path>) -> Result<Config, ConfigError> {
+    let raw: RawConfig = toml::from_str(text).map_err(|error| ConfigError::Toml {
+        section: error.span().and_then(|span| locate_section(text, span.start)),
+        error,
+    })?;
+    let mut builder = Builder {
+        text,
+        base,
+        problems: Vec::new(),
+        warnings: Vec::new(),
+    };
+    let config = builder.config(raw);
+    if builder.problems.is_empty() {
+        Ok(Config {
+            warnings: builder.warnings,
+            ..config
+        })
+    } else {
+        Err(ConfigError::Invalid {
+            problems: builder.problems,
+        })
+    }
+}
+
+/// Turns raw values into typed ones. Invalid values are recorded as problems and replaced
+/// by a harmless stand-in so that checking continues and every problem is reported at once.
+struct Builder<'a> {
+    text: &'a str,
+    base: Option<&'a Path>,
+    problems: Vec<Problem>,
+    warnings: Vec<String>,
+}
+
+impl Builder<'_> {
+    fn config(&mut self, raw: RawConfig) -> Config {
+        let store = self.store(raw.store);
+        let admin = raw.admin.map(|admin| self.admin(admin));
+        let log = self.log(raw.log);
+
+        if raw.listener.is_empty() {
+            self.problem(
+                &Section::Root,
+                "listener",
+                None,
+                "no [[listener]] table: at least one listener is required",
+            );
+        }
+        let mut listeners: Vec<ListenerConfig> = Vec::with_capacity(raw.listener.len());
+        for (index, raw_listener) in raw.listener.into_iter().enumerate() {
+            let name_span = raw_listener.name.span();
+            let listen_span = raw_listener.listen.span();
+            let listener = self.listener(index, raw_listener);
+            let section = listener_section(index, &listener.name);
+            for (other_index, other) in listeners.iter().enumerate() {
+                let other_section = listener_section(other_index, &other.name);
+                if !listener.name.is_empty() && listener.name == other.name {
+                    self.problem(
+                        &section,
+                        "name",
+                        Some(name_span.clone()),
+                        format!("already used by listener #{}", other_index + 1),
+                    );
+                }
+                if let Some(detail) = address_clash(listener.listen, other.listen) {
+                    self.problem(
+                        &section,
+                        "listen",
+                        Some(listen_span.clone()),
+                        format!(
+                            "port {} already used by {other_section}{detail}",
+                            listener.listen.port()
+                        ),
+                    );
+                }
+            }
+            listeners.push(listener);
+        }
+
+        if let Some(admin) = &admin {
+            for (index, listener) in listeners.iter().enumerate() {
+                if let Some(detail) = address_clash(admin.listen, listener.listen) {
+                    let other = listener_section(index, &listener.name);
+                    self.problem(
+                        &Section::Admin,
+                        "listen",
+                        None,
+                        format!("port {} already used by {other}{detail}", admin.listen.port()),
+                    );
+                }
+            }
+        }
+
+        if let Some(retention) = store.retention {
+            for (index, listener) in listeners.iter().enumerate() {
+                if listener.duplicate_window.is_some_and(|window| window > retention) {
+                    self.warn(
+                        &listener_section(index, &listener.name),
+                        "duplicate_window",
+                        format!(
+                            "longer than [store] retention ({}): duplicates of messages \
+                             already deleted are stored again",
+                            humantime::format_duration(retention)
+                        ),
+                    );
+                }
+            }
+        }
+
+        Config {
+            store,
+            admin,
+            log,
+            listeners,
+            warnings: Vec::new(),
+        }
+    }
+
+    fn store(&mut self, raw: RawStore) -> StoreConfig {
+        let section = Section::Store;
+        let path = match raw.path {
+            None => PathBuf::from(DEFAULT_STORE_PATH),
+            Some(path) => self.path(&section, "path", path),
+        };
+        let retention = raw.retention.and_then(|retention| {
+            let span = retention.span();
+            let value = self.duration(&section, "retention", retention)?;
+            if value.is_zero() {
+                self.problem(
+                    &section,
+                    "retention",
+                    Some(span),
+                    "must not be zero: leave retention out to keep messages forever",
+                );
+                return None;
+            }
+            let (min, max) = RETENTION_BOUNDS;
+            self.check_bounds(&section, "retention", span, value, min, max);
+            Some(value)
+        });
+        StoreConfig { path, retention }
+    }
+
+    fn admin(&mut self, raw: RawAdmin) -> AdminConfig {
+        let listen = match raw.listen {
+            Some(listen) => self.socket_addr(&Section::Admin, "listen", listen),
+            // The constant is a valid socket address literal.
+            None => DEFAULT_ADMIN_LISTEN.parse().expect("valid default admin address"),
+        };
+        AdminConfig { listen }
+    }
+
+    fn log(&mut self, raw: RawLog) -> LogConfig {
+        let section = Section::Log;
+        let format = raw.format.map_or(LogFormat::default(), |format| {
+            let span = format.span();
+            match format.get_ref().to_ascii_lowercase().as_str() {
+                "human" => LogFormat::Human,
+                "json" => LogFormat::Json,
+                _ => {
+                    let message = format!("{:?}: expected \"human\" or \"json\"", format.get_ref());
+                    self.problem(&section, "format", Some(span), message);
+                    LogFormat::default()
+                }
+            }
+        });
+        let level = raw.level.map_or(LogLevel::default(), |level| {
+            let span = level.span();
+            match level.get_ref().to_ascii_lowercase().as_str() {
+                "error" => LogLevel::Error,
+                "warn" | "warning" => LogLevel::Warn,
+                "info" => LogLevel::Info,
+                "debug" => LogLevel::Debug,
+                "trace" => LogLevel::Trace,
+                _ => {
+                    let message = format!(
+                        "{:?}: expected error, warn, info, debug or trace",
+                        level.get_ref()
+                    );
+                    self.problem(&section, "level", Some(span), message);
+                    LogLevel::default()
+                }
+            }
+        });
+        LogConfig { format, level }
+    }
+
+    fn listener(&mut self, index: usize, raw: RawListener) -> ListenerConfig {
+        let name = raw.name.get_ref().clone();
+        let section = listener_section(index, &name);
+        self.check_name(&section, &raw.name);
+
+        let listen = self.socket_addr(&section, "listen", raw.listen);
+        if matches!(&raw.plaintext, Some(plaintext) if *plaintext.get_ref())
+            && raw.tls.is_none()
+            && !listen.ip().to_canonical().is_loopback()
+        {
+            self.warn(
+                &section,
+                "plaintext",
+                format!(
+                    "{listen} accepts unencrypted connections from the network: messages \
+                     (patient data) travel in clear text"
+                ),
+            );
+        }
+        let transport = self.transport(&section, raw.plaintext, raw.tls);
+
+        let ack = raw.ack.map_or(AckPolicy::Msh, |ack| {
+            let span = ack.span();
+            match ack.get_ref().to_ascii_lowercase().as_str() {
+                "msh" => AckPolicy::Msh,
+                "always" => AckPolicy::Always,
+                "never" => AckPolicy::Never,
+                _ => {
+                    let message = format!("{:?}: expected msh, always or never", ack.get_ref());
+                    self.problem(&section, "ack", Some(span), message);
+                    AckPolicy::Msh
+                }
+            }
+        });
+
+        let encoding = raw.encoding.map_or(Charset::Utf8, |encoding| {
+            let span = encoding.span();
+            parse_charset(encoding.get_ref()).unwrap_or_else(|| {
+                let message = format!(
+                    "unknown encoding {:?}: expected utf-8, windows-1252 or ascii",
+                    encoding.get_ref()
+                );
+                self.problem(&section, "encoding", Some(span), message);
+                Charset::Utf8
+            })
+        });
+
+        let idle_timeout =
+            self.bounded_duration(&section, "idle_timeout", raw.idle_timeout, DEFAULT_IDLE_TIMEOUT, IDLE_TIMEOUT_BOUNDS);
+        if idle_timeout < IDLE_TIMEOUT_WARN_BELOW {
+            self.warn(
+                &section,
+                "idle_timeout",
+                format!(
+                    "{} is below 1 minute: senders that pause between messages will be \
+                     disconnected often (fine for tests)",
+                    humantime::format_duration(idle_timeout)
+                ),
+            );
+        }
+        let frame_timeout = self.bounded_duration(
+            &section,
+            "frame_timeout",
+            raw.frame_timeout,
+            DEFAULT_FRAME_TIMEOUT,
+            FRAME_TIMEOUT_BOUNDS,
+        );
+        let write_timeout = self.bounded_duration(
+            &section,
+            "write_timeout",
+            raw.write_timeout,
+            DEFAULT_WRITE_TIMEOUT,
+            WRITE_TIMEOUT_BOUNDS,
+        );
+
+        let max_message_size = raw.max_message_size.map_or(DEFAULT_MAX_MESSAGE_SIZE, |size| {
+            self.size(&section, "max_message_size", size)
+        });
+
+        let max_connections = raw.max_connections.map_or(DEFAULT_MAX_CONNECTIONS, |count| {
+            let span = count.span();
+            match usize::try_from(*count.get_ref()) {
+                Ok(count) if (1..=MAX_CONNECTIONS).contains(&count) => count,
+                _ => {
+                    let message =
+                        format!("{} is out of range 1..=100000", count.get_ref());
+                    self.problem(&section, "max_connections", Some(span), message);
+                    DEFAULT_MAX_CONNECTIONS
+                }
+            }
+        });
+
+        let allow_ips = raw
+            .allow_ips
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, rule)| self.ip_net(&section, &format!("allow_ips[{i}]"), rule))
+            .collect();
+
+        let framing = match raw.framing {
+            None => Framing::DEFAULT,
+            Some(framing) => self.framing(&section, framing),
+        };
+        if raw.lenient_framing && framing.end().len() == 1 {
+            self.warn(
+                &section,
+                "lenient_framing",
+                "has no effect with a one-byte end sequence",
+            );
+        }
+
+        let duplicate_window = match raw.duplicate_window {
+            None => Some(DEFAULT_DUPLICATE_WINDOW),
+            Some(window) => {
+                let span = window.span();
+                match self.duration(&section, "duplicate_window", window) {
+                    Some(window) if window.is_zero() => None,
+                    Some(window) => {
+                        self.check_bounds(
+                            &section,
+                            "duplicate_window",
+                            span,
+                            window,
+                            SECOND,
+                            MAX_DUPLICATE_WINDOW,
+                        );
+                        Some(window)
+                    }
+                    None => Some(DEFAULT_DUPLICATE_WINDOW),
+                }
+            }
+        };
+
+        ListenerConfig {
+            name,
+            listen,
+            transport,
+            ack,
+            encoding,
+            force_encoding: raw.force_encoding,
+            idle_timeout,
+            frame_timeout,
+            write_timeout,
+            max_message_size,
+            max_connections,
+            allow_ips,
+            framing,
+            lenient_framing: raw.lenient_framing,
+            duplicate_window,
+        }
+    }
+
+    fn check_name(&mut self, section: &Section, name: &Spanned<String>) {
+        let value = name.get_ref();
+        let message = if value.is_empty() {
+            "must not be empty".to_owned()
+        } else if value.len() > MAX_NAME_LEN {
+            format!("is {} characters long; at most {MAX_NAME_LEN} are allowed", value.len())
+        } else if let Some(bad) = value
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')))
+        {
+            format!("{value:?} contains {bad:?}: use only letters, digits, '_', '.' and '-'")
+        } else {
+            return;
+        };
+        self.problem(section, "name", Some(name.span()), message);
+    }
+
+    /// `plaintext = true` XOR a `[listener.tls]` table.
+    fn transport(
+        &mut self,
+        section: &Section,
+        plaintext: Option<Spanned<bool>>,
+        tls: Option<Spanned<RawTls>>,
+    ) -> Transport {
+        let plaintext_span = plaintext.as_ref().map(Spanned::span);
+        let plaintext = plaintext.is_some_and(|plaintext| plaintext.into_inner());
+        match (plaintext, tls) {
+            (true, None) => Transport::Plaintext,
+            (false, Some(tls)) => Transport::Tls(self.tls(section, tls.into_inner())),
+            (false, None) => {
+                self.problem(
+                    section,
+                    "plaintext",
+                    plaintext_span,
+                    "no [listener.tls] table: set plaintext = true to run without TLS",
+                );
+                Transport::Plaintext
+            }
+            (true, Some(tls)) => {
+                self.problem(
+                    section,
+                    "plaintext",
+                    plaintext_span.or(Some(tls.span())),
+                    "plaintext = true conflicts with the [listener.tls] table: remove one of them",
+                );
+                Transport::Plaintext
+            }
+        }
+    }
+
+    fn tls(&mut self, section: &Section, raw: RawTls) -> TlsConfig {
+        let cert = self.path(section, "tls.cert", raw.cert);
+        let key = self.path(section, "tls.key", raw.key);
+        let min_version = raw.min_version.map_or(TlsVersion::Tls12, |version| {
+            let span = version.span();
+            match version.get_ref().trim() {
+                "1.2" => TlsVersion::Tls12,
+                "1.3" => TlsVersion::Tls13,
+                "1.0" | "1.1" => {
+                    let message = format!(
+                        "TLS {} is not supported: use \"1.2\" or \"1.3\"",
+                        version.get_ref().trim()
+                    );
+                    self.problem(section, "tls.min_version", Some(span), message);
+                    TlsVersion::Tls12
+                }
+                _ => {
+                    let message =
+                        format!("{:?}: expected \"1.2\" or \"1.3\"", version.get_ref());
+                    self.problem(section, "tls.min_version", Some(span), message);
+                    TlsVersion::Tls12
+                }
+            }
+        });
+        let handshake_timeout = self.bounded_duration(
+            section,
+            "tls.handshake_timeout",
+            raw.handshake_timeout,
+            DEFAULT_HANDSHAKE_TIMEOUT,
+            HANDSHAKE_TIMEOUT_BOUNDS,
+        );
+
+        let required = match &raw.client_auth {
+            None => false,
+            Some(client_auth) => match client_auth.get_ref().to_ascii_lowercase().as_str() {
+                "none" => false,
+                "required" => true,
+                _ => {
+                    let message = format!(
+                        "{:?}: expected \"none\" or \"required\"",
+                        client_auth.get_ref()
+                    );
+                    self.problem(section, "tls.client_auth", Some(client_auth.span()), message);
+                    // Treat as required so the thumbprint checks below still run.
+                    true
+                }
+            },
+        };
+        let thumbprints_span = raw.client_thumbprints.as_ref().map(Spanned::span);
+        let mut thumbprints: Vec<Thumbprint> = Vec::new();
+        let mut invalid_thumbprints = 0;
+        for (i, entry) in raw
+            .client_thumbprints
+            .map(Spanned::into_inner)
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+        {
+            let key = format!("tls.client_thumbprints[{i}]");
+            match entry.get_ref().parse::<Thumbprint>() {
+                Ok(thumbprint) if thumbprints.contains(&thumbprint) => {
+                    self.warn(section, &key, format!("{thumbprint} is listed twice"));
+                }
+                Ok(thumbprint) => thumbprints.push(thumbprint),
+                Err(error) => {
+                    invalid_thumbprints += 1;
+                    let message = format!("{:?} {error}", entry.get_ref());
+                    self.problem(section, &key, Some(entry.span()), message);
+                }
+            }
+        }
+        let ca = raw
+            .client_ca
+            .map(|ca| (ca.span(), self.path(section, "tls.client_ca", ca)));
+
+        let client_auth = if required {
+            // Entries that did not parse are already reported one by one.
+            if thumbprints.is_empty() && invalid_thumbprints == 0 {
+                self.problem(
+                    section,
+                    "tls.client_thumbprints",
+                    thumbprints_span,
+                    "client_auth = \"required\" needs at least one approved thumbprint",
+                );
+            }
+            ClientAuth::Required {
+                thumbprints,
+                ca: ca.map(|(_, path)| path),
+            }
+        } else {
+            // Fail closed: a list that would silently not be enforced is an error, not a
+            // warning, since the operator evidently meant to restrict clients.
+            if !thumbprints.is_empty() || thumbprints_span.is_some() {
+                self.problem(
+                    section,
+                    "tls.client_thumbprints",
+                    thumbprints_span,
+                    "set but client_auth is \"none\", so it would not be enforced: set \
+                     client_auth = \"required\" or remove the list",
+                );
+            }
+            if let Some((span, _)) = ca {
+                self.problem(
+                    section,
+                    "tls.client_ca",
+                    Some(span),
+                    "set but client_auth is \"none\", so it would not be enforced: set \
+                     client_auth = \"required\" or remove it",
+                );
+            }
+            ClientAuth::None
+        };
+
+        TlsConfig {
+            cert,
+            key,
+            min_version,
+            handshake_timeout,
+            client_auth,
+        }
+    }
+
+    fn framing(&mut self, section: &Section, raw: RawFraming) -> Framing {
+        let default = Framing::DEFAULT;
+        let start_span = raw.start.as_ref().map(Spanned::span);
+        let start = raw.start.map_or(Some(default.start().to_vec()), |start| {
+            self.marker(section, "framing.start", start)
+        });
+        let end = raw.end.map_or(Some(default.end().to_vec()), |end| {
+            self.marker(section, "framing.end", end)
+        });
+        let (Some(start), Some(end)) = (start, end) else {
+            return default;
+        };
+        if start[0] == end[0] {
+            let message = format!(
+                "start byte 0x{:02X} is also the first end byte: a frame's start could not \
+                 be told from its end",
+                start[0]
+            );
+            self.problem(section, "framing.start", start_span, message);
+            return default;
+        }
+        match Framing::new(&start, &end) {
+            Ok(framing) => framing,
+            Err(error) => {
+                self.problem(section, "framing", None, error.to_string());
+                default
+            }
+        }
+    }
+
+    /// One framing sequence: 1–4 hex bytes.
+    fn marker(&mut self, section: &Section, key: &str, raw: Spanned<String>) -> Option<Vec<u8>> {
+        let span = raw.span();
+        let message = match parse_hex_bytes(raw.get_ref()) {
+            Ok(bytes) if (1..=MAX_MARKER_LEN).contains(&bytes.len()) => return Some(bytes),
+            Ok(bytes) => format!(
+                "{:?} is {} bytes: a framing sequence is 1 to {MAX_MARKER_LEN} bytes",
+                raw.get_ref(),
+                bytes.len()
+            ),
+            Err(reason) => format!("{:?}: {reason}", raw.get_ref()),
+        };
+        self.problem(section, key, Some(span), message);
+        None
+    }
+
+    fn ip_net(&mut self, section: &Section, key: &str, raw: Spanned<String>) -> Option<IpNet> {
+        let text = raw.get_ref().trim();
+        let parsed = text
+            .parse::<IpNet>()
+            .ok()
+            .or_else(|| text.parse::<IpAddr>().ok().map(IpNet::from));
+        match parsed {
+            Some(net) => {
+                let trunc = net.trunc();
+                if trunc != net {
+                    self.warn(
+                        section,
+                        key,
+                        format!("{text:?} has host bits set; using {trunc}"),
+                    );
+                }
+                Some(trunc)
+            }
+            None => {
+                let message = format!("invalid address or CIDR {:?}", raw.get_ref());
+                self.problem(section, key, Some(raw.span()), message);
+                None
+            }
+        }
+    }
+
+    fn socket_addr(&mut self, section: &Section, key: &str, raw: Spanned<String>) -> SocketAddr {
+        match raw.get_ref().trim().parse::<SocketAddr>() {
+            Ok(addr) => addr,
+            Err(_) => {
+                let message = format!(
+                    "invalid address {:?}: expected IP:port such as \"0.0.0.0:2575\" or \
+                     \"[::]:2575\" (host names are not resolved)",
+                    raw.get_ref()
+                );
+                self.problem(section, key, Some(raw.span()), message);
+                // Port 0 never clashes with another listener, so this stand-in adds no
+                // spurious "already used" problems.
+                SocketAddr::from(([0, 0, 0, 0], 0))
+            }
+        }
+    }
+
+    fn path(&mut self, section: &Section, key: &str, raw: Spanned<String>) -> PathBuf {
+        if raw.get_ref().trim().is_empty() {
+            self.problem(section, key, Some(raw.span()), "must not be empty");
+        }
+        let path = PathBuf::from(raw.into_inner());
+        match self.base {
+            Some(base) if path.is_relative() => base.join(path),
+            _ => path,
+        }
+    }
+
+    fn size(&mut self, section: &Section, key: &str, raw: Spanned<RawSize>) -> usize {
+        let span = raw.span();
+        let parsed = match raw.into_inner() {
+            RawSize::Bytes(bytes) => u64::try_from(bytes).map_err(|_| format!("{bytes} is negative")),
+            RawSize::Text(text) => parse_size(&text).map_err(|reason| format!("{text:?}: {reason}")),
+        };
+        match parsed {
+            Ok(bytes) if bytes < MIN_MESSAGE_SIZE as u64 => {
+                let message = format!(
+                    "{} is below the minimum of {}",
+                    format_size(bytes),
+                    format_size(MIN_MESSAGE_SIZE as u64)
+                );
+                self.problem(section, key, Some(span), message);
+            }
+            Ok(bytes) if bytes > MAX_MESSAGE_SIZE as u64 => {
+                let message = format!(
+                    "{} is above the maximum of {}",
+                    format_size(bytes),
+                    format_size(MAX_MESSAGE_SIZE as u64)
+                );
+                self.problem(section, key, Some(span), message);
+            }
+            // In range, and 64 MiB fits in usize on every supported target.
+            Ok(bytes) => return bytes as usize,
+            Err(message) => self.problem(section, key, Some(span), message),
+        }
+        DEFAULT_MAX_MESSAGE_SIZE
+    }
+
+    /// A humantime duration; `None` (with a problem recorded) if it does not parse.
+    fn duration(&mut self, section: &Section, key: &str, raw: Spanned<String>) -> Option<Duration> {
+        match humantime::parse_duration(raw.get_ref()) {
+            Ok(duration) => Some(duration),
+            Err(error) => {
+                let message = format!(
+                    "invalid duration {:?} ({error}): use e.g. \"30s\", \"10m\", \"2h\", \"1d\"",
+                    raw.get_ref()
+                );
+                self.problem(section, key, Some(raw.span()), message);
+                None
+            }
+        }
+    }
+
+    fn bounded_duration(
+        &mut self,
+        section: &Section,
+        key: &str,
+        raw: Option<Spanned<String>>,
+        default: Duration,
+        (min, max): (Duration, Duration),
+    ) -> Duration {
+        let Some(raw) = raw else {
+            return default;
+        };
+        let span = raw.span();
+        match self.duration(section, key, raw) {
+            Some(value) if self.check_bounds(section, key, span, value, min, max) => value,
+            _ => default,
+        }
+    }
+
+    /// Records a problem unless `min <= value <= max`; returns whether it was in bounds.
+    fn check_bounds(
+        &mut self,
+        section: &Section,
+        key: &str,
+        span: Range<usize>,
+        value: Duration,
+        min: Duration,
+        max: Duration,
+    ) -> bool {
+        let message = if value < min {
+            format!("must be at least {}", humantime::format_duration(min))
+        } else if value > max {
+            format!("must be at most {}", humantime::format_duration(max))
+        } else {
+            return true;
+        };
+        self.problem(section, key, Some(span), message);
+        false
+    }
+
+    fn problem(
+        &mut self,
+        section: &Section,
+        key: &str,
+        span: Option<Range<usize>>,
+        message: impl Into<String>,
+    ) {
+        let line = span.map(|span| line_of(self.text, span.start));
+        self.problems.push(Problem {
+            section: section.clone(),
+            key: key.to_owned(),
+            message: message.into(),
+            line,
+        });
+    }
+
+    fn warn(&mut self, section: &Section, key: &str, message: impl Into<String>) {
+        let warning = Problem {
+            section: section.clone(),
+            key: key.to_owned(),
+            message: message.into(),
+            line: None,
+        };
+        self.warnings.push(warning.to_string());
+    }
+}
+
+fn listener_section(index: usize, name: &str) -> Section {
+    Section::Listener {
+        index,
+        name: (!name.is_empty()).then(|| name.to_owned()),
+    }
+}
+
+/// Whether two bound addresses would collide, and why (empty detail for an exact match).
+///
+/// Port 0 never collides (the OS picks a free port). A wildcard address collides with any
+/// address of its family on the same port, and `[::]` with IPv4 addresses too, since on
+/// Linux it is dual-stack by default.
+fn address_clash(a: SocketAddr, b: SocketAddr) -> Option<String> {
+    if a.port() == 0 || a.port() != b.port() {
+        return None;
+    }
+    let (ip_a, ip_b) = (a.ip().to_canonical(), b.ip().to_canonical());
+    if ip_a == ip_b {
+        return Some(String::new());
+    }
+    let covers = |wildcard: IpAddr, other: IpAddr| match wildcard {
+        IpAddr::V6(v6) if v6.is_unspecified() => true,
+        IpAddr::V4(v4) if v4.is_unspecified() => other.is_ipv4(),
+        _ => false,
+    };
+    if covers(ip_a, ip_b) {
+        Some(format!(" ({ip_a} includes {ip_b})"))
+    } else if covers(ip_b, ip_a) {
+        Some(format!(" ({ip_b} includes {ip_a})"))
+    } else {
+        None
+    }
+}
+
+/// `utf-8`/`utf8` → UTF-8, `windows-1252`/`cp1252` → Windows-1252, `ascii`/`us-ascii` →
+/// ASCII, case-insensitive.
+fn parse_charset(name: &str) -> Option<Charset> {
+    match name.trim().to_ascii_lowercase().as_str() {
+        "utf-8" | "utf8" => Some(Charset::Utf8),
+        "windows-1252" | "cp1252" => Some(Charset::Windows1252),
+        "ascii" | "us-ascii" => Some(Charset::Ascii),
+        _ => None,
+    }
+}
+
+/// `"0B"`, `"1C 0D"`, `"1c0d"`, `"0x1C 0x0D"`, `"1C:0D"` → bytes.
+fn parse_hex_bytes(text: &str) -> Result<Vec<u8>, String> {
+    let mut bytes = Vec::new();
+    for token in text.split(|c: char| c.is_whitespace() || c == ':' || c == ',') {
+        let token = token
+            .strip_prefix("0x")
+            .or_else(|| token.strip_prefix("0X"))
+            .unwrap_or(token);
+        if token.is_empty() {
+            continue;
+        }
+        if let Some(bad) = token.chars().find(|c| !c.is_ascii_hexdigit()) {
+            return Err(format!("{bad:?} is not a hex digit"));
+        }
+        if token.len() % 2 != 0 {
+            return Err(format!("{token:?} has an odd number of hex digits"));
+        }
+        bytes.extend(decode_hex(token));
+    }
+    if bytes.is_empty() {
+        return Err("no hex bytes".to_owned());
+    }
+    Ok(bytes)
+}
+
+/// `"65536"`, `"64KiB"`, `"1MiB"`, `"1MB"`, `"1 MiB"` → bytes. Units are case-insensitive:
+/// `B`, `KB` (1000), `KiB` (1024), `MB`, `MiB`, `GB`, `GiB`. Whole numbers only.
+fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    if number.is_empty() {
+        return Err("expected a whole number with an optional unit, e.g. \"1MiB\"".to_owned());
+    }
+    let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1000,
+        "kib" => 1024,
+        "mb" => 1000 * 1000,
+        "mib" => 1024 * 1024,
+        "gb" => 1000 * 1000 * 1000,
+        "gib" => 1024 * 1024 * 1024,
+        _ => {
+            return Err(format!(
+                "unknown unit {:?}: use B, KB, KiB, MB, MiB, GB or GiB",
+                unit.trim()
+            ))
+        }
+    };
+    number
+        .parse::<u64>()
+        .ok()
+        .and_then(|number| number.checked_mul(multiplier))
+        .ok_or_else(|| "too large".to_owned())
+}
+
+/// `1048576` → `"1MiB"`, `1500` → `"1500 bytes"`.
+fn format_size(bytes: u64) -> String {
+    const KIB64: u64 = KIB as u64;
+    const MIB64: u64 = MIB as u64;
+    if bytes >= MIB64 && bytes % MIB64 == 0 {
+        format!("{}MiB", bytes / MIB64)
+    } else if bytes >= KIB64 && bytes % KIB64 == 0 {
+        format!("{}KiB", bytes / KIB64)
+    } else {
+        format!("{bytes} bytes")
+    }
+}
+
+/// Hex digits (already checked, even count) → bytes.
+fn decode_hex(digits: &str) -> impl Iterator<Item = u8> + '_ {
+    digits.as_bytes().chunks_exact(2).map(|pair| {
+        let nibble = |digit: u8| match digit {
+            b'0'..=b'9' => digit - b'0',
+            b'a'..=b'f' => digit - b'a' + 10,
+            b'A'..=b'F' => digit - b'A' + 10,
+            _ => unreachable!("caller checked the digits are hex"),
+        };
+        (nibble(pair[0]) << 4) | nibble(pair[1])
+    })
+}
+
+/// `2 * N` checked hex digits → `[u8; N]`.
+fn decode_hex_exact<const N: usize>(digits: &str) -> [u8; N] {
+    let mut out = [0; N];
+    for (slot, byte) in out.iter_mut().zip(decode_hex(digits)) {
+        *slot = byte;
+    }
+    out
+}
+
+/// 1-based line of byte `offset` in `text`.
+fn line_of(text: &str, offset: usize) -> usize {
+    let offset = offset.min(text.len());
+    text.as_bytes()[..offset].iter().filter(|&&b| b == b'\n').count() + 1
+}
+
+/// The section a toml error at byte `offset` is in: the table whose header (or key) starts
+/// last before it. Only used to prefix toml's own message, so a guess that fails just
+/// leaves the prefix out.
+fn locate_section(text: &str, offset: usize) -> Option<Section> {
+    /// Each `[[listener]]` table with the span of its header.
+    #[derive(Deserialize)]
+    struct Listeners {
+        #[serde(default)]
+        listener: Vec<Spanned<toml::Table>>,
+    }
+
+    // Every top-level key with the span of its table header (or of its value).
+    let top: BTreeMap<String, Spanned<toml::Value>> = toml::from_str(text).ok()?;
+    let mut starts: Vec<(usize, Section)> = Vec::new();
+    for (key, value) in &top {
+        let section = match key.as_str() {
+            "listener" => continue,
+            "store" => Section::Store,
+            "admin" => Section::Admin,
+            "log" => Section::Log,
+            _ => Section::Root,
+        };
+        starts.push((value.span().start, section));
+    }
+    if let Ok(listeners) = toml::from_str::<Listeners>(text) {
+        for (index, listener) in listeners.listener.iter().enumerate() {
+            let name = listener.get_ref().get("name").and_then(toml::Value::as_str).unwrap_or("");
+            starts.push((listener.span().start, listener_section(index, name)));
+        }
+    }
+    starts
+        .into_iter()
+        .filter(|(start, _)| *start <= offset)
+        .max_by_key(|(start, _)| *start)
+        .map(|(_, section)| section)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+}

@@ -1,0 +1,376 @@
+//! One connection: read bytes, cut frames, handle each message in order, write its ACK.
+//!
+//! Owns the per-connection limits (idle time, frame progress time, write time) and the rule
+//! that a message's ACK is written before the next message on the connection is handled.
+//! It is generic over the stream so that TLS plugs into the same path. Errors end this
+//! connection only; they never reach the accept loop.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use hl7_proto::ack::{self, AckCode, AckError, AckParams, Outcome};
+use hl7_proto::error::ErrorCode;
+use hl7_proto::inbound::{inspect, Inspection};
+use hl7_proto::mllp::{self, Decoder, FrameError};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::{timeout, timeout_at, Instant};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::Profile;
+use crate::store::{Appended, MessageStore, NewMessage};
+
+/// Bytes read per `read` call.
+const READ_CHUNK: usize = 16 * 1024;
+/// Bytes outside frames tolerated in a row before the peer is judged not to speak MLLP.
+const MAX_JUNK_RUN: u64 = 64 * 1024;
+
+/// Why a connection ended (logged with the connection summary).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The peer closed the connection between messages.
+    PeerClosed,
+    /// The peer closed the connection in the middle of a frame; that message was not
+    /// acknowledged and is not kept.
+    PeerClosedInFrame {
+        /// Bytes of the unfinished frame.
+        buffered: usize,
+    },
+    /// No byte for `idle_timeout`.
+    Idle(Duration),
+    /// A frame did not complete within `frame_timeout` (slow or stalled sender).
+    FrameTimeout(Duration),
+    /// The ACK could not be written within `write_timeout` (peer not reading).
+    WriteTimeout(Duration),
+    /// The first bytes were not MLLP (e.g. TLS on a plaintext port, an HTTP request).
+    NotMllp(&'static str),
+    /// Too many bytes outside any frame.
+    TooMuchJunk(u64),
+    /// Server shutting down.
+    Shutdown,
+    /// Socket error.
+    Io(String),
+}
+
+impl std::fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CloseReason::PeerClosed => write!(f, "peer closed"),
+            CloseReason::PeerClosedInFrame { buffered } => {
+                write!(f, "peer closed inside a frame ({buffered} bytes not acknowledged)")
+            }
+            CloseReason::Idle(d) => write!(f, "idle for {}", humantime::format_duration(*d)),
+            CloseReason::FrameTimeout(d) => {
+                write!(f, "frame not completed within {}", humantime::format_duration(*d))
+            }
+            CloseReason::WriteTimeout(d) => {
+                write!(f, "ACK not written within {} (peer not reading)", humantime::format_duration(*d))
+            }
+            CloseReason::NotMllp(what) => write!(f, "not MLLP: {what}"),
+            CloseReason::TooMuchJunk(n) => write!(f, "{n} bytes outside MLLP frames"),
+            CloseReason::Shutdown => write!(f, "server shutting down"),
+            CloseReason::Io(e) => write!(f, "i/o error: {e}"),
+        }
+    }
+}
+
+/// Counters for one connection, logged when it closes.
+#[derive(Debug, Default, Clone)]
+pub struct ConnectionStats {
+    /// Messages accepted (AA/CA, including duplicates).
+    pub accepted: u64,
+    /// Messages answered with an error or reject, or refused at the frame level.
+    pub refused: u64,
+    /// Bytes read.
+    pub bytes_in: u64,
+    /// Bytes written.
+    pub bytes_out: u64,
+}
+
+/// Per-connection facts that do not change while it lives.
+pub struct ConnectionInfo {
+    /// Peer address.
+    pub peer: SocketAddr,
+    /// SHA-256 thumbprint of the verified client certificate, if any.
+    pub client_thumbprint: Option<String>,
+}
+
+/// Serves one connection until the peer leaves, a limit is hit, or shutdown is asked for
+/// (in which case a frame in progress is still read, stored and acknowledged first).
+pub async fn serve<S>(
+    mut stream: S,
+    info: ConnectionInfo,
+    profile: Arc<Profile>,
+    store: Arc<dyn MessageStore>,
+    shutdown: CancellationToken,
+) -> (CloseReason, ConnectionStats)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut conn = Connection {
+        info,
+        decoder: Decoder::new(profile.decoder_config()),
+        profile,
+        store,
+        stats: ConnectionStats::default(),
+        seen_first_byte: false,
+        junk_at_last_frame: 0,
+    };
+    let reason = conn.run(&mut stream, &shutdown).await;
+    // Best effort: the peer may already be gone.
+    let _ = timeout(Duration::from_secs(1), stream.shutdown()).await;
+    (reason, conn.stats)
+}
+
+struct Connection {
+    info: ConnectionInfo,
+    profile: Arc<Profile>,
+    store: Arc<dyn MessageStore>,
+    decoder: Decoder,
+    stats: ConnectionStats,
+    seen_first_byte: bool,
+    junk_at_last_frame: u64,
+}
+
+impl Connection {
+    async fn run<S>(&mut self, stream: &mut S, shutdown: &CancellationToken) -> CloseReason
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let profile = self.profile.clone();
+        let limits = &profile.config;
+        let mut buf = vec![0u8; READ_CHUNK];
+        let mut last_activity = Instant::now();
+        let mut frame_started: Option<Instant> = None;
+        loop {
+            let deadline = match frame_started {
+                Some(start) => start + limits.frame_timeout,
+                None => last_activity + limits.idle_timeout,
+            };
+            let read = tokio::select! {
+                biased;
+                // Between frames, shutdown closes at once; inside a frame, the message in
+                // flight is read to its end and acknowledged first.
+                _ = shutdown.cancelled(), if frame_started.is_none() => return CloseReason::Shutdown,
+                read = timeout_at(deadline, stream.read(&mut buf)) => read,
+            };
+            let n = match read {
+                Err(_elapsed) => {
+                    return match frame_started {
+                        Some(_) => CloseReason::FrameTimeout(limits.frame_timeout),
+                        None => CloseReason::Idle(last_activity.elapsed()),
+                    };
+                }
+                Ok(Err(e)) => return CloseReason::Io(e.to_string()),
+                Ok(Ok(0)) => {
+                    return if self.decoder.is_mid_frame() {
+                        CloseReason::PeerClosedInFrame { buffered: self.decoder.buffered() }
+                    } else {
+                        CloseReason::PeerClosed
+                    };
+                }
+                Ok(Ok(n)) => n,
+            };
+            last_activity = Instant::now();
+            self.stats.bytes_in += n as u64;
+            let chunk = &buf[..n];
+            if !self.seen_first_byte {
+                if let Some(reason) = self.check_first_bytes(chunk) {
+                    return reason;
+                }
+            }
+            self.decoder.push(chunk);
+            if let Err(reason) = self.drain_frames(stream).await {
+                return reason;
+            }
+            let junk_run = self.decoder.junk_bytes() - self.junk_at_last_frame;
+            if junk_run > MAX_JUNK_RUN {
+                return CloseReason::TooMuchJunk(junk_run);
+            }
+            frame_started = match (self.decoder.is_mid_frame(), frame_started) {
+                (true, Some(start)) => Some(start),
+                (true, None) => Some(last_activity),
+                (false, _) => None,
+            };
+        }
+    }
+
+    /// A peer whose first non-blank byte is not the start block is not an MLLP sender; say
+    /// what it looks like instead of waiting for its idle timeout.
+    fn check_first_bytes(&mut self, chunk: &[u8]) -> Option<CloseReason> {
+        let Some(pos) = chunk.iter().position(|b| !matches!(b, 0x00 | b'\r' | b'\n' | b' ' | b'\t')) else {
+            return None;
+        };
+        self.seen_first_byte = true;
+        let rest = &chunk[pos..];
+        if rest[0] == self.profile.config.framing.start()[0] {
+            return None;
+        }
+        Some(CloseReason::NotMllp(if rest[0] == 0x16 {
+            "TLS handshake on a plaintext port"
+        } else if [&b"GET "[..], b"POST", b"HEAD", b"PUT ", b"OPTI", b"CONN"].iter().any(|m| rest.starts_with(m)) {
+            "HTTP request"
+        } else if rest.starts_with(b"MSH") {
+            "HL7 without MLLP framing"
+        } else {
+            "first byte is not the MLLP start block"
+        }))
+    }
+
+    async fn drain_frames<S>(&mut self, stream: &mut S) -> Result<(), CloseReason>
+    where
+        S: AsyncWrite + Unpin,
+    {
+        while let Some(item) = self.decoder.next_frame() {
+            self.junk_at_last_frame = self.decoder.junk_bytes();
+            let reply = match item {
+                Ok(frame) => self.handle_message(Bytes::from(frame)).await,
+                Err(error) => self.handle_frame_error(&error),
+            };
+            if let Some(reply) = reply {
+                self.write(stream, &reply).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn write<S>(&mut self, stream: &mut S, message: &[u8]) -> Result<(), CloseReason>
+    where
+        S: AsyncWrite + Unpin,
+    {
+        let mut out = Vec::with_capacity(message.len() + 8);
+        mllp::encode(&self.profile.config.framing, message, &mut out);
+        let limit = self.profile.config.write_timeout;
+        match timeout(limit, async {
+            stream.write_all(&out).await?;
+            stream.flush().await
+        })
+        .await
+        {
+            Err(_) => Err(CloseReason::WriteTimeout(limit)),
+            Ok(Err(e)) => Err(CloseReason::Io(e.to_string())),
+            Ok(Ok(())) => {
+                self.stats.bytes_out += out.len() as u64;
+                Ok(())
+            }
+        }
+    }
+
+    /// One complete frame: inspect, store, decide, build the ACK.
+    async fn handle_message(&mut self, frame: Bytes) -> Option<Vec<u8>> {
+        let received_at = SystemTime::now();
+        let held = frame.clone();
+        let seen = inspect(&held, self.profile.config.encoding, self.profile.config.force_encoding);
+        let (outcome, error, duplicate) = match &seen.problem {
+            Some(problem) => (Outcome::Rejected, Some(AckError::from(problem)), false),
+            None => {
+                let record = self.record(&seen, frame, received_at);
+                match self.store.append(record).await {
+                    Ok(appended) => (Outcome::Accepted, None, appended == Appended::Duplicate),
+                    Err(e) => {
+                        warn!(listener = %self.profile.name, peer = %self.info.peer, error = %e,
+                            "message not stored; answering with an error ACK");
+                        let text = format!("message not stored: {e}");
+                        (Outcome::Error, Some(AckError { code: ErrorCode::ApplicationInternalError, text: text.into(), location: None }), false)
+                    }
+                }
+            }
+        };
+        let code = ack::decide(seen.msh.as_ref(), self.profile.config.ack, outcome);
+        self.log_message(&seen, held.len(), outcome, code, duplicate);
+        if outcome == Outcome::Accepted {
+            self.stats.accepted += 1;
+        } else {
+            self.stats.refused += 1;
+        }
+        let code = code?;
+        Some(self.build_ack(&seen, code, error))
+    }
+
+    fn record(&self, seen: &Inspection<'_>, raw: Bytes, received_at: SystemTime) -> NewMessage {
+        // `inspect` only reports an acceptable message with a header.
+        let msh = seen.msh.as_ref().expect("an acceptable message has an MSH");
+        let text = |v: &[u8]| String::from_utf8_lossy(v).into_owned();
+        NewMessage {
+            listener: self.profile.name.clone(),
+            peer: self.info.peer,
+            client_thumbprint: self.info.client_thumbprint.clone(),
+            received_at,
+            charset: seen.charset,
+            message_type: msh.message_type.to_string(),
+            control_id: text(msh.control_id),
+            sending_application: text(msh.sending_application),
+            sending_facility: text(msh.sending_facility),
+            processing_id: text(msh.processing_id),
+            version: text(msh.version_field),
+            raw,
+        }
+    }
+
+    fn build_ack(&self, seen: &Inspection<'_>, code: AckCode, error: Option<AckError<'_>>) -> Vec<u8> {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let timestamp = ack::hl7_timestamp(now.as_secs() as i64);
+        let control_id = self.profile.next_ack_id();
+        let params = AckParams {
+            code,
+            control_id: control_id.as_bytes(),
+            timestamp: timestamp.as_bytes(),
+            charset: seen.charset,
+            error,
+        };
+        ack::ack_to_vec(seen.msh.as_ref(), &params)
+    }
+
+    fn log_message(&self, seen: &Inspection<'_>, size: usize, outcome: Outcome, code: Option<AckCode>, duplicate: bool) {
+        let message_type = seen.msh.as_ref().map(|m| m.message_type.to_string()).unwrap_or_default();
+        let control_id =
+            seen.msh.as_ref().map(|m| String::from_utf8_lossy(m.control_id).into_owned()).unwrap_or_default();
+        let ack = code.map_or("none", AckCode::as_str);
+        let listener = &*self.profile.name;
+        let peer = self.info.peer;
+        match &seen.problem {
+            Some(problem) => warn!(listener, %peer, message_type, control_id, size, ack, reason = %problem,
+                "message rejected"),
+            None if outcome == Outcome::Error => {}
+            None if duplicate => info!(listener, %peer, message_type, control_id, size, ack,
+                "duplicate message acknowledged again, not stored twice"),
+            None => debug!(listener, %peer, message_type, control_id, size, ack, "message accepted"),
+        }
+    }
+
+    /// Frame-level errors: oversize and bad end blocks are answered with AR/CR when the
+    /// profile and the (readable) MSH allow; an abandoned frame (a new start block before
+    /// its end) is logged only, since its sender has already moved on to the next message.
+    fn handle_frame_error(&mut self, error: &FrameError) -> Option<Vec<u8>> {
+        self.stats.refused += 1;
+        let listener = &*self.profile.name;
+        let peer = self.info.peer;
+        let (code, text) = match error {
+            FrameError::Truncated { prefix } => {
+                warn!(listener, %peer, size = prefix.len(), "frame abandoned by the sender (new start block before the end block); not acknowledged");
+                return None;
+            }
+            FrameError::TooLarge { limit, .. } => (
+                ErrorCode::ApplicationInternalError,
+                format!("message larger than max_message_size ({limit} bytes); not stored"),
+            ),
+            FrameError::BadEnd { .. } => (
+                ErrorCode::SegmentSequenceError,
+                "MLLP end block not followed by a carriage return; not stored".to_string(),
+            ),
+        };
+        let seen = inspect(error.prefix(), self.profile.config.encoding, self.profile.config.force_encoding);
+        // A prefix of a frame may end mid-field; only its header matters here.
+        let msh = seen.msh.or_else(|| ack::salvage_msh(error.prefix()));
+        let seen = Inspection { msh, charset: seen.charset, problem: None };
+        let ack_code = ack::decide(seen.msh.as_ref(), self.profile.config.ack, Outcome::Rejected);
+        let control_id =
+            seen.msh.as_ref().map(|m| String::from_utf8_lossy(m.control_id).into_owned()).unwrap_or_default();
+        warn!(listener, %peer, control_id, reason = %text, ack = ack_code.map_or("none", AckCode::as_str),
+            "frame refused");
+        let error = AckError { code, text: text.into(), location: None };
+        Some(self.build_ack(&seen, ack_code?, Some(error)))
+    }
+}

@@ -1,0 +1,234 @@
+//! Listeners: one accept loop per profile, each connection in its own task.
+//!
+//! Owns binding, the IP allowlist, the connection limit, and shutdown: on shutdown the accept
+//! loops stop at once, idle connections close, and a message in flight is read, stored and
+//! acknowledged before its connection closes. One connection's failure never reaches the
+//! accept loop or another connection.
+
+pub mod connection;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use hl7_proto::mllp::DecoderConfig;
+use thiserror::Error;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, error, info, warn};
+
+use crate::config::{Config, ListenerConfig};
+use crate::store::MessageStore;
+use connection::ConnectionInfo;
+
+/// A listener profile at run time: its configuration and the ACK control-id counter.
+pub struct Profile {
+    /// Listener name (appears in logs and the store).
+    pub name: Arc<str>,
+    /// Its configuration.
+    pub config: ListenerConfig,
+    ack_ids: AckIds,
+}
+
+impl Profile {
+    /// Builds the run-time profile for one configured listener.
+    pub fn new(config: ListenerConfig) -> Profile {
+        Profile { name: Arc::from(config.name.as_str()), config, ack_ids: AckIds::new() }
+    }
+
+    /// The MLLP decoder settings of this profile.
+    pub fn decoder_config(&self) -> DecoderConfig {
+        DecoderConfig {
+            framing: self.config.framing,
+            max_frame_size: self.config.max_message_size,
+            lenient_end: self.config.lenient_framing,
+        }
+    }
+
+    /// A fresh MSH-10 for an ACK: unique within this process and across restarts (it starts
+    /// with the start time), at most 20 characters (the v2.5 length of MSH-10).
+    pub fn next_ack_id(&self) -> String {
+        self.ack_ids.next()
+    }
+}
+
+struct AckIds {
+    prefix: String,
+    counter: AtomicU64,
+}
+
+impl AckIds {
+    fn new() -> AckIds {
+        let start = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+        AckIds { prefix: format!("A{start:X}"), counter: AtomicU64::new(1) }
+    }
+
+    fn next(&self) -> String {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        format!("{}{n:06}", self.prefix)
+    }
+}
+
+/// Failure to start serving.
+#[derive(Debug, Error)]
+pub enum ServeError {
+    /// A listen address could not be bound.
+    #[error("listener {listener:?}: cannot listen on {addr}: {source}")]
+    Bind {
+        /// Listener name.
+        listener: String,
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// The running server: its bound addresses and the means to stop it.
+pub struct Server {
+    addrs: Vec<(String, SocketAddr)>,
+    shutdown: CancellationToken,
+    connections: TaskTracker,
+    accept_loops: Vec<JoinHandle<()>>,
+}
+
+impl Server {
+    /// Binds every listener of `config` (all or nothing) and starts accepting.
+    pub async fn start(config: &Config, store: Arc<dyn MessageStore>) -> Result<Server, ServeError> {
+        let mut bound = Vec::new();
+        for listener in &config.listeners {
+            let socket = TcpListener::bind(listener.listen).await.map_err(|source| ServeError::Bind {
+                listener: listener.name.clone(),
+                addr: listener.listen,
+                source,
+            })?;
+            bound.push((socket, Arc::new(Profile::new(listener.clone()))));
+        }
+        let shutdown = CancellationToken::new();
+        let connections = TaskTracker::new();
+        let mut addrs = Vec::new();
+        let mut accept_loops = Vec::new();
+        for (socket, profile) in bound {
+            let addr = socket.local_addr().map_err(|source| ServeError::Bind {
+                listener: profile.name.to_string(),
+                addr: profile.config.listen,
+                source,
+            })?;
+            addrs.push((profile.name.to_string(), addr));
+            let task = accept_loop(socket, profile, store.clone(), shutdown.clone(), connections.clone());
+            accept_loops.push(tokio::spawn(task));
+        }
+        Ok(Server { addrs, shutdown, connections, accept_loops })
+    }
+
+    /// The bound address of each listener, in configuration order.
+    pub fn local_addrs(&self) -> &[(String, SocketAddr)] {
+        &self.addrs
+    }
+
+    /// The bound address of the named listener.
+    pub fn local_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.addrs.iter().find(|(n, _)| n == name).map(|(_, a)| *a)
+    }
+
+    /// A token that stops the server when cancelled (e.g. from a signal handler).
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Stops accepting, lets every message in flight finish (each connection is bounded by
+    /// its frame and write timeouts, and the whole wait by `grace`), then returns the
+    /// number of connections that had to be abandoned when `grace` ran out.
+    pub async fn shutdown(self, grace: Duration) -> usize {
+        self.shutdown.cancel();
+        for task in self.accept_loops {
+            let _ = task.await;
+        }
+        self.connections.close();
+        if tokio::time::timeout(grace, self.connections.wait()).await.is_err() {
+            let left = self.connections.len();
+            warn!(connections = left, "shutdown grace period over; abandoning connections");
+            return left;
+        }
+        0
+    }
+
+    /// Waits until the shutdown token is cancelled, then shuts down as [`Server::shutdown`].
+    pub async fn run_until_stopped(self, grace: Duration) -> usize {
+        self.shutdown.cancelled().await;
+        self.shutdown(grace).await
+    }
+}
+
+async fn accept_loop(
+    socket: TcpListener,
+    profile: Arc<Profile>,
+    store: Arc<dyn MessageStore>,
+    shutdown: CancellationToken,
+    connections: TaskTracker,
+) {
+    let limit = Arc::new(Semaphore::new(profile.config.max_connections));
+    let listener = &*profile.name;
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = socket.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                // E.g. EMFILE: back off briefly instead of spinning; never end the loop.
+                error!(listener, error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        if !profile.config.allows(peer.ip()) {
+            warn!(target: "audit", listener, %peer, reason = "ip_not_allowed", "connection refused: address not in allow_ips");
+            drop(stream);
+            continue;
+        }
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            warn!(target: "audit", listener, %peer, reason = "max_connections",
+                max_connections = profile.config.max_connections, "connection refused: max_connections reached");
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let profile = profile.clone();
+        let store = store.clone();
+        let shutdown = shutdown.clone();
+        connections.spawn(async move {
+            let _permit = permit;
+            handle_tcp(stream, peer, profile, store, shutdown).await;
+        });
+    }
+    debug!(listener, "accept loop stopped");
+}
+
+async fn handle_tcp(
+    stream: TcpStream,
+    peer: SocketAddr,
+    profile: Arc<Profile>,
+    store: Arc<dyn MessageStore>,
+    shutdown: CancellationToken,
+) {
+    let listener = profile.name.clone();
+    info!(listener = &*listener, %peer, "connection opened");
+    let info = ConnectionInfo { peer, client_thumbprint: None };
+    let (reason, stats) = connection::serve(stream, info, profile, store, shutdown).await;
+    info!(
+        listener = &*listener,
+        %peer,
+        reason = %reason,
+        accepted = stats.accepted,
+        refused = stats.refused,
+        bytes_in = stats.bytes_in,
+        bytes_out = stats.bytes_out,
+        "connection closed"
+    );
+}
