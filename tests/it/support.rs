@@ -1,0 +1,119 @@
+//! Shared helpers: start a real server on loopback, frame and read MLLP, load fixtures.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hl7d::config::{Config, ListenerConfig};
+use hl7d::listener::Server;
+use hl7d::store::{AcceptAfterParse, MessageStore};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Upper bound for any single wait in a test, so that a broken server fails the test
+/// instead of hanging it.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// A byte-exact sample message from the protocol crate's fixtures.
+pub fn fixture(name: &str) -> Vec<u8> {
+    let path = format!("{}/crates/hl7-proto/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// A plaintext listener on 127.0.0.1:0 with default settings.
+pub fn plain(name: &str) -> ListenerConfig {
+    ListenerConfig::plaintext(name, "127.0.0.1:0".parse().unwrap())
+}
+
+/// A running in-process server and its store.
+pub struct TestServer {
+    pub server: Option<Server>,
+    pub store: Arc<AcceptAfterParse>,
+}
+
+impl TestServer {
+    /// Starts the given listeners with a counting store.
+    pub async fn start(listeners: Vec<ListenerConfig>) -> TestServer {
+        let store = Arc::new(AcceptAfterParse::default());
+        let server = start_with_store(listeners, store.clone()).await;
+        TestServer { server: Some(server), store }
+    }
+
+    /// Address of the named listener.
+    pub fn addr(&self, name: &str) -> SocketAddr {
+        self.server.as_ref().unwrap().local_addr(name).expect("listener exists")
+    }
+
+    /// Connects to the named listener.
+    pub async fn connect(&self, name: &str) -> TcpStream {
+        TcpStream::connect(self.addr(name)).await.expect("connect")
+    }
+
+    /// Graceful shutdown; returns the number of abandoned connections.
+    pub async fn stop(&mut self) -> usize {
+        self.server.take().unwrap().shutdown(WAIT).await
+    }
+}
+
+/// Starts a server over any store.
+pub async fn start_with_store(listeners: Vec<ListenerConfig>, store: Arc<dyn MessageStore>) -> Server {
+    let mut config = Config::embedded_default();
+    config.listeners = listeners;
+    Server::start(&config, store).await.expect("server starts")
+}
+
+/// `0x0B payload 0x1C 0x0D`.
+pub fn frame(payload: &[u8]) -> Vec<u8> {
+    let mut out = vec![0x0B];
+    out.extend_from_slice(payload);
+    out.extend_from_slice(&[0x1C, 0x0D]);
+    out
+}
+
+/// Sends one framed message.
+pub async fn send<S: AsyncWrite + Unpin>(stream: &mut S, payload: &[u8]) {
+    stream.write_all(&frame(payload)).await.expect("write");
+}
+
+/// Reads one MLLP frame (default framing) and returns its payload; panics after [`WAIT`].
+pub async fn read_frame<S: AsyncRead + Unpin>(stream: &mut S) -> Vec<u8> {
+    read_frame_with(stream, &[0x0B], &[0x1C, 0x0D]).await
+}
+
+/// Reads one frame with custom framing bytes. Reads byte by byte: slow, exact, fine for tests.
+pub async fn read_frame_with<S: AsyncRead + Unpin>(stream: &mut S, start: &[u8], end: &[u8]) -> Vec<u8> {
+    tokio::time::timeout(WAIT, async {
+        let mut buf = Vec::new();
+        let mut byte = [0u8; 1];
+        loop {
+            let n = stream.read(&mut byte).await.expect("read");
+            assert!(n == 1, "connection closed before a whole frame; got {:?}", String::from_utf8_lossy(&buf));
+            buf.push(byte[0]);
+            if buf.len() >= start.len() + end.len() && buf.ends_with(end) {
+                assert!(buf.starts_with(start), "frame does not start with the start block: {buf:?}");
+                return buf[start.len()..buf.len() - end.len()].to_vec();
+            }
+        }
+    })
+    .await
+    .expect("an ACK within the test wait")
+}
+
+/// Expects the peer to close the connection (EOF or reset) without sending anything more.
+pub async fn expect_closed<S: AsyncRead + Unpin>(stream: &mut S) {
+    let mut buf = [0u8; 256];
+    let result = tokio::time::timeout(WAIT, stream.read(&mut buf)).await.expect("closed within the test wait");
+    match result {
+        Ok(0) | Err(_) => {}
+        Ok(n) => panic!("expected close, got {n} bytes: {:?}", String::from_utf8_lossy(&buf[..n])),
+    }
+}
+
+/// Parses an ACK payload into (MSA-1, MSA-2, whole text).
+pub fn msa(ack: &[u8]) -> (String, String) {
+    let text = String::from_utf8_lossy(ack).into_owned();
+    let line = text.split('\r').find(|s| s.starts_with("MSA")).unwrap_or_else(|| panic!("no MSA in {text:?}"));
+    let sep = &line[3..4];
+    let fields: Vec<&str> = line.split(sep).collect();
+    (fields.get(1).unwrap_or(&"").to_string(), fields.get(2).unwrap_or(&"").to_string())
+}
