@@ -34,11 +34,11 @@ pub enum Command {
     /// Validate a configuration file without starting anything.
     CheckConfig(RequiredConfigArgs),
     /// Send HL7 messages to an MLLP listener and check their ACKs.
-    Send(PassThrough),
+    Send(hl7d::send_cmd::SendArgs),
     /// Certificate tools: thumbprint, inspect, dev-pki.
-    Cert(PassThrough),
+    Cert(hl7d::cert_cmd::CertArgs),
     /// List, show and export stored messages.
-    Messages(PassThrough),
+    Messages(MessagesArgs),
     /// Load generator for an MLLP listener.
     Bench(PassThrough),
 }
@@ -65,4 +65,80 @@ pub struct PassThrough {
     /// Arguments (not yet interpreted).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     pub args: Vec<String>,
+}
+
+/// `hl7d messages`: read the message store (works while the server runs).
+#[derive(Debug, Args)]
+pub struct MessagesArgs {
+    /// Configuration file (TOML) whose `[store] path` to read. Without it, the embedded
+    /// default (`./hl7d-data`).
+    #[arg(long, short, global = true)]
+    pub config: Option<PathBuf>,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: MessagesCommand,
+}
+
+/// The `hl7d messages` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum MessagesCommand {
+    /// List stored messages, newest first (at most 100 unless --limit says otherwise).
+    List {
+        /// Which messages.
+        #[command(flatten)]
+        filter: MessageFilterArgs,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one message: its metadata, then its segments one per line, decoded from the
+    /// character set it arrived in.
+    Show {
+        /// Message id (the first column of `list`).
+        id: i64,
+        /// Write exactly the bytes received, nothing else.
+        #[arg(long)]
+        raw: bool,
+    },
+    /// Write one `.hl7` file per message (the bytes exactly as received) into a directory.
+    Export {
+        /// Directory to write into (created if missing; files of the same name are replaced).
+        #[arg(long)]
+        out: PathBuf,
+        /// Which messages (all by default).
+        #[command(flatten)]
+        filter: MessageFilterArgs,
+    },
+}
+
+/// Selection of stored messages.
+#[derive(Debug, Args)]
+pub struct MessageFilterArgs {
+    /// Only messages received on this listener.
+    #[arg(long)]
+    pub listener: Option<String>,
+    /// Only messages received since this time: RFC 3339 (`2026-11-28T09:00:00Z`), a date
+    /// (`2026-11-28`, UTC), or an age (`90m`, `2h`, `7d`).
+    #[arg(long, value_parser = hl7d::messages_cmd::parse_since)]
+    pub since: Option<std::time::SystemTime>,
+    /// Only messages with this MSH-10 control id.
+    #[arg(long)]
+    pub control_id: Option<String>,
+    /// At most this many messages.
+    #[arg(long)]
+    pub limit: Option<u64>,
+}
+
+impl MessageFilterArgs {
+    /// The store filter, with `default_limit` when `--limit` is not given.
+    pub fn filter(&self, default_limit: Option<u64>) -> hl7d::store::Filter {
+        hl7d::store::Filter {
+            listener: self.listener.clone(),
+            since: self.since,
+            control_id: self.control_id.clone(),
+            limit: self.limit.or(default_limit),
+            oldest_first: false,
+        }
+    }
 }

@@ -28,8 +28,10 @@ use serde::Deserialize;
 use thiserror::Error;
 use toml::Spanned;
 
-/// The configuration `hl7d serve` uses when no `--config` is given: one plaintext listener
-/// on 127.0.0.1:2575 and the store in `./hl7d-data` (relative to the working directory).
+/// The configuration `hl7d serve` uses when no `--config` is given: one TLS listener on
+/// 0.0.0.0:2575 and the store in `./hl7d-data` (relative to the working directory). The
+/// certificate and key are generated on first start by a local CA in `./hl7d-data/tls/`
+/// (see `tls::pki::ensure_local_tls`).
 ///
 /// Kept as TOML text, not as a struct literal, so the default goes through the same parser
 /// and validation as a user's file (see [`Config::embedded_default`]).
@@ -39,9 +41,12 @@ path = "./hl7d-data"
 
 [[listener]]
 name = "default"
-listen = "127.0.0.1:2575"
-# Loopback only: a plaintext listener must not be reachable from the network by default.
-plaintext = true
+listen = "0.0.0.0:2575"
+
+# Generated on first start by a local CA (./hl7d-data/tls/ca.pem is what senders trust).
+[listener.tls]
+cert = "./hl7d-data/tls/server.pem"
+key = "./hl7d-data/tls/server.key"
 "#;
 
 /// Default `[store] path`.
@@ -303,13 +308,16 @@ pub enum ThumbprintError {
 /// Why a configuration was refused.
 #[derive(Debug, Error)]
 pub enum ConfigError {
-    /// The config file could not be read; the I/O error is the source.
-    #[error("cannot read config file {}", path.display())]
+    /// The config file could not be read.
+    ///
+    /// The I/O error is part of the message rather than a `source`, so that printing the
+    /// error with `{}` (as `check-config` does) says why, and `{:#}` does not say it twice.
+    #[error("cannot read config file {}: {error}", path.display())]
     Read {
         /// The file.
         path: PathBuf,
         /// What went wrong.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// Not valid TOML, an unknown key, a missing key or a value of the wrong type. The
     /// message is toml's own, with line, column and the offending key, prefixed by the
@@ -376,10 +384,8 @@ impl Config {
     /// `[listener.tls]` `cert`, `key` and `client_ca` are resolved against the directory
     /// of `path`, so the file means the same whatever the working directory.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|error| ConfigError::Read { path: path.to_path_buf(), error })?;
         // A bare file name has an empty parent: relative paths then stay relative to the
         // working directory, which is where that file is.
         let base = path.parent().unwrap_or(Path::new(""));
@@ -401,10 +407,7 @@ impl Config {
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        StoreConfig {
-            path: PathBuf::from(DEFAULT_STORE_PATH),
-            retention: None,
-        }
+        StoreConfig { path: PathBuf::from(DEFAULT_STORE_PATH), retention: None }
     }
 }
 
@@ -489,10 +492,8 @@ impl FromStr for Thumbprint {
     /// certificate dialog copies along are dropped. The algorithm follows from the
     /// length: 64 hex digits are SHA-256, 40 are SHA-1.
     fn from_str(text: &str) -> Result<Thumbprint, ThumbprintError> {
-        let cleaned: String = text
-            .chars()
-            .filter(|c| !matches!(c, '\u{200E}' | '\u{200F}' | '\u{FEFF}'))
-            .collect();
+        let cleaned: String =
+            text.chars().filter(|c| !matches!(c, '\u{200E}' | '\u{200F}' | '\u{FEFF}')).collect();
         let cleaned = cleaned.trim();
         let lower = cleaned.to_ascii_lowercase();
         let mut expected = None;
@@ -561,9 +562,7 @@ impl fmt::Display for Section {
             Section::Store => f.write_str("store"),
             Section::Admin => f.write_str("admin"),
             Section::Log => f.write_str("log"),
-            Section::Listener {
-                name: Some(name), ..
-            } => write!(f, "listener {name:?}"),
+            Section::Listener { name: Some(name), .. } => write!(f, "listener {name:?}"),
             Section::Listener { index, name: None } => write!(f, "listener #{}", index + 1),
         }
     }
@@ -697,22 +696,12 @@ fn parse(text: &str, base: Option<&Path>) -> Result<Config, ConfigError> {
         section: error.span().and_then(|span| locate_section(text, span.start)),
         error,
     })?;
-    let mut builder = Builder {
-        text,
-        base,
-        problems: Vec::new(),
-        warnings: Vec::new(),
-    };
+    let mut builder = Builder { text, base, problems: Vec::new(), warnings: Vec::new() };
     let config = builder.config(raw);
     if builder.problems.is_empty() {
-        Ok(Config {
-            warnings: builder.warnings,
-            ..config
-        })
+        Ok(Config { warnings: builder.warnings, ..config })
     } else {
-        Err(ConfigError::Invalid {
-            problems: builder.problems,
-        })
+        Err(ConfigError::Invalid { problems: builder.problems })
     }
 }
 
@@ -760,10 +749,7 @@ impl Builder<'_> {
                         &section,
                         "listen",
                         Some(listen_span.clone()),
-                        format!(
-                            "port {} already used by {other_section}{detail}",
-                            listener.listen.port()
-                        ),
+                        format!("port {} already used by {other_section}{detail}", listener.listen.port()),
                     );
                 }
             }
@@ -800,13 +786,7 @@ impl Builder<'_> {
             }
         }
 
-        Config {
-            store,
-            admin,
-            log,
-            listeners,
-            warnings: Vec::new(),
-        }
+        Config { store, admin, log, listeners, warnings: Vec::new() }
     }
 
     fn store(&mut self, raw: RawStore) -> StoreConfig {
@@ -866,10 +846,8 @@ impl Builder<'_> {
                 "debug" => LogLevel::Debug,
                 "trace" => LogLevel::Trace,
                 _ => {
-                    let message = format!(
-                        "{:?}: expected error, warn, info, debug or trace",
-                        level.get_ref()
-                    );
+                    let message =
+                        format!("{:?}: expected error, warn, info, debug or trace", level.get_ref());
                     self.problem(&section, "level", Some(span), message);
                     LogLevel::default()
                 }
@@ -925,8 +903,13 @@ impl Builder<'_> {
             })
         });
 
-        let idle_timeout =
-            self.bounded_duration(&section, "idle_timeout", raw.idle_timeout, DEFAULT_IDLE_TIMEOUT, IDLE_TIMEOUT_BOUNDS);
+        let idle_timeout = self.bounded_duration(
+            &section,
+            "idle_timeout",
+            raw.idle_timeout,
+            DEFAULT_IDLE_TIMEOUT,
+            IDLE_TIMEOUT_BOUNDS,
+        );
         if idle_timeout < IDLE_TIMEOUT_WARN_BELOW {
             self.warn(
                 &section,
@@ -953,17 +936,16 @@ impl Builder<'_> {
             WRITE_TIMEOUT_BOUNDS,
         );
 
-        let max_message_size = raw.max_message_size.map_or(DEFAULT_MAX_MESSAGE_SIZE, |size| {
-            self.size(&section, "max_message_size", size)
-        });
+        let max_message_size = raw
+            .max_message_size
+            .map_or(DEFAULT_MAX_MESSAGE_SIZE, |size| self.size(&section, "max_message_size", size));
 
         let max_connections = raw.max_connections.map_or(DEFAULT_MAX_CONNECTIONS, |count| {
             let span = count.span();
             match usize::try_from(*count.get_ref()) {
                 Ok(count) if (1..=MAX_CONNECTIONS).contains(&count) => count,
                 _ => {
-                    let message =
-                        format!("{} is out of range 1..=100000", count.get_ref());
+                    let message = format!("{} is out of range 1..=100000", count.get_ref());
                     self.problem(&section, "max_connections", Some(span), message);
                     DEFAULT_MAX_CONNECTIONS
                 }
@@ -982,11 +964,7 @@ impl Builder<'_> {
             Some(framing) => self.framing(&section, framing),
         };
         if raw.lenient_framing && framing.end().len() == 1 {
-            self.warn(
-                &section,
-                "lenient_framing",
-                "has no effect with a one-byte end sequence",
-            );
+            self.warn(&section, "lenient_framing", "has no effect with a one-byte end sequence");
         }
 
         let duplicate_window = match raw.duplicate_window {
@@ -1036,9 +1014,8 @@ impl Builder<'_> {
             "must not be empty".to_owned()
         } else if value.len() > MAX_NAME_LEN {
             format!("is {} characters long; at most {MAX_NAME_LEN} are allowed", value.len())
-        } else if let Some(bad) = value
-            .chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')))
+        } else if let Some(bad) =
+            value.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')))
         {
             format!("{value:?} contains {bad:?}: use only letters, digits, '_', '.' and '-'")
         } else {
@@ -1089,16 +1066,13 @@ impl Builder<'_> {
                 "1.2" => TlsVersion::Tls12,
                 "1.3" => TlsVersion::Tls13,
                 "1.0" | "1.1" => {
-                    let message = format!(
-                        "TLS {} is not supported: use \"1.2\" or \"1.3\"",
-                        version.get_ref().trim()
-                    );
+                    let message =
+                        format!("TLS {} is not supported: use \"1.2\" or \"1.3\"", version.get_ref().trim());
                     self.problem(section, "tls.min_version", Some(span), message);
                     TlsVersion::Tls12
                 }
                 _ => {
-                    let message =
-                        format!("{:?}: expected \"1.2\" or \"1.3\"", version.get_ref());
+                    let message = format!("{:?}: expected \"1.2\" or \"1.3\"", version.get_ref());
                     self.problem(section, "tls.min_version", Some(span), message);
                     TlsVersion::Tls12
                 }
@@ -1118,10 +1092,7 @@ impl Builder<'_> {
                 "none" => false,
                 "required" => true,
                 _ => {
-                    let message = format!(
-                        "{:?}: expected \"none\" or \"required\"",
-                        client_auth.get_ref()
-                    );
+                    let message = format!("{:?}: expected \"none\" or \"required\"", client_auth.get_ref());
                     self.problem(section, "tls.client_auth", Some(client_auth.span()), message);
                     // Treat as required so the thumbprint checks below still run.
                     true
@@ -1131,12 +1102,8 @@ impl Builder<'_> {
         let thumbprints_span = raw.client_thumbprints.as_ref().map(Spanned::span);
         let mut thumbprints: Vec<Thumbprint> = Vec::new();
         let mut invalid_thumbprints = 0;
-        for (i, entry) in raw
-            .client_thumbprints
-            .map(Spanned::into_inner)
-            .unwrap_or_default()
-            .into_iter()
-            .enumerate()
+        for (i, entry) in
+            raw.client_thumbprints.map(Spanned::into_inner).unwrap_or_default().into_iter().enumerate()
         {
             let key = format!("tls.client_thumbprints[{i}]");
             match entry.get_ref().parse::<Thumbprint>() {
@@ -1151,9 +1118,7 @@ impl Builder<'_> {
                 }
             }
         }
-        let ca = raw
-            .client_ca
-            .map(|ca| (ca.span(), self.path(section, "tls.client_ca", ca)));
+        let ca = raw.client_ca.map(|ca| (ca.span(), self.path(section, "tls.client_ca", ca)));
 
         let client_auth = if required {
             // Entries that did not parse are already reported one by one.
@@ -1165,10 +1130,7 @@ impl Builder<'_> {
                     "client_auth = \"required\" needs at least one approved thumbprint",
                 );
             }
-            ClientAuth::Required {
-                thumbprints,
-                ca: ca.map(|(_, path)| path),
-            }
+            ClientAuth::Required { thumbprints, ca: ca.map(|(_, path)| path) }
         } else {
             // Fail closed: a list that would silently not be enforced is an error, not a
             // warning, since the operator evidently meant to restrict clients.
@@ -1193,24 +1155,17 @@ impl Builder<'_> {
             ClientAuth::None
         };
 
-        TlsConfig {
-            cert,
-            key,
-            min_version,
-            handshake_timeout,
-            client_auth,
-        }
+        TlsConfig { cert, key, min_version, handshake_timeout, client_auth }
     }
 
     fn framing(&mut self, section: &Section, raw: RawFraming) -> Framing {
         let default = Framing::DEFAULT;
         let start_span = raw.start.as_ref().map(Spanned::span);
-        let start = raw.start.map_or(Some(default.start().to_vec()), |start| {
-            self.marker(section, "framing.start", start)
-        });
-        let end = raw.end.map_or(Some(default.end().to_vec()), |end| {
-            self.marker(section, "framing.end", end)
-        });
+        let start = raw
+            .start
+            .map_or(Some(default.start().to_vec()), |start| self.marker(section, "framing.start", start));
+        let end =
+            raw.end.map_or(Some(default.end().to_vec()), |end| self.marker(section, "framing.end", end));
         let (Some(start), Some(end)) = (start, end) else {
             return default;
         };
@@ -1250,19 +1205,12 @@ impl Builder<'_> {
 
     fn ip_net(&mut self, section: &Section, key: &str, raw: Spanned<String>) -> Option<IpNet> {
         let text = raw.get_ref().trim();
-        let parsed = text
-            .parse::<IpNet>()
-            .ok()
-            .or_else(|| text.parse::<IpAddr>().ok().map(IpNet::from));
+        let parsed = text.parse::<IpNet>().ok().or_else(|| text.parse::<IpAddr>().ok().map(IpNet::from));
         match parsed {
             Some(net) => {
                 let trunc = net.trunc();
                 if trunc != net {
-                    self.warn(
-                        section,
-                        key,
-                        format!("{text:?} has host bits set; using {trunc}"),
-                    );
+                    self.warn(section, key, format!("{text:?} has host bits set; using {trunc}"));
                 }
                 Some(trunc)
             }
@@ -1403,21 +1351,14 @@ impl Builder<'_> {
     }
 
     fn warn(&mut self, section: &Section, key: &str, message: impl Into<String>) {
-        let warning = Problem {
-            section: section.clone(),
-            key: key.to_owned(),
-            message: message.into(),
-            line: None,
-        };
+        let warning =
+            Problem { section: section.clone(), key: key.to_owned(), message: message.into(), line: None };
         self.warnings.push(warning.to_string());
     }
 }
 
 fn listener_section(index: usize, name: &str) -> Section {
-    Section::Listener {
-        index,
-        name: (!name.is_empty()).then(|| name.to_owned()),
-    }
+    Section::Listener { index, name: (!name.is_empty()).then(|| name.to_owned()) }
 }
 
 /// Whether two bound addresses would collide, and why (empty detail for an exact match).
@@ -1458,14 +1399,14 @@ fn parse_charset(name: &str) -> Option<Charset> {
     }
 }
 
-/// `"0B"`, `"1C 0D"`, `"1c0d"`, `"0x1C 0x0D"`, `"1C:0D"` → bytes.
-fn parse_hex_bytes(text: &str) -> Result<Vec<u8>, String> {
+/// Hex bytes as written for `[listener.framing]`: `"0B"`, `"1C 0D"`, `"1c0d"`,
+/// `"0x1C 0x0D"`, `"1C:0D"` → bytes. Public so the CLI's `--framing-*` flags accept the same
+/// forms. The error is a lower-case reason without the input; the length (1–4 bytes for
+/// framing) is the caller's to check.
+pub fn parse_hex_bytes(text: &str) -> Result<Vec<u8>, String> {
     let mut bytes = Vec::new();
     for token in text.split(|c: char| c.is_whitespace() || c == ':' || c == ',') {
-        let token = token
-            .strip_prefix("0x")
-            .or_else(|| token.strip_prefix("0X"))
-            .unwrap_or(token);
+        let token = token.strip_prefix("0x").or_else(|| token.strip_prefix("0X")).unwrap_or(token);
         if token.is_empty() {
             continue;
         }
@@ -1500,12 +1441,7 @@ fn parse_size(text: &str) -> Result<u64, String> {
         "mib" => 1024 * 1024,
         "gb" => 1000 * 1000 * 1000,
         "gib" => 1024 * 1024 * 1024,
-        _ => {
-            return Err(format!(
-                "unknown unit {:?}: use B, KB, KiB, MB, MiB, GB or GiB",
-                unit.trim()
-            ))
-        }
+        _ => return Err(format!("unknown unit {:?}: use B, KB, KiB, MB, MiB, GB or GiB", unit.trim())),
     };
     number
         .parse::<u64>()
@@ -1594,5 +1530,775 @@ fn locate_section(text: &str, offset: usize) -> Option<Section> {
 
 #[cfg(test)]
 mod tests {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
     use super::*;
+
+    /// The `[[listener]]` example of issue 3, verbatim.
+    const ISSUE_3_EXAMPLE: &str = r#"
+[store]
+path = "hl7d-data"            # data directory (embedded store lands here)
+
+[admin]
+listen = "127.0.0.1:9275"     # health and metrics (observability issue)
+
+[[listener]]
+name = "lab"                  # unique; appears in logs, metrics, the store
+listen = "0.0.0.0:2575"
+plaintext = true              # required to run without a [listener.tls] table
+ack = "msh"                   # msh (default) | always | never
+encoding = "utf-8"            # default when MSH-18 is empty: utf-8 | windows-1252
+force_encoding = false        # true: ignore MSH-18, always use `encoding`
+idle_timeout = "30m"          # close a connection idle this long (humantime)
+max_message_size = "1MiB"
+max_connections = 100
+allow_ips = []                # CIDRs/addresses; empty = any
+[listener.framing]
+start = "0B"                  # hex bytes
+end = "1C 0D"
+"#;
+
+    /// The `[listener.tls]` example of issue 4 (with client_auth switched on so the
+    /// thumbprint list is allowed).
+    const ISSUE_4_TLS: &str = r#"
+[[listener]]
+name = "secure"
+listen = "0.0.0.0:2576"
+[listener.tls]
+cert = "tls/server.pem"          # PEM, leaf first then intermediates (the chain is presented)
+key = "tls/server.key"           # PKCS#8, PKCS#1 or SEC1 PEM
+min_version = "1.2"              # "1.2" (default) or "1.3"
+handshake_timeout = "10s"
+client_auth = "required"         # none (default) | required
+client_thumbprints = [           # approved client certificates (required when client_auth = required)
+  "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+  "A9 4A 8F E5 CC B1 9B A6 1C 4C 08 73 D3 91 E9 87 98 2F BB D3",   # SHA-1, as Windows shows it
+]
+client_ca = "tls/clients-ca.pem" # optional: additionally require a chain to this CA
+"#;
+
+    const SHA256_HEX: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+    const SHA1_HEX: &str = "a94a8fe5ccb19ba61c4c0873d391e987982fbbd3";
+
+    /// One plaintext loopback listener "lab" with `extra` lines added to its table.
+    fn lab(extra: &str) -> String {
+        format!("[[listener]]\nname = \"lab\"\nlisten = \"127.0.0.1:2575\"\nplaintext = true\n{extra}\n")
+    }
+
+    fn parse_ok(text: &str) -> Config {
+        match Config::from_toml_str(text) {
+            Ok(config) => config,
+            Err(error) => panic!("config should parse, got:\n{error}\n---\n{text}"),
+        }
+    }
+
+    fn parse_err(text: &str) -> String {
+        match Config::from_toml_str(text) {
+            Ok(config) => panic!("config should be refused, got {config:#?}\n---\n{text}"),
+            Err(error) => error.to_string(),
+        }
+    }
+
+    fn hex<const N: usize>(digits: &str) -> [u8; N] {
+        decode_hex_exact(digits)
+    }
+
+    #[test]
+    fn issue_3_example_parses_with_the_right_values() {
+        let config = parse_ok(ISSUE_3_EXAMPLE);
+        assert_eq!(config.store.path, PathBuf::from("hl7d-data"));
+        assert_eq!(config.store.retention, None);
+        assert_eq!(config.admin, Some(AdminConfig { listen: "127.0.0.1:9275".parse().unwrap() }));
+        assert_eq!(config.log, LogConfig::default());
+        assert_eq!(config.listeners.len(), 1);
+        let lab = &config.listeners[0];
+        let expected = ListenerConfig {
+            name: "lab".to_owned(),
+            listen: "0.0.0.0:2575".parse().unwrap(),
+            ..ListenerConfig::plaintext("", "0.0.0.0:0".parse().unwrap())
+        };
+        assert_eq!(lab, &expected);
+        assert_eq!(lab.transport, Transport::Plaintext);
+        assert_eq!(lab.ack, AckPolicy::Msh);
+        assert_eq!(lab.encoding, Charset::Utf8);
+        assert!(!lab.force_encoding);
+        assert_eq!(lab.idle_timeout, Duration::from_secs(1800));
+        assert_eq!(lab.max_message_size, 1024 * 1024);
+        assert_eq!(lab.max_connections, 100);
+        assert!(lab.allow_ips.is_empty());
+        assert_eq!(lab.framing, Framing::DEFAULT);
+        assert_eq!(config.listener("lab"), Some(lab));
+        // Plaintext on 0.0.0.0 is allowed, but flagged.
+        assert_eq!(config.warnings.len(), 1, "{:?}", config.warnings);
+        assert!(config.warnings[0].starts_with("listener \"lab\": plaintext: 0.0.0.0:2575"));
+    }
+
+    #[test]
+    fn issue_4_tls_table_parses() {
+        let config = parse_ok(ISSUE_4_TLS);
+        let tls = config.listeners[0].tls().expect("a TLS listener");
+        assert_eq!(tls.cert, PathBuf::from("tls/server.pem"));
+        assert_eq!(tls.key, PathBuf::from("tls/server.key"));
+        assert_eq!(tls.min_version, TlsVersion::Tls12);
+        assert_eq!(tls.handshake_timeout, Duration::from_secs(10));
+        assert_eq!(
+            tls.client_auth,
+            ClientAuth::Required {
+                thumbprints: vec![Thumbprint::Sha256(hex(SHA256_HEX)), Thumbprint::Sha1(hex(SHA1_HEX))],
+                ca: Some(PathBuf::from("tls/clients-ca.pem")),
+            }
+        );
+        assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+    }
+
+    #[test]
+    fn defaults() {
+        let config = parse_ok("[[listener]]\nname = \"a\"\nlisten = \"127.0.0.1:2575\"\nplaintext = true\n");
+        assert_eq!(config.store, StoreConfig::default());
+        assert_eq!(config.store.path, PathBuf::from("hl7d-data"));
+        assert_eq!(config.admin, None);
+        assert_eq!(config.log, LogConfig { format: LogFormat::Human, level: LogLevel::Info });
+        let listener = &config.listeners[0];
+        assert_eq!(listener, &ListenerConfig::plaintext("a", "127.0.0.1:2575".parse().unwrap()));
+        assert_eq!(listener.frame_timeout, Duration::from_secs(60));
+        assert_eq!(listener.write_timeout, Duration::from_secs(30));
+        assert_eq!(listener.duplicate_window, Some(Duration::from_secs(86_400)));
+        assert!(!listener.lenient_framing);
+        assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+
+        // An empty [admin] table turns the endpoint on at its default address.
+        let config = parse_ok(&format!("[admin]\n{}", lab("")));
+        assert_eq!(config.admin.unwrap().listen, "127.0.0.1:9275".parse().unwrap());
+
+        let tls = parse_ok(
+            "[[listener]]\nname = \"t\"\nlisten = \"0.0.0.0:2576\"\n[listener.tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\n",
+        );
+        let tls = tls.listeners[0].tls().unwrap();
+        assert_eq!(tls.min_version, TlsVersion::Tls12);
+        assert_eq!(tls.handshake_timeout, DEFAULT_HANDSHAKE_TIMEOUT);
+        assert_eq!(tls.client_auth, ClientAuth::None);
+    }
+
+    #[test]
+    fn embedded_default_is_valid() {
+        let config = Config::embedded_default();
+        assert_eq!(config.store.path, PathBuf::from("./hl7d-data"));
+        assert_eq!(config.admin, None);
+        assert_eq!(config.listeners.len(), 1);
+        let listener = &config.listeners[0];
+        assert_eq!(listener.name, "default");
+        assert_eq!(listener.listen, SocketAddr::from(([0, 0, 0, 0], 2575)));
+        let tls = listener.tls().expect("the embedded default is TLS");
+        assert_eq!(tls.cert, PathBuf::from("./hl7d-data/tls/server.pem"));
+        assert_eq!(tls.key, PathBuf::from("./hl7d-data/tls/server.key"));
+        assert_eq!(tls.client_auth, ClientAuth::None);
+        assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+    }
+
+    #[test]
+    fn every_other_key_parses() {
+        let config = parse_ok(
+            r#"
+[store]
+path = "/var/lib/hl7d"
+retention = "30d"
+
+[log]
+format = "JSON"
+level = "debug"
+
+[[listener]]
+name = "adt.feed-1"
+listen = "[::]:2575"
+plaintext = true
+ack = "Never"
+encoding = "CP1252"
+force_encoding = true
+idle_timeout = "2h"
+frame_timeout = "15s"
+write_timeout = "5s"
+max_message_size = 65536
+max_connections = 100000
+allow_ips = ["10.0.0.0/8", "192.168.1.7", "2001:db8::/32"]
+lenient_framing = true
+duplicate_window = "0"
+[listener.framing]
+start = "0x02"
+end = "1c0d"
+"#,
+        );
+        assert_eq!(config.store.path, PathBuf::from("/var/lib/hl7d"));
+        assert_eq!(config.store.retention, Some(30 * DAY));
+        assert_eq!(config.log, LogConfig { format: LogFormat::Json, level: LogLevel::Debug });
+        let listener = &config.listeners[0];
+        assert_eq!(listener.ack, AckPolicy::Never);
+        assert_eq!(listener.encoding, Charset::Windows1252);
+        assert!(listener.force_encoding);
+        assert_eq!(listener.idle_timeout, 2 * HOUR);
+        assert_eq!(listener.frame_timeout, Duration::from_secs(15));
+        assert_eq!(listener.write_timeout, Duration::from_secs(5));
+        assert_eq!(listener.max_message_size, 65536);
+        assert_eq!(listener.max_connections, 100_000);
+        assert_eq!(listener.allow_ips.len(), 3);
+        assert_eq!(listener.allow_ips[1], "192.168.1.7/32".parse::<IpNet>().unwrap());
+        assert!(listener.lenient_framing);
+        assert_eq!(listener.duplicate_window, None);
+        assert_eq!(listener.framing, Framing::new(&[0x02], &[0x1C, 0x0D]).unwrap());
+    }
+
+    #[test]
+    fn encoding_names() {
+        for (name, expected) in [
+            ("utf-8", Charset::Utf8),
+            ("UTF8", Charset::Utf8),
+            ("Windows-1252", Charset::Windows1252),
+            ("cp1252", Charset::Windows1252),
+            ("US-ASCII", Charset::Ascii),
+        ] {
+            assert_eq!(parse_charset(name), Some(expected), "{name}");
+        }
+        assert_eq!(parse_charset("latin1"), None);
+        let error = parse_err(&lab("encoding = \"latin1\""));
+        assert_eq!(
+            error,
+            "listener \"lab\": encoding: unknown encoding \"latin1\": expected utf-8, windows-1252 \
+             or ascii (line 5)"
+        );
+    }
+
+    #[test]
+    fn unknown_top_level_key_is_named() {
+        let error = Config::from_toml_str(&format!("bogus = 1\n{}", lab(""))).unwrap_err();
+        assert!(matches!(error, ConfigError::Toml { section: None, .. }), "{error:?}");
+        let error = error.to_string();
+        assert!(error.contains("unknown field `bogus`"), "{error}");
+        assert!(error.contains("line 1"), "{error}");
+
+        let error = parse_err(&format!("{}[metrics]\nx = 1\n", lab("")));
+        assert!(error.contains("unknown field `metrics`"), "{error}");
+        assert!(!error.starts_with("listener"), "{error}");
+    }
+
+    #[test]
+    fn unknown_store_key_is_named() {
+        // Durability is not configurable.
+        let error = parse_err(&format!("[store]\nfsync = false\n{}", lab("")));
+        assert!(error.starts_with("store: "), "{error}");
+        assert!(error.contains("unknown field `fsync`"), "{error}");
+        assert!(error.contains("line 2"), "{error}");
+    }
+
+    #[test]
+    fn unknown_listener_key_names_the_listener() {
+        let text = format!(
+            "{}{}[admin]\nlisten = \"127.0.0.1:9275\"\n",
+            lab(""),
+            "[[listener]]\nname = \"adt\"\nlisten = \"127.0.0.1:2576\"\nplaintext = true\nidle_timout = \"5m\"\n"
+        );
+        let error = Config::from_toml_str(&text).unwrap_err();
+        assert!(
+            matches!(&error, ConfigError::Toml { section: Some(Section::Listener { index: 1, .. }), .. }),
+            "{error:?}"
+        );
+        let error = error.to_string();
+        assert!(error.starts_with("listener \"adt\": "), "{error}");
+        assert!(error.contains("unknown field `idle_timout`"), "{error}");
+        assert!(error.contains("line 10"), "{error}");
+
+        // A listener without a name is named by its position.
+        let error = parse_err(&format!("{}[[listener]]\nlisten = \"127.0.0.1:2576\"\n", lab("")));
+        assert!(error.starts_with("listener #2: "), "{error}");
+        assert!(error.contains("missing field `name`"), "{error}");
+    }
+
+    #[test]
+    fn unknown_framing_key_names_the_listener() {
+        let error = parse_err(&lab("[listener.framing]\nstart = \"0B\"\nstop = \"1C\""));
+        assert!(error.starts_with("listener \"lab\": "), "{error}");
+        assert!(error.contains("unknown field `stop`"), "{error}");
+    }
+
+    #[test]
+    fn unknown_tls_key_names_the_listener() {
+        let error = parse_err(
+            "[[listener]]\nname = \"sec\"\nlisten = \"0.0.0.0:2576\"\n[listener.tls]\ncert = \"c\"\nkey = \"k\"\nciphers = \"ALL\"\n",
+        );
+        assert!(error.starts_with("listener \"sec\": "), "{error}");
+        assert!(error.contains("unknown field `ciphers`"), "{error}");
+        assert!(error.contains("line 7"), "{error}");
+    }
+
+    #[test]
+    fn wrong_types_are_reported_with_their_line() {
+        let error = parse_err(&lab("idle_timeout = 30"));
+        assert!(error.starts_with("listener \"lab\": "), "{error}");
+        assert!(error.contains("line 5"), "{error}");
+        let error = parse_err(&lab("max_message_size = true"));
+        assert!(error.contains("a size such as"), "{error}");
+        let error = parse_err("[listener]\nname = \"lab\"\n");
+        assert!(error.contains("expected a sequence"), "{error}");
+    }
+
+    #[test]
+    fn at_least_one_listener() {
+        assert_eq!(
+            parse_err("[store]\npath = \"x\"\n"),
+            "listener: no [[listener]] table: at least one listener is required"
+        );
+    }
+
+    #[test]
+    fn names_must_be_valid_and_unique() {
+        let error = parse_err("[[listener]]\nname = \"\"\nlisten = \"127.0.0.1:1\"\nplaintext = true\n");
+        assert_eq!(error, "listener #1: name: must not be empty (line 2)");
+        let error =
+            parse_err("[[listener]]\nname = \"lab one\"\nlisten = \"127.0.0.1:1\"\nplaintext = true\n");
+        assert!(error.starts_with("listener \"lab one\": name: \"lab one\" contains ' '"), "{error}");
+        let long = "x".repeat(65);
+        let error = parse_err(&format!(
+            "[[listener]]\nname = \"{long}\"\nlisten = \"127.0.0.1:1\"\nplaintext = true\n"
+        ));
+        assert!(error.contains("name: is 65 characters long"), "{error}");
+
+        let text = format!("{}{}", lab(""), lab("").replace("2575", "2576"));
+        assert_eq!(parse_err(&text), "listener \"lab\": name: already used by listener #1 (line 7)");
+    }
+
+    #[test]
+    fn duplicate_port_names_both_listeners() {
+        let text = "[[listener]]\nname = \"adt\"\nlisten = \"0.0.0.0:2575\"\nplaintext = true\n\
+                    [[listener]]\nname = \"lab\"\nlisten = \"0.0.0.0:2575\"\nplaintext = true\n";
+        assert_eq!(
+            parse_err(text),
+            "listener \"lab\": listen: port 2575 already used by listener \"adt\" (line 7)"
+        );
+    }
+
+    #[test]
+    fn wildcard_addresses_clash_with_specific_ones() {
+        let pair = |a: &str, b: &str| {
+            format!(
+                "[[listener]]\nname = \"a\"\nlisten = \"{a}\"\nplaintext = true\n\
+                 [[listener]]\nname = \"b\"\nlisten = \"{b}\"\nplaintext = true\n"
+            )
+        };
+        for (a, b) in [
+            ("0.0.0.0:2575", "127.0.0.1:2575"),
+            ("127.0.0.1:2575", "0.0.0.0:2575"),
+            ("[::]:2575", "127.0.0.1:2575"),
+            ("[::1]:2575", "[::]:2575"),
+            ("[::ffff:127.0.0.1]:2575", "127.0.0.1:2575"),
+        ] {
+            let error = parse_err(&pair(a, b));
+            assert!(
+                error.starts_with("listener \"b\": listen: port 2575 already used by listener \"a\""),
+                "{a} {b}: {error}"
+            );
+        }
+        for (a, b) in [
+            ("127.0.0.1:2575", "127.0.0.2:2575"),
+            ("0.0.0.0:2575", "0.0.0.0:2576"),
+            ("0.0.0.0:2575", "[::1]:2575"),
+            ("127.0.0.1:0", "127.0.0.1:0"),
+        ] {
+            parse_ok(&pair(a, b));
+        }
+    }
+
+    #[test]
+    fn admin_port_must_not_clash_with_a_listener() {
+        let error = parse_err(&format!("[admin]\nlisten = \"0.0.0.0:2575\"\n{}", lab("")));
+        assert!(error.starts_with("admin: listen: port 2575 already used by listener \"lab\""), "{error}");
+    }
+
+    #[test]
+    fn bad_listen_address() {
+        let error = parse_err(&lab("").replace("127.0.0.1:2575", "localhost:2575"));
+        assert!(error.starts_with("listener \"lab\": listen: invalid address \"localhost:2575\""), "{error}");
+    }
+
+    #[test]
+    fn bad_cidr_names_listener_key_and_index() {
+        let error = parse_err(&lab("allow_ips = [\"10.0.0.0/8\", \"10.0.0/8\"]"));
+        assert_eq!(error, "listener \"lab\": allow_ips[1]: invalid address or CIDR \"10.0.0/8\" (line 5)");
+        let error = parse_err(&lab("allow_ips = [\"10.0.0.0/33\"]"));
+        assert!(error.contains("allow_ips[0]: invalid address or CIDR"), "{error}");
+    }
+
+    #[test]
+    fn host_bits_in_a_cidr_are_cleared_with_a_warning() {
+        let config = parse_ok(&lab("allow_ips = [\"10.1.2.3/8\"]"));
+        assert_eq!(config.listeners[0].allow_ips, vec!["10.0.0.0/8".parse::<IpNet>().unwrap()]);
+        assert_eq!(config.warnings.len(), 1);
+        assert!(config.warnings[0].contains("allow_ips[0]: \"10.1.2.3/8\" has host bits set"));
+    }
+
+    #[test]
+    fn framing_hex_forms() {
+        for (text, expected) in [
+            ("0B", vec![0x0B]),
+            ("1C 0D", vec![0x1C, 0x0D]),
+            ("1c0d", vec![0x1C, 0x0D]),
+            ("0x1C 0x0D", vec![0x1C, 0x0D]),
+            ("1C:0D", vec![0x1C, 0x0D]),
+        ] {
+            assert_eq!(parse_hex_bytes(text), Ok(expected), "{text}");
+        }
+        for text in ["", "  ", "0G", "1C0", "0x", "zz"] {
+            assert!(parse_hex_bytes(text).is_err(), "{text}");
+        }
+        let config = parse_ok(&lab("[listener.framing]\nstart = \"02\"\nend = \"03\""));
+        assert_eq!(config.listeners[0].framing, Framing::new(&[0x02], &[0x03]).unwrap());
+        // One key alone keeps the other's default.
+        let config = parse_ok(&lab("[listener.framing]\nend = \"1C\""));
+        assert_eq!(config.listeners[0].framing, Framing::new(&[0x0B], &[0x1C]).unwrap());
+    }
+
+    #[test]
+    fn bad_framing_is_named() {
+        let error = parse_err(&lab("[listener.framing]\nstart = \"0G\""));
+        assert_eq!(error, "listener \"lab\": framing.start: \"0G\": 'G' is not a hex digit (line 6)");
+        let error = parse_err(&lab("[listener.framing]\nend = \"1C0\""));
+        assert!(error.starts_with("listener \"lab\": framing.end: \"1C0\": "), "{error}");
+        let error = parse_err(&lab("[listener.framing]\nend = \"\""));
+        assert!(error.contains("framing.end: \"\": no hex bytes"), "{error}");
+        let error = parse_err(&lab("[listener.framing]\nend = \"1C 0D 0A 0D 0A\""));
+        assert!(error.contains("framing.end: \"1C 0D 0A 0D 0A\" is 5 bytes"), "{error}");
+        let error = parse_err(&lab("[listener.framing]\nstart = \"1C\""));
+        assert!(
+            error.starts_with("listener \"lab\": framing.start: start byte 0x1C is also the first end byte"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn lenient_framing_with_one_end_byte_warns() {
+        let config = parse_ok(&lab("lenient_framing = true\n[listener.framing]\nend = \"1C\""));
+        assert!(config.listeners[0].lenient_framing);
+        assert_eq!(config.warnings.len(), 1);
+        assert!(config.warnings[0].contains("lenient_framing: has no effect"));
+    }
+
+    #[test]
+    fn size_strings() {
+        for (text, expected) in [
+            ("65536", 65536),
+            ("1MiB", 1 << 20),
+            ("1mib", 1 << 20),
+            ("512KiB", 512 * 1024),
+            ("1MB", 1_000_000),
+            ("64 KB", 64_000),
+            ("2048B", 2048),
+            ("1GiB", 1 << 30),
+        ] {
+            assert_eq!(parse_size(text), Ok(expected), "{text}");
+        }
+        for text in ["", "MiB", "1.5MiB", "1 TB", "-1", "1K", "99999999999999999999"] {
+            assert!(parse_size(text).is_err(), "{text}");
+        }
+        assert_eq!(format_size(1 << 20), "1MiB");
+        assert_eq!(format_size(2048), "2KiB");
+        assert_eq!(format_size(1500), "1500 bytes");
+    }
+
+    #[test]
+    fn max_message_size_bounds() {
+        let size = |value: &str| {
+            parse_ok(&lab(&format!("max_message_size = {value}"))).listeners[0].max_message_size
+        };
+        assert_eq!(size("\"512KiB\""), 512 * 1024);
+        assert_eq!(size("65536"), 65536);
+        assert_eq!(size("\"1MB\""), 1_000_000);
+        assert_eq!(size("\"1KiB\""), 1024);
+        assert_eq!(size("\"64MiB\""), 64 << 20);
+        assert_eq!(
+            parse_err(&lab("max_message_size = \"100MiB\"")),
+            "listener \"lab\": max_message_size: 100MiB is above the maximum of 64MiB (line 5)"
+        );
+        assert_eq!(
+            parse_err(&lab("max_message_size = 512")),
+            "listener \"lab\": max_message_size: 512 bytes is below the minimum of 1KiB (line 5)"
+        );
+        assert!(parse_err(&lab("max_message_size = -1")).contains("max_message_size: -1 is negative"));
+        assert!(parse_err(&lab("max_message_size = \"1 TB\"")).contains("unknown unit \"TB\""));
+    }
+
+    #[test]
+    fn max_connections_bounds() {
+        for bad in ["0", "-5", "100001"] {
+            let error = parse_err(&lab(&format!("max_connections = {bad}")));
+            assert_eq!(
+                error,
+                format!("listener \"lab\": max_connections: {bad} is out of range 1..=100000 (line 5)")
+            );
+        }
+        assert_eq!(parse_ok(&lab("max_connections = 1")).listeners[0].max_connections, 1);
+    }
+
+    #[test]
+    fn durations_are_bounded() {
+        assert_eq!(
+            parse_err(&lab("idle_timeout = \"500ms\"")),
+            "listener \"lab\": idle_timeout: must be at least 1s (line 5)"
+        );
+        assert!(parse_err(&lab("idle_timeout = \"25h\"")).contains("idle_timeout: must be at most 1day"));
+        assert!(
+            parse_err(&lab("idle_timeout = \"soon\"")).contains("idle_timeout: invalid duration \"soon\"")
+        );
+        assert!(parse_err(&lab("frame_timeout = \"0\"")).contains("frame_timeout: must be at least 1s"));
+        assert!(parse_err(&lab("write_timeout = \"2h\"")).contains("write_timeout: must be at most 1h"));
+        assert!(parse_err(&lab("duplicate_window = \"400d\"")).contains("duplicate_window: must be at most"));
+        assert!(parse_err(&format!("[store]\nretention = \"0s\"\n{}", lab("")))
+            .starts_with("store: retention: must not be zero"));
+        assert!(parse_err(&format!("[store]\nretention = \"10s\"\n{}", lab("")))
+            .starts_with("store: retention: must be at least 1m"));
+    }
+
+    #[test]
+    fn short_idle_timeout_is_a_warning() {
+        let config = parse_ok(&lab("idle_timeout = \"5s\""));
+        assert_eq!(config.listeners[0].idle_timeout, Duration::from_secs(5));
+        assert_eq!(config.warnings.len(), 1);
+        assert!(
+            config.warnings[0].starts_with("listener \"lab\": idle_timeout: 5s is below 1 minute"),
+            "{:?}",
+            config.warnings
+        );
+        assert!(parse_ok(&lab("idle_timeout = \"1m\"")).warnings.is_empty());
+        assert!(parse_ok(&lab("idle_timeout = \"1s\"")).warnings.len() == 1);
+    }
+
+    #[test]
+    fn duplicate_window_longer_than_retention_warns() {
+        let config = parse_ok(&format!("[store]\nretention = \"1h\"\n{}", lab("")));
+        assert_eq!(config.warnings.len(), 1);
+        assert!(config.warnings[0].contains("duplicate_window: longer than [store] retention (1h)"));
+    }
+
+    #[test]
+    fn thumbprint_forms() {
+        let sha256 = Thumbprint::Sha256(hex(SHA256_HEX));
+        let upper_colons = SHA256_HEX
+            .to_uppercase()
+            .as_bytes()
+            .chunks(2)
+            .map(|pair| std::str::from_utf8(pair).unwrap())
+            .collect::<Vec<_>>()
+            .join(":");
+        for text in [
+            SHA256_HEX.to_owned(),
+            format!("sha256:{SHA256_HEX}"),
+            format!("SHA256:{upper_colons}"),
+            format!("sha-256:{upper_colons}"),
+            format!("  {}  ", SHA256_HEX.to_uppercase()),
+        ] {
+            assert_eq!(text.parse::<Thumbprint>(), Ok(sha256), "{text}");
+        }
+        let sha1 = Thumbprint::Sha1(hex(SHA1_HEX));
+        for text in [
+            "A9 4A 8F E5 CC B1 9B A6 1C 4C 08 73 D3 91 E9 87 98 2F BB D3",
+            // Copied from the Windows certificate dialog: a left-to-right mark in front.
+            "\u{200E}a9 4a 8f e5 cc b1 9b a6 1c 4c 08 73 d3 91 e9 87 98 2f bb d3",
+            "sha1:A94A8FE5CCB19BA61C4C0873D391E987982FBBD3",
+        ] {
+            assert_eq!(text.parse::<Thumbprint>(), Ok(sha1), "{text}");
+        }
+        assert_eq!(sha256.to_string(), format!("sha256:{SHA256_HEX}"));
+        assert_eq!(sha1.to_string(), format!("sha1:{SHA1_HEX}"));
+        assert!(sha256.matches(&hex(SHA256_HEX), &[0; 20]));
+        assert!(!sha256.matches(&[0; 32], &hex(SHA1_HEX)));
+        assert!(sha1.matches(&[0; 32], &hex(SHA1_HEX)));
+    }
+
+    #[test]
+    fn bad_thumbprints() {
+        assert_eq!("abcd".parse::<Thumbprint>(), Err(ThumbprintError::Length { digits: 4 }));
+        assert_eq!(
+            format!("{SHA256_HEX}zz").parse::<Thumbprint>(),
+            Err(ThumbprintError::NotHex { found: 'z' })
+        );
+        assert_eq!(
+            format!("sha256:{SHA1_HEX}").parse::<Thumbprint>(),
+            Err(ThumbprintError::PrefixMismatch { prefix: "sha256:".to_owned(), digits: 40, expected: 64 })
+        );
+        assert!("md5:00".parse::<Thumbprint>().is_err());
+
+        let text = ISSUE_4_TLS.replace("\"A9 4A", "\"A9 4A 00");
+        let error = parse_err(&text);
+        assert!(
+            error.starts_with(
+                "listener \"secure\": tls.client_thumbprints[1]: \"A9 4A 00 8F E5 CC B1 9B A6 1C 4C 08 73 \
+                 D3 91 E9 87 98 2F BB D3\" has 42 hex digits: expected 64 (SHA-256) or 40 (SHA-1)"
+            ),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn duplicate_thumbprints_are_merged_with_a_warning() {
+        let text =
+            ISSUE_4_TLS.replace("\"A9 4A 8F", &format!("\"{}\",\n  \"A9 4A 8F", SHA256_HEX.to_uppercase()));
+        let config = parse_ok(&text);
+        let ClientAuth::Required { thumbprints, .. } = &config.listeners[0].tls().unwrap().client_auth else {
+            panic!("client auth required");
+        };
+        assert_eq!(thumbprints.len(), 2);
+        assert_eq!(config.warnings.len(), 1);
+        assert!(
+            config.warnings[0].contains("tls.client_thumbprints[1]: sha256:9f86"),
+            "{:?}",
+            config.warnings
+        );
+    }
+
+    #[test]
+    fn plaintext_or_tls_exactly_one() {
+        let neither = "[[listener]]\nname = \"lab\"\nlisten = \"0.0.0.0:2575\"\n";
+        assert_eq!(
+            parse_err(neither),
+            "listener \"lab\": plaintext: no [listener.tls] table: set plaintext = true to run without TLS"
+        );
+        assert_eq!(
+            parse_err(&format!("{neither}plaintext = false\n")),
+            "listener \"lab\": plaintext: no [listener.tls] table: set plaintext = true to run without \
+             TLS (line 4)"
+        );
+        let both = format!("{neither}plaintext = true\n[listener.tls]\ncert = \"c\"\nkey = \"k\"\n");
+        assert!(parse_err(&both).starts_with(
+            "listener \"lab\": plaintext: plaintext = true conflicts with the [listener.tls] table"
+        ),);
+        let tls =
+            parse_ok(&format!("{neither}plaintext = false\n[listener.tls]\ncert = \"c\"\nkey = \"k\"\n"));
+        assert!(tls.listeners[0].tls().is_some());
+        // A TLS listener on 0.0.0.0 is not flagged.
+        assert!(tls.warnings.is_empty());
+    }
+
+    #[test]
+    fn tls_rules() {
+        let tls = |extra: &str| {
+            format!("[[listener]]\nname = \"sec\"\nlisten = \"0.0.0.0:2576\"\n[listener.tls]\ncert = \"c\"\nkey = \"k\"\n{extra}\n")
+        };
+        assert_eq!(
+            parse_ok(&tls("min_version = \"1.3\"")).listeners[0].tls().unwrap().min_version,
+            TlsVersion::Tls13
+        );
+        assert!(
+            parse_err(&tls("min_version = \"1.1\"")).contains("tls.min_version: TLS 1.1 is not supported")
+        );
+        assert!(
+            parse_err(&tls("min_version = \"TLSv1.2\"")).contains("tls.min_version: \"TLSv1.2\": expected")
+        );
+        assert_eq!(
+            parse_err(&tls("client_auth = \"required\"")),
+            "listener \"sec\": tls.client_thumbprints: client_auth = \"required\" needs at least one \
+             approved thumbprint"
+        );
+        assert!(parse_err(&tls("client_auth = \"required\"\nclient_thumbprints = []"))
+            .starts_with("listener \"sec\": tls.client_thumbprints: client_auth = \"required\" needs"));
+        assert!(
+            parse_err(&tls("client_auth = \"optional\"")).contains("tls.client_auth: \"optional\": expected")
+        );
+        assert!(parse_err(&tls(&format!("client_thumbprints = [\"{SHA256_HEX}\"]")))
+            .starts_with("listener \"sec\": tls.client_thumbprints: set but client_auth is \"none\""));
+        assert!(parse_err(&tls("client_ca = \"ca.pem\""))
+            .starts_with("listener \"sec\": tls.client_ca: set but client_auth is \"none\""));
+        assert!(parse_err(&tls("handshake_timeout = \"1h\""))
+            .contains("tls.handshake_timeout: must be at most 5m"));
+        assert!(parse_err(&tls("").replace("cert = \"c\"", "cert = \"\""))
+            .contains("tls.cert: must not be empty"));
+        let error = parse_err(&tls("").replace("key = \"k\"\n", ""));
+        assert!(error.starts_with("listener \"sec\": "), "{error}");
+        assert!(error.contains("missing field `key`"), "{error}");
+    }
+
+    #[test]
+    fn all_problems_are_reported_at_once() {
+        let error =
+            Config::from_toml_str(&lab("idle_timeout = \"0s\"\nmax_connections = 0\nack = \"maybe\""))
+                .unwrap_err();
+        let ConfigError::Invalid { problems } = &error else {
+            panic!("expected Invalid, got {error:?}");
+        };
+        let keys: Vec<&str> = problems.iter().map(|problem| problem.key.as_str()).collect();
+        assert_eq!(keys, ["ack", "idle_timeout", "max_connections"]);
+        assert_eq!(error.to_string().lines().count(), 3);
+    }
+
+    #[test]
+    fn allows_v4_v6_cidr_and_v4_mapped() {
+        let mut listener = ListenerConfig::plaintext("lab", "0.0.0.0:2575".parse().unwrap());
+        let v4 = |a, b, c, d| IpAddr::V4(Ipv4Addr::new(a, b, c, d));
+        let v6 = |text: &str| IpAddr::V6(text.parse::<Ipv6Addr>().unwrap());
+
+        // Empty list: anyone.
+        assert!(listener.allows(v4(203, 0, 113, 9)));
+        assert!(listener.allows(v6("2001:db8::1")));
+
+        listener.allow_ips = ["10.0.0.0/8", "192.168.1.7/32", "2001:db8::/32", "::1/128"]
+            .iter()
+            .map(|net| net.parse().unwrap())
+            .collect();
+        assert!(listener.allows(v4(10, 200, 3, 4)));
+        assert!(listener.allows(v4(192, 168, 1, 7)));
+        assert!(!listener.allows(v4(192, 168, 1, 8)));
+        assert!(!listener.allows(v4(11, 0, 0, 1)));
+        assert!(listener.allows(v6("2001:db8:ffff::1")));
+        assert!(!listener.allows(v6("2001:db9::1")));
+        assert!(listener.allows(v6("::1")));
+        assert!(!listener.allows(v4(127, 0, 0, 1)));
+        // IPv4 peers seen through a dual-stack socket.
+        assert!(listener.allows(v6("::ffff:10.1.2.3")));
+        assert!(listener.allows(v6("::ffff:192.168.1.7")));
+        assert!(!listener.allows(v6("::ffff:11.1.2.3")));
+
+        // An IPv4-mapped rule matches the plain IPv4 peer too.
+        listener.allow_ips = vec!["::ffff:172.16.0.0/108".parse().unwrap()];
+        assert!(listener.allows(v4(172, 16, 5, 5)));
+        assert!(!listener.allows(v4(172, 32, 0, 1)));
+    }
+
+    #[test]
+    fn allow_ips_from_config_accept_single_addresses() {
+        let config = parse_ok(&lab("allow_ips = [\"127.0.0.1\", \"::1\", \"10.0.0.0/8\"]"));
+        let listener = &config.listeners[0];
+        assert!(listener.allows(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+        assert!(listener.allows(IpAddr::V6(Ipv6Addr::LOCALHOST)));
+        assert!(!listener.allows(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2))));
+    }
+
+    #[test]
+    fn load_resolves_relative_paths_against_the_config_directory() {
+        let dir = std::env::temp_dir().join(format!("hl7d-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("hl7d.toml");
+        std::fs::write(
+            &file,
+            "[store]\npath = \"data\"\n\
+             [[listener]]\nname = \"sec\"\nlisten = \"0.0.0.0:2576\"\n\
+             [listener.tls]\ncert = \"tls/server.pem\"\nkey = \"/etc/hl7d/server.key\"\n\
+             client_auth = \"required\"\nclient_thumbprints = [\"sha1:A94A8FE5CCB19BA61C4C0873D391E987982FBBD3\"]\n\
+             client_ca = \"ca.pem\"\n",
+        )
+        .unwrap();
+        let config = Config::load(&file);
+        std::fs::remove_dir_all(&dir).unwrap();
+        let config = config.unwrap();
+        assert_eq!(config.store.path, dir.join("data"));
+        let tls = config.listeners[0].tls().unwrap();
+        assert_eq!(tls.cert, dir.join("tls/server.pem"));
+        assert_eq!(tls.key, PathBuf::from("/etc/hl7d/server.key"));
+        let ClientAuth::Required { ca, .. } = &tls.client_auth else {
+            panic!("client auth required");
+        };
+        assert_eq!(ca.as_deref(), Some(dir.join("ca.pem").as_path()));
+    }
+
+    #[test]
+    fn load_reports_a_missing_file() {
+        let path = Path::new("/nonexistent/hl7d.toml");
+        let error = Config::load(path).unwrap_err();
+        assert!(matches!(&error, ConfigError::Read { path: p, .. } if p == path));
+        assert!(error.to_string().starts_with("cannot read config file /nonexistent/hl7d.toml: "), "{error}");
+    }
 }

@@ -19,9 +19,12 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve(args) => serve(args.config.as_deref(), cli.log_format),
         Command::CheckConfig(args) => check_config(&args.config),
-        Command::Send(_) => not_built("send", 6),
-        Command::Cert(_) => not_built("cert", 4),
-        Command::Messages(_) => not_built("messages", 5),
+        Command::Send(args) => {
+            hl7d::logging::init(config::LogConfig { level: config::LogLevel::Warn, ..Default::default() });
+            hl7d::send_cmd::run(args)
+        }
+        Command::Cert(args) => hl7d::cert_cmd::run(args),
+        Command::Messages(args) => messages(args),
         Command::Bench(_) => not_built("bench", 7),
     }
 }
@@ -49,7 +52,7 @@ fn serve(path: Option<&std::path::Path>, log_format: Option<LogFormat>) -> ExitC
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(hl7d::serve::run(config, path.is_none())) {
+    match runtime.block_on(hl7d::serve::run(config, path)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -79,4 +82,35 @@ fn check_config(path: &std::path::Path) -> ExitCode {
 fn not_built(name: &str, issue: u32) -> ExitCode {
     eprintln!("hl7d {name}: not implemented yet (tracked in issue #{issue})");
     ExitCode::from(EXIT_UNAVAILABLE)
+}
+
+/// `hl7d messages`: list, show or export from the store named by the configuration.
+fn messages(args: cli::MessagesArgs) -> ExitCode {
+    use cli::MessagesCommand;
+    let config = match hl7d::serve::load_config(args.config.as_deref()) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("hl7d: {e:#}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let store = &config.store.path;
+    let stdout = &mut std::io::stdout().lock();
+    let result = match args.command {
+        MessagesCommand::List { filter, json } => hl7d::messages_cmd::list(store, &filter.filter(Some(100)), json, stdout),
+        MessagesCommand::Show { id, raw } => hl7d::messages_cmd::show(store, id, raw, stdout),
+        MessagesCommand::Export { out, filter } => hl7d::messages_cmd::export(store, &filter.filter(None), &out)
+            .map(|n| eprintln!("exported {n} message(s) to {}", out.display())),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        // `hl7d messages list | head`: the reader left; not an error.
+        Err(e) if e.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) => {
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("hl7d messages: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -305,6 +305,10 @@ impl Connection {
             sending_facility: text(msh.sending_facility),
             processing_id: text(msh.processing_id),
             version: text(msh.version_field),
+            // `decide` depends only on the MSH and the profile, so this is exactly the code
+            // answered below once the store returns `Ok`; the store records it with the row.
+            ack_code: ack::decide(Some(msh), self.profile.config.ack, Outcome::Accepted),
+            duplicate_window: self.profile.config.duplicate_window,
             raw,
         }
     }

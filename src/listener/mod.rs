@@ -23,6 +23,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::{Config, ListenerConfig};
 use crate::store::MessageStore;
+use crate::tls::{Reloader, TlsError, TlsListener};
 use connection::ConnectionInfo;
 
 /// A listener profile at run time: its configuration and the ACK control-id counter.
@@ -86,6 +87,14 @@ pub enum ServeError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// A listener's certificate, key or client CA cannot be used.
+    #[error("listener {listener:?}: {source}")]
+    Tls {
+        /// Listener name.
+        listener: String,
+        /// What is wrong with the files.
+        source: TlsError,
+    },
 }
 
 /// The running server: its bound addresses and the means to stop it.
@@ -94,11 +103,21 @@ pub struct Server {
     shutdown: CancellationToken,
     connections: TaskTracker,
     accept_loops: Vec<JoinHandle<()>>,
+    tls: Reloader,
 }
 
 impl Server {
     /// Binds every listener of `config` (all or nothing) and starts accepting.
     pub async fn start(config: &Config, store: Arc<dyn MessageStore>) -> Result<Server, ServeError> {
+        // Certificates first: a bad file fails start-up before any port is bound.
+        let mut tls_listeners = Vec::new();
+        for listener in config.listeners.iter().filter(|l| l.tls().is_some()) {
+            let settings = listener.tls().expect("filtered on tls()");
+            let tls = TlsListener::load(&listener.name, settings)
+                .map_err(|source| ServeError::Tls { listener: listener.name.clone(), source })?;
+            tls_listeners.push(Arc::new(tls));
+        }
+        let tls = Reloader::new(tls_listeners);
         let mut bound = Vec::new();
         for listener in &config.listeners {
             let socket = TcpListener::bind(listener.listen).await.map_err(|source| ServeError::Bind {
@@ -119,10 +138,17 @@ impl Server {
                 source,
             })?;
             addrs.push((profile.name.to_string(), addr));
-            let task = accept_loop(socket, profile, store.clone(), shutdown.clone(), connections.clone());
+            let tls = tls.listener(&profile.name).cloned();
+            let task = accept_loop(socket, profile, tls, store.clone(), shutdown.clone(), connections.clone());
             accept_loops.push(tokio::spawn(task));
         }
-        Ok(Server { addrs, shutdown, connections, accept_loops })
+        Ok(Server { addrs, shutdown, connections, accept_loops, tls })
+    }
+
+    /// The handle that reloads TLS certificates, keys and client approvals (SIGHUP,
+    /// `POST /reload`); see [`Reloader::reload`].
+    pub fn reloader(&self) -> Reloader {
+        self.tls.clone()
     }
 
     /// The bound address of each listener, in configuration order.
@@ -167,6 +193,7 @@ impl Server {
 async fn accept_loop(
     socket: TcpListener,
     profile: Arc<Profile>,
+    tls: Option<Arc<TlsListener>>,
     store: Arc<dyn MessageStore>,
     shutdown: CancellationToken,
     connections: TaskTracker,
@@ -200,11 +227,12 @@ async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         let profile = profile.clone();
+        let tls = tls.clone();
         let store = store.clone();
         let shutdown = shutdown.clone();
         connections.spawn(async move {
             let _permit = permit;
-            handle_tcp(stream, peer, profile, store, shutdown).await;
+            handle_tcp(stream, peer, profile, tls, store, shutdown).await;
         });
     }
     debug!(listener, "accept loop stopped");
@@ -214,13 +242,37 @@ async fn handle_tcp(
     stream: TcpStream,
     peer: SocketAddr,
     profile: Arc<Profile>,
+    tls: Option<Arc<TlsListener>>,
     store: Arc<dyn MessageStore>,
     shutdown: CancellationToken,
 ) {
     let listener = profile.name.clone();
-    info!(listener = &*listener, %peer, "connection opened");
-    let info = ConnectionInfo { peer, client_thumbprint: None };
-    let (reason, stats) = connection::serve(stream, info, profile, store, shutdown).await;
+    let (reason, stats, revoked) = match tls {
+        None => {
+            info!(listener = &*listener, %peer, "connection opened");
+            let info = ConnectionInfo { peer, client_thumbprint: None };
+            let (reason, stats) = connection::serve(stream, info, profile, store, shutdown.clone()).await;
+            (reason, stats, false)
+        }
+        Some(tls) => {
+            let accepted = match tls.accept(stream, peer, &shutdown).await {
+                Ok(accepted) => accepted,
+                Err(refusal) => {
+                    refusal.log(&listener, peer);
+                    return;
+                }
+            };
+            accepted.log_opened(&listener, peer);
+            let info = ConnectionInfo { peer, client_thumbprint: accepted.client_thumbprint() };
+            // `close` is a child of `shutdown`, also cancelled when a reload withdraws
+            // approval of this client's certificate.
+            let close = accepted.close.clone();
+            let (reason, stats) = connection::serve(accepted.stream, info, profile, store, close.clone()).await;
+            (reason, stats, close.is_cancelled() && !shutdown.is_cancelled())
+        }
+    };
+    let reason =
+        if revoked { "client certificate no longer approved (reload)".to_owned() } else { reason.to_string() };
     info!(
         listener = &*listener,
         %peer,

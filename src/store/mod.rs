@@ -1,18 +1,33 @@
 //! The store seam: where a received message becomes "ours" before its positive ACK.
 //!
 //! The listener calls [`MessageStore::append`] for every acceptable message and sends AA/CA
-//! only when it returns `Ok`. Until the durable store lands (issue #5), the only
-//! implementation is [`AcceptAfterParse`], which keeps nothing: a message counts as received
-//! once parsed. It is named so that no one mistakes it for storage.
+//! only when it returns `Ok`. The implementation `hl7d serve` uses is [`SqliteStore`]
+//! (`<store.path>/messages.db`): `Ok` means the message is committed and fsynced.
+//! [`AcceptAfterParse`] keeps nothing and only counts; tests use it where storage is beside
+//! the point. Reading stored messages goes through [`Reader`], on its own read-only
+//! connection, never through the writer.
+//!
+//! This module owns the database file, its schema and its one writer thread. It must not
+//! decide ACK codes: the listener decides them and passes the one it will send along.
+
+mod read;
+mod schema;
+mod sqlite;
+
+pub use read::{Filter, Reader, StoredMessage};
+pub use schema::SCHEMA_VERSION;
+pub use sqlite::{Durability, SqliteOptions, SqliteStore, StoreStats, DATABASE_FILE};
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
+use hl7_proto::ack::AckCode;
 use hl7_proto::charset::Charset;
 use thiserror::Error;
 
@@ -44,6 +59,17 @@ pub struct NewMessage {
     pub processing_id: String,
     /// MSH-12 version id.
     pub version: String,
+    /// The ACK code the listener sends if the message is kept (AA or CA, per MSH-15/16 and
+    /// the profile's `ack` policy); `None` when no ACK is sent. The listener decides it
+    /// before calling [`MessageStore::append`], since for an accepted message it depends
+    /// only on the MSH and the profile, so the store records it in the same transaction
+    /// and never has to update the row after the fact. (An error ACK is never recorded:
+    /// a message that gets one is not stored.)
+    pub ack_code: Option<AckCode>,
+    /// The listener's `duplicate_window`: a message with the same listener, MSH-3/MSH-4,
+    /// MSH-10 and identical bytes stored less than this long before `received_at` is a
+    /// duplicate. `None` disables duplicate detection.
+    pub duplicate_window: Option<Duration>,
     /// The message bytes exactly as received inside the frame.
     pub raw: Bytes,
 }
@@ -58,12 +84,35 @@ pub enum Appended {
     Duplicate,
 }
 
-/// Why a message could not be kept. The listener answers AE/CE with ERR-3 = 207.
+/// Why the store could not be opened, read, or keep a message. For a message, the listener
+/// answers AE/CE with ERR-3 = 207 and keeps serving.
 #[derive(Debug, Error)]
 pub enum StoreError {
-    /// The store is not available (I/O error, disk full, locked past its bound).
+    /// The store is not available (I/O error, disk full, locked past its bound). The next
+    /// message tries again, so the store recovers once the cause is gone.
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// The store was closed (shutdown) or its writer thread is gone.
+    #[error("store closed")]
+    Closed,
+    /// The database could not be opened or migrated at start-up.
+    #[error("cannot open message store {}: {reason}", path.display())]
+    Open {
+        /// The database file (or the directory that should hold it).
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The database was written by a newer hl7d whose schema this one does not know.
+    #[error("message store {} has schema version {found}; this hl7d knows versions up to {supported}", path.display())]
+    SchemaTooNew {
+        /// The database file.
+        path: PathBuf,
+        /// `PRAGMA user_version` found in the file.
+        found: i64,
+        /// The newest version this build can migrate to.
+        supported: i64,
+    },
 }
 
 /// Where acceptable messages go before their positive ACK.
@@ -73,8 +122,8 @@ pub trait MessageStore: Send + Sync + 'static {
     fn append(&self, message: NewMessage) -> BoxFuture<'_, Result<Appended, StoreError>>;
 }
 
-/// Keeps nothing: a message counts as received once parsed. This is the placeholder named
-/// in issue #3 until the durable store (issue #5) replaces it; it only counts.
+/// Keeps nothing: a message counts as received once parsed; it only counts. For tests of
+/// the listener where storage is beside the point; `hl7d serve` never uses it.
 #[derive(Debug, Default)]
 pub struct AcceptAfterParse {
     accepted: AtomicU64,

@@ -117,3 +117,17 @@ pub fn msa(ack: &[u8]) -> (String, String) {
     let fields: Vec<&str> = line.split(sep).collect();
     (fields.get(1).unwrap_or(&"").to_string(), fields.get(2).unwrap_or(&"").to_string())
 }
+
+/// A fresh directory under the system temp dir, unique per call.
+pub fn tempdir(label: &str) -> std::path::PathBuf {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "hl7d-it-{label}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}

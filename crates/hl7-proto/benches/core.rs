@@ -1,18 +1,22 @@
 //! Micro-benchmarks of the protocol core on the ADT^A01 v2.5 sample: MLLP decode, inspect
 //! (parse + MSH view + checks + charset), ACK decision and build, and the whole per-message
-//! pipeline, next to a memcpy baseline so results can be read as ratios on a noisy machine.
+//! pipeline, next to memcpy baselines so results can be read as ratios on a noisy machine.
 //!
 //! Run: `cargo bench -p hl7-proto --bench core`. Every benchmark processes one message per
 //! iteration (`Throughput::Elements(1)`), so criterion reports time/message and messages/s.
+//!
+//! Loop mode, for instruction counts that do not depend on machine load: with
+//! `HL7_BENCH_LOOP=<bench>:<count>` set, the binary runs that benchmark's per-message code
+//! `count` times without criterion and exits, e.g. under `valgrind --tool=callgrind`.
 //! Results and how to read them: `BENCHMARKS.md` at the repository root.
 
 use std::hint::black_box;
 use std::time::Duration;
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, Criterion, Throughput};
 use hl7_proto::ack::{self, AckParams, AckPolicy, Outcome};
 use hl7_proto::charset::Charset;
-use hl7_proto::inbound::inspect;
+use hl7_proto::inbound::{inspect, Inspection};
 use hl7_proto::mllp::{self, Decoder, DecoderConfig, Framing};
 
 /// The ADT^A01 v2.5 sample (enhanced mode, MSH-15 `AL`: every message gets a CA).
@@ -24,6 +28,10 @@ const CHUNK: usize = 16 * 1024;
 /// Fixed MSH-7 and MSH-10 of the ACK: the core takes time and ids as arguments.
 const TIMESTAMP: &[u8] = b"20261128093000+0000";
 const CONTROL_ID: &[u8] = b"ACK0000000001";
+
+/// Benchmark names, in the order they run.
+const NAMES: [&str; 6] =
+    ["baseline_memcpy", "baseline_to_vec", "mllp_decode", "inspect", "ack_build", "pipeline"];
 
 /// `STREAM_MESSAGES` framed copies of the sample, back to back.
 fn framed_stream() -> Vec<u8> {
@@ -65,21 +73,67 @@ impl Feed {
     }
 }
 
-/// Reused buffers of the pipeline: the ACK message and its framed bytes.
-struct Pipeline {
+/// State of every benchmark; each method is the work for one message.
+struct Bench {
     feed: Feed,
+    /// The sample inspected once, for `ack_build`.
+    seen: Inspection<'static>,
+    /// Reused buffers: message copy, ACK message, framed ACK.
+    copy: Vec<u8>,
     ack: Vec<u8>,
     out: Vec<u8>,
 }
 
-impl Pipeline {
-    fn new() -> Pipeline {
-        Pipeline { feed: Feed::new(), ack: Vec::with_capacity(256), out: Vec::with_capacity(256) }
+impl Bench {
+    fn new() -> Bench {
+        Bench {
+            feed: Feed::new(),
+            seen: inspect(MESSAGE, Charset::Utf8, false),
+            copy: Vec::with_capacity(MESSAGE.len()),
+            ack: Vec::with_capacity(256),
+            out: Vec::with_capacity(256),
+        }
+    }
+
+    /// Baseline: one copy of the message into a reused buffer (no allocation).
+    fn baseline_memcpy(&mut self) {
+        self.copy.clear();
+        self.copy.extend_from_slice(black_box(MESSAGE));
+        black_box(self.copy.as_ptr());
+    }
+
+    /// Second baseline: allocate, copy and free, which the decoder does once per frame.
+    fn baseline_to_vec(&mut self) {
+        black_box(black_box(MESSAGE).to_vec());
+    }
+
+    fn mllp_decode(&mut self) {
+        black_box(self.feed.next_frame());
+    }
+
+    fn inspect(&mut self) {
+        black_box(inspect(black_box(MESSAGE), Charset::Utf8, false));
+    }
+
+    /// `ack::decide` and `ack::build_ack` into a reused buffer (not framed).
+    fn ack_build(&mut self) {
+        let msh = black_box(self.seen.msh.as_ref());
+        let code = ack::decide(msh, AckPolicy::Msh, Outcome::Accepted).expect("AL asks for an ACK");
+        let params = AckParams {
+            code,
+            control_id: CONTROL_ID,
+            timestamp: TIMESTAMP,
+            charset: self.seen.charset,
+            error: None,
+        };
+        self.ack.clear();
+        ack::build_ack(msh, &params, &mut self.ack);
+        black_box(self.ack.as_ptr());
     }
 
     /// Decode one frame, inspect it, decide and build its ACK, frame the ACK into `out`.
     /// Returns the number of bytes to write back.
-    fn step(&mut self) -> usize {
+    fn pipeline(&mut self) -> usize {
         let frame = self.feed.next_frame();
         let seen = inspect(&frame, Charset::Utf8, false);
         let outcome = if seen.is_acceptable() { Outcome::Accepted } else { Outcome::Rejected };
@@ -97,17 +151,40 @@ impl Pipeline {
             ack::build_ack(seen.msh.as_ref(), &params, &mut self.ack);
             mllp::encode(&Framing::DEFAULT, &self.ack, &mut self.out);
         }
-        self.out.len()
+        black_box(self.out.len())
+    }
+
+    /// Runs benchmark `name` `count` times; false for an unknown name.
+    fn run(&mut self, name: &str, count: u64) -> bool {
+        match name {
+            "baseline_memcpy" => self.repeat(count, Bench::baseline_memcpy),
+            "baseline_to_vec" => self.repeat(count, Bench::baseline_to_vec),
+            "mllp_decode" => self.repeat(count, Bench::mllp_decode),
+            "inspect" => self.repeat(count, Bench::inspect),
+            "ack_build" => self.repeat(count, Bench::ack_build),
+            "pipeline" => self.repeat(count, |b| {
+                b.pipeline();
+            }),
+            _ => return false,
+        }
+        true
+    }
+
+    /// Calls `step` `count` times; generic, so each loop calls its step directly.
+    fn repeat(&mut self, count: u64, step: impl Fn(&mut Bench)) {
+        for _ in 0..count {
+            step(self);
+        }
     }
 }
 
 /// Checks once that the benchmarked path is the intended one (the sample is accepted and
 /// answered with a CA), so a regression to an error path cannot pass for a speed-up.
 fn sanity_check() {
-    let mut pipeline = Pipeline::new();
+    let mut bench = Bench::new();
     for _ in 0..3 * STREAM_MESSAGES {
-        assert!(pipeline.step() > 0);
-        let ack = &pipeline.out[1..pipeline.out.len() - 2];
+        assert!(bench.pipeline() > 0);
+        let ack = &bench.out[1..bench.out.len() - 2];
         let seen = inspect(ack, Charset::Utf8, false);
         assert!(seen.is_acceptable(), "{:?}", seen.problem);
         assert!(ack.windows(17).any(|w| w == b"\rMSA|CA|MSG00001\r"), "{}", String::from_utf8_lossy(ack));
@@ -116,51 +193,16 @@ fn sanity_check() {
 
 fn core(c: &mut Criterion) {
     sanity_check();
+    let mut bench = Bench::new();
     let mut group = c.benchmark_group("adt_a01");
     group.throughput(Throughput::Elements(1));
-
-    // Baseline: one copy of the message into a reused buffer (no allocation).
-    let mut copy = Vec::with_capacity(MESSAGE.len());
-    group.bench_function("baseline_memcpy", |b| {
-        b.iter(|| {
-            copy.clear();
-            copy.extend_from_slice(black_box(MESSAGE));
-            black_box(copy.as_ptr());
-        })
-    });
-
-    // Second baseline: allocate, copy and free, which the decoder does once per frame.
-    group.bench_function("baseline_to_vec", |b| b.iter(|| black_box(black_box(MESSAGE).to_vec())));
-
-    let mut feed = Feed::new();
-    group.bench_function("mllp_decode", |b| b.iter(|| black_box(feed.next_frame())));
-
-    group.bench_function("inspect", |b| {
-        b.iter(|| black_box(inspect(black_box(MESSAGE), Charset::Utf8, false)))
-    });
-
-    let seen = inspect(MESSAGE, Charset::Utf8, false);
-    let mut out = Vec::with_capacity(256);
-    group.bench_function("ack_build", |b| {
-        b.iter(|| {
-            let msh = black_box(seen.msh.as_ref());
-            let code = ack::decide(msh, AckPolicy::Msh, Outcome::Accepted).expect("AL asks for an ACK");
-            let params = AckParams {
-                code,
-                control_id: CONTROL_ID,
-                timestamp: TIMESTAMP,
-                charset: seen.charset,
-                error: None,
-            };
-            out.clear();
-            ack::build_ack(msh, &params, &mut out);
-            black_box(out.as_ptr());
-        })
-    });
-
-    let mut pipeline = Pipeline::new();
-    group.bench_function("pipeline", |b| b.iter(|| black_box(pipeline.step())));
-
+    // Each closure calls its method directly (no dispatch) so the baselines stay honest.
+    group.bench_function(NAMES[0], |b| b.iter(|| bench.baseline_memcpy()));
+    group.bench_function(NAMES[1], |b| b.iter(|| bench.baseline_to_vec()));
+    group.bench_function(NAMES[2], |b| b.iter(|| bench.mllp_decode()));
+    group.bench_function(NAMES[3], |b| b.iter(|| bench.inspect()));
+    group.bench_function(NAMES[4], |b| b.iter(|| bench.ack_build()));
+    group.bench_function(NAMES[5], |b| b.iter(|| bench.pipeline()));
     group.finish();
 }
 
@@ -177,4 +219,23 @@ criterion_group! {
     config = config();
     targets = core
 }
-criterion_main!(benches);
+
+/// `HL7_BENCH_LOOP=<bench>:<count>`: run one benchmark's per-message code without criterion.
+fn loop_mode(spec: &str) {
+    let parsed = spec.split_once(':').and_then(|(name, count)| Some((name, count.parse().ok()?)));
+    let Some((name, count)) = parsed else {
+        panic!("HL7_BENCH_LOOP must be <bench>:<count>, got {spec:?}");
+    };
+    sanity_check();
+    assert!(Bench::new().run(name, count), "unknown benchmark {name:?}; one of {NAMES:?}");
+}
+
+// `criterion_main!` plus the loop mode.
+fn main() {
+    if let Ok(spec) = std::env::var("HL7_BENCH_LOOP") {
+        loop_mode(&spec);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -1,0 +1,293 @@
+//! `hl7d send`: feed files (or stdin) to any MLLP listener and check every ACK.
+//!
+//! Exit codes: 0 every message accepted (AA/CA); 1 any AE/AR/CE/CR; 2 delivery failed
+//! (timeouts, connection, TLS); 64 usage error (bad arguments, unreadable input).
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use hl7_proto::batch;
+use hl7_proto::charset::Charset;
+use hl7_proto::mllp::Framing;
+
+use crate::config::{parse_hex_bytes, Thumbprint};
+use crate::sender::tls::{client_config, server_name, ClientTlsOptions};
+use crate::sender::{Client, ClientOptions, Delivery, DeliveryFailed};
+
+/// Exit code: every message accepted.
+pub const EXIT_OK: u8 = 0;
+/// Exit code: some message got AE/AR/CE/CR.
+pub const EXIT_NEGATIVE_ACK: u8 = 1;
+/// Exit code: delivery failed.
+pub const EXIT_DELIVERY_FAILED: u8 = 2;
+/// Exit code: usage error.
+pub const EXIT_USAGE: u8 = 64;
+
+/// `hl7d send` arguments.
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    /// Listener address, HOST:PORT.
+    #[arg(long)]
+    pub to: String,
+    /// Files or directories (sent in name order) of HL7 messages; `-` reads stdin.
+    #[arg(required = true)]
+    pub inputs: Vec<String>,
+    /// Use TLS (1.2/1.3).
+    #[arg(long)]
+    pub tls: bool,
+    /// Trust this CA (PEM) instead of the system roots.
+    #[arg(long, value_name = "PEM")]
+    pub ca: Option<PathBuf>,
+    /// Accept exactly the server certificate with this thumbprint (sha256:… or SHA-1).
+    #[arg(long, value_name = "THUMBPRINT")]
+    pub pin: Option<String>,
+    /// Skip server certificate verification (DANGER: anyone can impersonate the server).
+    #[arg(long)]
+    pub insecure: bool,
+    /// Name to verify and send as SNI (default: the host of --to).
+    #[arg(long)]
+    pub server_name: Option<String>,
+    /// Client certificate (PEM) for mutual TLS.
+    #[arg(long, value_name = "PEM")]
+    pub cert: Option<PathBuf>,
+    /// Client private key (PEM) for mutual TLS.
+    #[arg(long, value_name = "PEM")]
+    pub key: Option<PathBuf>,
+    /// How long to wait for each ACK.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub ack_timeout: Duration,
+    /// Resends after a timeout or lost connection.
+    #[arg(long, default_value_t = 3)]
+    pub retries: u32,
+    /// Delay before the first resend (doubled each time).
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub retry_delay: Duration,
+    /// Character set for reading ACK texts when MSH-18 is empty.
+    #[arg(long, default_value = "utf-8")]
+    pub encoding: String,
+    /// MLLP start bytes (hex).
+    #[arg(long, default_value = "0B")]
+    pub framing_start: String,
+    /// MLLP end bytes (hex).
+    #[arg(long, default_value = "1C 0D")]
+    pub framing_end: String,
+    /// Split FHS/BHS batch files into their messages.
+    #[arg(long)]
+    pub batch: bool,
+    /// One connection per message.
+    #[arg(long)]
+    pub reconnect_each: bool,
+    /// One JSON result line per message.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `hl7d send`.
+pub fn run(args: SendArgs) -> ExitCode {
+    let prepared = match prepare(&args) {
+        Ok(prepared) => prepared,
+        Err(e) => {
+            eprintln!("hl7d send: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("hl7d send: cannot start the runtime: {e}");
+            return ExitCode::from(EXIT_DELIVERY_FAILED);
+        }
+    };
+    ExitCode::from(runtime.block_on(send_all(prepared, &args)))
+}
+
+struct Prepared {
+    options: ClientOptions,
+    messages: Vec<(String, Vec<u8>)>,
+}
+
+fn prepare(args: &SendArgs) -> Result<Prepared, String> {
+    let framing = Framing::new(
+        &parse_hex_bytes(&args.framing_start).map_err(|e| format!("--framing-start: {e}"))?,
+        &parse_hex_bytes(&args.framing_end).map_err(|e| format!("--framing-end: {e}"))?,
+    )
+    .map_err(|e| format!("framing: {e}"))?;
+    let charset = Charset::from_config_name(&args.encoding)
+        .ok_or_else(|| format!("--encoding: unknown character set {:?}", args.encoding))?;
+    let tls_wanted = args.tls || args.ca.is_some() || args.pin.is_some() || args.insecure || args.cert.is_some();
+    if tls_wanted && !args.tls {
+        return Err("--ca, --pin, --insecure and --cert need --tls".into());
+    }
+    let tls = if args.tls {
+        if args.insecure {
+            eprintln!("hl7d send: WARNING: --insecure: the server certificate is NOT verified; anyone on the path can read and answer these messages");
+        }
+        let pin = args.pin.as_deref().map(str::parse::<Thumbprint>).transpose().map_err(|e| format!("--pin: {e}"))?;
+        let options = ClientTlsOptions {
+            ca: args.ca.clone(),
+            pin,
+            danger_insecure: args.insecure,
+            cert: args.cert.clone(),
+            key: args.key.clone(),
+        };
+        let config = client_config(&options).map_err(|e| e.to_string())?;
+        Some((Arc::new(config), server_name(&args.to, args.server_name.as_deref())?))
+    } else {
+        None
+    };
+    let mut messages = Vec::new();
+    for input in &args.inputs {
+        for (name, bytes) in read_input(input)? {
+            messages.extend(split_file(&name, &bytes, args.batch)?);
+        }
+    }
+    if messages.is_empty() {
+        return Err("no messages found in the inputs".into());
+    }
+    let options = ClientOptions {
+        to: args.to.clone(),
+        framing,
+        ack_timeout: args.ack_timeout,
+        connect_timeout: Duration::from_secs(10),
+        retries: args.retries,
+        retry_delay: args.retry_delay,
+        reconnect_each: args.reconnect_each,
+        tls,
+        charset,
+    };
+    Ok(Prepared { options, messages })
+}
+
+/// Reads a file, every file of a directory (name order, not recursive), or stdin.
+fn read_input(input: &str) -> Result<Vec<(String, Vec<u8>)>, String> {
+    if input == "-" {
+        let mut bytes = Vec::new();
+        std::io::stdin().read_to_end(&mut bytes).map_err(|e| format!("stdin: {e}"))?;
+        return Ok(vec![("stdin".into(), bytes)]);
+    }
+    let path = Path::new(input);
+    if path.is_dir() {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
+            .map_err(|e| format!("{input}: {e}"))?
+            .filter_map(|entry| entry.ok().map(|e| e.path()))
+            .filter(|p| p.is_file())
+            .collect();
+        entries.sort();
+        return entries
+            .into_iter()
+            .map(|p| std::fs::read(&p).map(|b| (p.display().to_string(), b)).map_err(|e| format!("{}: {e}", p.display())))
+            .collect();
+    }
+    let bytes = std::fs::read(path).map_err(|e| format!("{input}: {e}"))?;
+    Ok(vec![(input.to_string(), bytes)])
+}
+
+/// Splits a file into messages. `\n` and `\r\n` line ends become `\r`. A batch file (FHS or
+/// BHS first) is refused without `--batch`, since a listener would see one unusable frame.
+fn split_file(name: &str, bytes: &[u8], allow_batch: bool) -> Result<Vec<(String, Vec<u8>)>, String> {
+    let normalised = normalise_line_ends(bytes);
+    if batch::is_batch(&normalised) && !allow_batch {
+        return Err(format!("{name}: an FHS/BHS batch file; pass --batch to send its messages"));
+    }
+    let split = batch::split(&normalised).map_err(|e| format!("{name}: {e}"))?;
+    for mismatch in split.count_mismatches() {
+        eprintln!("hl7d send: {name}: {mismatch}");
+    }
+    Ok(split.messages().map(|m| (name.to_string(), m.to_vec())).collect())
+}
+
+fn normalise_line_ends(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\r' if bytes.get(i + 1) == Some(&b'\n') => {
+                out.push(b'\r');
+                i += 2;
+                continue;
+            }
+            b'\n' => out.push(b'\r'),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    out
+}
+
+async fn send_all(prepared: Prepared, args: &SendArgs) -> u8 {
+    let mut client = Client::new(prepared.options);
+    let total = prepared.messages.len();
+    let (mut accepted, mut negative, mut resent) = (0usize, 0usize, 0u32);
+    let mut failed: Option<DeliveryFailed> = None;
+    let mut stdout = std::io::stdout().lock();
+    for (index, (file, message)) in prepared.messages.iter().enumerate() {
+        match client.send(message).await {
+            Ok(delivery) => {
+                resent += delivery.attempts - 1;
+                let positive = delivery.ack.as_ref().is_none_or(|a| a.code.is_accept());
+                if positive {
+                    accepted += 1;
+                } else {
+                    negative += 1;
+                }
+                let _ = writeln!(stdout, "{}", describe(&delivery, file, args.json));
+            }
+            Err(failure) => {
+                resent += failure.attempts.saturating_sub(1);
+                if args.json {
+                    let _ = writeln!(
+                        stdout,
+                        "{}",
+                        serde_json::json!({"file": file, "control_id": failure.control_id, "result": "failed",
+                            "attempts": failure.attempts, "error": failure.last.to_string()})
+                    );
+                }
+                eprintln!("hl7d send: {failure}");
+                let left = total - index - 1;
+                if left > 0 {
+                    eprintln!("hl7d send: stopping; {left} message(s) not sent (order matters in HL7)");
+                }
+                failed = Some(failure);
+                break;
+            }
+        }
+    }
+    eprintln!(
+        "hl7d send: {total} message(s): {accepted} accepted, {negative} refused, {} failed, {resent} resend(s)",
+        usize::from(failed.is_some())
+    );
+    if failed.is_some() {
+        EXIT_DELIVERY_FAILED
+    } else if negative > 0 {
+        EXIT_NEGATIVE_ACK
+    } else {
+        EXIT_OK
+    }
+}
+
+fn describe(delivery: &Delivery, file: &str, json: bool) -> String {
+    let latency_ms = delivery.latency.as_secs_f64() * 1000.0;
+    let (code, text) = match &delivery.ack {
+        Some(ack) => (ack.code.as_str(), ack.text.clone()),
+        None => ("none", "no ACK requested (MSH-15 = NE)".to_string()),
+    };
+    if json {
+        serde_json::json!({"file": file, "control_id": delivery.control_id, "result": code,
+            "text": text, "attempts": delivery.attempts, "latency_ms": latency_ms})
+        .to_string()
+    } else {
+        let mut line = format!("{:<24} {code:<4} {latency_ms:>8.1} ms", delivery.control_id);
+        if delivery.attempts > 1 {
+            line.push_str(&format!("  ({} attempts)", delivery.attempts));
+        }
+        if !text.is_empty() {
+            line.push_str("  ");
+            line.push_str(&text);
+        }
+        line
+    }
+}

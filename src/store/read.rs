@@ -1,0 +1,251 @@
+//! [`Reader`]: read-only access to stored messages, for `hl7d messages` and tests.
+//!
+//! A reader opens its own read-only connection. In WAL mode it sees the last committed
+//! state and never blocks the writer (a long read only delays the WAL checkpoint).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use hl7_proto::charset::Charset;
+use rusqlite::types::Value;
+use rusqlite::{params_from_iter, Connection, OpenFlags, OptionalExtension, Row};
+
+use super::schema::{self, SCHEMA_VERSION};
+use super::sqlite::{describe, micros, DATABASE_FILE};
+use super::StoreError;
+
+/// How long a read waits for a lock (only a schema migration or a checkpoint restart holds
+/// one against readers, briefly).
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Which messages to read. Every field narrows the selection; the default selects all.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// Only this listener.
+    pub listener: Option<String>,
+    /// Only messages received at or after this time.
+    pub since: Option<SystemTime>,
+    /// Only this MSH-10 control id.
+    pub control_id: Option<String>,
+    /// At most this many messages.
+    pub limit: Option<u64>,
+    /// Oldest first (export) instead of newest first (list).
+    pub oldest_first: bool,
+}
+
+/// One stored message with its metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMessage {
+    /// Store id (increasing in order of storage).
+    pub id: i64,
+    /// Listener name.
+    pub listener: String,
+    /// Peer address (`ip:port`).
+    pub peer: String,
+    /// Client certificate thumbprint (mutual TLS).
+    pub client_thumbprint: Option<String>,
+    /// When the frame was complete.
+    pub received_at: SystemTime,
+    /// Character set the message was read in, as a config name (`utf-8`, `windows-1252`,
+    /// …); see [`StoredMessage::charset`].
+    pub encoding: String,
+    /// MSH-9 as `TYPE^TRIGGER`.
+    pub message_type: String,
+    /// MSH-10.
+    pub control_id: String,
+    /// MSH-3.
+    pub sending_application: String,
+    /// MSH-4.
+    pub sending_facility: String,
+    /// MSH-11.
+    pub processing_id: String,
+    /// MSH-12.
+    pub version: String,
+    /// Bytes received.
+    pub size: u64,
+    /// The ACK code answered (`AA`/`CA`), `None` when no ACK was sent.
+    pub ack_code: Option<String>,
+    /// `received` (stored and acknowledged).
+    pub status: String,
+    /// How often the same message was received again and not stored.
+    pub duplicate_count: u64,
+    /// When the last duplicate came.
+    pub last_duplicate_at: Option<SystemTime>,
+    /// The bytes exactly as received: loaded by [`Reader::message`] and
+    /// [`Reader::for_each_message`], `None` from [`Reader::list`].
+    pub raw: Option<Vec<u8>>,
+}
+
+impl StoredMessage {
+    /// The character set to decode [`StoredMessage::raw`] with, if this build knows it.
+    pub fn charset(&self) -> Option<Charset> {
+        Charset::from_config_name(&self.encoding)
+    }
+}
+
+/// A read-only connection to `<store.path>/messages.db`.
+pub struct Reader {
+    conn: Connection,
+    file: PathBuf,
+}
+
+const COLUMNS: &str = "id, listener, peer, client_thumbprint, received_at, charset, message_type, \
+     control_id, sending_application, sending_facility, processing_id, version, size, ack_code, status, \
+     duplicate_count, last_duplicate_at";
+
+impl Reader {
+    /// Opens the store in `dir` read-only. Fails when there is no store there, or its
+    /// schema is not the one this build knows (start `hl7d serve` once to migrate an older
+    /// one).
+    pub fn open(dir: &Path) -> Result<Reader, StoreError> {
+        let file = dir.join(DATABASE_FILE);
+        let open_error = |reason: String| StoreError::Open { path: file.clone(), reason };
+        if !file.is_file() {
+            return Err(open_error("no message store there (wrong [store] path, or hl7d serve never ran)".into()));
+        }
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(&file, flags).map_err(|e| open_error(describe(&e)))?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| open_error(describe(&e)))?;
+        let found = schema::version(&conn).map_err(|e| open_error(describe(&e)))?;
+        if found > SCHEMA_VERSION {
+            return Err(StoreError::SchemaTooNew { path: file, found, supported: SCHEMA_VERSION });
+        }
+        if found < SCHEMA_VERSION {
+            return Err(open_error(format!(
+                "schema version {found} is older than {SCHEMA_VERSION}; start hl7d serve once to migrate it"
+            )));
+        }
+        Ok(Reader { conn, file })
+    }
+
+    /// Messages matching `filter`, without their bytes.
+    pub fn list(&self, filter: &Filter) -> Result<Vec<StoredMessage>, StoreError> {
+        let mut out = Vec::new();
+        self.select(filter, false, |message| {
+            out.push(message);
+            true
+        })?;
+        Ok(out)
+    }
+
+    /// Calls `each` for every message matching `filter`, with its bytes, one at a time (an
+    /// export of a large store does not hold it in memory). Stops at the first error,
+    /// whether the store's or the one `each` returns.
+    pub fn for_each_message<E: From<StoreError>>(
+        &self,
+        filter: &Filter,
+        mut each: impl FnMut(StoredMessage) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut failed = None;
+        self.select(filter, true, |message| match each(message) {
+            Ok(()) => true,
+            Err(e) => {
+                failed = Some(e);
+                false
+            }
+        })?;
+        failed.map_or(Ok(()), Err)
+    }
+
+    /// The message with this id, with its bytes.
+    pub fn message(&self, id: i64) -> Result<Option<StoredMessage>, StoreError> {
+        let sql = format!("SELECT {COLUMNS}, raw FROM messages WHERE id = ?1");
+        self.conn.query_row(&sql, [id], |row| stored(row, true)).optional().map_err(|e| self.error(&e))
+    }
+
+    /// Number of stored messages.
+    pub fn count(&self) -> Result<u64, StoreError> {
+        self.conn
+            .query_row("SELECT count(*) FROM messages", [], |row| row.get::<_, i64>(0))
+            .map(|n| n as u64)
+            .map_err(|e| self.error(&e))
+    }
+
+    /// SQLite's `PRAGMA integrity_check`: `"ok"` for a sound file, else the problems found.
+    pub fn integrity_check(&self) -> Result<String, StoreError> {
+        let mut statement = self.conn.prepare("PRAGMA integrity_check").map_err(|e| self.error(&e))?;
+        let lines: Vec<String> = statement
+            .query_map([], |row| row.get::<_, String>(0))
+            .and_then(|rows| rows.collect())
+            .map_err(|e| self.error(&e))?;
+        Ok(lines.join("\n"))
+    }
+
+    fn select(
+        &self,
+        filter: &Filter,
+        with_raw: bool,
+        mut each: impl FnMut(StoredMessage) -> bool,
+    ) -> Result<(), StoreError> {
+        let mut conditions = Vec::new();
+        let mut values = Vec::new();
+        if let Some(listener) = &filter.listener {
+            values.push(Value::Text(listener.clone()));
+            conditions.push(format!("listener = ?{}", values.len()));
+        }
+        if let Some(since) = filter.since {
+            values.push(Value::Integer(micros(since)));
+            conditions.push(format!("received_at >= ?{}", values.len()));
+        }
+        if let Some(control_id) = &filter.control_id {
+            values.push(Value::Text(control_id.clone()));
+            conditions.push(format!("control_id = ?{}", values.len()));
+        }
+        let mut sql = format!("SELECT {COLUMNS}{} FROM messages", if with_raw { ", raw" } else { "" });
+        if !conditions.is_empty() {
+            sql.push_str(" WHERE ");
+            sql.push_str(&conditions.join(" AND "));
+        }
+        sql.push_str(if filter.oldest_first { " ORDER BY id ASC" } else { " ORDER BY id DESC" });
+        if let Some(limit) = filter.limit {
+            values.push(Value::Integer(i64::try_from(limit).unwrap_or(i64::MAX)));
+            sql.push_str(&format!(" LIMIT ?{}", values.len()));
+        }
+        let mut run = || -> rusqlite::Result<()> {
+            let mut statement = self.conn.prepare(&sql)?;
+            let mut rows = statement.query(params_from_iter(values.iter()))?;
+            while let Some(row) = rows.next()? {
+                if !each(stored(row, with_raw)?) {
+                    break;
+                }
+            }
+            Ok(())
+        };
+        run().map_err(|e| self.error(&e))
+    }
+
+    fn error(&self, error: &rusqlite::Error) -> StoreError {
+        StoreError::Unavailable(format!("{}: {}", self.file.display(), describe(error)))
+    }
+}
+
+fn stored(row: &Row<'_>, with_raw: bool) -> rusqlite::Result<StoredMessage> {
+    Ok(StoredMessage {
+        id: row.get(0)?,
+        listener: row.get(1)?,
+        peer: row.get(2)?,
+        client_thumbprint: row.get(3)?,
+        received_at: time(row.get(4)?),
+        encoding: row.get(5)?,
+        message_type: row.get(6)?,
+        control_id: row.get(7)?,
+        sending_application: row.get(8)?,
+        sending_facility: row.get(9)?,
+        processing_id: row.get(10)?,
+        version: row.get(11)?,
+        size: row.get::<_, i64>(12)? as u64,
+        ack_code: row.get(13)?,
+        status: row.get(14)?,
+        duplicate_count: row.get::<_, i64>(15)? as u64,
+        last_duplicate_at: row.get::<_, Option<i64>>(16)?.map(time),
+        raw: if with_raw { Some(row.get(17)?) } else { None },
+    })
+}
+
+fn time(micros: i64) -> SystemTime {
+    if micros >= 0 {
+        UNIX_EPOCH + Duration::from_micros(micros as u64)
+    } else {
+        UNIX_EPOCH - Duration::from_micros(micros.unsigned_abs())
+    }
+}

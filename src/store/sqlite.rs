@@ -1,0 +1,712 @@
+//! [`SqliteStore`]: the embedded durable store, SQLite in `<store.path>/messages.db`.
+//!
+//! One dedicated writer thread owns the only read-write connection. [`SqliteStore::append`]
+//! queues the message and waits on a oneshot channel. The writer takes every request that
+//! is waiting, writes them in one transaction, commits — in WAL mode with
+//! `synchronous=FULL` the commit returns only after the write-ahead log is fsynced — and
+//! only then answers each waiting append. A lone message is written at once (nothing waits
+//! for a batch to fill); under load, the messages that arrive during one fsync share the
+//! next one.
+//!
+//! After an error the writer drops its connection and answers the whole batch with
+//! [`StoreError::Unavailable`]; the next batch opens a fresh connection. So a full disk or an
+//! I/O error costs error ACKs while it lasts, and the store works again without a restart
+//! once the cause is gone. A connection that has seen an I/O error (a failed fsync above
+//! all) is never trusted again.
+//!
+//! Housekeeping runs on the writer thread between batches, in small steps so that writes
+//! never wait long: WAL checkpoints (after the ACKs of the batch that made them due have been
+//! released) and retention (deleting at most [`RETENTION_BATCH`] expired messages per step).
+//! Readers use their own read-only connections ([`super::Reader`]); in WAL mode they never
+//! block the writer.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use hl7_proto::ack::AckCode;
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
+use tokio::sync::oneshot;
+use tracing::{debug, error, info, warn};
+
+use super::schema::{self, MigrateError, SCHEMA_VERSION};
+use super::{Appended, BoxFuture, MessageStore, NewMessage, StoreError};
+
+/// The database file inside `[store] path`.
+pub const DATABASE_FILE: &str = "messages.db";
+
+/// How long a statement waits for a lock held by another connection (e.g. an operator's
+/// `sqlite3` shell) before the batch fails with an error ACK.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Most messages in one transaction.
+const MAX_BATCH_MESSAGES: usize = 1024;
+/// A batch stops taking messages once it holds this many bytes (one message always fits).
+const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
+/// A checkpoint is due after this many message bytes or commits since the last one; about
+/// SQLite's own automatic checkpoint size (1000 pages of 4 KiB).
+const CHECKPOINT_AFTER_BYTES: u64 = 4 * 1024 * 1024;
+const CHECKPOINT_AFTER_COMMITS: u64 = 500;
+/// Most expired messages deleted in one retention step (one short transaction).
+pub const RETENTION_BATCH: i64 = 500;
+/// How often retention looks for expired messages once a sweep has found no more.
+const DEFAULT_RETENTION_INTERVAL: Duration = Duration::from_secs(60);
+/// After a write error, the writer waits this long before it may reopen the database.
+const REOPEN_BACKOFF: Duration = Duration::from_millis(100);
+/// `status` of a message that is stored and acknowledged.
+const STATUS_RECEIVED: &str = "received";
+
+/// How hard a commit tries to reach the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// `synchronous=FULL`: each commit is fsynced before the ACKs of its messages are
+    /// released. The only mode `hl7d serve` uses.
+    #[default]
+    Full,
+    /// `synchronous=OFF`: no fsync at all, so a crash or power cut can lose acknowledged
+    /// messages. Exists only so that benchmarks and tests can measure what the fsync costs;
+    /// the configuration file cannot select it.
+    DangerNoSync,
+}
+
+/// How a [`SqliteStore`] runs.
+#[derive(Debug, Clone)]
+pub struct SqliteOptions {
+    /// Delete messages older than this (`[store] retention`); `None` keeps them.
+    pub retention: Option<Duration>,
+    /// How often retention looks for expired messages (default one minute).
+    pub retention_interval: Duration,
+    /// Fsync or not; see [`Durability`].
+    pub durability: Durability,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        SqliteOptions {
+            retention: None,
+            retention_interval: DEFAULT_RETENTION_INTERVAL,
+            durability: Durability::Full,
+        }
+    }
+}
+
+/// Counters since the store was opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Messages written (new rows).
+    pub stored: u64,
+    /// Duplicates recognised (not stored again).
+    pub duplicates: u64,
+    /// Batch transactions committed; with [`Durability::Full`], one WAL fsync each.
+    pub commits: u64,
+    /// WAL checkpoints run; each syncs the WAL and then the database file.
+    pub checkpoints: u64,
+    /// Batches that failed (every message in them got an error).
+    pub failed_batches: u64,
+    /// Messages deleted by retention.
+    pub expired: u64,
+}
+
+/// The embedded durable store; see the module documentation.
+pub struct SqliteStore {
+    file: PathBuf,
+    requests: Mutex<Option<mpsc::Sender<Request>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    counters: Arc<Counters>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) `<dir>/messages.db`, migrates its schema, and starts the
+    /// writer thread. Fails when the directory or file cannot be created, the file is not a
+    /// database, or its schema is newer than this build.
+    pub fn open(dir: &Path, options: SqliteOptions) -> Result<SqliteStore, StoreError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Open { path: dir.to_path_buf(), reason: e.to_string() })?;
+        let file = dir.join(DATABASE_FILE);
+        let (conn, found) = open_writer(&file, options.durability)?;
+        if found < SCHEMA_VERSION {
+            info!(path = %file.display(), from = found, to = SCHEMA_VERSION, "message store schema migrated");
+        }
+        if options.durability == Durability::DangerNoSync {
+            warn!(path = %file.display(), "message store without fsync: acknowledged messages can be lost in a crash (benchmark/test only)");
+        }
+        let counters = Arc::new(Counters::default());
+        let (sender, receiver) = mpsc::channel();
+        let writer = Writer {
+            file: file.clone(),
+            next_retention: Instant::now(),
+            options,
+            conn: Some(conn),
+            reopen_after: None,
+            page_limit: None,
+            counters: counters.clone(),
+            bytes_since_checkpoint: 0,
+            commits_since_checkpoint: 0,
+            swept: 0,
+        };
+        let handle = thread::Builder::new()
+            .name("hl7d-store-writer".into())
+            .spawn(move || writer.run(receiver))
+            .map_err(|e| StoreError::Open { path: file.clone(), reason: format!("cannot start writer thread: {e}") })?;
+        Ok(SqliteStore {
+            file,
+            requests: Mutex::new(Some(sender)),
+            writer: Mutex::new(Some(handle)),
+            counters,
+        })
+    }
+
+    /// The database file.
+    pub fn file(&self) -> &Path {
+        &self.file
+    }
+
+    /// Counters since the store was opened.
+    pub fn stats(&self) -> StoreStats {
+        self.counters.snapshot()
+    }
+
+    /// Stops taking messages, lets the writer finish every message already queued,
+    /// checkpoints the WAL into the database file and closes it. Blocks until done; later
+    /// appends fail with [`StoreError::Closed`]. Idempotent.
+    pub fn close(&self) {
+        drop(self.requests.lock().unwrap_or_else(PoisonError::into_inner).take());
+        let handle = self.writer.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(handle) = handle {
+            if handle.join().is_err() {
+                error!(path = %self.file.display(), "message store writer thread panicked");
+            }
+        }
+    }
+
+    /// Test knob: from now on the database may grow by at most `pages` more pages (then
+    /// inserts fail with SQLITE_FULL, as on a full disk); `None` lifts the limit. Applied in
+    /// order with the messages queued before it.
+    #[doc(hidden)]
+    pub async fn limit_growth_for_test(&self, pages: Option<u32>) -> Result<(), StoreError> {
+        let (done, applied) = oneshot::channel();
+        self.send(Request::LimitGrowth { pages, done })?;
+        applied.await.unwrap_or(Err(StoreError::Closed))
+    }
+
+    fn send(&self, request: Request) -> Result<(), StoreError> {
+        let guard = self.requests.lock().unwrap_or_else(PoisonError::into_inner);
+        let sender = guard.as_ref().ok_or(StoreError::Closed)?;
+        sender.send(request).map_err(|_| StoreError::Closed)
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").field("file", &self.file).field("stats", &self.stats()).finish()
+    }
+}
+
+impl MessageStore for SqliteStore {
+    fn append(&self, message: NewMessage) -> BoxFuture<'_, Result<Appended, StoreError>> {
+        let (reply, answer) = oneshot::channel();
+        let queued = self.send(Request::Append(Append { message, reply }));
+        Box::pin(async move {
+            queued?;
+            // The writer answers every request it takes; a dropped reply means it is gone.
+            answer.await.unwrap_or(Err(StoreError::Closed))
+        })
+    }
+}
+
+/// What the writer thread is asked to do. The channel is unbounded, but each connection
+/// has at most one append outstanding (it waits for the answer before reading on), so the
+/// queue is bounded by the listeners' `max_connections`.
+enum Request {
+    Append(Append),
+    LimitGrowth { pages: Option<u32>, done: oneshot::Sender<Result<(), StoreError>> },
+}
+
+struct Append {
+    message: NewMessage,
+    reply: oneshot::Sender<Result<Appended, StoreError>>,
+}
+
+#[derive(Default)]
+struct Counters {
+    stored: AtomicU64,
+    duplicates: AtomicU64,
+    commits: AtomicU64,
+    checkpoints: AtomicU64,
+    failed_batches: AtomicU64,
+    expired: AtomicU64,
+}
+
+impl Counters {
+    fn snapshot(&self) -> StoreStats {
+        StoreStats {
+            stored: self.stored.load(Ordering::Relaxed),
+            duplicates: self.duplicates.load(Ordering::Relaxed),
+            commits: self.commits.load(Ordering::Relaxed),
+            checkpoints: self.checkpoints.load(Ordering::Relaxed),
+            failed_batches: self.failed_batches.load(Ordering::Relaxed),
+            expired: self.expired.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// State of the writer thread.
+struct Writer {
+    file: PathBuf,
+    options: SqliteOptions,
+    /// `None` after an error: reopened for the next batch.
+    conn: Option<Connection>,
+    /// No reopen before this instant (after a failure), so that a persistent error does not
+    /// turn into a busy loop of opens.
+    reopen_after: Option<Instant>,
+    /// Test knob: absolute `max_page_count`, re-applied on reopen.
+    page_limit: Option<i64>,
+    counters: Arc<Counters>,
+    bytes_since_checkpoint: u64,
+    commits_since_checkpoint: u64,
+    next_retention: Instant,
+    /// Messages deleted in the retention sweep under way.
+    swept: u64,
+}
+
+impl Writer {
+    fn run(mut self, requests: mpsc::Receiver<Request>) {
+        loop {
+            let wait = self.next_retention.saturating_duration_since(Instant::now());
+            let first = match requests.recv_timeout(wait) {
+                Ok(request) => request,
+                Err(RecvTimeoutError::Timeout) => {
+                    self.retention_step();
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
+            let mut batch = Vec::new();
+            let mut bytes = 0;
+            let mut next = Some(first);
+            while let Some(request) = next.take() {
+                match request {
+                    Request::Append(append) => {
+                        bytes += append.message.raw.len();
+                        batch.push(append);
+                    }
+                    Request::LimitGrowth { pages, done } => {
+                        let _ = done.send(self.limit_growth(pages));
+                    }
+                }
+                if batch.len() < MAX_BATCH_MESSAGES && bytes < MAX_BATCH_BYTES {
+                    next = requests.try_recv().ok();
+                }
+            }
+            if !batch.is_empty() {
+                self.commit(batch, bytes as u64);
+            }
+            self.checkpoint_if_due();
+            if Instant::now() >= self.next_retention {
+                self.retention_step();
+            }
+        }
+        self.close();
+    }
+
+    /// Writes one batch in one transaction and answers every message in it.
+    fn commit(&mut self, batch: Vec<Append>, bytes: u64) {
+        let started = Instant::now();
+        let result = match self.connection() {
+            Ok(conn) => write_batch(conn, &batch).map_err(|e| describe(&e)),
+            Err(reason) => Err(reason),
+        };
+        match result {
+            Ok(outcomes) => {
+                let duplicates = outcomes.iter().filter(|&&o| o == Appended::Duplicate).count() as u64;
+                self.counters.stored.fetch_add(batch.len() as u64 - duplicates, Ordering::Relaxed);
+                self.counters.duplicates.fetch_add(duplicates, Ordering::Relaxed);
+                self.counters.commits.fetch_add(1, Ordering::Relaxed);
+                self.bytes_since_checkpoint += bytes;
+                self.commits_since_checkpoint += 1;
+                debug!(messages = batch.len(), duplicates, elapsed_us = started.elapsed().as_micros() as u64,
+                    "store batch committed");
+                for (append, outcome) in batch.into_iter().zip(outcomes) {
+                    // The connection may have gone meanwhile; the message is stored anyway and
+                    // a resend will be recognised as a duplicate.
+                    let _ = append.reply.send(Ok(outcome));
+                }
+            }
+            Err(reason) => {
+                self.counters.failed_batches.fetch_add(1, Ordering::Relaxed);
+                error!(path = %self.file.display(), messages = batch.len(), error = %reason,
+                    "message store write failed; answering with error ACKs");
+                // Rolled back already (the transaction was dropped). Never trust this
+                // connection again: reopen for the next batch.
+                self.conn = None;
+                self.reopen_after = Some(Instant::now() + REOPEN_BACKOFF);
+                for append in batch {
+                    let _ = append.reply.send(Err(StoreError::Unavailable(reason.clone())));
+                }
+            }
+        }
+    }
+
+    /// The open connection, reopening it after an earlier failure.
+    fn connection(&mut self) -> Result<&mut Connection, String> {
+        if self.conn.is_none() {
+            if let Some(after) = self.reopen_after {
+                let now = Instant::now();
+                if now < after {
+                    thread::sleep(after - now);
+                }
+            }
+            let (conn, _) = open_writer(&self.file, self.options.durability).map_err(|e| e.to_string())?;
+            if let Some(limit) = self.page_limit {
+                conn.pragma_update(None, "max_page_count", limit).map_err(|e| describe(&e))?;
+            }
+            info!(path = %self.file.display(), "message store reopened");
+            self.reopen_after = None;
+            self.conn = Some(conn);
+        }
+        // Just set when it was `None`.
+        Ok(self.conn.as_mut().expect("connection present"))
+    }
+
+    fn limit_growth(&mut self, pages: Option<u32>) -> Result<(), StoreError> {
+        let conn = self.connection().map_err(StoreError::Unavailable)?;
+        let limit = match pages {
+            Some(pages) => {
+                let count: i64 = conn
+                    .pragma_query_value(None, "page_count", |row| row.get(0))
+                    .map_err(|e| StoreError::Unavailable(describe(&e)))?;
+                Some(count + i64::from(pages))
+            }
+            None => None,
+        };
+        // SQLite's default (and largest) maximum.
+        let value = limit.unwrap_or(0xFFFF_FFFE);
+        conn.pragma_update(None, "max_page_count", value).map_err(|e| StoreError::Unavailable(describe(&e)))?;
+        self.page_limit = limit;
+        Ok(())
+    }
+
+    /// Moves WAL content into the database file once enough has accumulated. Runs after
+    /// the batch's ACKs are released, so no message waits for it; the messages arriving
+    /// meanwhile simply form a larger next batch. PASSIVE never waits for readers.
+    fn checkpoint_if_due(&mut self) {
+        if self.bytes_since_checkpoint < CHECKPOINT_AFTER_BYTES
+            && self.commits_since_checkpoint < CHECKPOINT_AFTER_COMMITS
+        {
+            return;
+        }
+        let Some(conn) = &self.conn else { return };
+        let started = Instant::now();
+        let result = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+            Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?, row.get::<_, i64>(2)?))
+        });
+        match result {
+            Ok((busy, wal_frames, checkpointed)) => {
+                self.counters.checkpoints.fetch_add(1, Ordering::Relaxed);
+                debug!(busy, wal_frames, checkpointed, elapsed_us = started.elapsed().as_micros() as u64,
+                    "store checkpoint");
+            }
+            // Not fatal: the WAL keeps the data; the next checkpoint retries.
+            Err(e) => warn!(path = %self.file.display(), error = %describe(&e), "store checkpoint failed"),
+        }
+        self.bytes_since_checkpoint = 0;
+        self.commits_since_checkpoint = 0;
+    }
+
+    /// Deletes at most [`RETENTION_BATCH`] expired messages. A full step means more may be
+    /// waiting: the next step comes right after the next batch of messages (or at once when
+    /// idle), so deletion proceeds in small transactions interleaved with writes.
+    fn retention_step(&mut self) {
+        let interval = self.options.retention_interval;
+        let Some(retention) = self.options.retention else {
+            self.next_retention = Instant::now() + interval.max(Duration::from_secs(3600));
+            return;
+        };
+        let cutoff = SystemTime::now().checked_sub(retention).map_or(i64::MIN, micros);
+        let conn = match self.connection() {
+            Ok(conn) => conn,
+            Err(reason) => {
+                warn!(error = %reason, "retention skipped: message store unavailable");
+                self.next_retention = Instant::now() + interval;
+                return;
+            }
+        };
+        let deleted = conn.execute(
+            "DELETE FROM messages WHERE id IN \
+             (SELECT id FROM messages WHERE received_at < ?1 ORDER BY received_at LIMIT ?2)",
+            params![cutoff, RETENTION_BATCH],
+        );
+        match deleted {
+            Ok(deleted) => {
+                let deleted = deleted as u64;
+                self.counters.expired.fetch_add(deleted, Ordering::Relaxed);
+                self.commits_since_checkpoint += 1;
+                self.swept += deleted;
+                if deleted as i64 == RETENTION_BATCH {
+                    self.next_retention = Instant::now();
+                } else {
+                    if self.swept > 0 {
+                        info!(deleted = self.swept, retention = %humantime::format_duration(retention),
+                            "retention: deleted expired messages");
+                    }
+                    self.swept = 0;
+                    self.next_retention = Instant::now() + interval;
+                }
+            }
+            Err(e) => {
+                warn!(path = %self.file.display(), error = %describe(&e), "retention step failed");
+                self.conn = None;
+                self.reopen_after = Some(Instant::now() + REOPEN_BACKOFF);
+                self.next_retention = Instant::now() + interval;
+            }
+        }
+    }
+
+    fn close(mut self) {
+        if let Some(conn) = self.conn.take() {
+            // TRUNCATE: fold the whole WAL into the database and empty it, so that a clean
+            // shutdown leaves one self-contained file.
+            if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())) {
+                warn!(path = %self.file.display(), error = %describe(&e), "final checkpoint failed");
+            }
+            if let Err((_, e)) = conn.close() {
+                warn!(path = %self.file.display(), error = %describe(&e), "closing the message store failed");
+            }
+        }
+        debug!(path = %self.file.display(), "message store closed");
+    }
+}
+
+/// Opens the read-write connection: WAL, the chosen durability, schema migrated. Returns
+/// it with the schema version found before migrating.
+fn open_writer(file: &Path, durability: Durability) -> Result<(Connection, i64), StoreError> {
+    let open_error = |e: rusqlite::Error| StoreError::Open { path: file.to_path_buf(), reason: describe(&e) };
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let mut conn = Connection::open_with_flags(file, flags).map_err(open_error)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(open_error)?;
+    let mode: String =
+        conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0)).map_err(open_error)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Open { path: file.to_path_buf(), reason: format!("cannot use WAL (journal_mode is {mode})") });
+    }
+    let synchronous = match durability {
+        Durability::Full => "FULL",
+        Durability::DangerNoSync => "OFF",
+    };
+    conn.pragma_update(None, "synchronous", synchronous).map_err(open_error)?;
+    // Checkpoints are run by the writer after it has released a batch's ACKs (see
+    // `checkpoint_if_due`), not inside a commit.
+    conn.pragma_update(None, "wal_autocheckpoint", 0).map_err(open_error)?;
+    // After a checkpoint, keep at most this much of the WAL file on disk.
+    conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024).map_err(open_error)?;
+    let found = schema::migrate(&mut conn).map_err(|e| match e {
+        MigrateError::TooNew(found) => {
+            StoreError::SchemaTooNew { path: file.to_path_buf(), found, supported: SCHEMA_VERSION }
+        }
+        MigrateError::Sqlite(e) => open_error(e),
+    })?;
+    Ok((conn, found))
+}
+
+const FIND_DUPLICATE: &str = "SELECT id FROM messages \
+     WHERE listener = ?1 AND control_id = ?2 AND sending_application = ?3 AND sending_facility = ?4 \
+       AND received_at >= ?5 AND raw = ?6 \
+     ORDER BY id DESC LIMIT 1";
+
+const COUNT_DUPLICATE: &str =
+    "UPDATE messages SET duplicate_count = duplicate_count + 1, last_duplicate_at = ?2 WHERE id = ?1";
+
+const INSERT: &str = "INSERT INTO messages \
+     (listener, peer, client_thumbprint, received_at, charset, message_type, control_id, \
+      sending_application, sending_facility, processing_id, version, size, ack_code, status, raw) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)";
+
+/// One transaction for the whole batch. Duplicates are checked message by message inside
+/// it, so a message resent within the same batch is found too. Compares the stored bytes
+/// themselves rather than a hash: the index narrows the candidates to the same listener,
+/// sender and control id, and an exact comparison cannot collide.
+fn write_batch(conn: &mut Connection, batch: &[Append]) -> rusqlite::Result<Vec<Appended>> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut outcomes = Vec::with_capacity(batch.len());
+    {
+        let mut find = tx.prepare_cached(FIND_DUPLICATE)?;
+        let mut count = tx.prepare_cached(COUNT_DUPLICATE)?;
+        let mut insert = tx.prepare_cached(INSERT)?;
+        for Append { message: m, .. } in batch {
+            let at = micros(m.received_at);
+            let original = match m.duplicate_window {
+                Some(window) => {
+                    let since = at.saturating_sub(i64::try_from(window.as_micros()).unwrap_or(i64::MAX));
+                    let key = params![&*m.listener, m.control_id, m.sending_application, m.sending_facility, since,
+                        &m.raw[..]];
+                    find.query_row(key, |row| row.get::<_, i64>(0)).optional()?
+                }
+                None => None,
+            };
+            match original {
+                Some(id) => {
+                    count.execute(params![id, at])?;
+                    outcomes.push(Appended::Duplicate);
+                }
+                None => {
+                    insert.execute(params![
+                        &*m.listener,
+                        m.peer.to_string(),
+                        m.client_thumbprint,
+                        at,
+                        m.charset.config_name(),
+                        m.message_type,
+                        m.control_id,
+                        m.sending_application,
+                        m.sending_facility,
+                        m.processing_id,
+                        m.version,
+                        m.raw.len() as i64,
+                        m.ack_code.map(AckCode::as_str),
+                        STATUS_RECEIVED,
+                        &m.raw[..],
+                    ])?;
+                    outcomes.push(Appended::New);
+                }
+            }
+        }
+    }
+    tx.commit()?;
+    Ok(outcomes)
+}
+
+/// Microseconds since the Unix epoch (negative before it).
+pub(super) fn micros(time: SystemTime) -> i64 {
+    match time.duration_since(UNIX_EPOCH) {
+        Ok(after) => i64::try_from(after.as_micros()).unwrap_or(i64::MAX),
+        Err(before) => -i64::try_from(before.duration().as_micros()).unwrap_or(i64::MAX),
+    }
+}
+
+/// SQLite's error with its extended code name where it has one (`SQLITE_FULL`, …).
+pub(super) fn describe(error: &rusqlite::Error) -> String {
+    match error {
+        rusqlite::Error::SqliteFailure(code, message) => {
+            let text = message.as_deref().unwrap_or("");
+            format!("{text} ({:?}, sqlite code {})", code.code, code.extended_code)
+        }
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use bytes::Bytes;
+    use hl7_proto::charset::Charset;
+
+    use super::*;
+
+    fn message(control_id: &str, raw: &[u8]) -> NewMessage {
+        NewMessage {
+            listener: Arc::from("lab"),
+            peer: SocketAddr::from(([127, 0, 0, 1], 40000)),
+            client_thumbprint: None,
+            received_at: SystemTime::now(),
+            charset: Charset::Utf8,
+            message_type: "ADT^A01".into(),
+            control_id: control_id.into(),
+            sending_application: "APP".into(),
+            sending_facility: "FAC".into(),
+            processing_id: "P".into(),
+            version: "2.5".into(),
+            ack_code: Some(AckCode::ApplicationAccept),
+            duplicate_window: Some(Duration::from_secs(60)),
+            raw: Bytes::copy_from_slice(raw),
+        }
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+    }
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("hl7d-unit-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    #[test]
+    fn duplicates_need_the_same_bytes_within_the_window() {
+        let dir = temp_dir("dup");
+        let store = SqliteStore::open(&dir, SqliteOptions::default()).unwrap();
+        let rt = runtime();
+        let append = |m| rt.block_on(store.append(m)).unwrap();
+        assert_eq!(append(message("1", b"MSH|a")), Appended::New);
+        assert_eq!(append(message("1", b"MSH|a")), Appended::Duplicate);
+        // Same control id, other bytes: a different message.
+        assert_eq!(append(message("1", b"MSH|b")), Appended::New);
+        // Window off: stored again.
+        let mut off = message("1", b"MSH|a");
+        off.duplicate_window = None;
+        assert_eq!(append(off), Appended::New);
+        // Outside the window.
+        let mut later = message("1", b"MSH|b");
+        later.received_at += Duration::from_secs(120);
+        assert_eq!(append(later), Appended::New);
+        let stats = store.stats();
+        assert_eq!((stats.stored, stats.duplicates), (4, 1));
+        store.close();
+        assert!(matches!(rt.block_on(store.append(message("2", b"x"))), Err(StoreError::Closed)));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn retention_deletes_in_small_steps() {
+        let dir = temp_dir("retention");
+        let options = SqliteOptions {
+            retention: Some(Duration::from_secs(3600)),
+            retention_interval: Duration::from_millis(20),
+            ..SqliteOptions::default()
+        };
+        let store = SqliteStore::open(&dir, options).unwrap();
+        let rt = runtime();
+        let old = SystemTime::now() - Duration::from_secs(7200);
+        let total = RETENTION_BATCH as usize * 2 + 10;
+        rt.block_on(async {
+            let appends: Vec<_> = (0..total)
+                .map(|i| {
+                    let mut m = message(&i.to_string(), b"MSH|old");
+                    m.received_at = old;
+                    store.append(m)
+                })
+                .collect();
+            for append in appends {
+                append.await.unwrap();
+            }
+            store.append(message("fresh", b"MSH|new")).await.unwrap();
+        });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while store.stats().expired < total as u64 {
+            assert!(Instant::now() < deadline, "retention did not finish: {:?}", store.stats());
+            thread::sleep(Duration::from_millis(10));
+        }
+        store.close();
+        let reader = super::super::Reader::open(&dir).unwrap();
+        let left = reader.list(&super::super::Filter::default()).unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].control_id, "fresh");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn micros_round_trip_around_the_epoch() {
+        assert_eq!(micros(UNIX_EPOCH), 0);
+        assert_eq!(micros(UNIX_EPOCH + Duration::from_micros(5)), 5);
+        assert_eq!(micros(UNIX_EPOCH - Duration::from_micros(5)), -5);
+    }
+}

@@ -1,0 +1,161 @@
+//! Reading certificates and keys from files, with errors that name the file.
+//!
+//! Certificates may be PEM (one or more `BEGIN CERTIFICATE` blocks) or a single DER
+//! certificate; keys are PEM in PKCS#8 (`BEGIN PRIVATE KEY`), PKCS#1 (`BEGIN RSA PRIVATE
+//! KEY`) or SEC1 (`BEGIN EC PRIVATE KEY`) form.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::{self, PemObject};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::sign::CertifiedKey;
+use thiserror::Error;
+
+use super::cert::{CertParseError, CertSummary};
+
+/// A certificate or key file that cannot be used.
+#[derive(Debug, Error)]
+pub enum TlsError {
+    /// The file could not be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The file holds no certificate.
+    #[error("{}: no certificate found (expected PEM \"BEGIN CERTIFICATE\" blocks or one DER certificate)", path.display())]
+    NoCertificate {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A PEM block could not be decoded.
+    #[error("{}: bad PEM: {detail}", path.display())]
+    Pem {
+        /// The file.
+        path: PathBuf,
+        /// What the decoder said.
+        detail: String,
+    },
+    /// A certificate that does not parse as X.509.
+    #[error("{}: certificate {index}: {source}", path.display())]
+    Certificate {
+        /// The file.
+        path: PathBuf,
+        /// 1-based position in the file.
+        index: usize,
+        /// Why it does not parse.
+        source: CertParseError,
+    },
+    /// The key file holds no private key.
+    #[error("{}: no private key found (expected PEM PKCS#8, PKCS#1 or SEC1)", path.display())]
+    NoKey {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A private key the crypto provider cannot use.
+    #[error("{}: unusable private key: {detail}", path.display())]
+    Key {
+        /// The file.
+        path: PathBuf,
+        /// What the provider said.
+        detail: String,
+    },
+    /// The private key does not belong to the certificate.
+    #[error("private key {} does not match certificate {}", key.display(), cert.display())]
+    KeyMismatch {
+        /// The certificate file.
+        cert: PathBuf,
+        /// The key file.
+        key: PathBuf,
+    },
+    /// `client_ca` is unusable.
+    #[error("client_ca {}: {detail}", path.display())]
+    ClientCa {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        detail: String,
+    },
+    /// rustls refused the settings (should not happen with a valid config).
+    #[error("TLS settings refused: {0}")]
+    Settings(rustls::Error),
+}
+
+/// The server's certificate chain and key, checked to belong together.
+#[derive(Debug, Clone)]
+pub struct ServerIdentity {
+    /// Chain and signing key, as rustls presents them.
+    pub certified: Arc<CertifiedKey>,
+    /// The leaf certificate.
+    pub leaf: CertSummary,
+}
+
+/// Loads `cert` (leaf first, then intermediates) and `key`, and checks that the key is the
+/// leaf's.
+pub fn server_identity(cert: &Path, key: &Path, provider: &CryptoProvider) -> Result<ServerIdentity, TlsError> {
+    let chain = certificates(cert)?;
+    let leaf = CertSummary::parse(&chain[0])
+        .map_err(|source| TlsError::Certificate { path: cert.to_owned(), index: 1, source })?;
+    for (i, der) in chain.iter().enumerate().skip(1) {
+        CertSummary::parse(der)
+            .map_err(|source| TlsError::Certificate { path: cert.to_owned(), index: i + 1, source })?;
+    }
+    let private_key = private_key(key)?;
+    let signing_key = provider
+        .key_provider
+        .load_private_key(private_key)
+        .map_err(|e| TlsError::Key { path: key.to_owned(), detail: e.to_string() })?;
+    let certified = CertifiedKey::new(chain, signing_key);
+    match certified.keys_match() {
+        Ok(()) => {}
+        Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) => {
+            return Err(TlsError::KeyMismatch { cert: cert.to_owned(), key: key.to_owned() });
+        }
+        // The provider could not derive the public key: the handshake's own signature
+        // would then fail, so refuse rather than start a listener no one can reach.
+        Err(e) => return Err(TlsError::Key { path: key.to_owned(), detail: format!("cannot check it: {e}") }),
+    }
+    Ok(ServerIdentity { certified: Arc::new(certified), leaf })
+}
+
+/// Every certificate in `path`, in file order; at least one.
+pub fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let bytes = read(path)?;
+    certificates_from_bytes(path, &bytes)
+}
+
+/// As [`certificates`], over bytes already read (`path` only names them in errors).
+pub fn certificates_from_bytes(path: &Path, bytes: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let is_pem = bytes.windows(11).any(|w| w == b"-----BEGIN ");
+    if !is_pem {
+        if bytes.first() == Some(&0x30) {
+            return Ok(vec![CertificateDer::from(bytes.to_vec())]);
+        }
+        return Err(TlsError::NoCertificate { path: path.to_owned() });
+    }
+    let chain = CertificateDer::pem_slice_iter(bytes)
+        .collect::<Result<Vec<_>, pem::Error>>()
+        .map_err(|e| TlsError::Pem { path: path.to_owned(), detail: e.to_string() })?;
+    if chain.is_empty() {
+        return Err(TlsError::NoCertificate { path: path.to_owned() });
+    }
+    Ok(chain)
+}
+
+/// The first private key in `path`.
+pub fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    let bytes = read(path)?;
+    match PrivateKeyDer::from_pem_slice(&bytes) {
+        Ok(key) => Ok(key),
+        Err(pem::Error::NoItemsFound) => Err(TlsError::NoKey { path: path.to_owned() }),
+        Err(e) => Err(TlsError::Pem { path: path.to_owned(), detail: e.to_string() }),
+    }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|source| TlsError::Read { path: path.to_owned(), source })
+}

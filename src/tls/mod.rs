@@ -1,0 +1,736 @@
+//! TLS for listeners: rustls server configuration, client-certificate approval by
+//! thumbprint, live reload, and certificate tools.
+//!
+//! Owns everything between an accepted TCP socket and a decrypted byte stream: the first
+//! byte check (plaintext on a TLS port), the handshake and its timeout, the client
+//! certificate verdict, the per-connection TLS log line, refusal audit lines, and the set
+//! of live mutual-TLS connections that a reload may close. It must not read MLLP or HL7:
+//! the connection task gets a stream and [`Session`] facts, nothing else.
+//!
+//! Policy, fixed here rather than configurable: TLS 1.2 and 1.3 only (rustls has nothing
+//! older), only ECDHE key exchange with AEAD ciphers, one crypto provider (aws-lc-rs).
+//! Mutual-TLS profiles disable session resumption, and every accepted client certificate is
+//! checked again against the *current* approval list after the handshake, so a certificate
+//! removed by a reload cannot come back.
+
+pub mod cert;
+pub mod load;
+pub mod pki;
+pub mod verifier;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, UnixTime};
+use rustls::server::{NoServerSessionStorage, ServerConfig};
+use rustls::sign::SingleCertAndKey;
+use rustls::{AlertDescription, PeerIncompatible, ProtocolVersion, SupportedProtocolVersion};
+use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use crate::config::{ClientAuth, Config, Thumbprint, TlsConfig, TlsVersion, Transport};
+use cert::CertSummary;
+pub use load::TlsError;
+use load::ServerIdentity;
+pub use verifier::ClientCert;
+use verifier::{ClientCertRefusal, ClientPolicy, ConnectionVerifier};
+
+/// First byte of every TLS record carrying a handshake message (content type 22).
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+/// A server certificate expiring within this many days is warned about at load.
+pub const EXPIRY_WARNING_DAYS: i64 = 30;
+
+/// The crypto provider of every listener: aws-lc-rs, cipher suites restricted to ECDHE key
+/// exchange with AEAD ciphers (which is what rustls offers for TLS 1.2 anyway; listed
+/// explicitly so that a future default cannot widen it).
+pub fn provider() -> Arc<CryptoProvider> {
+    use rustls::crypto::aws_lc_rs::cipher_suite as suite;
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+    provider.cipher_suites = vec![
+        suite::TLS13_AES_256_GCM_SHA384,
+        suite::TLS13_AES_128_GCM_SHA256,
+        suite::TLS13_CHACHA20_POLY1305_SHA256,
+        suite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+        suite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+        suite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+        suite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+        suite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+        suite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+    ];
+    Arc::new(provider)
+}
+
+/// Why a TLS connection was not established. The string form ([`RefusalReason::as_str`])
+/// is the `reason` field of the audit line and, later, a metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RefusalReason {
+    /// The peer closed before sending a byte (e.g. a load balancer's TCP health check).
+    ClosedBeforeHandshake,
+    /// The server is shutting down.
+    Shutdown,
+    /// The first byte is not a TLS handshake record: a plaintext client on a TLS port.
+    NotTls,
+    /// The client offered only TLS versions older than the listener allows.
+    ProtocolVersion,
+    /// The handshake did not finish within `handshake_timeout`.
+    HandshakeTimeout,
+    /// `client_auth = "required"` and the client sent no certificate.
+    ClientCertMissing,
+    /// The client certificate's thumbprint is not approved.
+    ClientCertUnapproved,
+    /// The client certificate has expired.
+    ClientCertExpired,
+    /// The client certificate is not valid yet.
+    ClientCertNotYetValid,
+    /// The client certificate does not chain to `client_ca`.
+    ClientCertUntrusted,
+    /// The client certificate cannot be parsed.
+    ClientCertInvalid,
+    /// The client did not prove possession of its certificate's key.
+    ClientSignatureInvalid,
+    /// The client sent a fatal alert (often: it does not trust the server certificate).
+    PeerAlert,
+    /// No cipher suite, key exchange group or signature scheme in common.
+    Incompatible,
+    /// The client broke the TLS protocol or hung up mid-handshake.
+    HandshakeFailed,
+}
+
+impl RefusalReason {
+    /// The stable machine-readable name, e.g. `client_cert_unapproved`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefusalReason::ClosedBeforeHandshake => "closed_before_handshake",
+            RefusalReason::Shutdown => "shutdown",
+            RefusalReason::NotTls => "not_tls",
+            RefusalReason::ProtocolVersion => "tls_version",
+            RefusalReason::HandshakeTimeout => "handshake_timeout",
+            RefusalReason::ClientCertMissing => "client_cert_missing",
+            RefusalReason::ClientCertUnapproved => "client_cert_unapproved",
+            RefusalReason::ClientCertExpired => "client_cert_expired",
+            RefusalReason::ClientCertNotYetValid => "client_cert_not_yet_valid",
+            RefusalReason::ClientCertUntrusted => "client_cert_untrusted",
+            RefusalReason::ClientCertInvalid => "client_cert_invalid",
+            RefusalReason::ClientSignatureInvalid => "client_signature_invalid",
+            RefusalReason::PeerAlert => "peer_alert",
+            RefusalReason::Incompatible => "tls_incompatible",
+            RefusalReason::HandshakeFailed => "handshake_failed",
+        }
+    }
+
+    /// Whether this refusal is a security event (audit line at warn) rather than routine
+    /// (debug): a health check's connect-and-close and shutdown are routine.
+    pub fn is_audited(self) -> bool {
+        !matches!(self, RefusalReason::ClosedBeforeHandshake | RefusalReason::Shutdown)
+    }
+}
+
+impl fmt::Display for RefusalReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A connection refused before it carried any message.
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    /// Why.
+    pub reason: RefusalReason,
+    /// Human-readable detail.
+    pub detail: String,
+    /// The client certificate concerned, when one was presented and parsed.
+    pub client: Option<ClientCert>,
+}
+
+impl Refusal {
+    fn new(reason: RefusalReason, detail: impl Into<String>) -> Refusal {
+        Refusal { reason, detail: detail.into(), client: None }
+    }
+
+    /// Logs the refusal: security events as an `audit` warning with the reason, the peer and
+    /// the client certificate's subject and SHA-256 thumbprint; routine ones at debug.
+    pub fn log(&self, listener: &str, peer: SocketAddr) {
+        let reason = self.reason.as_str();
+        let detail = &self.detail;
+        let client_subject = self.client.as_ref().map(|c| c.subject.as_str());
+        let client_thumbprint = self.client.as_ref().map(|c| c.digests.sha256().to_string());
+        if self.reason.is_audited() {
+            warn!(target: "audit", listener, %peer, reason, client_subject, client_thumbprint, detail,
+                "TLS connection refused");
+        } else {
+            debug!(listener, %peer, reason, detail, "connection closed before the TLS handshake");
+        }
+    }
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.reason, self.detail)
+    }
+}
+
+/// Facts about an established TLS session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    /// `TLSv1.2` or `TLSv1.3`.
+    pub version: &'static str,
+    /// IANA-style suite name, e.g. `TLS13_AES_256_GCM_SHA384`.
+    pub cipher_suite: &'static str,
+    /// The approved client certificate (mutual TLS only).
+    pub client: Option<ClientCert>,
+}
+
+/// A connection whose handshake succeeded.
+pub struct Accepted {
+    /// The decrypted stream.
+    pub stream: TlsStream<TcpStream>,
+    /// What was negotiated.
+    pub session: Session,
+    /// Cancelled when the server shuts down or when a reload withdraws approval of this
+    /// connection's client certificate: pass it to the connection as its stop signal.
+    pub close: CancellationToken,
+    /// Keeps this connection in the listener's set of live mutual-TLS connections.
+    _registration: Option<Registration>,
+}
+
+impl Accepted {
+    /// Logs (info) the negotiated version and suite and the client certificate.
+    pub fn log_opened(&self, listener: &str, peer: SocketAddr) {
+        let session = &self.session;
+        let client_subject = session.client.as_ref().map(|c| c.subject.as_str());
+        let client_thumbprint = session.client.as_ref().map(|c| c.digests.sha256().to_string());
+        info!(listener, %peer, tls_version = session.version, cipher_suite = session.cipher_suite,
+            client_subject, client_thumbprint, "connection opened");
+    }
+
+    /// The SHA-256 thumbprint of the client certificate (`sha256:<hex>`), stored with
+    /// every message of this connection.
+    pub fn client_thumbprint(&self) -> Option<String> {
+        self.session.client.as_ref().map(|c| c.digests.sha256().to_string())
+    }
+}
+
+/// What a successful reload changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReloadOutcome {
+    /// SHA-256 thumbprint of the (possibly new) server certificate.
+    pub server_thumbprint: Thumbprint,
+    /// Approved client thumbprints now in force (0 with `client_auth = "none"`).
+    pub approved_clients: usize,
+    /// Live connections closed because their client certificate is no longer approved.
+    pub closed_connections: usize,
+}
+
+/// The TLS side of one listener: the current settings (swapped atomically by a reload)
+/// and the live mutual-TLS connections.
+pub struct TlsListener {
+    name: Arc<str>,
+    provider: Arc<CryptoProvider>,
+    state: ArcSwap<TlsState>,
+    live: Registry,
+}
+
+impl TlsListener {
+    /// Reads the certificate, key and client CA named by `settings` and checks them: the
+    /// key must match the certificate. Logs a warning when the certificate expires within
+    /// [`EXPIRY_WARNING_DAYS`], an error when it has expired.
+    pub fn load(name: &str, settings: &TlsConfig) -> Result<TlsListener, TlsError> {
+        let provider = provider();
+        let state = TlsState::load(settings, &provider)?;
+        state.log_expiry(name);
+        Ok(TlsListener {
+            name: Arc::from(name),
+            provider,
+            state: ArcSwap::from_pointee(state),
+            live: Registry::default(),
+        })
+    }
+
+    /// The listener's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The server certificate now presented.
+    pub fn server_certificate(&self) -> CertSummary {
+        self.state.load().identity.leaf.clone()
+    }
+
+    /// Number of live mutual-TLS connections.
+    pub fn live_clients(&self) -> usize {
+        self.live.len()
+    }
+
+    /// Re-reads the files named by `settings` and swaps them in for new handshakes. Live
+    /// connections keep their session, except those whose client certificate the new
+    /// settings no longer approve: they are closed. On error nothing changes.
+    pub fn reload(&self, settings: &TlsConfig) -> Result<ReloadOutcome, TlsError> {
+        let state = TlsState::load(settings, &self.provider)?;
+        state.log_expiry(&self.name);
+        let server_thumbprint = state.identity.leaf.digests.sha256();
+        let approved_clients = state.policy.as_ref().map_or(0, |policy| policy.approved().len());
+        self.state.store(Arc::new(state));
+        // After the store: a handshake that registers after this sweep re-checks against
+        // the new state itself (see `accept`).
+        let closed_connections = self.close_unapproved();
+        Ok(ReloadOutcome { server_thumbprint, approved_clients, closed_connections })
+    }
+
+    /// Runs the handshake on a freshly accepted socket, bounded by `handshake_timeout`
+    /// and by `shutdown`.
+    pub async fn accept(&self, stream: TcpStream, peer: SocketAddr, shutdown: &CancellationToken) -> Result<Accepted, Refusal> {
+        let state = self.state.load_full();
+        let limit = state.settings.handshake_timeout;
+        let mut phase = Phase::WaitingForHello;
+        let handshake = tokio::time::timeout(limit, self.handshake(&state, stream, peer, shutdown, &mut phase));
+        let result = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => Ok(Err(Refusal::new(RefusalReason::Shutdown, "server shutting down"))),
+            result = handshake => result,
+        };
+        match result {
+            Ok(result) => result,
+            Err(_elapsed) => Err(Refusal::new(
+                RefusalReason::HandshakeTimeout,
+                format!("{phase} within handshake_timeout ({})", humantime::format_duration(limit)),
+            )),
+        }
+    }
+
+    async fn handshake(
+        &self,
+        state: &TlsState,
+        stream: TcpStream,
+        peer: SocketAddr,
+        shutdown: &CancellationToken,
+        phase: &mut Phase,
+    ) -> Result<Accepted, Refusal> {
+        let mut first = [0u8; 1];
+        match stream.peek(&mut first).await {
+            Ok(0) => return Err(Refusal::new(RefusalReason::ClosedBeforeHandshake, "peer closed without sending")),
+            Ok(_) => {}
+            Err(e) => return Err(Refusal::new(RefusalReason::ClosedBeforeHandshake, format!("i/o error: {e}"))),
+        }
+        if first[0] != TLS_HANDSHAKE_RECORD {
+            return Err(Refusal::new(RefusalReason::NotTls, not_tls_detail(first[0])));
+        }
+        *phase = Phase::Handshaking;
+        let verifier = state
+            .policy
+            .as_ref()
+            .map(|policy| Arc::new(ConnectionVerifier::new(policy.clone(), &self.provider)));
+        let config = match (&state.shared, &verifier) {
+            (Some(shared), _) => shared.clone(),
+            (None, verifier) => Arc::new(
+                server_config(&state.settings, &state.identity, &self.provider, verifier.clone())
+                    .map_err(|e| Refusal::new(RefusalReason::HandshakeFailed, e.to_string()))?,
+            ),
+        };
+        let verdict = || verifier.as_ref().and_then(|v| v.take_verdict());
+        let stream = match tokio_rustls::TlsAcceptor::from(config).accept(stream).await {
+            Ok(stream) => stream,
+            Err(error) => return Err(classify(&error, verdict())),
+        };
+        let (_, connection) = stream.get_ref();
+        let version = match connection.protocol_version() {
+            Some(ProtocolVersion::TLSv1_3) => "TLSv1.3",
+            Some(ProtocolVersion::TLSv1_2) => "TLSv1.2",
+            _ => "unknown",
+        };
+        let cipher_suite =
+            connection.negotiated_cipher_suite().and_then(|suite| suite.suite().as_str()).unwrap_or("unknown");
+        let chain: Option<Vec<CertificateDer<'static>>> =
+            connection.peer_certificates().map(|certs| certs.iter().map(|c| c.clone().into_owned()).collect());
+        let close = shutdown.child_token();
+        let (client, registration) = match (verifier.is_some(), chain) {
+            (false, _) => (None, None),
+            (true, None) => {
+                return Err(Refusal::new(RefusalReason::ClientCertMissing, "no client certificate after the handshake"))
+            }
+            (true, Some(chain)) => {
+                // Register first, then check against the current state: a reload either
+                // sees this connection in its sweep or has already swapped the state
+                // checked here.
+                let registration = self.live.register(chain.clone(), peer, close.clone());
+                let current = self.state.load();
+                let client = match &current.policy {
+                    Some(policy) => policy.check(&chain[0], &chain[1..], UnixTime::now()).map_err(refusal_from)?,
+                    // Client auth was switched off by a reload during the handshake: the
+                    // certificate was verified under the old rules; keep its facts.
+                    None => match verdict() {
+                        Some(Ok(client)) => client,
+                        _ => return Err(Refusal::new(RefusalReason::HandshakeFailed, "no client certificate verdict")),
+                    },
+                };
+                (Some(client), Some(registration))
+            }
+        };
+        Ok(Accepted {
+            stream,
+            session: Session { version, cipher_suite, client },
+            close,
+            _registration: registration,
+        })
+    }
+
+    fn close_unapproved(&self) -> usize {
+        let state = self.state.load();
+        let Some(policy) = &state.policy else {
+            return 0;
+        };
+        let now = UnixTime::now();
+        let mut closed = 0;
+        let live = self.live.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        for client in live.clients.values() {
+            if client.close.is_cancelled() {
+                continue;
+            }
+            if let Err(refusal) = policy.check(&client.chain[0], &client.chain[1..], now) {
+                let client_subject = refusal.cert.as_ref().map(|c| c.subject.clone());
+                let client_thumbprint = refusal.cert.as_ref().map(|c| c.digests.sha256().to_string());
+                warn!(target: "audit", listener = &*self.name, peer = %client.peer, reason = refusal.reason.as_str(),
+                    client_subject, client_thumbprint, detail = %refusal.detail,
+                    "closing connection: client certificate no longer approved after reload");
+                client.close.cancel();
+                closed += 1;
+            }
+        }
+        closed
+    }
+}
+
+/// Every TLS listener of a running server, for `SIGHUP` and the admin `POST /reload`.
+#[derive(Clone, Default)]
+pub struct Reloader {
+    listeners: Arc<Vec<Arc<TlsListener>>>,
+}
+
+/// The result of [`Reloader::reload`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReloadReport {
+    /// Listeners whose TLS settings were swapped.
+    pub reloaded: Vec<(String, ReloadOutcome)>,
+    /// Listeners whose new settings could not be used: they keep the previous ones.
+    pub failed: Vec<(String, String)>,
+    /// Changes that need a restart (listeners added, removed or switched to plaintext).
+    pub needs_restart: Vec<String>,
+}
+
+impl ReloadReport {
+    /// No listener failed to reload.
+    pub fn is_ok(&self) -> bool {
+        self.failed.is_empty()
+    }
+}
+
+impl Reloader {
+    /// A reloader over these listeners.
+    pub fn new(listeners: Vec<Arc<TlsListener>>) -> Reloader {
+        Reloader { listeners: Arc::new(listeners) }
+    }
+
+    /// The TLS listener called `name`.
+    pub fn listener(&self, name: &str) -> Option<&Arc<TlsListener>> {
+        self.listeners.iter().find(|listener| listener.name() == name)
+    }
+
+    /// Applies the `[listener.tls]` tables of `config` to the running TLS listeners (by
+    /// name). Each listener reloads on its own: one broken file keeps that listener's
+    /// previous settings and does not stop the others. Logs each outcome (`audit`).
+    pub fn reload(&self, config: &Config) -> ReloadReport {
+        let mut report = ReloadReport::default();
+        for listener in self.listeners.iter() {
+            let name = listener.name();
+            let settings = match config.listener(name).map(|l| &l.transport) {
+                Some(Transport::Tls(settings)) => settings,
+                Some(Transport::Plaintext) => {
+                    report.needs_restart.push(format!("listener {name:?} switched to plaintext"));
+                    continue;
+                }
+                None => {
+                    report.needs_restart.push(format!("listener {name:?} removed from the configuration"));
+                    continue;
+                }
+            };
+            match listener.reload(settings) {
+                Ok(outcome) => {
+                    info!(target: "audit", listener = name, server_thumbprint = %outcome.server_thumbprint,
+                        approved_clients = outcome.approved_clients, closed_connections = outcome.closed_connections,
+                        "TLS configuration reloaded");
+                    report.reloaded.push((name.to_owned(), outcome));
+                }
+                Err(e) => {
+                    error!(target: "audit", listener = name, error = %e,
+                        "TLS reload failed; keeping the previous certificate, key and approvals");
+                    report.failed.push((name.to_owned(), e.to_string()));
+                }
+            }
+        }
+        for listener in &config.listeners {
+            if listener.tls().is_some() && self.listener(&listener.name).is_none() {
+                report.needs_restart.push(format!("listener {:?} is not running with TLS", listener.name));
+            }
+        }
+        for note in &report.needs_restart {
+            warn!("reload: {note}; restart hl7d to apply");
+        }
+        report
+    }
+}
+
+/// The settings a handshake uses; replaced whole by a reload.
+struct TlsState {
+    settings: TlsConfig,
+    identity: ServerIdentity,
+    policy: Option<Arc<ClientPolicy>>,
+    /// The server config for `client_auth = "none"`, built once. Mutual-TLS handshakes
+    /// each get their own (cheap) config carrying a per-connection verifier.
+    shared: Option<Arc<ServerConfig>>,
+}
+
+impl TlsState {
+    fn load(settings: &TlsConfig, provider: &Arc<CryptoProvider>) -> Result<TlsState, TlsError> {
+        let identity = load::server_identity(&settings.cert, &settings.key, provider)?;
+        let policy = match &settings.client_auth {
+            ClientAuth::None => None,
+            ClientAuth::Required { thumbprints, ca } => {
+                Some(Arc::new(ClientPolicy::new(thumbprints.clone(), ca.as_deref(), provider)?))
+            }
+        };
+        let shared = match &policy {
+            None => Some(Arc::new(server_config(settings, &identity, provider, None).map_err(TlsError::Settings)?)),
+            Some(policy) => {
+                // Proves now that the per-connection configs will build.
+                let probe = Arc::new(ConnectionVerifier::new(policy.clone(), provider));
+                server_config(settings, &identity, provider, Some(probe)).map_err(TlsError::Settings)?;
+                None
+            }
+        };
+        Ok(TlsState { settings: settings.clone(), identity, policy, shared })
+    }
+
+    fn log_expiry(&self, listener: &str) {
+        let leaf = &self.identity.leaf;
+        let now = unix_now();
+        let days = leaf.days_until_expiry(now);
+        let subject = &leaf.subject;
+        let not_after = cert::format_time(leaf.not_after);
+        let thumbprint = leaf.digests.sha256().to_string();
+        match leaf.validity_at(now) {
+            cert::ValidityStatus::Expired => {
+                error!(listener, subject, not_after, thumbprint, "server certificate has expired: clients will refuse it")
+            }
+            cert::ValidityStatus::NotYetValid => warn!(listener, subject, not_before = cert::format_time(leaf.not_before),
+                thumbprint, "server certificate is not valid yet"),
+            cert::ValidityStatus::Valid if days < EXPIRY_WARNING_DAYS => {
+                warn!(listener, subject, not_after, days, thumbprint, "server certificate expires within 30 days")
+            }
+            cert::ValidityStatus::Valid => {}
+        }
+    }
+}
+
+fn server_config(
+settings: &TlsConfig,
+identity: &ServerIdentity,
+provider: &Arc<CryptoProvider>,
+verifier: Option<Arc<ConnectionVerifier>>,
+) -> Result<ServerConfig, rustls::Error> {
+let versions: &[&'static SupportedProtocolVersion] = match settings.min_version {
+        TlsVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
+        TlsVersion::Tls13 => &[&rustls::version::TLS13],
+    };
+    let builder = ServerConfig::builder_with_provider(provider.clone()).with_protocol_versions(versions)?;
+    let mutual = verifier.is_some();
+    let builder = match verifier {
+        None => builder.with_no_client_auth(),
+        Some(verifier) => builder.with_client_cert_verifier(verifier),
+    };
+    let mut config =
+        builder.with_cert_resolver(Arc::new(SingleCertAndKey::from(identity.certified.clone())));
+    // Prefer the server's order: AES-256-GCM first.
+    config.ignore_client_order = true;
+    if mutual {
+        // A resumed session skips client-certificate verification; with no session
+        // cache and no tickets every connection presents and proves its certificate.
+        config.session_storage = Arc::new(NoServerSessionStorage {});
+        config.send_tls13_tickets = 0;
+    }
+    Ok(config)
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Phase {
+    WaitingForHello,
+    Handshaking,
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Phase::WaitingForHello => "no ClientHello",
+            Phase::Handshaking => "handshake not finished",
+        })
+    }
+}
+
+fn not_tls_detail(first: u8) -> String {
+    let what = match first {
+        0x0B => "plaintext MLLP (start block 0x0B)",
+        b'M' => "plaintext HL7 without MLLP framing",
+        b'G' | b'P' | b'H' | b'O' | b'C' => "probably an HTTP request",
+        0x80 => "SSLv2-style hello",
+        _ => "not a TLS handshake record",
+    };
+    format!("{what}: first byte 0x{first:02X}, expected 0x16")
+}
+
+fn refusal_from(refusal: ClientCertRefusal) -> Refusal {
+    Refusal { reason: refusal.reason, detail: refusal.detail, client: refusal.cert }
+}
+
+/// Maps a failed handshake to a refusal. The verifier's own verdict wins: it knows which
+/// certificate was refused and why.
+fn classify(error: &std::io::Error, verdict: Option<Result<ClientCert, ClientCertRefusal>>) -> Refusal {
+    if let Some(Err(refusal)) = verdict {
+        return refusal_from(refusal);
+    }
+    let tls_error = error.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>());
+    let Some(tls_error) = tls_error else {
+        return Refusal::new(RefusalReason::HandshakeFailed, format!("connection lost during the handshake: {error}"));
+    };
+    let (reason, detail) = match tls_error {
+        rustls::Error::NoCertificatesPresented => {
+            (RefusalReason::ClientCertMissing, "client_auth is required and the client sent no certificate".to_owned())
+        }
+        rustls::Error::PeerIncompatible(
+            PeerIncompatible::Tls12NotOffered
+            | PeerIncompatible::Tls12NotOfferedOrEnabled
+            | PeerIncompatible::SupportedVersionsExtensionRequired,
+        ) => (RefusalReason::ProtocolVersion, format!("client offers no TLS version this listener allows ({tls_error})")),
+        rustls::Error::PeerIncompatible(_) => (RefusalReason::Incompatible, tls_error.to_string()),
+        rustls::Error::InvalidCertificate(_) => {
+            // Only the signature check runs without a verdict being recorded first.
+            (RefusalReason::ClientSignatureInvalid, format!("client did not prove possession of its key: {tls_error}"))
+        }
+        rustls::Error::AlertReceived(alert) => (RefusalReason::PeerAlert, alert_detail(*alert)),
+        other => (RefusalReason::HandshakeFailed, other.to_string()),
+    };
+    Refusal::new(reason, detail)
+}
+
+fn alert_detail(alert: AlertDescription) -> String {
+    let hint = match alert {
+        AlertDescription::UnknownCA | AlertDescription::BadCertificate | AlertDescription::CertificateUnknown => {
+            ": the client does not trust the server certificate"
+        }
+        AlertDescription::CertificateExpired => ": the client considers the server certificate expired",
+        AlertDescription::ProtocolVersion => ": no TLS version in common",
+        _ => "",
+    };
+    format!("client sent alert {alert:?}{hint}")
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// Live mutual-TLS connections of one listener, so that a reload can close those whose
+/// certificate is no longer approved.
+#[derive(Default, Clone)]
+struct Registry {
+    inner: Arc<Mutex<LiveClients>>,
+}
+
+#[derive(Default)]
+struct LiveClients {
+    next_id: u64,
+    clients: HashMap<u64, LiveClient>,
+}
+
+struct LiveClient {
+    chain: Vec<CertificateDer<'static>>,
+    peer: SocketAddr,
+    close: CancellationToken,
+}
+
+/// Removes its connection from the registry when dropped (when the connection ends).
+struct Registration {
+    registry: Registry,
+    id: u64,
+}
+
+impl Registry {
+    fn register(&self, chain: Vec<CertificateDer<'static>>, peer: SocketAddr, close: CancellationToken) -> Registration {
+        let mut live = self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        live.next_id += 1;
+        let id = live.next_id;
+        live.clients.insert(id, LiveClient { chain, peer, close });
+        Registration { registry: self.clone(), id }
+    }
+
+    fn len(&self) -> usize {
+        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clients.len()
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let mut live = self.registry.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        live.clients.remove(&self.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn provider_offers_only_ecdhe_aead_suites() {
+        for suite in &provider().cipher_suites {
+            let name = suite.suite().as_str().unwrap();
+            let tls13 = name.starts_with("TLS13_");
+            let ecdhe = name.starts_with("TLS_ECDHE_");
+            let aead = name.contains("_GCM_") || name.contains("CHACHA20_POLY1305");
+            assert!((tls13 || ecdhe) && aead, "{name}");
+        }
+    }
+
+    #[test]
+    fn not_tls_details() {
+        assert!(not_tls_detail(0x0B).starts_with("plaintext MLLP"));
+        assert!(not_tls_detail(b'G').contains("HTTP"));
+        assert!(not_tls_detail(0x42).ends_with("first byte 0x42, expected 0x16"));
+    }
+
+    #[test]
+    fn reasons_are_distinct() {
+        use RefusalReason::*;
+        let all = [
+            ClosedBeforeHandshake,
+            Shutdown,
+            NotTls,
+            ProtocolVersion,
+            HandshakeTimeout,
+            ClientCertMissing,
+            ClientCertUnapproved,
+            ClientCertExpired,
+            ClientCertNotYetValid,
+            ClientCertUntrusted,
+            ClientCertInvalid,
+            ClientSignatureInvalid,
+            PeerAlert,
+            Incompatible,
+            HandshakeFailed,
+        ];
+        let names: std::collections::HashSet<_> = all.iter().map(|r| r.as_str()).collect();
+        assert_eq!(names.len(), all.len());
+    }
+}
