@@ -118,7 +118,8 @@ fn prepare(args: &SendArgs) -> Result<Prepared, String> {
     .map_err(|e| format!("framing: {e}"))?;
     let charset = Charset::from_config_name(&args.encoding)
         .ok_or_else(|| format!("--encoding: unknown character set {:?}", args.encoding))?;
-    let tls_wanted = args.tls || args.ca.is_some() || args.pin.is_some() || args.insecure || args.cert.is_some();
+    let tls_wanted =
+        args.tls || args.ca.is_some() || args.pin.is_some() || args.insecure || args.cert.is_some();
     if tls_wanted && !args.tls {
         return Err("--ca, --pin, --insecure and --cert need --tls".into());
     }
@@ -126,7 +127,12 @@ fn prepare(args: &SendArgs) -> Result<Prepared, String> {
         if args.insecure {
             eprintln!("hl7d send: WARNING: --insecure: the server certificate is NOT verified; anyone on the path can read and answer these messages");
         }
-        let pin = args.pin.as_deref().map(str::parse::<Thumbprint>).transpose().map_err(|e| format!("--pin: {e}"))?;
+        let pin = args
+            .pin
+            .as_deref()
+            .map(str::parse::<Thumbprint>)
+            .transpose()
+            .map_err(|e| format!("--pin: {e}"))?;
         let options = ClientTlsOptions {
             ca: args.ca.clone(),
             pin,
@@ -179,7 +185,11 @@ fn read_input(input: &str) -> Result<Vec<(String, Vec<u8>)>, String> {
         entries.sort();
         return entries
             .into_iter()
-            .map(|p| std::fs::read(&p).map(|b| (p.display().to_string(), b)).map_err(|e| format!("{}: {e}", p.display())))
+            .map(|p| {
+                std::fs::read(&p)
+                    .map(|b| (p.display().to_string(), b))
+                    .map_err(|e| format!("{}: {e}", p.display()))
+            })
             .collect();
     }
     let bytes = std::fs::read(path).map_err(|e| format!("{input}: {e}"))?;

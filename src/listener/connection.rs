@@ -200,9 +200,7 @@ impl Connection {
     /// A peer whose first non-blank byte is not the start block is not an MLLP sender; say
     /// what it looks like instead of waiting for its idle timeout.
     fn check_first_bytes(&mut self, chunk: &[u8]) -> Option<CloseReason> {
-        let Some(pos) = chunk.iter().position(|b| !matches!(b, 0x00 | b'\r' | b'\n' | b' ' | b'\t')) else {
-            return None;
-        };
+        let pos = chunk.iter().position(|b| !matches!(b, 0x00 | b'\r' | b'\n' | b' ' | b'\t'))?;
         self.seen_first_byte = true;
         let rest = &chunk[pos..];
         if rest[0] == self.profile.config.framing.start()[0] {
@@ -210,7 +208,10 @@ impl Connection {
         }
         Some(CloseReason::NotMllp(if rest[0] == 0x16 {
             "TLS handshake on a plaintext port"
-        } else if [&b"GET "[..], b"POST", b"HEAD", b"PUT ", b"OPTI", b"CONN"].iter().any(|m| rest.starts_with(m)) {
+        } else if [&b"GET "[..], b"POST", b"HEAD", b"PUT ", b"OPTI", b"CONN"]
+            .iter()
+            .any(|m| rest.starts_with(m))
+        {
             "HTTP request"
         } else if rest.starts_with(b"MSH") {
             "HL7 without MLLP framing"
@@ -273,7 +274,15 @@ impl Connection {
                         warn!(listener = %self.profile.name, peer = %self.info.peer, error = %e,
                             "message not stored; answering with an error ACK");
                         let text = format!("message not stored: {e}");
-                        (Outcome::Error, Some(AckError { code: ErrorCode::ApplicationInternalError, text: text.into(), location: None }), false)
+                        (
+                            Outcome::Error,
+                            Some(AckError {
+                                code: ErrorCode::ApplicationInternalError,
+                                text: text.into(),
+                                location: None,
+                            }),
+                            false,
+                        )
                     }
                 }
             }
@@ -327,7 +336,14 @@ impl Connection {
         ack::ack_to_vec(seen.msh.as_ref(), &params)
     }
 
-    fn log_message(&self, seen: &Inspection<'_>, size: usize, outcome: Outcome, code: Option<AckCode>, duplicate: bool) {
+    fn log_message(
+        &self,
+        seen: &Inspection<'_>,
+        size: usize,
+        outcome: Outcome,
+        code: Option<AckCode>,
+        duplicate: bool,
+    ) {
         let message_type = seen.msh.as_ref().map(|m| m.message_type.to_string()).unwrap_or_default();
         let control_id =
             seen.msh.as_ref().map(|m| String::from_utf8_lossy(m.control_id).into_owned()).unwrap_or_default();

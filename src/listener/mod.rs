@@ -139,7 +139,8 @@ impl Server {
             })?;
             addrs.push((profile.name.to_string(), addr));
             let tls = tls.listener(&profile.name).cloned();
-            let task = accept_loop(socket, profile, tls, store.clone(), shutdown.clone(), connections.clone());
+            let task =
+                accept_loop(socket, profile, tls, store.clone(), shutdown.clone(), connections.clone());
             accept_loops.push(tokio::spawn(task));
         }
         Ok(Server { addrs, shutdown, connections, accept_loops, tls })
@@ -267,12 +268,16 @@ async fn handle_tcp(
             // `close` is a child of `shutdown`, also cancelled when a reload withdraws
             // approval of this client's certificate.
             let close = accepted.close.clone();
-            let (reason, stats) = connection::serve(accepted.stream, info, profile, store, close.clone()).await;
+            let (reason, stats) =
+                connection::serve(accepted.stream, info, profile, store, close.clone()).await;
             (reason, stats, close.is_cancelled() && !shutdown.is_cancelled())
         }
     };
-    let reason =
-        if revoked { "client certificate no longer approved (reload)".to_owned() } else { reason.to_string() };
+    let reason = if revoked {
+        "client certificate no longer approved (reload)".to_owned()
+    } else {
+        reason.to_string()
+    };
     info!(
         listener = &*listener,
         %peer,

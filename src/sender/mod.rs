@@ -139,7 +139,10 @@ fn mismatch_note(mismatched: &[String]) -> String {
 impl SendError {
     /// Whether resending could help (timeouts and lost connections; not TLS refusals).
     pub fn is_retryable(&self) -> bool {
-        matches!(self, SendError::Timeout { .. } | SendError::Closed | SendError::Io(_) | SendError::Connect { .. })
+        matches!(
+            self,
+            SendError::Timeout { .. } | SendError::Closed | SendError::Io(_) | SendError::Connect { .. }
+        )
     }
 }
 
@@ -170,7 +173,11 @@ impl Client {
     }
 
     fn decoder(options: &ClientOptions) -> Decoder {
-        Decoder::new(DecoderConfig { framing: options.framing, max_frame_size: MAX_ACK_SIZE, lenient_end: true })
+        Decoder::new(DecoderConfig {
+            framing: options.framing,
+            max_frame_size: MAX_ACK_SIZE,
+            lenient_end: true,
+        })
     }
 
     /// Connects now (otherwise the first send does).
@@ -226,7 +233,12 @@ impl Client {
         }
     }
 
-    async fn attempt(&mut self, message: &[u8], control_id: &str, wants_ack: bool) -> Result<Option<ReceivedAck>, SendError> {
+    async fn attempt(
+        &mut self,
+        message: &[u8],
+        control_id: &str,
+        wants_ack: bool,
+    ) -> Result<Option<ReceivedAck>, SendError> {
         self.connect().await?;
         let conn = self.conn.as_mut().expect("connected above");
         let framed = mllp::encode_to_vec(&self.options.framing, message);
@@ -237,7 +249,9 @@ impl Client {
         })
         .await
         {
-            Err(_) => return Err(SendError::Timeout { waited: self.options.ack_timeout, mismatched: Vec::new() }),
+            Err(_) => {
+                return Err(SendError::Timeout { waited: self.options.ack_timeout, mismatched: Vec::new() })
+            }
             Ok(Err(e)) => return Err(classify_io(e)),
             Ok(Ok(())) => {}
         }
@@ -272,7 +286,12 @@ impl Client {
         let to = self.options.to.clone();
         let limit = self.options.connect_timeout;
         let tcp = match timeout(limit, TcpStream::connect(&to)).await {
-            Err(_) => return Err(SendError::Connect { to, reason: format!("timed out after {}", humantime::format_duration(limit)) }),
+            Err(_) => {
+                return Err(SendError::Connect {
+                    to,
+                    reason: format!("timed out after {}", humantime::format_duration(limit)),
+                })
+            }
             Ok(Err(e)) => return Err(SendError::Connect { to, reason: e.to_string() }),
             Ok(Ok(tcp)) => tcp,
         };
@@ -303,10 +322,16 @@ fn outbound_header(message: &[u8]) -> Result<(String, bool), String> {
 pub fn parse_ack(frame: &[u8], default: Charset) -> Option<(ReceivedAck, Option<String>)> {
     match frame {
         [COMMIT_ACK] => {
-            return Some((ReceivedAck { code: AckCode::CommitAccept, text: String::new(), raw: frame.to_vec() }, None));
+            return Some((
+                ReceivedAck { code: AckCode::CommitAccept, text: String::new(), raw: frame.to_vec() },
+                None,
+            ));
         }
         [COMMIT_NAK] => {
-            return Some((ReceivedAck { code: AckCode::CommitReject, text: String::new(), raw: frame.to_vec() }, None));
+            return Some((
+                ReceivedAck { code: AckCode::CommitReject, text: String::new(), raw: frame.to_vec() },
+                None,
+            ));
         }
         _ => {}
     }
@@ -338,7 +363,9 @@ fn classify_io(e: io::Error) -> SendError {
         return SendError::Tls(failure);
     }
     match e.kind() {
-        io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe => SendError::Closed,
+        io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe => {
+            SendError::Closed
+        }
         _ => SendError::Io(e),
     }
 }

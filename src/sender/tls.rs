@@ -9,7 +9,9 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, WebPkiSupportedAlgorithms};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{AlertDescription, CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::{
+    AlertDescription, CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+};
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
 use thiserror::Error;
@@ -59,7 +61,7 @@ pub fn client_config(options: &ClientTlsOptions) -> Result<ClientConfig, TlsSetu
     let builder = if options.danger_insecure {
         builder.dangerous().with_custom_certificate_verifier(Arc::new(Pinned { pin: None, algorithms }))
     } else if let Some(pin) = &options.pin {
-        builder.dangerous().with_custom_certificate_verifier(Arc::new(Pinned { pin: Some(pin.clone()), algorithms }))
+        builder.dangerous().with_custom_certificate_verifier(Arc::new(Pinned { pin: Some(*pin), algorithms }))
     } else {
         builder.with_root_certificates(roots(options.ca.as_ref())?)
     };
@@ -219,9 +221,13 @@ impl TlsFailure {
         use rustls::Error as E;
         match e {
             E::InvalidCertificate(CertificateError::UnknownIssuer) => TlsFailure::UnknownCa,
-            E::InvalidCertificate(CertificateError::ApplicationVerificationFailure) => TlsFailure::PinMismatch,
+            E::InvalidCertificate(CertificateError::ApplicationVerificationFailure) => {
+                TlsFailure::PinMismatch
+            }
             E::InvalidCertificate(CertificateError::NotValidForName)
-            | E::InvalidCertificate(CertificateError::NotValidForNameContext { .. }) => TlsFailure::NameMismatch,
+            | E::InvalidCertificate(CertificateError::NotValidForNameContext { .. }) => {
+                TlsFailure::NameMismatch
+            }
             E::InvalidCertificate(
                 CertificateError::Expired
                 | CertificateError::ExpiredContext { .. }

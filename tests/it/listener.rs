@@ -87,7 +87,9 @@ async fn ack_policies_against_msh15() {
         ("adt_a04_v231_original_mode.hl7", "CTRL-20261105-0001", [Some("AA"), Some("AA"), None]),
     ];
     let mut listeners = Vec::new();
-    for (name, policy) in [("msh", AckPolicy::Msh), ("always", AckPolicy::Always), ("never", AckPolicy::Never)] {
+    for (name, policy) in
+        [("msh", AckPolicy::Msh), ("always", AckPolicy::Always), ("never", AckPolicy::Never)]
+    {
         let mut l = plain(name);
         l.ack = policy;
         listeners.push(l);
@@ -206,7 +208,11 @@ async fn custom_framing_bytes() {
 #[tokio::test]
 async fn not_mllp_is_closed_at_once() {
     let server = TestServer::start(vec![plain("lab")]).await;
-    for probe in [&b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..], &[0x16, 0x03, 0x01, 0x00, 0x05, 1, 2, 3, 4, 5][..], b"MSH|^~\\&|bare\r"] {
+    for probe in [
+        &b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+        &[0x16, 0x03, 0x01, 0x00, 0x05, 1, 2, 3, 4, 5][..],
+        b"MSH|^~\\&|bare\r",
+    ] {
         let mut conn = server.connect("lab").await;
         conn.write_all(probe).await.unwrap();
         expect_closed(&mut conn).await;

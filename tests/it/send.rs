@@ -63,7 +63,10 @@ where
 }
 
 fn ack_for(code: &str, control_id: &str) -> Vec<u8> {
-    frame(format!("MSH|^~\\&|C|D|A|B|1||ACK^A01^ACK|X|P|2.5\rMSA|{code}|{control_id}|text from peer\r").as_bytes())
+    frame(
+        format!("MSH|^~\\&|C|D|A|B|1||ACK^A01^ACK|X|P|2.5\rMSA|{code}|{control_id}|text from peer\r")
+            .as_bytes(),
+    )
 }
 
 #[tokio::test]
@@ -139,7 +142,8 @@ async fn mllp_release_2_commit_bytes_are_understood() {
 }
 
 fn hl7d_send(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_hl7d")).arg("send").args(args).output().expect("run hl7d send");
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_hl7d")).arg("send").args(args).output().expect("run hl7d send");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -161,7 +165,9 @@ async fn exit_codes() {
     std::fs::write(dir.join("1.hl7"), fixture("lf_segment_terminators.hl7")).unwrap();
     std::fs::write(dir.join("2.hl7"), fixture("orm_o01_v23.hl7")).unwrap();
     let (code, stdout, _) =
-        tokio::task::spawn_blocking(move || hl7d_send(&["--to", &to, "--json", dir.to_str().unwrap()])).await.unwrap();
+        tokio::task::spawn_blocking(move || hl7d_send(&["--to", &to, "--json", dir.to_str().unwrap()]))
+            .await
+            .unwrap();
     assert_eq!(code, 0, "{stdout}");
     let lines: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.len(), 2);
@@ -171,7 +177,8 @@ async fn exit_codes() {
     // 1: a negative ACK.
     let to = server.addr("lab").to_string();
     let path = fixture_path("invalid_missing_control_id.hl7");
-    let (code, stdout, _) = tokio::task::spawn_blocking(move || hl7d_send(&["--to", &to, &path])).await.unwrap();
+    let (code, stdout, _) =
+        tokio::task::spawn_blocking(move || hl7d_send(&["--to", &to, &path])).await.unwrap();
     assert_eq!(code, 1, "{stdout}");
     assert!(stdout.contains("AR"), "{stdout}");
 
@@ -179,7 +186,17 @@ async fn exit_codes() {
     let silent = fake_listener(|_, _| Some(Vec::new())).await.to_string();
     let path = fixture_path("adt_a01_v25.hl7");
     let (code, _, stderr) = tokio::task::spawn_blocking(move || {
-        hl7d_send(&["--to", &silent, "--ack-timeout", "200ms", "--retries", "1", "--retry-delay", "10ms", &path])
+        hl7d_send(&[
+            "--to",
+            &silent,
+            "--ack-timeout",
+            "200ms",
+            "--retries",
+            "1",
+            "--retry-delay",
+            "10ms",
+            &path,
+        ])
     })
     .await
     .unwrap();

@@ -87,7 +87,11 @@ pub async fn read_frame_with<S: AsyncRead + Unpin>(stream: &mut S, start: &[u8],
         let mut byte = [0u8; 1];
         loop {
             let n = stream.read(&mut byte).await.expect("read");
-            assert!(n == 1, "connection closed before a whole frame; got {:?}", String::from_utf8_lossy(&buf));
+            assert!(
+                n == 1,
+                "connection closed before a whole frame; got {:?}",
+                String::from_utf8_lossy(&buf)
+            );
             buf.push(byte[0]);
             if buf.len() >= start.len() + end.len() && buf.ends_with(end) {
                 assert!(buf.starts_with(start), "frame does not start with the start block: {buf:?}");
@@ -102,7 +106,8 @@ pub async fn read_frame_with<S: AsyncRead + Unpin>(stream: &mut S, start: &[u8],
 /// Expects the peer to close the connection (EOF or reset) without sending anything more.
 pub async fn expect_closed<S: AsyncRead + Unpin>(stream: &mut S) {
     let mut buf = [0u8; 256];
-    let result = tokio::time::timeout(WAIT, stream.read(&mut buf)).await.expect("closed within the test wait");
+    let result =
+        tokio::time::timeout(WAIT, stream.read(&mut buf)).await.expect("closed within the test wait");
     match result {
         Ok(0) | Err(_) => {}
         Ok(n) => panic!("expected close, got {n} bytes: {:?}", String::from_utf8_lossy(&buf[..n])),
@@ -112,7 +117,8 @@ pub async fn expect_closed<S: AsyncRead + Unpin>(stream: &mut S) {
 /// Parses an ACK payload into (MSA-1, MSA-2, whole text).
 pub fn msa(ack: &[u8]) -> (String, String) {
     let text = String::from_utf8_lossy(ack).into_owned();
-    let line = text.split('\r').find(|s| s.starts_with("MSA")).unwrap_or_else(|| panic!("no MSA in {text:?}"));
+    let line =
+        text.split('\r').find(|s| s.starts_with("MSA")).unwrap_or_else(|| panic!("no MSA in {text:?}"));
     let sep = &line[3..4];
     let fields: Vec<&str> = line.split(sep).collect();
     (fields.get(1).unwrap_or(&"").to_string(), fields.get(2).unwrap_or(&"").to_string())
