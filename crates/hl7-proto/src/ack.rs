@@ -191,7 +191,8 @@ pub fn build_ack(msh: Option<&Msh<'_>>, params: &AckParams<'_>, out: &mut Vec<u8
 
     out.extend_from_slice(b"MSH");
     out.push(d.field);
-    out.extend_from_slice(&d.encoding_characters());
+    let (chars, len) = d.encoding_characters();
+    out.extend_from_slice(&chars[..len]);
     for value in [app_from, fac_from, app_to, fac_to, params.timestamp, b""] {
         field(out);
         out.extend_from_slice(value);

@@ -93,13 +93,16 @@ impl Delimiters {
         })
     }
 
-    /// MSH-2 as it would be written back (the encoding characters in order).
-    pub fn encoding_characters(&self) -> Vec<u8> {
-        let mut out = vec![self.component, self.repetition];
-        out.extend(self.escape);
-        out.extend(self.subcomponent);
-        out.extend(self.truncation);
-        out
+    /// MSH-2 as it would be written back (the encoding characters in order), without
+    /// allocating: the first `len` bytes of the array.
+    pub fn encoding_characters(&self) -> ([u8; 5], usize) {
+        let mut out = [self.component, self.repetition, 0, 0, 0];
+        let mut len = 2;
+        for c in [self.escape, self.subcomponent, self.truncation].into_iter().flatten() {
+            out[len] = c;
+            len += 1;
+        }
+        (out, len)
     }
 
     /// Escapes `text` so that it can be placed in a field: delimiters become `\F\ \S\ \T\
@@ -304,6 +307,27 @@ impl<'a> Segment<'a> {
             },
             None => empty,
         }
+    }
+
+    /// Fields `0..N` of a header segment (MSH, FHS, BHS) in one pass, indexed by field
+    /// number as [`Segment::field`] numbers them (index 0 is unused). Building the typed MSH
+    /// with `field(n)` twelve times rescanned the segment each time; this is the hot path.
+    pub(crate) fn header_fields<const N: usize>(&self) -> [Value<'a>; N] {
+        let empty = Value { raw: &[], delimiters: self.delimiters, level: Level::Field };
+        let mut out = [empty; N];
+        if N > 1 && self.raw.len() > 3 {
+            out[1] = Value { raw: &self.raw[3..4], delimiters: self.delimiters, level: Level::Literal };
+        }
+        // Part 0 is the segment id, part 1 is MSH-2, part i is MSH-(i+1).
+        for (i, raw) in self.raw.split(|&b| b == self.delimiters.field).enumerate().skip(1) {
+            let n = i + 1;
+            if n >= N {
+                break;
+            }
+            let level = if n == 2 { Level::Literal } else { Level::Field };
+            out[n] = Value { raw, delimiters: self.delimiters, level };
+        }
+        out
     }
 
     /// The number of fields present (the segment id not counted).
@@ -608,6 +632,19 @@ mod tests {
         // NTE-3 has two real repetitions; the escaped \R\ in OBX-5 is not one.
         assert_eq!(m.segment("NTE").unwrap().field(3).repetitions().count(), 2);
         assert_eq!(obx[2].field(5).repetitions().count(), 1);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn header_fields_agree_with_field(tail in "[A-Z0-9|^~&\\\\]{0,120}") {
+            let raw = format!("MSH|^~\\&|{tail}\r");
+            let m = Message::parse(raw.as_bytes()).unwrap();
+            let seg = m.msh();
+            let fields: [Value<'_>; 19] = seg.header_fields();
+            for (n, field) in fields.iter().enumerate().skip(1) {
+                proptest::prop_assert_eq!(field.raw(), seg.field(n).raw(), "MSH-{}", n);
+            }
+        }
     }
 
     #[test]

@@ -104,10 +104,10 @@ pub struct Msh<'a> {
 impl<'a> Msh<'a> {
     /// Builds the typed view from a parsed message. Absent fields are empty.
     pub fn new(message: &Message<'a>) -> Msh<'a> {
-        let seg = message.msh();
-        let raw = |n: usize| seg.field(n).raw();
-        let msh9 = seg.field(9);
-        let msh12: Value<'a> = seg.field(12);
+        let fields: [Value<'a>; 19] = message.msh().header_fields();
+        let raw = |n: usize| fields[n].raw();
+        let msh9 = fields[9];
+        let msh12 = fields[12];
         Msh {
             delimiters: message.delimiters(),
             sending_application: raw(3),
@@ -126,7 +126,7 @@ impl<'a> Msh<'a> {
             version: msh12.component(1).raw(),
             accept_ack_type: raw(15),
             application_ack_type: raw(16),
-            character_set: seg.field(18).repetition(1).raw(),
+            character_set: fields[18].repetition(1).raw(),
         }
     }
 
