@@ -95,7 +95,8 @@ pub fn inspect(file: &Path, now: i64, out: &mut dyn Write) -> anyhow::Result<()>
             writeln!(out)?;
         }
         writeln!(out, "certificate {} of {total}", i + 1)?;
-        let cert = CertSummary::parse(der).with_context(|| format!("{}: certificate {}", file.display(), i + 1))?;
+        let cert =
+            CertSummary::parse(der).with_context(|| format!("{}: certificate {}", file.display(), i + 1))?;
         let days = cert.days_until_expiry(now);
         let status = match cert.validity_at(now) {
             crate::tls::cert::ValidityStatus::NotYetValid => "NOT VALID YET".to_owned(),
@@ -181,7 +182,9 @@ mod tests {
         assert!(text.contains("(expires in 36"), "{text}");
         let mut out = Vec::new();
         thumbprint(&chain, &mut out).unwrap();
-        assert!(String::from_utf8(out).unwrap().starts_with("# certificate 1 of 2: CN=hl7d development server"));
+        assert!(String::from_utf8(out)
+            .unwrap()
+            .starts_with("# certificate 1 of 2: CN=hl7d development server"));
 
         let err = inspect(&dir.join("missing.pem"), 0, &mut Vec::new()).unwrap_err();
         assert!(err.to_string().starts_with("cannot read"), "{err}");

@@ -40,7 +40,7 @@ pub enum Command {
     /// List, show and export stored messages.
     Messages(MessagesArgs),
     /// Load generator for an MLLP listener.
-    Bench(PassThrough),
+    Bench(hl7d::bench_cmd::BenchArgs),
 }
 
 /// `--config` for commands that have an embedded default.
@@ -57,14 +57,6 @@ pub struct RequiredConfigArgs {
     /// Configuration file (TOML).
     #[arg(long, short)]
     pub config: PathBuf,
-}
-
-/// Arguments of subcommands that are not built yet; kept so that `--help` lists them.
-#[derive(Debug, Args)]
-pub struct PassThrough {
-    /// Arguments (not yet interpreted).
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    pub args: Vec<String>,
 }
 
 /// `hl7d messages`: read the message store (works while the server runs).

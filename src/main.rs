@@ -9,8 +9,6 @@ use hl7d::config::{self, Config};
 
 use cli::{Cli, Command, LogFormat};
 
-/// Exit code for a subcommand that is not built yet (sysexits EX_UNAVAILABLE).
-const EXIT_UNAVAILABLE: u8 = 69;
 /// Exit code for a bad configuration (sysexits EX_CONFIG).
 const EXIT_CONFIG: u8 = 78;
 
@@ -25,7 +23,10 @@ fn main() -> ExitCode {
         }
         Command::Cert(args) => hl7d::cert_cmd::run(args),
         Command::Messages(args) => messages(args),
-        Command::Bench(_) => not_built("bench", 7),
+        Command::Bench(args) => {
+            hl7d::logging::init(config::LogConfig { level: config::LogLevel::Warn, ..Default::default() });
+            hl7d::bench_cmd::run(args)
+        }
     }
 }
 
@@ -78,12 +79,6 @@ fn check_config(path: &std::path::Path) -> ExitCode {
     }
 }
 
-/// Says plainly that a subcommand does not exist yet, and fails.
-fn not_built(name: &str, issue: u32) -> ExitCode {
-    eprintln!("hl7d {name}: not implemented yet (tracked in issue #{issue})");
-    ExitCode::from(EXIT_UNAVAILABLE)
-}
-
 /// `hl7d messages`: list, show or export from the store named by the configuration.
 fn messages(args: cli::MessagesArgs) -> ExitCode {
     use cli::MessagesCommand;
@@ -97,15 +92,22 @@ fn messages(args: cli::MessagesArgs) -> ExitCode {
     let store = &config.store.path;
     let stdout = &mut std::io::stdout().lock();
     let result = match args.command {
-        MessagesCommand::List { filter, json } => hl7d::messages_cmd::list(store, &filter.filter(Some(100)), json, stdout),
+        MessagesCommand::List { filter, json } => {
+            hl7d::messages_cmd::list(store, &filter.filter(Some(100)), json, stdout)
+        }
         MessagesCommand::Show { id, raw } => hl7d::messages_cmd::show(store, id, raw, stdout),
-        MessagesCommand::Export { out, filter } => hl7d::messages_cmd::export(store, &filter.filter(None), &out)
-            .map(|n| eprintln!("exported {n} message(s) to {}", out.display())),
+        MessagesCommand::Export { out, filter } => {
+            hl7d::messages_cmd::export(store, &filter.filter(None), &out)
+                .map(|n| eprintln!("exported {n} message(s) to {}", out.display()))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         // `hl7d messages list | head`: the reader left; not an error.
-        Err(e) if e.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) => {
+        Err(e)
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
             ExitCode::SUCCESS
         }
         Err(e) => {

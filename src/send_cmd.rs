@@ -13,6 +13,8 @@ use clap::Args;
 use hl7_proto::batch;
 use hl7_proto::charset::Charset;
 use hl7_proto::mllp::Framing;
+use rustls::pki_types::ServerName;
+use rustls::ClientConfig;
 
 use crate::config::{parse_hex_bytes, Thumbprint};
 use crate::sender::tls::{client_config, server_name, ClientTlsOptions};
@@ -36,27 +38,9 @@ pub struct SendArgs {
     /// Files or directories (sent in name order) of HL7 messages; `-` reads stdin.
     #[arg(required = true)]
     pub inputs: Vec<String>,
-    /// Use TLS (1.2/1.3).
-    #[arg(long)]
-    pub tls: bool,
-    /// Trust this CA (PEM) instead of the system roots.
-    #[arg(long, value_name = "PEM")]
-    pub ca: Option<PathBuf>,
-    /// Accept exactly the server certificate with this thumbprint (sha256:… or SHA-1).
-    #[arg(long, value_name = "THUMBPRINT")]
-    pub pin: Option<String>,
-    /// Skip server certificate verification (DANGER: anyone can impersonate the server).
-    #[arg(long)]
-    pub insecure: bool,
-    /// Name to verify and send as SNI (default: the host of --to).
-    #[arg(long)]
-    pub server_name: Option<String>,
-    /// Client certificate (PEM) for mutual TLS.
-    #[arg(long, value_name = "PEM")]
-    pub cert: Option<PathBuf>,
-    /// Client private key (PEM) for mutual TLS.
-    #[arg(long, value_name = "PEM")]
-    pub key: Option<PathBuf>,
+    /// TLS, trust and client identity.
+    #[command(flatten)]
+    pub tls: TlsArgs,
     /// How long to wait for each ACK.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub ack_timeout: Duration,
@@ -84,6 +68,69 @@ pub struct SendArgs {
     /// One JSON result line per message.
     #[arg(long)]
     pub json: bool,
+}
+
+/// TLS, trust and client-identity options, shared by `hl7d send` and `hl7d bench`.
+#[derive(Debug, Args)]
+pub struct TlsArgs {
+    /// Use TLS (1.2/1.3).
+    #[arg(long)]
+    pub tls: bool,
+    /// Trust this CA (PEM) instead of the system roots.
+    #[arg(long, value_name = "PEM")]
+    pub ca: Option<PathBuf>,
+    /// Accept exactly the server certificate with this thumbprint (sha256:… or SHA-1).
+    #[arg(long, value_name = "THUMBPRINT")]
+    pub pin: Option<String>,
+    /// Skip server certificate verification (DANGER: anyone can impersonate the server).
+    #[arg(long)]
+    pub insecure: bool,
+    /// Name to verify and send as SNI (default: the host of --to).
+    #[arg(long)]
+    pub server_name: Option<String>,
+    /// Client certificate (PEM) for mutual TLS.
+    #[arg(long, value_name = "PEM")]
+    pub cert: Option<PathBuf>,
+    /// Client private key (PEM) for mutual TLS.
+    #[arg(long, value_name = "PEM")]
+    pub key: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    /// The client configuration and the name to verify for connections to `to`, or `None`
+    /// without `--tls`. `command` names the subcommand in the `--insecure` warning.
+    pub fn client_tls(
+        &self,
+        to: &str,
+        command: &str,
+    ) -> Result<Option<(ClientConfig, ServerName<'static>)>, String> {
+        let tls_wanted =
+            self.tls || self.ca.is_some() || self.pin.is_some() || self.insecure || self.cert.is_some();
+        if tls_wanted && !self.tls {
+            return Err("--ca, --pin, --insecure and --cert need --tls".into());
+        }
+        if !self.tls {
+            return Ok(None);
+        }
+        if self.insecure {
+            eprintln!("hl7d {command}: WARNING: --insecure: the server certificate is NOT verified; anyone on the path can read and answer these messages");
+        }
+        let pin = self
+            .pin
+            .as_deref()
+            .map(str::parse::<Thumbprint>)
+            .transpose()
+            .map_err(|e| format!("--pin: {e}"))?;
+        let options = ClientTlsOptions {
+            ca: self.ca.clone(),
+            pin,
+            danger_insecure: self.insecure,
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+        };
+        let config = client_config(&options).map_err(|e| e.to_string())?;
+        Ok(Some((config, server_name(to, self.server_name.as_deref())?)))
+    }
 }
 
 /// Runs `hl7d send`.
@@ -118,33 +165,7 @@ fn prepare(args: &SendArgs) -> Result<Prepared, String> {
     .map_err(|e| format!("framing: {e}"))?;
     let charset = Charset::from_config_name(&args.encoding)
         .ok_or_else(|| format!("--encoding: unknown character set {:?}", args.encoding))?;
-    let tls_wanted =
-        args.tls || args.ca.is_some() || args.pin.is_some() || args.insecure || args.cert.is_some();
-    if tls_wanted && !args.tls {
-        return Err("--ca, --pin, --insecure and --cert need --tls".into());
-    }
-    let tls = if args.tls {
-        if args.insecure {
-            eprintln!("hl7d send: WARNING: --insecure: the server certificate is NOT verified; anyone on the path can read and answer these messages");
-        }
-        let pin = args
-            .pin
-            .as_deref()
-            .map(str::parse::<Thumbprint>)
-            .transpose()
-            .map_err(|e| format!("--pin: {e}"))?;
-        let options = ClientTlsOptions {
-            ca: args.ca.clone(),
-            pin,
-            danger_insecure: args.insecure,
-            cert: args.cert.clone(),
-            key: args.key.clone(),
-        };
-        let config = client_config(&options).map_err(|e| e.to_string())?;
-        Some((Arc::new(config), server_name(&args.to, args.server_name.as_deref())?))
-    } else {
-        None
-    };
+    let tls = args.tls.client_tls(&args.to, "send")?.map(|(config, name)| (Arc::new(config), name));
     let mut messages = Vec::new();
     for input in &args.inputs {
         for (name, bytes) in read_input(input)? {
@@ -210,7 +231,8 @@ fn split_file(name: &str, bytes: &[u8], allow_batch: bool) -> Result<Vec<(String
     Ok(split.messages().map(|m| (name.to_string(), m.to_vec())).collect())
 }
 
-fn normalise_line_ends(bytes: &[u8]) -> Vec<u8> {
+/// `\n` and `\r\n` line ends become `\r` (the HL7 segment terminator).
+pub(crate) fn normalise_line_ends(bytes: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {

@@ -10,9 +10,9 @@ use tracing::{error, info, warn};
 
 use crate::config::{Config, Transport};
 use crate::listener::Server;
+use crate::store::{MessageStore, SqliteOptions, SqliteStore};
 use crate::tls::pki::{self, LocalTls};
 use crate::tls::{ReloadReport, Reloader};
-use crate::store::{MessageStore, SqliteOptions, SqliteStore};
 
 /// Upper bound on how long shutdown waits for messages in flight.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
@@ -100,7 +100,11 @@ pub fn reload(reloader: &Reloader, path: Option<&Path>) -> Option<ReloadReport> 
 }
 
 #[cfg(unix)]
-async fn reload_on_hangup(mut hangup: tokio::signal::unix::Signal, reloader: Reloader, path: Option<std::path::PathBuf>) {
+async fn reload_on_hangup(
+    mut hangup: tokio::signal::unix::Signal,
+    reloader: Reloader,
+    path: Option<std::path::PathBuf>,
+) {
     while hangup.recv().await.is_some() {
         info!(target: "audit", "SIGHUP: reloading TLS certificates, keys and client approvals");
         // Small file reads: not worth a blocking-pool hop.

@@ -88,12 +88,12 @@ pub enum ServeError {
         source: std::io::Error,
     },
     /// A listener's certificate, key or client CA cannot be used.
-    #[error("listener {listener:?}: {source}")]
+    #[error("listener {listener:?}: {error}")]
     Tls {
         /// Listener name.
         listener: String,
-        /// What is wrong with the files.
-        source: TlsError,
+        /// What is wrong with the files (its message is complete: not a `source`).
+        error: TlsError,
     },
 }
 
@@ -114,7 +114,7 @@ impl Server {
         for listener in config.listeners.iter().filter(|l| l.tls().is_some()) {
             let settings = listener.tls().expect("filtered on tls()");
             let tls = TlsListener::load(&listener.name, settings)
-                .map_err(|source| ServeError::Tls { listener: listener.name.clone(), source })?;
+                .map_err(|error| ServeError::Tls { listener: listener.name.clone(), error })?;
             tls_listeners.push(Arc::new(tls));
         }
         let tls = Reloader::new(tls_listeners);

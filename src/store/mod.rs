@@ -20,9 +20,9 @@ pub use sqlite::{Durability, SqliteOptions, SqliteStore, StoreStats, DATABASE_FI
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 

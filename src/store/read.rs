@@ -101,7 +101,9 @@ impl Reader {
         let file = dir.join(DATABASE_FILE);
         let open_error = |reason: String| StoreError::Open { path: file.clone(), reason };
         if !file.is_file() {
-            return Err(open_error("no message store there (wrong [store] path, or hl7d serve never ran)".into()));
+            return Err(open_error(
+                "no message store there (wrong [store] path, or hl7d serve never ran)".into(),
+            ));
         }
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(&file, flags).map_err(|e| open_error(describe(&e)))?;

@@ -149,7 +149,10 @@ impl SqliteStore {
         let handle = thread::Builder::new()
             .name("hl7d-store-writer".into())
             .spawn(move || writer.run(receiver))
-            .map_err(|e| StoreError::Open { path: file.clone(), reason: format!("cannot start writer thread: {e}") })?;
+            .map_err(|e| StoreError::Open {
+                path: file.clone(),
+                reason: format!("cannot start writer thread: {e}"),
+            })?;
         Ok(SqliteStore {
             file,
             requests: Mutex::new(Some(sender)),
@@ -332,8 +335,12 @@ impl Writer {
                 self.counters.commits.fetch_add(1, Ordering::Relaxed);
                 self.bytes_since_checkpoint += bytes;
                 self.commits_since_checkpoint += 1;
-                debug!(messages = batch.len(), duplicates, elapsed_us = started.elapsed().as_micros() as u64,
-                    "store batch committed");
+                debug!(
+                    messages = batch.len(),
+                    duplicates,
+                    elapsed_us = started.elapsed().as_micros() as u64,
+                    "store batch committed"
+                );
                 for (append, outcome) in batch.into_iter().zip(outcomes) {
                     // The connection may have gone meanwhile; the message is stored anyway and
                     // a resend will be recognised as a duplicate.
@@ -364,7 +371,11 @@ impl Writer {
                     thread::sleep(after - now);
                 }
             }
-            let (conn, _) = open_writer(&self.file, self.options.durability).map_err(|e| e.to_string())?;
+            // The reason goes into error ACKs: keep the file's path out of it.
+            let (conn, _) = open_writer(&self.file, self.options.durability).map_err(|e| match e {
+                StoreError::Open { reason, .. } => reason,
+                other => other.to_string(),
+            })?;
             if let Some(limit) = self.page_limit {
                 conn.pragma_update(None, "max_page_count", limit).map_err(|e| describe(&e))?;
             }
@@ -389,7 +400,8 @@ impl Writer {
         };
         // SQLite's default (and largest) maximum.
         let value = limit.unwrap_or(0xFFFF_FFFE);
-        conn.pragma_update(None, "max_page_count", value).map_err(|e| StoreError::Unavailable(describe(&e)))?;
+        conn.pragma_update(None, "max_page_count", value)
+            .map_err(|e| StoreError::Unavailable(describe(&e)))?;
         self.page_limit = limit;
         Ok(())
     }
@@ -411,8 +423,13 @@ impl Writer {
         match result {
             Ok((busy, wal_frames, checkpointed)) => {
                 self.counters.checkpoints.fetch_add(1, Ordering::Relaxed);
-                debug!(busy, wal_frames, checkpointed, elapsed_us = started.elapsed().as_micros() as u64,
-                    "store checkpoint");
+                debug!(
+                    busy,
+                    wal_frames,
+                    checkpointed,
+                    elapsed_us = started.elapsed().as_micros() as u64,
+                    "store checkpoint"
+                );
             }
             // Not fatal: the WAL keeps the data; the next checkpoint retries.
             Err(e) => warn!(path = %self.file.display(), error = %describe(&e), "store checkpoint failed"),
@@ -489,13 +506,17 @@ impl Writer {
 /// it with the schema version found before migrating.
 fn open_writer(file: &Path, durability: Durability) -> Result<(Connection, i64), StoreError> {
     let open_error = |e: rusqlite::Error| StoreError::Open { path: file.to_path_buf(), reason: describe(&e) };
-    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let flags =
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let mut conn = Connection::open_with_flags(file, flags).map_err(open_error)?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(open_error)?;
     let mode: String =
         conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0)).map_err(open_error)?;
     if !mode.eq_ignore_ascii_case("wal") {
-        return Err(StoreError::Open { path: file.to_path_buf(), reason: format!("cannot use WAL (journal_mode is {mode})") });
+        return Err(StoreError::Open {
+            path: file.to_path_buf(),
+            reason: format!("cannot use WAL (journal_mode is {mode})"),
+        });
     }
     let synchronous = match durability {
         Durability::Full => "FULL",
@@ -545,8 +566,14 @@ fn write_batch(conn: &mut Connection, batch: &[Append]) -> rusqlite::Result<Vec<
             let original = match m.duplicate_window {
                 Some(window) => {
                     let since = at.saturating_sub(i64::try_from(window.as_micros()).unwrap_or(i64::MAX));
-                    let key = params![&*m.listener, m.control_id, m.sending_application, m.sending_facility, since,
-                        &m.raw[..]];
+                    let key = params![
+                        &*m.listener,
+                        m.control_id,
+                        m.sending_application,
+                        m.sending_facility,
+                        since,
+                        &m.raw[..]
+                    ];
                     find.query_row(key, |row| row.get::<_, i64>(0)).optional()?
                 }
                 None => None,

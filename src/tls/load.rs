@@ -15,16 +15,18 @@ use thiserror::Error;
 
 use super::cert::{CertParseError, CertSummary};
 
-/// A certificate or key file that cannot be used.
+/// A certificate or key file that cannot be used. Each message is complete on its own
+/// (it names the file and includes the underlying error), because it goes whole into
+/// reload reports and audit lines.
 #[derive(Debug, Error)]
 pub enum TlsError {
     /// The file could not be read.
-    #[error("cannot read {}: {source}", path.display())]
+    #[error("cannot read {}: {error}", path.display())]
     Read {
         /// The file.
         path: PathBuf,
         /// The OS error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The file holds no certificate.
     #[error("{}: no certificate found (expected PEM \"BEGIN CERTIFICATE\" blocks or one DER certificate)", path.display())]
@@ -41,14 +43,14 @@ pub enum TlsError {
         detail: String,
     },
     /// A certificate that does not parse as X.509.
-    #[error("{}: certificate {index}: {source}", path.display())]
+    #[error("{}: certificate {index}: {error}", path.display())]
     Certificate {
         /// The file.
         path: PathBuf,
         /// 1-based position in the file.
         index: usize,
         /// Why it does not parse.
-        source: CertParseError,
+        error: CertParseError,
     },
     /// The key file holds no private key.
     #[error("{}: no private key found (expected PEM PKCS#8, PKCS#1 or SEC1)", path.display())]
@@ -96,13 +98,23 @@ pub struct ServerIdentity {
 
 /// Loads `cert` (leaf first, then intermediates) and `key`, and checks that the key is the
 /// leaf's.
-pub fn server_identity(cert: &Path, key: &Path, provider: &CryptoProvider) -> Result<ServerIdentity, TlsError> {
+pub fn server_identity(
+    cert: &Path,
+    key: &Path,
+    provider: &CryptoProvider,
+) -> Result<ServerIdentity, TlsError> {
     let chain = certificates(cert)?;
-    let leaf = CertSummary::parse(&chain[0])
-        .map_err(|source| TlsError::Certificate { path: cert.to_owned(), index: 1, source })?;
+    let leaf = CertSummary::parse(&chain[0]).map_err(|error| TlsError::Certificate {
+        path: cert.to_owned(),
+        index: 1,
+        error,
+    })?;
     for (i, der) in chain.iter().enumerate().skip(1) {
-        CertSummary::parse(der)
-            .map_err(|source| TlsError::Certificate { path: cert.to_owned(), index: i + 1, source })?;
+        CertSummary::parse(der).map_err(|error| TlsError::Certificate {
+            path: cert.to_owned(),
+            index: i + 1,
+            error,
+        })?;
     }
     let private_key = private_key(key)?;
     let signing_key = provider
@@ -117,7 +129,9 @@ pub fn server_identity(cert: &Path, key: &Path, provider: &CryptoProvider) -> Re
         }
         // The provider could not derive the public key: the handshake's own signature
         // would then fail, so refuse rather than start a listener no one can reach.
-        Err(e) => return Err(TlsError::Key { path: key.to_owned(), detail: format!("cannot check it: {e}") }),
+        Err(e) => {
+            return Err(TlsError::Key { path: key.to_owned(), detail: format!("cannot check it: {e}") })
+        }
     }
     Ok(ServerIdentity { certified: Arc::new(certified), leaf })
 }
@@ -157,5 +171,5 @@ pub fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Read { path: path.to_owned(), source })
+    std::fs::read(path).map_err(|error| TlsError::Read { path: path.to_owned(), error })
 }

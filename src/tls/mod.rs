@@ -20,8 +20,11 @@ pub mod verifier;
 
 use std::collections::HashMap;
 use std::fmt;
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
@@ -30,6 +33,7 @@ use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::{NoServerSessionStorage, ServerConfig};
 use rustls::sign::SingleCertAndKey;
 use rustls::{AlertDescription, PeerIncompatible, ProtocolVersion, SupportedProtocolVersion};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
@@ -37,8 +41,8 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::{ClientAuth, Config, Thumbprint, TlsConfig, TlsVersion, Transport};
 use cert::CertSummary;
-pub use load::TlsError;
 use load::ServerIdentity;
+pub use load::TlsError;
 pub use verifier::ClientCert;
 use verifier::{ClientCertRefusal, ClientPolicy, ConnectionVerifier};
 
@@ -190,7 +194,7 @@ pub struct Session {
 /// A connection whose handshake succeeded.
 pub struct Accepted {
     /// The decrypted stream.
-    pub stream: TlsStream<TcpStream>,
+    pub stream: TlsConnection,
     /// What was negotiated.
     pub session: Session,
     /// Cancelled when the server shuts down or when a reload withdraws approval of this
@@ -214,6 +218,62 @@ impl Accepted {
     /// every message of this connection.
     pub fn client_thumbprint(&self) -> Option<String> {
         self.session.client.as_ref().map(|c| c.digests.sha256().to_string())
+    }
+}
+
+/// The decrypted stream of one connection.
+///
+/// A peer that hangs up without a TLS `close_notify` (as many MLLP senders do) reads as an
+/// ordinary end of stream rather than an i/o error. That is safe here because MLLP frames
+/// are self-delimiting: a message cut short is still caught, and not acknowledged, by the
+/// frame decoder.
+pub struct TlsConnection {
+    inner: TlsStream<TcpStream>,
+}
+
+impl TlsConnection {
+    /// The underlying TLS stream (for session details).
+    pub fn get_ref(&self) -> &TlsStream<TcpStream> {
+        &self.inner
+    }
+}
+
+impl AsyncRead for TlsConnection {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match Pin::new(&mut self.inner).poll_read(cx, buf) {
+            Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => Poll::Ready(Ok(())),
+            other => other,
+        }
+    }
+}
+
+impl AsyncWrite for TlsConnection {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
     }
 }
 
@@ -285,11 +345,17 @@ impl TlsListener {
 
     /// Runs the handshake on a freshly accepted socket, bounded by `handshake_timeout`
     /// and by `shutdown`.
-    pub async fn accept(&self, stream: TcpStream, peer: SocketAddr, shutdown: &CancellationToken) -> Result<Accepted, Refusal> {
+    pub async fn accept(
+        &self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        shutdown: &CancellationToken,
+    ) -> Result<Accepted, Refusal> {
         let state = self.state.load_full();
         let limit = state.settings.handshake_timeout;
         let mut phase = Phase::WaitingForHello;
-        let handshake = tokio::time::timeout(limit, self.handshake(&state, stream, peer, shutdown, &mut phase));
+        let handshake =
+            tokio::time::timeout(limit, self.handshake(&state, stream, peer, shutdown, &mut phase));
         let result = tokio::select! {
             biased;
             _ = shutdown.cancelled() => Ok(Err(Refusal::new(RefusalReason::Shutdown, "server shutting down"))),
@@ -307,21 +373,40 @@ impl TlsListener {
     async fn handshake(
         &self,
         state: &TlsState,
-        stream: TcpStream,
+        mut stream: TcpStream,
         peer: SocketAddr,
         shutdown: &CancellationToken,
         phase: &mut Phase,
     ) -> Result<Accepted, Refusal> {
         let mut first = [0u8; 1];
         match stream.peek(&mut first).await {
-            Ok(0) => return Err(Refusal::new(RefusalReason::ClosedBeforeHandshake, "peer closed without sending")),
+            Ok(0) => {
+                return Err(Refusal::new(RefusalReason::ClosedBeforeHandshake, "peer closed without sending"))
+            }
             Ok(_) => {}
-            Err(e) => return Err(Refusal::new(RefusalReason::ClosedBeforeHandshake, format!("i/o error: {e}"))),
+            Err(e) => {
+                return Err(Refusal::new(RefusalReason::ClosedBeforeHandshake, format!("i/o error: {e}")))
+            }
         }
         if first[0] != TLS_HANDSHAKE_RECORD {
             return Err(Refusal::new(RefusalReason::NotTls, not_tls_detail(first[0])));
         }
         *phase = Phase::Handshaking;
+        // rustls would refuse an old client too, but for whatever the hello lacks first
+        // (often the signature_algorithms extension), so name the real reason here.
+        if let Some(version) = peek_hello_version(&stream).await {
+            if version < TLS12_WIRE_VERSION {
+                use tokio::io::AsyncWriteExt;
+                let _ = stream.write_all(&PROTOCOL_VERSION_ALERT).await;
+                return Err(Refusal::new(
+                    RefusalReason::ProtocolVersion,
+                    format!(
+                        "client offers at most {}; TLS 1.2 or later is required",
+                        wire_version_name(version)
+                    ),
+                ));
+            }
+        }
         let verifier = state
             .policy
             .as_ref()
@@ -344,15 +429,21 @@ impl TlsListener {
             Some(ProtocolVersion::TLSv1_2) => "TLSv1.2",
             _ => "unknown",
         };
-        let cipher_suite =
-            connection.negotiated_cipher_suite().and_then(|suite| suite.suite().as_str()).unwrap_or("unknown");
-        let chain: Option<Vec<CertificateDer<'static>>> =
-            connection.peer_certificates().map(|certs| certs.iter().map(|c| c.clone().into_owned()).collect());
+        let cipher_suite = connection
+            .negotiated_cipher_suite()
+            .and_then(|suite| suite.suite().as_str())
+            .unwrap_or("unknown");
+        let chain: Option<Vec<CertificateDer<'static>>> = connection
+            .peer_certificates()
+            .map(|certs| certs.iter().map(|c| c.clone().into_owned()).collect());
         let close = shutdown.child_token();
         let (client, registration) = match (verifier.is_some(), chain) {
             (false, _) => (None, None),
             (true, None) => {
-                return Err(Refusal::new(RefusalReason::ClientCertMissing, "no client certificate after the handshake"))
+                return Err(Refusal::new(
+                    RefusalReason::ClientCertMissing,
+                    "no client certificate after the handshake",
+                ))
             }
             (true, Some(chain)) => {
                 // Register first, then check against the current state: a reload either
@@ -361,19 +452,26 @@ impl TlsListener {
                 let registration = self.live.register(chain.clone(), peer, close.clone());
                 let current = self.state.load();
                 let client = match &current.policy {
-                    Some(policy) => policy.check(&chain[0], &chain[1..], UnixTime::now()).map_err(refusal_from)?,
+                    Some(policy) => policy
+                        .check(&chain[0], &chain[1..], UnixTime::now())
+                        .map_err(|refusal| refusal_from(*refusal))?,
                     // Client auth was switched off by a reload during the handshake: the
                     // certificate was verified under the old rules; keep its facts.
                     None => match verdict() {
                         Some(Ok(client)) => client,
-                        _ => return Err(Refusal::new(RefusalReason::HandshakeFailed, "no client certificate verdict")),
+                        _ => {
+                            return Err(Refusal::new(
+                                RefusalReason::HandshakeFailed,
+                                "no client certificate verdict",
+                            ))
+                        }
                     },
                 };
                 (Some(client), Some(registration))
             }
         };
         Ok(Accepted {
-            stream,
+            stream: TlsConnection { inner: stream },
             session: Session { version, cipher_suite, client },
             close,
             _registration: registration,
@@ -505,7 +603,9 @@ impl TlsState {
             }
         };
         let shared = match &policy {
-            None => Some(Arc::new(server_config(settings, &identity, provider, None).map_err(TlsError::Settings)?)),
+            None => Some(Arc::new(
+                server_config(settings, &identity, provider, None).map_err(TlsError::Settings)?,
+            )),
             Some(policy) => {
                 // Proves now that the per-connection configs will build.
                 let probe = Arc::new(ConnectionVerifier::new(policy.clone(), provider));
@@ -518,32 +618,51 @@ impl TlsState {
 
     fn log_expiry(&self, listener: &str) {
         let leaf = &self.identity.leaf;
-        let now = unix_now();
-        let days = leaf.days_until_expiry(now);
         let subject = &leaf.subject;
-        let not_after = cert::format_time(leaf.not_after);
         let thumbprint = leaf.digests.sha256().to_string();
-        match leaf.validity_at(now) {
-            cert::ValidityStatus::Expired => {
-                error!(listener, subject, not_after, thumbprint, "server certificate has expired: clients will refuse it")
-            }
-            cert::ValidityStatus::NotYetValid => warn!(listener, subject, not_before = cert::format_time(leaf.not_before),
-                thumbprint, "server certificate is not valid yet"),
-            cert::ValidityStatus::Valid if days < EXPIRY_WARNING_DAYS => {
-                warn!(listener, subject, not_after, days, thumbprint, "server certificate expires within 30 days")
-            }
-            cert::ValidityStatus::Valid => {}
+        match expiry_notice(leaf, unix_now()) {
+            None => {}
+            Some(ExpiryNotice::Expired(notice)) => error!(listener, subject, thumbprint, "{notice}"),
+            Some(ExpiryNotice::Soon(notice)) => warn!(listener, subject, thumbprint, "{notice}"),
         }
     }
 }
 
+/// What to say at load about the server certificate's dates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ExpiryNotice {
+    /// Logged as an error: clients will refuse the certificate.
+    Expired(String),
+    /// Logged as a warning: expires within [`EXPIRY_WARNING_DAYS`], or is not valid yet.
+    Soon(String),
+}
+
+fn expiry_notice(leaf: &CertSummary, now: i64) -> Option<ExpiryNotice> {
+    let days = leaf.days_until_expiry(now);
+    match leaf.validity_at(now) {
+        cert::ValidityStatus::Expired => Some(ExpiryNotice::Expired(format!(
+            "server certificate expired {}: clients will refuse it",
+            cert::format_time(leaf.not_after)
+        ))),
+        cert::ValidityStatus::NotYetValid => Some(ExpiryNotice::Soon(format!(
+            "server certificate is not valid before {}: clients will refuse it until then",
+            cert::format_time(leaf.not_before)
+        ))),
+        cert::ValidityStatus::Valid if days < EXPIRY_WARNING_DAYS => Some(ExpiryNotice::Soon(format!(
+            "server certificate expires {} (in {days} days)",
+            cert::format_time(leaf.not_after)
+        ))),
+        cert::ValidityStatus::Valid => None,
+    }
+}
+
 fn server_config(
-settings: &TlsConfig,
-identity: &ServerIdentity,
-provider: &Arc<CryptoProvider>,
-verifier: Option<Arc<ConnectionVerifier>>,
+    settings: &TlsConfig,
+    identity: &ServerIdentity,
+    provider: &Arc<CryptoProvider>,
+    verifier: Option<Arc<ConnectionVerifier>>,
 ) -> Result<ServerConfig, rustls::Error> {
-let versions: &[&'static SupportedProtocolVersion] = match settings.min_version {
+    let versions: &[&'static SupportedProtocolVersion] = match settings.min_version {
         TlsVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
         TlsVersion::Tls13 => &[&rustls::version::TLS13],
     };
@@ -553,8 +672,7 @@ let versions: &[&'static SupportedProtocolVersion] = match settings.min_version 
         None => builder.with_no_client_auth(),
         Some(verifier) => builder.with_client_cert_verifier(verifier),
     };
-    let mut config =
-        builder.with_cert_resolver(Arc::new(SingleCertAndKey::from(identity.certified.clone())));
+    let mut config = builder.with_cert_resolver(Arc::new(SingleCertAndKey::from(identity.certified.clone())));
     // Prefer the server's order: AES-256-GCM first.
     config.ignore_client_order = true;
     if mutual {
@@ -581,6 +699,51 @@ impl fmt::Display for Phase {
     }
 }
 
+/// `legacy_version` of TLS 1.2 (RFC 5246); TLS 1.3 clients send it too (RFC 8446 §4.1.2).
+const TLS12_WIRE_VERSION: u16 = 0x0303;
+/// A plaintext fatal `protocol_version` alert record (RFC 8446 §6): what a TLS server
+/// answers a hello it cannot accept the version of.
+const PROTOCOL_VERSION_ALERT: [u8; 7] = [0x15, 0x03, 0x01, 0x00, 0x02, 0x02, 0x46];
+/// Record header (5) + handshake type (1) + length (3) + client_version (2).
+const HELLO_VERSION_END: usize = 11;
+
+/// Waits (bounded by the caller's handshake timeout) until the first 11 bytes are there
+/// and returns the ClientHello's `client_version`, without consuming anything. `None`
+/// when the peer closes first or the bytes are not a ClientHello: rustls then reports.
+async fn peek_hello_version(stream: &TcpStream) -> Option<u16> {
+    let mut prefix = [0u8; HELLO_VERSION_END];
+    loop {
+        let n = stream.peek(&mut prefix).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        if n == HELLO_VERSION_END {
+            return hello_version(&prefix);
+        }
+        // A hello split after a few bytes is rare; poll gently until the rest arrives.
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+/// `client_version` from the first bytes of a TLS record holding a ClientHello.
+fn hello_version(prefix: &[u8]) -> Option<u16> {
+    match prefix {
+        [TLS_HANDSHAKE_RECORD, _, _, _, _, 0x01, _, _, _, major, minor, ..] => {
+            Some(u16::from_be_bytes([*major, *minor]))
+        }
+        _ => None,
+    }
+}
+
+fn wire_version_name(version: u16) -> String {
+    match version {
+        0x0300 => "SSL 3.0".to_owned(),
+        0x0301 => "TLS 1.0".to_owned(),
+        0x0302 => "TLS 1.1".to_owned(),
+        other => format!("protocol version 0x{other:04X}"),
+    }
+}
+
 fn not_tls_detail(first: u8) -> String {
     let what = match first {
         0x0B => "plaintext MLLP (start block 0x0B)",
@@ -593,32 +756,43 @@ fn not_tls_detail(first: u8) -> String {
 }
 
 fn refusal_from(refusal: ClientCertRefusal) -> Refusal {
-    Refusal { reason: refusal.reason, detail: refusal.detail, client: refusal.cert }
+    let ClientCertRefusal { reason, detail, cert, .. } = refusal;
+    Refusal { reason, detail, client: cert }
 }
 
 /// Maps a failed handshake to a refusal. The verifier's own verdict wins: it knows which
 /// certificate was refused and why.
-fn classify(error: &std::io::Error, verdict: Option<Result<ClientCert, ClientCertRefusal>>) -> Refusal {
+fn classify(error: &std::io::Error, verdict: Option<Result<ClientCert, Box<ClientCertRefusal>>>) -> Refusal {
     if let Some(Err(refusal)) = verdict {
-        return refusal_from(refusal);
+        return refusal_from(*refusal);
     }
     let tls_error = error.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>());
     let Some(tls_error) = tls_error else {
-        return Refusal::new(RefusalReason::HandshakeFailed, format!("connection lost during the handshake: {error}"));
+        return Refusal::new(
+            RefusalReason::HandshakeFailed,
+            format!("connection lost during the handshake: {error}"),
+        );
     };
     let (reason, detail) = match tls_error {
-        rustls::Error::NoCertificatesPresented => {
-            (RefusalReason::ClientCertMissing, "client_auth is required and the client sent no certificate".to_owned())
-        }
+        rustls::Error::NoCertificatesPresented => (
+            RefusalReason::ClientCertMissing,
+            "client_auth is required and the client sent no certificate".to_owned(),
+        ),
         rustls::Error::PeerIncompatible(
             PeerIncompatible::Tls12NotOffered
             | PeerIncompatible::Tls12NotOfferedOrEnabled
             | PeerIncompatible::SupportedVersionsExtensionRequired,
-        ) => (RefusalReason::ProtocolVersion, format!("client offers no TLS version this listener allows ({tls_error})")),
+        ) => (
+            RefusalReason::ProtocolVersion,
+            format!("client offers no TLS version this listener allows ({tls_error})"),
+        ),
         rustls::Error::PeerIncompatible(_) => (RefusalReason::Incompatible, tls_error.to_string()),
         rustls::Error::InvalidCertificate(_) => {
             // Only the signature check runs without a verdict being recorded first.
-            (RefusalReason::ClientSignatureInvalid, format!("client did not prove possession of its key: {tls_error}"))
+            (
+                RefusalReason::ClientSignatureInvalid,
+                format!("client did not prove possession of its key: {tls_error}"),
+            )
         }
         rustls::Error::AlertReceived(alert) => (RefusalReason::PeerAlert, alert_detail(*alert)),
         other => (RefusalReason::HandshakeFailed, other.to_string()),
@@ -628,9 +802,9 @@ fn classify(error: &std::io::Error, verdict: Option<Result<ClientCert, ClientCer
 
 fn alert_detail(alert: AlertDescription) -> String {
     let hint = match alert {
-        AlertDescription::UnknownCA | AlertDescription::BadCertificate | AlertDescription::CertificateUnknown => {
-            ": the client does not trust the server certificate"
-        }
+        AlertDescription::UnknownCA
+        | AlertDescription::BadCertificate
+        | AlertDescription::CertificateUnknown => ": the client does not trust the server certificate",
         AlertDescription::CertificateExpired => ": the client considers the server certificate expired",
         AlertDescription::ProtocolVersion => ": no TLS version in common",
         _ => "",
@@ -668,7 +842,12 @@ struct Registration {
 }
 
 impl Registry {
-    fn register(&self, chain: Vec<CertificateDer<'static>>, peer: SocketAddr, close: CancellationToken) -> Registration {
+    fn register(
+        &self,
+        chain: Vec<CertificateDer<'static>>,
+        peer: SocketAddr,
+        close: CancellationToken,
+    ) -> Registration {
         let mut live = self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         live.next_id += 1;
         let id = live.next_id;
@@ -701,6 +880,46 @@ mod tests {
             let aead = name.contains("_GCM_") || name.contains("CHACHA20_POLY1305");
             assert!((tls13 || ecdhe) && aead, "{name}");
         }
+    }
+
+    #[test]
+    fn server_certificate_expiry_notices() {
+        let ca = pki::Ca::new("expiry test CA", pki::Validity::days_from_now(400)).unwrap();
+        let names = ["localhost".to_owned()];
+        let leaf = |days| {
+            let issued =
+                ca.issue(pki::CertKind::Server, "s", &names, pki::Validity::days_from_now(days)).unwrap();
+            CertSummary::parse(&issued.der).unwrap()
+        };
+        let now = unix_now();
+        assert_eq!(expiry_notice(&leaf(90), now), None);
+        let ten = leaf(10);
+        let days = ten.days_until_expiry(now);
+        assert!(days == 9 || days == 10, "{days}");
+        let soon = expiry_notice(&ten, now);
+        let expected = format!("(in {days} days)");
+        assert!(matches!(&soon, Some(ExpiryNotice::Soon(text)) if text.contains(&expected)), "{soon:?}");
+        let later = leaf(90);
+        let expired = expiry_notice(&later, later.not_after + 1);
+        assert!(matches!(&expired, Some(ExpiryNotice::Expired(_))), "{expired:?}");
+        let early = expiry_notice(&later, later.not_before - 1);
+        assert!(
+            matches!(&early, Some(ExpiryNotice::Soon(text)) if text.contains("not valid before")),
+            "{early:?}"
+        );
+    }
+
+    #[test]
+    fn hello_versions() {
+        // openssl s_client -tls1: record version 0x0301, ClientHello, client_version 0x0301.
+        let tls10 = [0x16, 0x03, 0x01, 0x00, 0x75, 0x01, 0x00, 0x00, 0x71, 0x03, 0x01];
+        assert_eq!(hello_version(&tls10), Some(0x0301));
+        assert_eq!(wire_version_name(0x0301), "TLS 1.0");
+        let tls13 = [0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xFC, 0x03, 0x03];
+        assert_eq!(hello_version(&tls13), Some(TLS12_WIRE_VERSION));
+        // Not a ClientHello (handshake type 2), or not a handshake record.
+        assert_eq!(hello_version(&[0x16, 0x03, 0x03, 0x00, 0x10, 0x02, 0, 0, 0, 3, 1]), None);
+        assert_eq!(hello_version(&[0x17; 11]), None);
     }
 
     #[test]

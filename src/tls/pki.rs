@@ -35,10 +35,10 @@ const DEV_DAYS: u64 = 365;
 #[derive(Debug, Error)]
 pub enum PkiError {
     /// rcgen refused the parameters or a key.
-    #[error("certificate generation failed: {0}")]
+    #[error("certificate generation failed")]
     Generate(#[from] rcgen::Error),
     /// A file could not be written or read.
-    #[error("{}: {source}", path.display())]
+    #[error("{}", path.display())]
     Io {
         /// The file or directory.
         path: PathBuf,
@@ -117,7 +117,8 @@ impl Ca {
         let mut params = CertificateParams::default();
         params.distinguished_name = name(common_name);
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        params.key_usages =
+            vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
         params.not_before = validity.not_before;
         params.not_after = validity.not_after;
         let cert = params.self_signed(&key)?;
@@ -136,7 +137,13 @@ impl Ca {
 
     /// Issues an end-entity certificate with a fresh key. For a server, `names` become the
     /// SANs (IP addresses as IP SANs) and the first one the common name.
-    pub fn issue(&self, kind: CertKind, common_name: &str, names: &[String], validity: Validity) -> Result<Issued, PkiError> {
+    pub fn issue(
+        &self,
+        kind: CertKind,
+        common_name: &str,
+        names: &[String],
+        validity: Validity,
+    ) -> Result<Issued, PkiError> {
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
         let mut params = CertificateParams::new(names.to_vec())?;
         params.distinguished_name = name(common_name);
@@ -200,7 +207,8 @@ pub fn ensure_local_tls(dir: &Path, hostname: Option<&str>) -> Result<LocalTls, 
             names.push(host.to_owned());
         }
         let common_name = names.last().cloned().unwrap_or_default();
-        let server = ca.issue(CertKind::Server, &common_name, &names, Validity::days_from_now(LOCAL_SERVER_DAYS))?;
+        let server =
+            ca.issue(CertKind::Server, &common_name, &names, Validity::days_from_now(LOCAL_SERVER_DAYS))?;
         write_file(&server_key, &server.key_pem, true, true)?;
         write_file(&server_cert, &server.cert_pem, false, true)?;
         created.extend([server_cert.clone(), server_key.clone()]);
@@ -236,7 +244,8 @@ pub fn dev_pki(out: &Path, extra_sans: &[String], force: bool) -> Result<DevPki,
             server_names.push(name.clone());
         }
     }
-    let server = ca.issue(CertKind::Server, "hl7d development server (NOT FOR PRODUCTION)", &server_names, validity)?;
+    let server =
+        ca.issue(CertKind::Server, "hl7d development server (NOT FOR PRODUCTION)", &server_names, validity)?;
     let client = ca.issue(CertKind::Client, "hl7d development client (NOT FOR PRODUCTION)", &[], validity)?;
 
     let readme = format!(
@@ -363,7 +372,10 @@ mod tests {
         assert_ne!(third.server_thumbprint, first.server_thumbprint);
         assert_eq!(std::fs::read(&third.ca_cert).unwrap(), ca_before);
         let renewed = CertSummary::parse(&load::certificates(&third.server_cert).unwrap()[0]).unwrap();
-        assert_eq!(renewed.issuer, CertSummary::parse(&load::certificates(&third.ca_cert).unwrap()[0]).unwrap().subject);
+        assert_eq!(
+            renewed.issuer,
+            CertSummary::parse(&load::certificates(&third.ca_cert).unwrap()[0]).unwrap().subject
+        );
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;

@@ -92,22 +92,22 @@ impl ClientPolicy {
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
-    ) -> Result<ClientCert, ClientCertRefusal> {
+    ) -> Result<ClientCert, Box<ClientCertRefusal>> {
         let digests = Digests::of(end_entity);
         let summary = match CertSummary::parse(end_entity) {
             Ok(summary) => summary,
             Err(e) => {
-                return Err(ClientCertRefusal {
+                return Err(Box::new(ClientCertRefusal {
                     reason: RefusalReason::ClientCertInvalid,
                     cert: None,
                     detail: format!("client certificate {}: {e}", digests.sha256()),
                     error: CertificateError::BadEncoding.into(),
-                });
+                }));
             }
         };
         let cert = ClientCert { subject: summary.subject.clone(), digests, not_after: summary.not_after };
         let refuse = |reason, detail: String, error: CertificateError| {
-            Err(ClientCertRefusal { reason, cert: Some(cert.clone()), detail, error: error.into() })
+            Err(Box::new(ClientCertRefusal { reason, cert: Some(cert.clone()), detail, error: error.into() }))
         };
         if !digests.approved_by(&self.approved) {
             return refuse(
@@ -139,12 +139,12 @@ impl ClientPolicy {
         }
         if let Some(ca) = &self.ca {
             if let Err(error) = ca.verify_client_cert(end_entity, intermediates, now) {
-                return Err(ClientCertRefusal {
+                return Err(Box::new(ClientCertRefusal {
                     reason: RefusalReason::ClientCertUntrusted,
                     cert: Some(cert),
                     detail: format!("client certificate does not verify against client_ca: {error}"),
                     error,
-                });
+                }));
             }
         }
         Ok(cert)
@@ -158,7 +158,7 @@ impl ClientPolicy {
 pub struct ConnectionVerifier {
     policy: Arc<ClientPolicy>,
     algorithms: WebPkiSupportedAlgorithms,
-    verdict: Mutex<Option<Result<ClientCert, ClientCertRefusal>>>,
+    verdict: Mutex<Option<Result<ClientCert, Box<ClientCertRefusal>>>>,
 }
 
 impl ConnectionVerifier {
@@ -172,7 +172,7 @@ impl ConnectionVerifier {
     }
 
     /// The verdict on the client's certificate, once one was presented.
-    pub fn take_verdict(&self) -> Option<Result<ClientCert, ClientCertRefusal>> {
+    pub fn take_verdict(&self) -> Option<Result<ClientCert, Box<ClientCertRefusal>>> {
         self.verdict.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take()
     }
 }

@@ -1,5 +1,10 @@
 //! hl7d integration tests: one binary, real servers on 127.0.0.1:0, raw sockets.
 
+mod bench;
+mod interop;
 mod listener;
 mod send;
+mod send_tls;
+mod store;
 mod support;
+mod tls;

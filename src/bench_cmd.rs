@@ -1,0 +1,1069 @@
+//! `hl7d bench`: a load generator for any MLLP listener, hl7d or another.
+//!
+//! Each of `--connections` tasks sends one message and waits for its ACK before sending the
+//! next, as HL7 senders do, so per-message latency *is* throughput. Every message gets a fresh
+//! MSH-10 (written into a copy of the template; nothing else changes) and its ACK must echo it
+//! in MSA-2 (HL7 v2: "MSA-2 echoes the inbound MSH-10"). An ACK for another control id is an
+//! error, never a success.
+//!
+//! The loop is deliberately leaner than [`crate::sender::Client`]: no resends (a benchmark
+//! reports failures instead of hiding them), no ACK text decoding, and no allocation per
+//! message beyond the decoder's frame, so that on a shared machine the client takes as little
+//! CPU from the server under test as it can. It shares the client's pieces: the TLS options
+//! and setup ([`TlsArgs`], [`TlsFailure`]) and the MLLP codec.
+//!
+//! Exit codes are those of `hl7d send`: 0 every message acknowledged with AA/CA, 1 some
+//! AE/AR/CE/CR, 2 errors (no ACK, wrong ACK, connection or TLS failures), 64 usage error.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use clap::Args;
+use hl7_proto::ack::AckCode;
+use hl7_proto::message::Message;
+use hl7_proto::mllp::{self, Decoder, DecoderConfig, Framing};
+use hl7_proto::msh::{AckCondition, Msh};
+use rustls::client::Resumption;
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::Barrier;
+use tokio::time::{timeout, timeout_at};
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+use tokio_util::either::Either;
+use tokio_util::sync::CancellationToken;
+
+use crate::send_cmd::{normalise_line_ends, TlsArgs, EXIT_DELIVERY_FAILED, EXIT_NEGATIVE_ACK, EXIT_OK, EXIT_USAGE};
+use crate::sender::TlsFailure;
+
+/// The default message: a realistic ADT^A01 v2.5 (608 bytes, enhanced mode, MSH-15 = AL).
+pub const DEFAULT_MESSAGE: &[u8] = include_bytes!("../crates/hl7-proto/tests/fixtures/adt_a01_v25.hl7");
+
+/// How long a run lasts when neither `--messages` nor `--duration` is given.
+const DEFAULT_DURATION: Duration = Duration::from_secs(10);
+/// Largest ACK accepted; anything bigger is not an ACK of ours.
+const MAX_ACK_SIZE: usize = 64 * 1024;
+/// Bytes read per `read` call.
+const READ_CHUNK: usize = 16 * 1024;
+/// Pause after a failed connection attempt, so a dead server is not hammered.
+const RECONNECT_DELAY: Duration = Duration::from_millis(100);
+/// A connection task gives up after this many failed connection attempts in a row.
+const MAX_CONNECT_FAILURES: u32 = 10;
+/// Time allowed for the TCP connection and the TLS handshake.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `hl7d bench` arguments.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Listener address, HOST:PORT.
+    #[arg(long)]
+    pub to: String,
+    /// Concurrent connections, each with one message in flight.
+    #[arg(long, short = 'c', default_value_t = 1,
+        value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub connections: u32,
+    /// Stop after this many messages in total.
+    #[arg(long, short = 'n', conflicts_with = "duration",
+        value_parser = clap::value_parser!(u64).range(1..))]
+    pub messages: Option<u64>,
+    /// Run for this long (the default, 10s, when --messages is not given either).
+    #[arg(long, short = 'd', value_parser = humantime::parse_duration)]
+    pub duration: Option<Duration>,
+    /// HL7 message to send (default: a built-in 608-byte ADT^A01 v2.5). Its MSH-10 is
+    /// replaced by a unique control id for every message; `\n` line ends become `\r`.
+    #[arg(long, value_name = "FILE")]
+    pub message: Option<PathBuf>,
+    /// A new connection (with --tls: a full TLS handshake) for every message; reports
+    /// handshakes/s.
+    #[arg(long)]
+    pub handshakes: bool,
+    /// With --handshakes: let the client resume TLS sessions instead of doing full
+    /// handshakes.
+    #[arg(long, requires = "handshakes")]
+    pub tls_resumption: bool,
+    /// TLS, trust and client identity (as for `hl7d send`).
+    #[command(flatten)]
+    pub tls: TlsArgs,
+    /// How long to wait for each ACK before counting an error and reconnecting.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub ack_timeout: Duration,
+    /// Client runtime threads. One leaves the other cores to a server on the same machine.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub threads: u16,
+    /// One JSON object on stdout instead of the text summary.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress line on stderr (otherwise one per second).
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+}
+
+/// Runs `hl7d bench`.
+pub fn run(args: BenchArgs) -> ExitCode {
+    let runtime = if args.threads == 1 {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread().worker_threads(args.threads.into()).enable_all().build()
+    };
+    let runtime = match runtime {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("hl7d bench: cannot start the runtime: {e}");
+            return ExitCode::from(EXIT_DELIVERY_FAILED);
+        }
+    };
+    let plan = match runtime.block_on(Plan::new(&args)) {
+        Ok(plan) => plan,
+        Err(e) => {
+            eprintln!("hl7d bench: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let report = runtime.block_on(bench(plan, !args.quiet));
+    if args.json {
+        println!("{}", report.to_json());
+    } else {
+        print!("{}", report.to_text());
+    }
+    ExitCode::from(report.exit_code())
+}
+
+/// Everything a run needs, checked before the first connection.
+struct Plan {
+    /// As given, for the report and the TLS server name.
+    to: String,
+    /// Resolved once: a name lookup per connection would be measured too.
+    addr: SocketAddr,
+    connections: u32,
+    stop: Stop,
+    template: Template,
+    tls: Option<(TlsConnector, ServerName<'static>)>,
+    handshakes: bool,
+    ack_timeout: Duration,
+    threads: u16,
+}
+
+/// When a run ends.
+#[derive(Debug, Clone, Copy)]
+enum Stop {
+    /// After this many messages in total.
+    Messages(u64),
+    /// After this long; messages in flight then still get their ACK.
+    Duration(Duration),
+}
+
+impl Plan {
+    async fn new(args: &BenchArgs) -> Result<Plan, String> {
+        let raw = match &args.message {
+            Some(path) => std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?,
+            None => DEFAULT_MESSAGE.to_vec(),
+        };
+        let template = Template::new(normalise_line_ends(&raw))?;
+        let tls = args.tls.client_tls(&args.to, "bench")?.map(|(mut config, name)| {
+            if !args.tls_resumption {
+                // Every handshake a full one: that is what --handshakes measures.
+                config.resumption = Resumption::disabled();
+            }
+            (TlsConnector::from(Arc::new(config)), name)
+        });
+        let addr = tokio::net::lookup_host(&args.to)
+            .await
+            .map_err(|e| format!("--to {}: {e}", args.to))?
+            .next()
+            .ok_or_else(|| format!("--to {}: no address", args.to))?;
+        let stop = match (args.messages, args.duration) {
+            (Some(n), _) => Stop::Messages(n),
+            (None, Some(d)) => Stop::Duration(d),
+            (None, None) => Stop::Duration(DEFAULT_DURATION),
+        };
+        Ok(Plan {
+            to: args.to.clone(),
+            addr,
+            connections: args.connections,
+            stop,
+            template,
+            tls,
+            handshakes: args.handshakes,
+            ack_timeout: args.ack_timeout,
+            threads: args.threads,
+        })
+    }
+}
+
+/// The message to send, with the place of its MSH-10.
+struct Template {
+    message: Vec<u8>,
+    /// Byte range of MSH-10 in `message` (may be empty).
+    control_id: Range<usize>,
+}
+
+impl Template {
+    /// Checks that the message has an MSH with a tenth field and asks for an ACK.
+    fn new(message: Vec<u8>) -> Result<Template, String> {
+        let parsed = Message::parse(&message).map_err(|e| format!("--message: {e}"))?;
+        let msh = Msh::new(&parsed);
+        if !msh.is_original_mode() && msh.accept_ack().ok().flatten() == Some(AckCondition::Never) {
+            return Err("--message: MSH-15 = NE asks for no ACK; bench needs an ACK for every message".into());
+        }
+        let segment = parsed.msh().raw();
+        // `Message::parse` may skip leading line ends; the MSH segment is a subslice.
+        let segment_start = segment.as_ptr() as usize - message.as_ptr() as usize;
+        let control_id = msh10_span(segment, parsed.delimiters().field)
+            .ok_or("--message: the MSH segment has no MSH-10 field")?;
+        let control_id = segment_start + control_id.start..segment_start + control_id.end;
+        Ok(Template { message, control_id })
+    }
+
+    /// Writes the framed message with `id` as MSH-10 into `out` (cleared first) and returns
+    /// the range of the id in `out`.
+    fn write_framed(&self, ids: &mut ControlIds, out: &mut Vec<u8>) -> Range<usize> {
+        let framing = Framing::DEFAULT;
+        out.clear();
+        out.extend_from_slice(framing.start());
+        out.extend_from_slice(&self.message[..self.control_id.start]);
+        let start = out.len();
+        ids.write_next(out);
+        let id = start..out.len();
+        out.extend_from_slice(&self.message[self.control_id.end..]);
+        out.extend_from_slice(framing.end());
+        id
+    }
+}
+
+/// Byte range of MSH-10 within the MSH segment: after the ninth field separator (the first
+/// is MSH-1 itself, right after "MSH"), up to the next one.
+fn msh10_span(segment: &[u8], separator: u8) -> Option<Range<usize>> {
+    let mut separators = segment.iter().enumerate().filter(|(_, &b)| b == separator).map(|(i, _)| i);
+    let start = separators.nth(8)? + 1;
+    let end = separators.next().unwrap_or(segment.len());
+    Some(start..end)
+}
+
+/// Control ids unique to one connection of one run: `B`, the run tag (start time and pid,
+/// base 36), the connection number (base 36), `.`, a sequence number. Up to 64
+/// connections and 10^8 messages per connection this stays within 20 characters, the
+/// MSH-10 length of HL7 v2.5. Unique across runs too, so a listener's duplicate detection
+/// never turns a benchmark into a duplicate test.
+struct ControlIds {
+    prefix: Vec<u8>,
+    next: u64,
+}
+
+impl ControlIds {
+    fn new(run_tag: &str, connection: u32) -> ControlIds {
+        let mut prefix = format!("B{run_tag}").into_bytes();
+        push_base36(&mut prefix, u64::from(connection), 1);
+        prefix.push(b'.');
+        ControlIds { prefix, next: 1 }
+    }
+
+    fn write_next(&mut self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.prefix);
+        push_decimal(out, self.next);
+        self.next += 1;
+    }
+}
+
+/// Eight base-36 characters from the time and the process id.
+fn run_tag() -> String {
+    let secs = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+    let mut tag = Vec::with_capacity(8);
+    push_base36(&mut tag, secs % 36u64.pow(6), 6);
+    push_base36(&mut tag, u64::from(std::process::id()) % (36 * 36), 2);
+    // Only ASCII digits and letters were pushed.
+    String::from_utf8(tag).expect("base 36 is ASCII")
+}
+
+fn push_base36(out: &mut Vec<u8>, mut n: u64, min_width: usize) {
+    const DIGITS: &[u8; 36] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ";
+    let mut tmp = [0u8; 16];
+    let mut i = tmp.len();
+    while n > 0 || tmp.len() - i < min_width {
+        i -= 1;
+        tmp[i] = DIGITS[(n % 36) as usize];
+        n /= 36;
+    }
+    out.extend_from_slice(&tmp[i..]);
+}
+
+fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut tmp = [0u8; 20];
+    let mut i = tmp.len();
+    loop {
+        i -= 1;
+        tmp[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&tmp[i..]);
+}
+
+/// Why one message (or one connection attempt) failed.
+#[derive(Debug)]
+enum Failure {
+    Connect(String),
+    Tls(TlsFailure),
+    Timeout,
+    Closed,
+    /// An ACK whose MSA-2 is not the MSH-10 just sent.
+    Mismatch,
+    /// A frame that is not an ACK (no MSA, unknown MSA-1, MLLP commit byte, oversized).
+    NotAck,
+    Io(String),
+}
+
+impl Failure {
+    const KINDS: [&'static str; 7] = ["connect", "tls", "timeout", "closed", "mismatch", "not_ack", "io"];
+
+    fn kind(&self) -> usize {
+        match self {
+            Failure::Connect(_) => 0,
+            Failure::Tls(_) => 1,
+            Failure::Timeout => 2,
+            Failure::Closed => 3,
+            Failure::Mismatch => 4,
+            Failure::NotAck => 5,
+            Failure::Io(_) => 6,
+        }
+    }
+
+    fn from_io(e: std::io::Error) -> Failure {
+        if let Some(tls) = TlsFailure::from_io_opt(&e) {
+            return Failure::Tls(tls);
+        }
+        match e.kind() {
+            std::io::ErrorKind::UnexpectedEof
+            | std::io::ErrorKind::ConnectionReset
+            | std::io::ErrorKind::BrokenPipe => Failure::Closed,
+            _ => Failure::Io(e.to_string()),
+        }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Connect(reason) => write!(f, "connect: {reason}"),
+            Failure::Tls(failure) => write!(f, "tls: {failure}"),
+            Failure::Timeout => write!(f, "no ACK within --ack-timeout"),
+            Failure::Closed => write!(f, "connection closed before the ACK"),
+            Failure::Mismatch => write!(f, "ACK for another message (MSA-2 is not the MSH-10 sent)"),
+            Failure::NotAck => write!(f, "answer is not an HL7 ACK with MSA-1 and MSA-2"),
+            Failure::Io(e) => write!(f, "i/o: {e}"),
+        }
+    }
+}
+
+/// Counters shared by the connection tasks and read by the progress line.
+struct Shared {
+    plan: Plan,
+    run_tag: String,
+    /// Messages handed out (for `Stop::Messages`).
+    issued: AtomicU64,
+    sent: AtomicU64,
+    acked: AtomicU64,
+    rejected: AtomicU64,
+    errors: [AtomicU64; Failure::KINDS.len()],
+    handshakes: AtomicU64,
+    first_error: Mutex<Option<String>>,
+}
+
+impl Shared {
+    /// Takes the right to send one more message, or says the run is over.
+    fn claim(&self, deadline: Option<std::time::Instant>) -> bool {
+        match (self.plan.stop, deadline) {
+            (Stop::Messages(n), _) => self.issued.fetch_add(1, Ordering::Relaxed) < n,
+            (Stop::Duration(_), Some(deadline)) => std::time::Instant::now() < deadline,
+            (Stop::Duration(_), None) => false,
+        }
+    }
+
+    fn is_over(&self, deadline: Option<std::time::Instant>) -> bool {
+        match (self.plan.stop, deadline) {
+            (Stop::Messages(n), _) => self.issued.load(Ordering::Relaxed) >= n,
+            (Stop::Duration(_), Some(deadline)) => std::time::Instant::now() >= deadline,
+            (Stop::Duration(_), None) => true,
+        }
+    }
+
+    fn answered(&self, code: AckCode) {
+        if code.is_accept() {
+            self.acked.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.rejected.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn fail(&self, failure: &Failure) {
+        self.errors[failure.kind()].fetch_add(1, Ordering::Relaxed);
+        let mut first = self.first_error.lock().unwrap_or_else(PoisonError::into_inner);
+        if first.is_none() {
+            *first = Some(failure.to_string());
+        }
+    }
+
+    fn error_count(&self) -> u64 {
+        self.errors.iter().map(|e| e.load(Ordering::Relaxed)).sum()
+    }
+}
+
+/// Per-task latency samples, merged at the end.
+#[derive(Default)]
+struct Samples {
+    /// From writing a message to reading its ACK.
+    ack: Histogram,
+    /// TCP connect plus TLS handshake (`--handshakes` only).
+    connect: Histogram,
+}
+
+/// Runs the plan and reports.
+async fn bench(plan: Plan, progress: bool) -> Report {
+    let shared = Arc::new(Shared {
+        plan,
+        run_tag: run_tag(),
+        issued: AtomicU64::new(0),
+        sent: AtomicU64::new(0),
+        acked: AtomicU64::new(0),
+        rejected: AtomicU64::new(0),
+        errors: Default::default(),
+        handshakes: AtomicU64::new(0),
+        first_error: Mutex::new(None),
+    });
+    let connections = shared.plan.connections;
+    // Persistent connections are opened (and TLS handshakes done) before the clock starts.
+    let ready = Arc::new(Barrier::new(connections as usize + 1));
+    let mut tasks = Vec::with_capacity(connections as usize);
+    for index in 0..connections {
+        let (shared, ready) = (shared.clone(), ready.clone());
+        tasks.push(tokio::spawn(async move {
+            if shared.plan.handshakes {
+                one_per_message(index, &shared, &ready).await
+            } else {
+                persistent(index, &shared, &ready).await
+            }
+        }));
+    }
+    ready.wait().await;
+    let started = std::time::Instant::now();
+    let done = CancellationToken::new();
+    let reporter = progress.then(|| tokio::spawn(report_progress(shared.clone(), started, done.clone())));
+    let mut samples = Samples::default();
+    for task in tasks {
+        // A panicking task is a bug; its messages are simply missing from the report.
+        if let Ok(task) = task.await {
+            samples.ack.merge(&task.ack);
+            samples.connect.merge(&task.connect);
+        }
+    }
+    let elapsed = started.elapsed();
+    done.cancel();
+    if let Some(reporter) = reporter {
+        let _ = reporter.await;
+    }
+    Report::new(&shared, elapsed, samples)
+}
+
+/// Persistent mode: one connection, reopened only after a failure.
+async fn persistent(index: u32, shared: &Shared, ready: &Barrier) -> Samples {
+    let plan = &shared.plan;
+    let mut samples = Samples::default();
+    let mut link = Link::new(&shared.run_tag, index);
+    let mut stream = match connect(plan).await {
+        Ok(stream) => Some(stream),
+        Err(failure) => {
+            shared.fail(&failure);
+            None
+        }
+    };
+    ready.wait().await;
+    let deadline = deadline(plan.stop);
+    let mut failures_in_a_row = u32::from(stream.is_none());
+    loop {
+        let conn = match stream.as_mut() {
+            Some(conn) => conn,
+            None => {
+                if shared.is_over(deadline) || failures_in_a_row >= MAX_CONNECT_FAILURES {
+                    break;
+                }
+                match connect(plan).await {
+                    Ok(new) => {
+                        failures_in_a_row = 0;
+                        link.reset();
+                        stream.insert(new)
+                    }
+                    Err(failure) => {
+                        shared.fail(&failure);
+                        failures_in_a_row += 1;
+                        tokio::time::sleep(RECONNECT_DELAY).await;
+                        continue;
+                    }
+                }
+            }
+        };
+        if !shared.claim(deadline) {
+            break;
+        }
+        let id = plan.template.write_framed(&mut link.ids, &mut link.out);
+        shared.sent.fetch_add(1, Ordering::Relaxed);
+        let started = std::time::Instant::now();
+        match exchange(conn, &mut link, id, plan.ack_timeout).await {
+            Ok(code) => {
+                samples.ack.record(started.elapsed());
+                shared.answered(code);
+            }
+            Err(failure) => {
+                shared.fail(&failure);
+                // The connection's state is unknown now: start afresh.
+                stream = None;
+            }
+        }
+    }
+    if let Some(mut stream) = stream {
+        let _ = timeout(Duration::from_secs(1), stream.shutdown()).await;
+    }
+    samples
+}
+
+/// `--handshakes`: a new connection (and TLS handshake) for every message.
+async fn one_per_message(index: u32, shared: &Shared, ready: &Barrier) -> Samples {
+    let plan = &shared.plan;
+    let mut samples = Samples::default();
+    let mut link = Link::new(&shared.run_tag, index);
+    ready.wait().await;
+    let deadline = deadline(plan.stop);
+    let mut failures_in_a_row = 0;
+    while failures_in_a_row < MAX_CONNECT_FAILURES && shared.claim(deadline) {
+        let started = std::time::Instant::now();
+        let mut stream = match connect(plan).await {
+            Ok(stream) => stream,
+            Err(failure) => {
+                shared.fail(&failure);
+                failures_in_a_row += 1;
+                tokio::time::sleep(RECONNECT_DELAY).await;
+                continue;
+            }
+        };
+        failures_in_a_row = 0;
+        samples.connect.record(started.elapsed());
+        shared.handshakes.fetch_add(1, Ordering::Relaxed);
+        link.reset();
+        let id = plan.template.write_framed(&mut link.ids, &mut link.out);
+        shared.sent.fetch_add(1, Ordering::Relaxed);
+        let started = std::time::Instant::now();
+        match exchange(&mut stream, &mut link, id, plan.ack_timeout).await {
+            Ok(code) => {
+                samples.ack.record(started.elapsed());
+                shared.answered(code);
+                // A polite close (TLS close_notify, then FIN), as a sender would.
+                let _ = timeout(Duration::from_secs(1), stream.shutdown()).await;
+            }
+            Err(failure) => shared.fail(&failure),
+        }
+    }
+    samples
+}
+
+fn deadline(stop: Stop) -> Option<std::time::Instant> {
+    match stop {
+        Stop::Messages(_) => None,
+        Stop::Duration(d) => Some(std::time::Instant::now() + d),
+    }
+}
+
+type Stream = Either<TcpStream, TlsStream<TcpStream>>;
+
+async fn connect(plan: &Plan) -> Result<Stream, Failure> {
+    let tcp = match timeout(CONNECT_TIMEOUT, TcpStream::connect(plan.addr)).await {
+        Err(_) => return Err(Failure::Connect("timed out".into())),
+        Ok(Err(e)) => return Err(Failure::Connect(e.to_string())),
+        Ok(Ok(tcp)) => tcp,
+    };
+    // One small message at a time, each waiting for its answer: Nagle would only add delay.
+    let _ = tcp.set_nodelay(true);
+    let Some((connector, name)) = &plan.tls else {
+        return Ok(Either::Left(tcp));
+    };
+    match timeout(CONNECT_TIMEOUT, connector.connect(name.clone(), tcp)).await {
+        Err(_) => Err(Failure::Tls(TlsFailure::HandshakeTimeout)),
+        Ok(Err(e)) => Err(Failure::Tls(TlsFailure::from_io(&e))),
+        Ok(Ok(tls)) => Ok(Either::Right(tls)),
+    }
+}
+
+/// One connection's buffers, reused for every message.
+struct Link {
+    ids: ControlIds,
+    decoder: Decoder,
+    out: Vec<u8>,
+    read_buf: Box<[u8]>,
+}
+
+impl Link {
+    fn new(run_tag: &str, index: u32) -> Link {
+        Link {
+            ids: ControlIds::new(run_tag, index),
+            decoder: Self::decoder(),
+            out: Vec::new(),
+            read_buf: vec![0u8; READ_CHUNK].into_boxed_slice(),
+        }
+    }
+
+    fn decoder() -> Decoder {
+        Decoder::new(DecoderConfig {
+            framing: Framing::DEFAULT,
+            max_frame_size: MAX_ACK_SIZE,
+            lenient_end: true,
+        })
+    }
+
+    /// Forgets bytes of a previous connection.
+    fn reset(&mut self) {
+        self.decoder = Self::decoder();
+    }
+}
+
+/// Writes `link.out` and reads until the next frame, which must be this message's ACK.
+async fn exchange<S>(stream: &mut S, link: &mut Link, id: Range<usize>, ack_timeout: Duration) -> Result<AckCode, Failure>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let deadline = tokio::time::Instant::now() + ack_timeout;
+    let written = timeout_at(deadline, async {
+        stream.write_all(&link.out).await?;
+        stream.flush().await
+    })
+    .await;
+    match written {
+        Err(_) => return Err(Failure::Timeout),
+        Ok(Err(e)) => return Err(Failure::from_io(e)),
+        Ok(Ok(())) => {}
+    }
+    loop {
+        if let Some(frame) = link.decoder.next_frame() {
+            let frame = frame.map_err(|_| Failure::NotAck)?;
+            return check_ack(&frame, &link.out[id]);
+        }
+        let n = match timeout_at(deadline, stream.read(&mut link.read_buf)).await {
+            Err(_) => return Err(Failure::Timeout),
+            Ok(Err(e)) => return Err(Failure::from_io(e)),
+            Ok(Ok(0)) => return Err(Failure::Closed),
+            Ok(Ok(n)) => n,
+        };
+        link.decoder.push(&link.read_buf[..n]);
+    }
+}
+
+/// MSA-1 of `frame` if its MSA-2 is `control_id`.
+fn check_ack(frame: &[u8], control_id: &[u8]) -> Result<AckCode, Failure> {
+    let message = Message::parse(frame).map_err(|_| Failure::NotAck)?;
+    let msa = message.segment("MSA").ok_or(Failure::NotAck)?;
+    let code = AckCode::from_code(msa.field(1).raw()).ok_or(Failure::NotAck)?;
+    if msa.field(2).raw() != control_id {
+        return Err(Failure::Mismatch);
+    }
+    Ok(code)
+}
+
+/// One line on stderr per second: totals and the rate over the last second.
+async fn report_progress(shared: Arc<Shared>, started: std::time::Instant, done: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.tick().await;
+    let mut last = 0;
+    loop {
+        tokio::select! {
+            _ = done.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let acked = shared.acked.load(Ordering::Relaxed);
+        eprintln!(
+            "hl7d bench: {:>4.0}s  sent {}  acked {}  rejected {}  errors {}  {}/s",
+            started.elapsed().as_secs_f64(),
+            shared.sent.load(Ordering::Relaxed),
+            acked,
+            shared.rejected.load(Ordering::Relaxed),
+            shared.error_count(),
+            acked - last,
+        );
+        last = acked;
+    }
+}
+
+/// The result of a run.
+struct Report {
+    to: String,
+    tls: bool,
+    handshakes_mode: bool,
+    connections: u32,
+    threads: u16,
+    message_bytes: usize,
+    sent: u64,
+    acked: u64,
+    rejected: u64,
+    errors: Vec<(&'static str, u64)>,
+    first_error: Option<String>,
+    handshakes: u64,
+    elapsed: Duration,
+    samples: Samples,
+}
+
+impl Report {
+    fn new(shared: &Shared, elapsed: Duration, samples: Samples) -> Report {
+        let plan = &shared.plan;
+        Report {
+            to: plan.to.clone(),
+            tls: plan.tls.is_some(),
+            handshakes_mode: plan.handshakes,
+            connections: plan.connections,
+            threads: plan.threads,
+            message_bytes: plan.template.message.len(),
+            sent: shared.sent.load(Ordering::Relaxed),
+            acked: shared.acked.load(Ordering::Relaxed),
+            rejected: shared.rejected.load(Ordering::Relaxed),
+            errors: Failure::KINDS
+                .iter()
+                .zip(&shared.errors)
+                .map(|(kind, n)| (*kind, n.load(Ordering::Relaxed)))
+                .collect(),
+            first_error: shared.first_error.lock().unwrap_or_else(PoisonError::into_inner).clone(),
+            handshakes: shared.handshakes.load(Ordering::Relaxed),
+            elapsed,
+            samples,
+        }
+    }
+
+    fn error_count(&self) -> u64 {
+        self.errors.iter().map(|(_, n)| n).sum()
+    }
+
+    fn per_second(&self, n: u64) -> f64 {
+        let secs = self.elapsed.as_secs_f64();
+        if secs > 0.0 {
+            n as f64 / secs
+        } else {
+            0.0
+        }
+    }
+
+    fn exit_code(&self) -> u8 {
+        if self.error_count() > 0 {
+            EXIT_DELIVERY_FAILED
+        } else if self.rejected > 0 {
+            EXIT_NEGATIVE_ACK
+        } else {
+            EXIT_OK
+        }
+    }
+
+    fn to_json(&self) -> serde_json::Value {
+        let errors: serde_json::Map<String, serde_json::Value> =
+            self.errors.iter().filter(|(_, n)| *n > 0).map(|(k, n)| (k.to_string(), (*n).into())).collect();
+        let mut json = serde_json::json!({
+            "to": self.to,
+            "tls": self.tls,
+            "mode": if self.handshakes_mode { "handshakes" } else { "persistent" },
+            "connections": self.connections,
+            "threads": self.threads,
+            "message_bytes": self.message_bytes,
+            "sent": self.sent,
+            "acked": self.acked,
+            "rejected": self.rejected,
+            "errors": self.error_count(),
+            "error_kinds": errors,
+            "first_error": self.first_error,
+            "elapsed_s": round3(self.elapsed.as_secs_f64()),
+            "messages_per_s": round3(self.per_second(self.acked + self.rejected)),
+            "latency_us": self.samples.ack.summary_us(),
+        });
+        if self.handshakes_mode {
+            json["handshakes"] = self.handshakes.into();
+            json["handshakes_per_s"] = round3(self.per_second(self.handshakes)).into();
+            json["connect_latency_us"] = self.samples.connect.summary_us();
+        }
+        json
+    }
+
+    fn to_text(&self) -> String {
+        let mut out = String::new();
+        let transport = if self.tls { "TLS" } else { "plaintext" };
+        let mode = if self.handshakes_mode { "new connection per message" } else { "persistent" };
+        let _ = writeln!(
+            out,
+            "hl7d bench: {} ({transport}), {} connection(s), {mode}, {:.2} s, {}-byte message",
+            self.to,
+            self.connections,
+            self.elapsed.as_secs_f64(),
+            self.message_bytes
+        );
+        let _ = writeln!(
+            out,
+            "  sent {}  acked {}  rejected {}  errors {}",
+            self.sent,
+            self.acked,
+            self.rejected,
+            self.error_count()
+        );
+        for (kind, n) in self.errors.iter().filter(|(_, n)| *n > 0) {
+            let _ = writeln!(out, "    {kind}: {n}");
+        }
+        if let Some(first) = &self.first_error {
+            let _ = writeln!(out, "    first error: {first}");
+        }
+        let _ = writeln!(out, "  {:.0} messages/s", self.per_second(self.acked + self.rejected));
+        if self.handshakes_mode {
+            let _ = writeln!(out, "  {:.0} connections/s ({} handshakes)", self.per_second(self.handshakes), self.handshakes);
+            let _ = writeln!(out, "  connect{}", self.samples.connect.text_us());
+        }
+        let _ = writeln!(out, "  ACK latency{}", self.samples.ack.text_us());
+        out
+    }
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+/// Sub-buckets per power of two: values are kept to within 1/64 (1.6 %).
+const SUB_BUCKET_BITS: u32 = 6;
+const SUB_BUCKETS: usize = 1 << SUB_BUCKET_BITS;
+/// Enough buckets for any `u64` nanosecond value.
+const BUCKETS: usize = (64 - SUB_BUCKET_BITS as usize + 1) * SUB_BUCKETS;
+
+/// A log-linear histogram of durations in nanoseconds (the idea of HdrHistogram, in a few
+/// lines): exact below 64 ns, then 64 buckets per power of two. Fixed size (30 KiB), so a
+/// long run costs no more memory than a short one; `max` is kept exactly.
+struct Histogram {
+    counts: Box<[u64]>,
+    count: u64,
+    sum_ns: u128,
+    max_ns: u64,
+}
+
+impl Default for Histogram {
+    fn default() -> Histogram {
+        Histogram { counts: vec![0; BUCKETS].into_boxed_slice(), count: 0, sum_ns: 0, max_ns: 0 }
+    }
+}
+
+impl Histogram {
+    fn record(&mut self, value: Duration) {
+        let ns = u64::try_from(value.as_nanos()).unwrap_or(u64::MAX);
+        self.counts[bucket(ns)] += 1;
+        self.count += 1;
+        self.sum_ns += u128::from(ns);
+        self.max_ns = self.max_ns.max(ns);
+    }
+
+    fn merge(&mut self, other: &Histogram) {
+        for (mine, theirs) in self.counts.iter_mut().zip(other.counts.iter()) {
+            *mine += theirs;
+        }
+        self.count += other.count;
+        self.sum_ns += other.sum_ns;
+        self.max_ns = self.max_ns.max(other.max_ns);
+    }
+
+    /// The value at quantile `q` (0..=1): the highest value its bucket holds, never more
+    /// than the maximum seen; 0 when empty.
+    fn quantile_ns(&self, q: f64) -> u64 {
+        if self.count == 0 {
+            return 0;
+        }
+        let rank = ((q * self.count as f64).ceil() as u64).clamp(1, self.count);
+        let mut seen = 0;
+        for (index, n) in self.counts.iter().enumerate() {
+            seen += n;
+            if seen >= rank {
+                return bucket_top(index).min(self.max_ns);
+            }
+        }
+        self.max_ns
+    }
+
+    fn mean_ns(&self) -> u64 {
+        if self.count == 0 {
+            0
+        } else {
+            (self.sum_ns / u128::from(self.count)) as u64
+        }
+    }
+
+    fn summary_us(&self) -> serde_json::Value {
+        let us = |ns: u64| round3(ns as f64 / 1000.0);
+        serde_json::json!({
+            "p50": us(self.quantile_ns(0.50)),
+            "p90": us(self.quantile_ns(0.90)),
+            "p99": us(self.quantile_ns(0.99)),
+            "max": us(self.max_ns),
+            "mean": us(self.mean_ns()),
+        })
+    }
+
+    fn text_us(&self) -> String {
+        let us = |ns: u64| ns as f64 / 1000.0;
+        format!(
+            " µs: p50 {:.0}  p90 {:.0}  p99 {:.0}  max {:.0}  mean {:.0}",
+            us(self.quantile_ns(0.50)),
+            us(self.quantile_ns(0.90)),
+            us(self.quantile_ns(0.99)),
+            us(self.max_ns),
+            us(self.mean_ns())
+        )
+    }
+}
+
+fn bucket(ns: u64) -> usize {
+    if ns < SUB_BUCKETS as u64 {
+        return ns as usize;
+    }
+    // `ns >> shift` keeps the top SUB_BUCKET_BITS + 1 bits: 64..=127.
+    let shift = 63 - ns.leading_zeros() - SUB_BUCKET_BITS;
+    (shift as usize + 1) * SUB_BUCKETS + ((ns >> shift) as usize - SUB_BUCKETS)
+}
+
+/// The highest value that falls into bucket `index`.
+fn bucket_top(index: usize) -> u64 {
+    if index < SUB_BUCKETS {
+        return index as u64;
+    }
+    let shift = (index / SUB_BUCKETS - 1) as u32;
+    let low = ((index % SUB_BUCKETS + SUB_BUCKETS) as u64) << shift;
+    low + ((1u64 << shift) - 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn template_finds_msh10_and_rewrites_only_it() {
+        let template = Template::new(DEFAULT_MESSAGE.to_vec()).unwrap();
+        assert_eq!(&template.message[template.control_id.clone()], b"MSG00001");
+        let mut ids = ControlIds::new("TAG", 3);
+        let mut out = Vec::new();
+        let id = template.write_framed(&mut ids, &mut out);
+        assert_eq!(&out[id.clone()], b"BTAG3.1");
+        assert_eq!(out[0], 0x0B);
+        assert!(out.ends_with(&[0x1C, 0x0D]));
+        let payload = &out[1..out.len() - 2];
+        let msh = Msh::parse(payload).unwrap();
+        assert_eq!(msh.control_id, b"BTAG3.1");
+        let expected = String::from_utf8_lossy(DEFAULT_MESSAGE).replacen("|MSG00001|", "|BTAG3.1|", 1);
+        assert_eq!(String::from_utf8_lossy(payload), expected);
+        // The buffer is reused: the next message has the next id and the same length.
+        let id2 = template.write_framed(&mut ids, &mut out);
+        assert_eq!(&out[id2], b"BTAG3.2");
+    }
+
+    #[test]
+    fn template_handles_last_field_and_custom_separator() {
+        let template = Template::new(b"MSH#^~\\&#A#B#C#D#2026##ADT^A01#ID9".to_vec()).unwrap();
+        assert_eq!(&template.message[template.control_id.clone()], b"ID9");
+        let template = Template::new(b"\r\nMSH|^~\\&|A|B|C|D|2026||ADT^A01||P|2.5\rPID|1\r".to_vec()).unwrap();
+        assert!(template.control_id.is_empty());
+        assert_eq!(&template.message[template.control_id.start - 1..template.control_id.start + 2], b"||P");
+    }
+
+    #[test]
+    fn template_refuses_messages_that_cannot_be_benchmarked() {
+        assert!(Template::new(b"PID|1\r".to_vec()).is_err());
+        let short = Template::new(b"MSH|^~\\&|A|B|C|D|2026||ADT^A01\r".to_vec()).unwrap_err();
+        assert!(short.contains("MSH-10"), "{short}");
+        let no_ack =
+            Template::new(b"MSH|^~\\&|A|B|C|D|2026||ADT^A01|X1|P|2.5|||NE|NE\r".to_vec()).unwrap_err();
+        assert!(no_ack.contains("NE"), "{no_ack}");
+    }
+
+    #[test]
+    fn control_ids_are_unique_and_fit_msh10() {
+        let tag = run_tag();
+        assert_eq!(tag.len(), 8);
+        let mut seen = std::collections::HashSet::new();
+        for connection in [0, 1, 35, 36, 63] {
+            let mut ids = ControlIds::new(&tag, connection);
+            for _ in 0..1000 {
+                let mut out = Vec::new();
+                ids.write_next(&mut out);
+                assert!(seen.insert(out));
+            }
+        }
+        let mut ids = ControlIds::new(&tag, 63);
+        ids.next = 99_999_999;
+        let mut out = Vec::new();
+        ids.write_next(&mut out);
+        assert!(out.len() <= 20, "{}", String::from_utf8_lossy(&out));
+    }
+
+    #[test]
+    fn digits() {
+        let mut out = Vec::new();
+        push_decimal(&mut out, 0);
+        push_decimal(&mut out, 1234567890);
+        push_base36(&mut out, 0, 2);
+        push_base36(&mut out, 36 * 36 - 1, 1);
+        assert_eq!(out, b"0123456789000ZZ");
+    }
+
+    #[test]
+    fn ack_must_echo_the_control_id() {
+        let ack = b"MSH|^~\\&|B|B|A|A|2026||ACK^A01^ACK|A1|P|2.5\rMSA|CA|BX1.7\r";
+        assert_eq!(check_ack(ack, b"BX1.7").unwrap(), AckCode::CommitAccept);
+        assert!(matches!(check_ack(ack, b"BX1.8"), Err(Failure::Mismatch)));
+        let nack = b"MSH|^~\\&|B|B|A|A|2026||ACK|A1|P|2.5\rMSA|AR|BX1.7|bad\rERR|||207\r";
+        assert_eq!(check_ack(nack, b"BX1.7").unwrap(), AckCode::ApplicationReject);
+        assert!(matches!(check_ack(b"\x06", b"BX1.7"), Err(Failure::NotAck)));
+        assert!(matches!(check_ack(b"MSH|^~\\&|B\rPID|1\r", b"BX1.7"), Err(Failure::NotAck)));
+        assert!(matches!(check_ack(b"MSH|^~\\&|B\rMSA|XX|BX1.7\r", b"BX1.7"), Err(Failure::NotAck)));
+    }
+
+    #[test]
+    fn histogram_buckets_are_contiguous_and_tight() {
+        let mut previous_top = None;
+        for index in 0..BUCKETS - 1 {
+            let top = bucket_top(index);
+            if let Some(previous) = previous_top {
+                assert!(top > previous, "bucket {index}");
+                assert_eq!(bucket(previous + 1), index, "first value of bucket {index}");
+            }
+            assert_eq!(bucket(top), index);
+            previous_top = Some(top);
+        }
+        assert_eq!(bucket(u64::MAX), BUCKETS - 1);
+        for ns in [64u64, 1000, 123_456, 10_000_000_000] {
+            let top = bucket_top(bucket(ns));
+            assert!(top >= ns && (top - ns) as f64 <= ns as f64 / 64.0, "{ns} -> {top}");
+        }
+    }
+
+    #[test]
+    fn histogram_quantiles() {
+        let mut h = Histogram::default();
+        assert_eq!(h.quantile_ns(0.5), 0);
+        for us in 1..=100u64 {
+            h.record(Duration::from_micros(us));
+        }
+        let close = |got: u64, want_us: u64| {
+            let want = want_us * 1000;
+            assert!(got >= want && got - want <= want / 64, "{got} vs {want}");
+        };
+        close(h.quantile_ns(0.50), 50);
+        close(h.quantile_ns(0.90), 90);
+        close(h.quantile_ns(0.99), 99);
+        assert_eq!(h.quantile_ns(1.0), 100_000);
+        assert_eq!(h.mean_ns(), 50_500);
+        let mut other = Histogram::default();
+        other.record(Duration::from_millis(5));
+        h.merge(&other);
+        assert_eq!(h.count, 101);
+        assert_eq!(h.max_ns, 5_000_000);
+        assert_eq!(h.quantile_ns(1.0), 5_000_000);
+    }
+}

@@ -1,0 +1,574 @@
+//! The durable store behind a real listener: round trip through `hl7d messages`, duplicate
+//! detection, store failures (injected, full database, full file system), and SIGKILL of a
+//! real `hl7d serve` under load.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener as StdTcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use hl7d::store::{
+    Appended, BoxFuture, Filter, MessageStore, NewMessage, Reader, SqliteOptions, SqliteStore, StoreError,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::support::*;
+
+/// A directory under the system temp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let unique = format!(
+            "hl7d-it-{name}-{}-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed),
+            SystemTime::now().duration_since(UNIX_EPOCH).unwrap().subsec_nanos()
+        );
+        let path = std::env::temp_dir().join(unique);
+        std::fs::create_dir_all(&path).unwrap();
+        TempDir(path)
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// An original-mode message (AA/AE) with this control id.
+fn original(control_id: &str) -> Vec<u8> {
+    format!("MSH|^~\\&|LAB|FAC|HL7D|FAC|20261128||ORU^R01^ORU_R01|{control_id}|P|2.5\rPID|1||{control_id}\r")
+        .into_bytes()
+}
+
+/// An enhanced-mode message (MSH-15 = AL: CA/CE) with this control id.
+fn enhanced(control_id: &str) -> Vec<u8> {
+    format!("MSH|^~\\&|LAB|FAC|HL7D|FAC|20261128||ADT^A01^ADT_A01|{control_id}|P|2.5|||AL|NE\rPID|1||{control_id}\r")
+        .into_bytes()
+}
+
+/// Sends one message and returns (MSA-1, MSA-2).
+async fn exchange(conn: &mut TcpStream, payload: &[u8]) -> (String, String) {
+    send(conn, payload).await;
+    msa(&read_frame(conn).await)
+}
+
+fn open_store(dir: &Path) -> Arc<SqliteStore> {
+    Arc::new(SqliteStore::open(dir, SqliteOptions::default()).expect("store opens"))
+}
+
+/// Runs `hl7d` with these arguments and returns its stdout; panics if it fails.
+fn hl7d(args: &[&str]) -> Vec<u8> {
+    let output = Command::new(env!("CARGO_BIN_EXE_hl7d")).args(args).output().expect("run hl7d");
+    assert!(
+        output.status.success(),
+        "hl7d {args:?} failed: {}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output.stdout
+}
+
+/// A config file with `[store] path = dir` and one plaintext listener on `listen`.
+fn write_config(dir: &Path, store: &Path, listen: SocketAddr) -> PathBuf {
+    let path = dir.join("hl7d.toml");
+    let text = format!(
+        "[store]\npath = {store:?}\n\n[log]\nlevel = \"info\"\n\n[[listener]]\nname = \"lab\"\nlisten = \"{listen}\"\nplaintext = true\n"
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[tokio::test]
+async fn messages_round_trip_through_list_show_and_export() {
+    let tmp = TempDir::new("roundtrip");
+    let store_dir = tmp.path().join("data");
+    let store = open_store(&store_dir);
+    let server = start_with_store(vec![plain("lab")], store.clone()).await;
+    let mut conn = TcpStream::connect(server.local_addr("lab").unwrap()).await.unwrap();
+    let cp1252 = fixture("windows1252_adt_a08.hl7");
+    let utf8 = fixture("utf8_multilingual_adt_a08.hl7");
+    let messages = [original("RT-1"), cp1252.clone(), enhanced("RT-3"), utf8.clone()];
+    let mut codes = Vec::new();
+    for message in &messages {
+        codes.push(exchange(&mut conn, message).await.0);
+    }
+    assert_eq!(codes, ["AA", "AA", "CA", "CA"]);
+
+    // Read through the library while the server runs.
+    let reader = Reader::open(&store_dir).unwrap();
+    let listed = reader.list(&Filter { oldest_first: true, ..Filter::default() }).unwrap();
+    assert_eq!(listed.len(), 4);
+    let peer = conn.local_addr().unwrap().to_string();
+    for (row, sent) in listed.iter().zip(&messages) {
+        assert_eq!(row.listener, "lab");
+        assert_eq!(row.peer, peer);
+        assert_eq!(row.size, sent.len() as u64);
+        assert_eq!(row.status, "received");
+        assert_eq!(row.duplicate_count, 0);
+        assert_eq!(reader.message(row.id).unwrap().unwrap().raw.as_deref(), Some(&sent[..]));
+    }
+    assert_eq!(listed[0].control_id, "RT-1");
+    assert_eq!(listed[0].message_type, "ORU^R01");
+    assert_eq!((listed[0].sending_application.as_str(), listed[0].sending_facility.as_str()), ("LAB", "FAC"));
+    assert_eq!((listed[0].processing_id.as_str(), listed[0].version.as_str()), ("P", "2.5"));
+    assert_eq!(listed[1].encoding, "windows-1252");
+    assert_eq!(listed[2].ack_code.as_deref(), Some("CA"));
+    assert_eq!(listed[3].encoding, "utf-8");
+
+    // And through the CLI, also while the server runs.
+    let config = write_config(tmp.path(), &store_dir, "127.0.0.1:0".parse().unwrap());
+    let config = config.to_str().unwrap();
+    let json = hl7d(&["messages", "list", "--config", config, "--json"]);
+    let lines: Vec<serde_json::Value> =
+        String::from_utf8(json).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 4);
+    // Newest first.
+    let ids: Vec<i64> = lines.iter().map(|l| l["id"].as_i64().unwrap()).collect();
+    assert_eq!(ids, listed.iter().rev().map(|m| m.id).collect::<Vec<_>>());
+    let newest = lines.iter().find(|l| l["control_id"] == "CP1252-0001").expect("the Windows-1252 message");
+    for key in [
+        "id",
+        "listener",
+        "control_id",
+        "message_type",
+        "received_at",
+        "peer",
+        "client_thumbprint",
+        "encoding",
+        "size",
+        "ack_code",
+        "duplicate_count",
+    ] {
+        assert!(newest.get(key).is_some(), "list --json lacks {key}: {newest}");
+    }
+    assert_eq!(newest["control_id"], "CP1252-0001");
+    assert_eq!(newest["encoding"], "windows-1252");
+    assert_eq!(newest["ack_code"], "AA");
+    assert_eq!(newest["peer"], peer.as_str());
+    assert!(newest["client_thumbprint"].is_null());
+
+    let filtered = hl7d(&["messages", "list", "--config", config, "--json", "--control-id", "RT-3"]);
+    assert_eq!(String::from_utf8(filtered).unwrap().lines().count(), 1);
+    let table = String::from_utf8(hl7d(&["messages", "list", "--config", config, "--limit", "2"])).unwrap();
+    assert_eq!(table.lines().count(), 3, "header and two rows:\n{table}");
+
+    let id = listed[1].id.to_string();
+    assert_eq!(hl7d(&["messages", "show", "--config", config, &id, "--raw"]), cp1252);
+    let shown = String::from_utf8(hl7d(&["messages", "show", "--config", config, &id])).unwrap();
+    assert!(shown.contains("encoding             windows-1252"), "{shown}");
+    // Decoded from Windows-1252, one segment per line.
+    assert!(shown.lines().any(|l| l.starts_with("PID|") && l.contains("LEFÈVRE^RENÉE")), "{shown}");
+    assert!(shown.lines().any(|l| l.starts_with("NTE|") && l.contains('€') && l.contains('“')), "{shown}");
+
+    let out = tmp.path().join("export");
+    hl7d(&["messages", "export", "--config", config, "--out", out.to_str().unwrap()]);
+    let mut exported: Vec<(String, Vec<u8>)> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (e.file_name().into_string().unwrap(), std::fs::read(e.path()).unwrap())
+        })
+        .collect();
+    exported.sort_by_key(|(name, _)| name.split('-').next().unwrap().parse::<i64>().unwrap());
+    assert_eq!(exported.len(), 4);
+    for ((name, bytes), (row, sent)) in exported.iter().zip(listed.iter().zip(&messages)) {
+        assert!(name.starts_with(&format!("{}-", row.id)) && name.ends_with(".hl7"), "{name}");
+        assert_eq!(bytes, sent, "{name} holds the exact bytes");
+    }
+
+    server.shutdown(WAIT).await;
+    store.close();
+    // A clean shutdown folds the WAL into the database file.
+    let wal = store_dir.join("messages.db-wal");
+    assert!(std::fs::metadata(&wal).map_or(true, |m| m.len() == 0), "WAL left behind after close");
+}
+
+#[tokio::test]
+async fn a_resent_message_is_stored_once_and_acknowledged_each_time() {
+    let tmp = TempDir::new("duplicate");
+    let store = open_store(tmp.path());
+    let server = start_with_store(vec![plain("lab")], store.clone()).await;
+    let addr = server.local_addr("lab").unwrap();
+    let message = original("DUP-1");
+
+    // The ACK is lost: the sender never reads it and drops the connection.
+    let mut first = TcpStream::connect(addr).await.unwrap();
+    send(&mut first, &message).await;
+    drop(first);
+    // It resends on a new connection, and again after that ACK is "lost" too.
+    for _ in 0..2 {
+        let mut conn = TcpStream::connect(addr).await.unwrap();
+        assert_eq!(exchange(&mut conn, &message).await, ("AA".into(), "DUP-1".into()));
+    }
+    // Enhanced mode: the repeat gets the original positive answer, CA.
+    let mut conn = TcpStream::connect(addr).await.unwrap();
+    let commit = enhanced("DUP-2");
+    assert_eq!(exchange(&mut conn, &commit).await.0, "CA");
+    assert_eq!(exchange(&mut conn, &commit).await.0, "CA");
+    // Same control id, different bytes: a different message, stored.
+    let mut changed = message.clone();
+    changed.extend_from_slice(b"NTE|1||corrected\r");
+    assert_eq!(exchange(&mut conn, &changed).await.0, "AA");
+
+    let reader = Reader::open(tmp.path()).unwrap();
+    let dup1 = reader.list(&Filter { control_id: Some("DUP-1".into()), ..Filter::default() }).unwrap();
+    assert_eq!(dup1.len(), 2, "the original once, the corrected version once");
+    let original_row = dup1.iter().find(|m| m.size == message.len() as u64).unwrap();
+    assert_eq!(original_row.duplicate_count, 2);
+    assert!(original_row.last_duplicate_at.is_some());
+    let dup2 = reader.list(&Filter { control_id: Some("DUP-2".into()), ..Filter::default() }).unwrap();
+    assert_eq!((dup2.len(), dup2[0].duplicate_count), (1, 1));
+    assert_eq!(store.stats().duplicates, 3);
+    server.shutdown(WAIT).await;
+}
+
+#[tokio::test]
+async fn duplicate_window_zero_stores_every_copy() {
+    let tmp = TempDir::new("window0");
+    let store = open_store(tmp.path());
+    let mut listener = plain("lab");
+    listener.duplicate_window = None;
+    let server = start_with_store(vec![listener], store.clone()).await;
+    let mut conn = TcpStream::connect(server.local_addr("lab").unwrap()).await.unwrap();
+    for _ in 0..3 {
+        assert_eq!(exchange(&mut conn, &original("SAME")).await.0, "AA");
+    }
+    assert_eq!(Reader::open(tmp.path()).unwrap().count().unwrap(), 3);
+    server.shutdown(WAIT).await;
+}
+
+/// A store that fails every append while `failing` is set, as a disk that returns I/O
+/// errors would, and otherwise passes through to the real store.
+struct FlakyStore {
+    inner: Arc<SqliteStore>,
+    failing: AtomicBool,
+}
+
+impl MessageStore for FlakyStore {
+    fn append(&self, message: NewMessage) -> BoxFuture<'_, Result<Appended, StoreError>> {
+        if self.failing.load(Ordering::SeqCst) {
+            return Box::pin(std::future::ready(Err(StoreError::Unavailable("injected i/o error".into()))));
+        }
+        self.inner.append(message)
+    }
+}
+
+#[tokio::test]
+async fn a_failing_store_gives_error_acks_and_recovers() {
+    let tmp = TempDir::new("flaky");
+    let inner = open_store(tmp.path());
+    let store = Arc::new(FlakyStore { inner: inner.clone(), failing: AtomicBool::new(true) });
+    let server = start_with_store(vec![plain("lab")], store.clone()).await;
+    let mut conn = TcpStream::connect(server.local_addr("lab").unwrap()).await.unwrap();
+
+    send(&mut conn, &original("F-1")).await;
+    let ack = String::from_utf8(read_frame(&mut conn).await).unwrap();
+    assert_eq!(msa(ack.as_bytes()), ("AE".into(), "F-1".into()));
+    assert!(ack.split('\r').any(|s| s.starts_with("ERR|") && s.contains("207")), "ERR with 207: {ack:?}");
+    assert_eq!(exchange(&mut conn, &enhanced("F-2")).await.0, "CE");
+
+    // The disk recovers: the same connection is served, the resent messages are stored.
+    store.failing.store(false, Ordering::SeqCst);
+    assert_eq!(exchange(&mut conn, &original("F-1")).await.0, "AA");
+    assert_eq!(exchange(&mut conn, &enhanced("F-2")).await.0, "CA");
+    let reader = Reader::open(tmp.path()).unwrap();
+    let stored: Vec<String> = reader.list(&Filter::default()).unwrap().into_iter().map(|m| m.control_id).collect();
+    assert_eq!(stored, ["F-2", "F-1"]);
+    server.shutdown(WAIT).await;
+}
+
+/// A payload of about `size` bytes (a big OBX), unique per control id.
+fn bulky(control_id: &str, size: usize) -> Vec<u8> {
+    let mut message = original(control_id);
+    message.extend_from_slice(b"OBX|1|ED|PDF||^AP^^Base64^");
+    message.extend(std::iter::repeat_n(b'A', size));
+    message.extend_from_slice(b"\r");
+    message
+}
+
+#[tokio::test]
+async fn a_full_database_gives_error_acks_then_recovers_without_restart() {
+    // SQLite's own size cap (max_page_count) stands in for a full disk: inserts fail with
+    // SQLITE_FULL on the real write path. The file-system variant is the next test.
+    let tmp = TempDir::new("full");
+    let store = open_store(tmp.path());
+    let server = start_with_store(vec![plain("lab")], store.clone()).await;
+    let mut conn = TcpStream::connect(server.local_addr("lab").unwrap()).await.unwrap();
+    assert_eq!(exchange(&mut conn, &bulky("FULL-0", 100)).await.0, "AA");
+    store.limit_growth_for_test(Some(8)).await.unwrap();
+
+    let mut accepted = vec!["FULL-0".to_string()];
+    let mut refused = None;
+    for i in 1..=20 {
+        let id = format!("FULL-{i}");
+        match exchange(&mut conn, &bulky(&id, 8 * 1024)).await.0.as_str() {
+            "AA" => accepted.push(id),
+            "AE" => {
+                refused = Some(id);
+                break;
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+    let refused = refused.expect("the size cap is reached within 20 messages");
+    assert_eq!(exchange(&mut conn, &bulky("FULL-again", 8 * 1024)).await.0, "AE", "still full");
+    assert!(store.stats().failed_batches >= 2);
+
+    // Room again: same process, same connection.
+    store.limit_growth_for_test(None).await.unwrap();
+    assert_eq!(exchange(&mut conn, &bulky(&refused, 8 * 1024)).await.0, "AA");
+    accepted.push(refused);
+    let reader = Reader::open(tmp.path()).unwrap();
+    assert_eq!(reader.integrity_check().unwrap(), "ok");
+    let mut stored: Vec<String> = reader.list(&Filter::default()).unwrap().into_iter().map(|m| m.control_id).collect();
+    stored.sort();
+    accepted.sort();
+    assert_eq!(stored, accepted, "every AA stored, nothing else");
+    server.shutdown(WAIT).await;
+}
+
+/// A small tmpfs mounted for one test; unmounted on drop.
+struct SmallFs(TempDir);
+
+impl SmallFs {
+    /// `None` when this process may not mount (not root, or no CAP_SYS_ADMIN in a container).
+    fn mount(size: &str) -> Option<SmallFs> {
+        let dir = TempDir::new("tmpfs");
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .stderr(Stdio::null())
+            .status()
+            .ok()?;
+        status.success().then_some(SmallFs(dir))
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(self.0.path()).status();
+    }
+}
+
+#[tokio::test]
+async fn a_full_file_system_gives_error_acks_then_recovers_without_restart() {
+    let Some(fs) = SmallFs::mount("2m") else {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root); the max_page_count test covers SQLITE_FULL");
+        return;
+    };
+    let data = fs.0.path().join("data");
+    let store = open_store(&data);
+    let server = start_with_store(vec![plain("lab")], store.clone()).await;
+    let mut conn = TcpStream::connect(server.local_addr("lab").unwrap()).await.unwrap();
+    assert_eq!(exchange(&mut conn, &original("DISK-0")).await.0, "AA");
+
+    // Fill the file system, then give back 48 KiB.
+    let ballast = fs.0.path().join("ballast");
+    {
+        use std::io::Write;
+        let mut file = std::fs::File::create(&ballast).unwrap();
+        let chunk = vec![0u8; 64 * 1024];
+        while file.write_all(&chunk).is_ok() {}
+        let len = file.metadata().unwrap().len();
+        file.set_len(len.saturating_sub(48 * 1024)).unwrap();
+    }
+    let mut accepted = vec!["DISK-0".to_string()];
+    let mut refused = None;
+    for i in 1..=40 {
+        let id = format!("DISK-{i}");
+        match exchange(&mut conn, &bulky(&id, 16 * 1024)).await.0.as_str() {
+            "AA" => accepted.push(id),
+            "AE" => {
+                refused = Some(id);
+                break;
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+    let refused = refused.expect("the file system fills within 40 messages");
+
+    std::fs::remove_file(&ballast).unwrap();
+    // Allow for the writer's reopen back-off.
+    assert_eq!(exchange(&mut conn, &bulky(&refused, 16 * 1024)).await.0, "AA", "accepted again after space is freed");
+    accepted.push(refused);
+    server.shutdown(WAIT).await;
+    store.close();
+    let reader = Reader::open(&data).unwrap();
+    assert_eq!(reader.integrity_check().unwrap(), "ok");
+    let mut stored: Vec<String> = reader.list(&Filter::default()).unwrap().into_iter().map(|m| m.control_id).collect();
+    stored.sort();
+    accepted.sort();
+    assert_eq!(stored, accepted);
+    drop(reader);
+}
+
+// ---------------------------------------------------------------------------------------
+// Crash test: a real `hl7d serve` process, SIGKILLed under load.
+
+/// A child `hl7d serve` and the lines it logged.
+struct ServeProcess {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl ServeProcess {
+    /// Starts `hl7d serve` on a free loopback port with `store` as its store; retries with
+    /// another port when the chosen one was taken meanwhile.
+    fn start(tmp: &Path, store: &Path) -> ServeProcess {
+        for _attempt in 0..5 {
+            let addr = {
+                let probe = StdTcpListener::bind("127.0.0.1:0").unwrap();
+                probe.local_addr().unwrap()
+            };
+            let config = write_config(tmp, store, addr);
+            let mut child = Command::new(env!("CARGO_BIN_EXE_hl7d"))
+                .args(["serve", "--config"])
+                .arg(&config)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn hl7d serve");
+            let (lines, ready) = mpsc::channel();
+            let stderr = child.stderr.take().unwrap();
+            let wanted = format!("{addr}");
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines() {
+                    let Ok(line) = line else { break };
+                    if line.contains("listening") && line.contains(&wanted) {
+                        let _ = lines.send(());
+                    }
+                }
+            });
+            match ready.recv_timeout(WAIT) {
+                Ok(()) => return ServeProcess { child, addr },
+                Err(_) => {
+                    // Port taken, or a failure to start: try again, then give up.
+                    let _ = child.kill();
+                    let _ = child.wait();
+                }
+            }
+        }
+        panic!("hl7d serve did not start on any of 5 ports");
+    }
+
+    fn kill(mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().unwrap();
+    }
+}
+
+/// A small xorshift generator: the kill moment is random, and the seed is printed so that a
+/// failure can be replayed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self, below: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % below
+    }
+}
+
+/// Reads one MLLP frame (default framing) from a buffered stream; `None` on EOF or error.
+async fn read_ack(conn: &mut tokio::io::BufReader<TcpStream>) -> Option<Vec<u8>> {
+    use tokio::io::AsyncBufReadExt;
+    let mut frame = Vec::new();
+    let n = tokio::time::timeout(WAIT, conn.read_until(0x1C, &mut frame)).await.ok()?.ok()?;
+    if n == 0 || frame.last() != Some(&0x1C) {
+        return None;
+    }
+    let mut cr = [0u8; 1];
+    conn.read_exact(&mut cr).await.ok()?;
+    let start = frame.iter().position(|&b| b == 0x0B)?;
+    Some(frame[start + 1..frame.len() - 1].to_vec())
+}
+
+/// One sender: messages with fresh control ids, one at a time, until the server goes away.
+/// Records every control id that got a positive ACK.
+async fn sender(addr: SocketAddr, prefix: String, enhanced_mode: bool, acked: Arc<Mutex<Vec<String>>>) {
+    let Ok(stream) = TcpStream::connect(addr).await else { return };
+    let mut conn = tokio::io::BufReader::new(stream);
+    for n in 0.. {
+        let id = format!("{prefix}-{n}");
+        let payload = if enhanced_mode { enhanced(&id) } else { original(&id) };
+        if conn.get_mut().write_all(&frame(&payload)).await.is_err() {
+            return;
+        }
+        let Some(ack) = read_ack(&mut conn).await else { return };
+        let (code, control) = msa(&ack);
+        assert_eq!(control, id);
+        match code.as_str() {
+            "AA" | "CA" => acked.lock().unwrap().push(id),
+            other => panic!("{id}: unexpected {other}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_under_load_loses_no_acknowledged_message() {
+    const ROUNDS: usize = 4;
+    const SENDERS: usize = 8;
+    let seed = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
+    eprintln!("crash test seed {seed}");
+    let mut rng = Rng(seed);
+    let tmp = TempDir::new("crash");
+    let store = tmp.path().join("data");
+    let started = Instant::now();
+    let mut all_acked: Vec<String> = Vec::new();
+    for round in 0..ROUNDS {
+        let server = ServeProcess::start(tmp.path(), &store);
+        let acked = Arc::new(Mutex::new(Vec::new()));
+        let senders: Vec<_> = (0..SENDERS)
+            .map(|s| tokio::spawn(sender(server.addr, format!("R{round}S{s}"), s % 2 == 1, acked.clone())))
+            .collect();
+        let kill_after = Duration::from_millis(100 + rng.next(600));
+        tokio::time::sleep(kill_after).await;
+        tokio::task::spawn_blocking(move || server.kill()).await.unwrap();
+        for sender in senders {
+            tokio::time::timeout(WAIT, sender).await.expect("sender ends after the kill").unwrap();
+        }
+        let acked = std::mem::take(&mut *acked.lock().unwrap());
+        assert!(!acked.is_empty(), "round {round}: no message acknowledged in {kill_after:?}");
+        eprintln!("round {round}: killed after {kill_after:?}; {} acknowledged", acked.len());
+        all_acked.extend(acked);
+
+        // Restart on the same store: it must open (recovering the WAL) and serve.
+        let server = ServeProcess::start(tmp.path(), &store);
+        let mut conn = TcpStream::connect(server.addr).await.unwrap();
+        let probe = format!("R{round}-after-restart");
+        assert_eq!(exchange(&mut conn, &original(&probe)).await.0, "AA");
+        all_acked.push(probe);
+
+        let reader = Reader::open(&store).unwrap();
+        assert_eq!(reader.integrity_check().unwrap(), "ok", "seed {seed}");
+        let mut stored: HashMap<String, usize> = HashMap::new();
+        for message in reader.list(&Filter::default()).unwrap() {
+            *stored.entry(message.control_id).or_default() += 1;
+        }
+        for id in &all_acked {
+            assert_eq!(stored.get(id).copied(), Some(1), "seed {seed}: {id} acknowledged but stored {:?} times",
+                stored.get(id));
+        }
+        let twice: HashSet<_> = stored.iter().filter(|(_, &n)| n > 1).map(|(id, _)| id).collect();
+        assert!(twice.is_empty(), "seed {seed}: stored more than once: {twice:?}");
+        drop(reader);
+        drop(conn);
+        server.kill();
+    }
+    assert!(started.elapsed() < Duration::from_secs(60), "crash test took {:?}", started.elapsed());
+}
