@@ -15,7 +15,11 @@ fn fixture_path(name: &str) -> String {
 }
 
 fn python_has_hl7() {
-    let ok = Command::new("python3").args(["-c", "import hl7.mllp"]).status().map(|s| s.success()).unwrap_or(false);
+    let ok = Command::new("python3")
+        .args(["-c", "import hl7.mllp"])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
     assert!(ok, "python3 with the `hl7` package is required (pip install hl7; .ci/run installs it)");
 }
 
