@@ -49,7 +49,8 @@ fn parse_args() -> Args {
         match flag.as_str() {
             "--seconds" => args.seconds = value.parse().expect("--seconds: a number"),
             "--connections" => {
-                args.connections = value.split(',').map(|n| n.trim().parse().expect("--connections: 1,16,64")).collect()
+                args.connections =
+                    value.split(',').map(|n| n.trim().parse().expect("--connections: 1,16,64")).collect()
             }
             "--size" => args.size = value.parse().expect("--size: bytes"),
             "--durability" => {
@@ -136,7 +137,8 @@ async fn client(addr: std::net::SocketAddr, id: usize, size: usize, until: Insta
 }
 
 async fn measure(args: &Args, durability: Durability, connections: usize) -> Run {
-    let dir = args.dir.join(format!("hl7d-store-bench-{}-{connections}-{:?}", std::process::id(), durability));
+    let dir =
+        args.dir.join(format!("hl7d-store-bench-{}-{connections}-{:?}", std::process::id(), durability));
     let _ = std::fs::remove_dir_all(&dir);
     let options = SqliteOptions { durability, ..SqliteOptions::default() };
     let store = Arc::new(SqliteStore::open(&dir, options).expect("open store"));
@@ -178,7 +180,9 @@ async fn main() {
             runs.push(run);
         }
     }
-    println!("| connections | store | messages/s | ACK p50 | ACK p99 | messages per commit | fsyncs per message |");
+    println!(
+        "| connections | store | messages/s | ACK p50 | ACK p99 | messages per commit | fsyncs per message |"
+    );
     println!("| ---: | --- | ---: | ---: | ---: | ---: | ---: |");
     for run in &runs {
         let rate = run.messages as f64 / run.elapsed.as_secs_f64();

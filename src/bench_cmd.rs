@@ -27,7 +27,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use clap::Args;
 use hl7_proto::ack::AckCode;
 use hl7_proto::message::Message;
-use hl7_proto::mllp::{self, Decoder, DecoderConfig, Framing};
+use hl7_proto::mllp::{Decoder, DecoderConfig, Framing};
 use hl7_proto::msh::{AckCondition, Msh};
 use rustls::client::Resumption;
 use rustls::pki_types::ServerName;
@@ -40,7 +40,9 @@ use tokio_rustls::TlsConnector;
 use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 
-use crate::send_cmd::{normalise_line_ends, TlsArgs, EXIT_DELIVERY_FAILED, EXIT_NEGATIVE_ACK, EXIT_OK, EXIT_USAGE};
+use crate::send_cmd::{
+    normalise_line_ends, TlsArgs, EXIT_DELIVERY_FAILED, EXIT_NEGATIVE_ACK, EXIT_OK, EXIT_USAGE,
+};
 use crate::sender::TlsFailure;
 
 /// The default message: a realistic ADT^A01 v2.5 (608 bytes, enhanced mode, MSH-15 = AL).
@@ -198,6 +200,7 @@ impl Plan {
 }
 
 /// The message to send, with the place of its MSH-10.
+#[derive(Debug)]
 struct Template {
     message: Vec<u8>,
     /// Byte range of MSH-10 in `message` (may be empty).
@@ -632,7 +635,12 @@ impl Link {
 }
 
 /// Writes `link.out` and reads until the next frame, which must be this message's ACK.
-async fn exchange<S>(stream: &mut S, link: &mut Link, id: Range<usize>, ack_timeout: Duration) -> Result<AckCode, Failure>
+async fn exchange<S>(
+    stream: &mut S,
+    link: &mut Link,
+    id: Range<usize>,
+    ack_timeout: Duration,
+) -> Result<AckCode, Failure>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -819,7 +827,12 @@ impl Report {
         }
         let _ = writeln!(out, "  {:.0} messages/s", self.per_second(self.acked + self.rejected));
         if self.handshakes_mode {
-            let _ = writeln!(out, "  {:.0} connections/s ({} handshakes)", self.per_second(self.handshakes), self.handshakes);
+            let _ = writeln!(
+                out,
+                "  {:.0} connections/s ({} handshakes)",
+                self.per_second(self.handshakes),
+                self.handshakes
+            );
             let _ = writeln!(out, "  connect{}", self.samples.connect.text_us());
         }
         let _ = writeln!(out, "  ACK latency{}", self.samples.ack.text_us());
@@ -908,6 +921,9 @@ impl Histogram {
     }
 
     fn text_us(&self) -> String {
+        if self.count == 0 {
+            return ": no samples".into();
+        }
         let us = |ns: u64| ns as f64 / 1000.0;
         format!(
             " µs: p50 {:.0}  p90 {:.0}  p99 {:.0}  max {:.0}  mean {:.0}",
@@ -967,7 +983,8 @@ mod tests {
     fn template_handles_last_field_and_custom_separator() {
         let template = Template::new(b"MSH#^~\\&#A#B#C#D#2026##ADT^A01#ID9".to_vec()).unwrap();
         assert_eq!(&template.message[template.control_id.clone()], b"ID9");
-        let template = Template::new(b"\r\nMSH|^~\\&|A|B|C|D|2026||ADT^A01||P|2.5\rPID|1\r".to_vec()).unwrap();
+        let template =
+            Template::new(b"\r\nMSH|^~\\&|A|B|C|D|2026||ADT^A01||P|2.5\rPID|1\r".to_vec()).unwrap();
         assert!(template.control_id.is_empty());
         assert_eq!(&template.message[template.control_id.start - 1..template.control_id.start + 2], b"||P");
     }

@@ -67,6 +67,8 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = MIB;
 /// Default `max_connections`.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 100;
+/// Default `[log] cert_expiry_warning`: 30 days.
+pub const DEFAULT_CERT_EXPIRY_WARNING: Duration = Duration::from_secs(30 * 24 * 60 * 60);
 
 const KIB: usize = 1024;
 const MIB: usize = 1024 * 1024;
@@ -88,6 +90,7 @@ const HANDSHAKE_TIMEOUT_BOUNDS: (Duration, Duration) = (SECOND, Duration::from_s
 /// Upper bound of `duplicate_window` (zero disables it).
 const MAX_DUPLICATE_WINDOW: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 const RETENTION_BOUNDS: (Duration, Duration) = (MINUTE, Duration::from_secs(36_500 * 24 * 60 * 60));
+const CERT_EXPIRY_WARNING_BOUNDS: (Duration, Duration) = (DAY, Duration::from_secs(365 * 24 * 60 * 60));
 
 /// The whole configuration of one hl7d process.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,6 +101,9 @@ pub struct Config {
     pub admin: Option<AdminConfig>,
     /// `[log]`: log format and level.
     pub log: LogConfig,
+    /// `[audit]`: where the audit trail goes besides the log; `None` (no `[audit]` table) =
+    /// audit events appear in the log only.
+    pub audit: Option<AuditConfig>,
     /// `[[listener]]`: one or more listener profiles, in file order, names and ports unique.
     pub listeners: Vec<ListenerConfig>,
     /// Things that are allowed but probably unintended (e.g. an idle timeout below one
@@ -127,12 +133,49 @@ pub struct AdminConfig {
 }
 
 /// `[log]`: how the process logs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LogConfig {
     /// `format`: `human` (default) or `json`.
     pub format: LogFormat,
     /// `level`: the most verbose level logged (default `info`).
     pub level: LogLevel,
+    /// `cert_expiry_warning`: the daily certificate check warns about a server or approved
+    /// client certificate that expires within this time (default 30 days).
+    pub cert_expiry_warning: Duration,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::default(),
+            level: LogLevel::default(),
+            cert_expiry_warning: DEFAULT_CERT_EXPIRY_WARNING,
+        }
+    }
+}
+
+/// `[audit]`: the audit trail's own sinks (at least one of them is set).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditConfig {
+    /// `file`: append-only JSON-lines file. [`Config::load`] resolves a relative path
+    /// against the config file's directory.
+    pub file: Option<PathBuf>,
+    /// `syslog` (with `syslog_ca`): an RFC 5424 collector over TCP or TLS.
+    pub syslog: Option<SyslogConfig>,
+}
+
+/// Where audit events are sent as RFC 5424 syslog messages (RFC 6587 octet counting).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyslogConfig {
+    /// Host name or IP address of the collector (resolved at each connect).
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// `tls://`: RFC 5425 syslog over TLS; `tcp://`: plain TCP.
+    pub tls: bool,
+    /// `syslog_ca`: CA bundle that the collector's certificate must chain to (`tls://`
+    /// only); `None` = the system's trusted roots.
+    pub ca: Option<PathBuf>,
 }
 
 /// `[log] format`.
@@ -363,6 +406,8 @@ pub enum Section {
     Admin,
     /// `[log]`
     Log,
+    /// `[audit]`
+    Audit,
     /// One `[[listener]]` table (and its `[listener.tls]`, `[listener.framing]`).
     Listener {
         /// 0-based position among the `[[listener]]` tables.
@@ -562,6 +607,7 @@ impl fmt::Display for Section {
             Section::Store => f.write_str("store"),
             Section::Admin => f.write_str("admin"),
             Section::Log => f.write_str("log"),
+            Section::Audit => f.write_str("audit"),
             Section::Listener { name: Some(name), .. } => write!(f, "listener {name:?}"),
             Section::Listener { index, name: None } => write!(f, "listener #{}", index + 1),
         }
@@ -593,6 +639,7 @@ struct RawConfig {
     admin: Option<RawAdmin>,
     #[serde(default)]
     log: RawLog,
+    audit: Option<RawAudit>,
     #[serde(default)]
     listener: Vec<RawListener>,
 }
@@ -615,6 +662,15 @@ struct RawAdmin {
 struct RawLog {
     format: Option<Spanned<String>>,
     level: Option<Spanned<String>>,
+    cert_expiry_warning: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAudit {
+    file: Option<Spanned<String>>,
+    syslog: Option<Spanned<String>>,
+    syslog_ca: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -719,6 +775,7 @@ impl Builder<'_> {
         let store = self.store(raw.store);
         let admin = raw.admin.map(|admin| self.admin(admin));
         let log = self.log(raw.log);
+        let audit = raw.audit.map(|audit| self.audit(audit));
 
         if raw.listener.is_empty() {
             self.problem(
@@ -786,7 +843,7 @@ impl Builder<'_> {
             }
         }
 
-        Config { store, admin, log, listeners, warnings: Vec::new() }
+        Config { store, admin, log, audit, listeners, warnings: Vec::new() }
     }
 
     fn store(&mut self, raw: RawStore) -> StoreConfig {
@@ -820,6 +877,16 @@ impl Builder<'_> {
             // The constant is a valid socket address literal.
             None => DEFAULT_ADMIN_LISTEN.parse().expect("valid default admin address"),
         };
+        if !listen.ip().to_canonical().is_loopback() && listen.port() != 0 {
+            self.warn(
+                &Section::Admin,
+                "listen",
+                format!(
+                    "{listen} is reachable from the network: the admin endpoint has no \
+                     authentication (POST /reload, /metrics); keep it on a management network"
+                ),
+            );
+        }
         AdminConfig { listen }
     }
 
@@ -853,7 +920,48 @@ impl Builder<'_> {
                 }
             }
         });
-        LogConfig { format, level }
+        let cert_expiry_warning = self.bounded_duration(
+            &section,
+            "cert_expiry_warning",
+            raw.cert_expiry_warning,
+            DEFAULT_CERT_EXPIRY_WARNING,
+            CERT_EXPIRY_WARNING_BOUNDS,
+        );
+        LogConfig { format, level, cert_expiry_warning }
+    }
+
+    fn audit(&mut self, raw: RawAudit) -> AuditConfig {
+        let section = Section::Audit;
+        let file = raw.file.map(|file| self.path(&section, "file", file));
+        let ca = raw.syslog_ca.map(|ca| (ca.span(), self.path(&section, "syslog_ca", ca)));
+        let syslog = raw.syslog.and_then(|syslog| {
+            let span = syslog.span();
+            match parse_syslog_url(syslog.get_ref()) {
+                Ok((host, port, tls)) => Some(SyslogConfig { host, port, tls, ca: None }),
+                Err(reason) => {
+                    let message = format!("{:?}: {reason}", syslog.get_ref());
+                    self.problem(&section, "syslog", Some(span), message);
+                    None
+                }
+            }
+        });
+        let syslog = match (syslog, ca) {
+            (Some(syslog), Some((span, _))) if !syslog.tls => {
+                self.problem(&section, "syslog_ca", Some(span), "only used with a tls:// syslog address");
+                Some(syslog)
+            }
+            (Some(syslog), ca) => Some(SyslogConfig { ca: ca.map(|(_, ca)| ca), ..syslog }),
+            (None, _) => None,
+        };
+        if file.is_none() && syslog.is_none() && !self.problems.iter().any(|p| p.section == section) {
+            self.problem(
+                &section,
+                "file",
+                None,
+                "[audit] needs file and/or syslog: leave the table out to keep audit events in the log only",
+            );
+        }
+        AuditConfig { file, syslog }
     }
 
     fn listener(&mut self, index: usize, raw: RawListener) -> ListenerConfig {
@@ -1357,6 +1465,25 @@ impl Builder<'_> {
     }
 }
 
+/// `tcp://host:port` or `tls://host:port` (IPv6 literals in brackets) → (host, port, tls).
+fn parse_syslog_url(text: &str) -> Result<(String, u16, bool), String> {
+    let text = text.trim();
+    let (tls, rest) = if let Some(rest) = text.strip_prefix("tcp://") {
+        (false, rest)
+    } else if let Some(rest) = text.strip_prefix("tls://") {
+        (true, rest)
+    } else {
+        return Err("expected tcp://HOST:PORT or tls://HOST:PORT (UDP is not supported)".to_owned());
+    };
+    let (host, port) = rest.rsplit_once(':').ok_or("no port: expected HOST:PORT")?;
+    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    let port: u16 = port.parse().map_err(|_| format!("invalid port {port:?}"))?;
+    if host.is_empty() || port == 0 || host.contains(['/', ' ']) {
+        return Err("expected tcp://HOST:PORT or tls://HOST:PORT".to_owned());
+    }
+    Ok((host.to_owned(), port, tls))
+}
+
 fn listener_section(index: usize, name: &str) -> Section {
     Section::Listener { index, name: (!name.is_empty()).then(|| name.to_owned()) }
 }
@@ -1511,6 +1638,7 @@ fn locate_section(text: &str, offset: usize) -> Option<Section> {
             "store" => Section::Store,
             "admin" => Section::Admin,
             "log" => Section::Log,
+            "audit" => Section::Audit,
             _ => Section::Root,
         };
         starts.push((value.span().start, section));
@@ -1657,7 +1785,10 @@ client_ca = "tls/clients-ca.pem" # optional: additionally require a chain to thi
         assert_eq!(config.store, StoreConfig::default());
         assert_eq!(config.store.path, PathBuf::from("hl7d-data"));
         assert_eq!(config.admin, None);
-        assert_eq!(config.log, LogConfig { format: LogFormat::Human, level: LogLevel::Info });
+        assert_eq!(
+            config.log,
+            LogConfig { format: LogFormat::Human, level: LogLevel::Info, ..LogConfig::default() }
+        );
         let listener = &config.listeners[0];
         assert_eq!(listener, &ListenerConfig::plaintext("a", "127.0.0.1:2575".parse().unwrap()));
         assert_eq!(listener.frame_timeout, Duration::from_secs(60));
@@ -1729,7 +1860,10 @@ end = "1c0d"
         );
         assert_eq!(config.store.path, PathBuf::from("/var/lib/hl7d"));
         assert_eq!(config.store.retention, Some(30 * DAY));
-        assert_eq!(config.log, LogConfig { format: LogFormat::Json, level: LogLevel::Debug });
+        assert_eq!(
+            config.log,
+            LogConfig { format: LogFormat::Json, level: LogLevel::Debug, ..LogConfig::default() }
+        );
         let listener = &config.listeners[0];
         assert_eq!(listener.ack, AckPolicy::Never);
         assert_eq!(listener.encoding, Charset::Windows1252);
@@ -2300,5 +2434,57 @@ end = "1c0d"
         let error = Config::load(path).unwrap_err();
         assert!(matches!(&error, ConfigError::Read { path: p, .. } if p == path));
         assert!(error.to_string().starts_with("cannot read config file /nonexistent/hl7d.toml: "), "{error}");
+    }
+
+    #[test]
+    fn audit_sinks_and_expiry_warning() {
+        let config = parse_ok(&format!(
+            "[log]\ncert_expiry_warning = \"60d\"\n\
+             [audit]\nfile = \"/var/log/hl7d/audit.jsonl\"\nsyslog = \"tls://[::1]:6514\"\nsyslog_ca = \"/etc/ca.pem\"\n{}",
+            lab("")
+        ));
+        assert_eq!(config.log.cert_expiry_warning, 60 * DAY);
+        let audit = config.audit.expect("[audit] present");
+        assert_eq!(audit.file, Some(PathBuf::from("/var/log/hl7d/audit.jsonl")));
+        let syslog = audit.syslog.expect("syslog set");
+        assert_eq!((syslog.host.as_str(), syslog.port, syslog.tls), ("::1", 6514, true));
+        assert_eq!(syslog.ca, Some(PathBuf::from("/etc/ca.pem")));
+
+        let plain = parse_ok(&format!("[audit]\nsyslog = \"tcp://logs.example:601\"\n{}", lab("")));
+        let syslog = plain.audit.unwrap().syslog.unwrap();
+        assert_eq!((syslog.host.as_str(), syslog.port, syslog.tls), ("logs.example", 601, false));
+        assert_eq!(parse_ok(&lab("")).log.cert_expiry_warning, DEFAULT_CERT_EXPIRY_WARNING);
+        assert_eq!(parse_ok(&lab("")).audit, None);
+    }
+
+    #[test]
+    fn admin_off_loopback_is_a_warning() {
+        let quiet = parse_ok(&format!("[admin]\nlisten = \"127.0.0.1:9275\"\n{}", lab("")));
+        assert!(quiet.warnings.is_empty(), "{:?}", quiet.warnings);
+        let open = parse_ok(&format!("[admin]\nlisten = \"0.0.0.0:9275\"\n{}", lab("")));
+        assert_eq!(open.warnings.len(), 1);
+        assert!(open.warnings[0].starts_with("admin: listen: 0.0.0.0:9275 is reachable"), "{:?}", open.warnings);
+    }
+
+    #[test]
+    fn bad_audit_tables_name_the_key() {
+        let cases = [
+            ("[audit]\n", "audit: file: [audit] needs file and/or syslog"),
+            ("[audit]\nsyslog = \"udp://h:514\"\n", "audit: syslog: \"udp://h:514\": expected tcp://"),
+            ("[audit]\nsyslog = \"tcp://h\"\n", "audit: syslog: \"tcp://h\": no port"),
+            (
+                "[audit]\nsyslog = \"tcp://h:601\"\nsyslog_ca = \"ca.pem\"\n",
+                "audit: syslog_ca: only used with a tls://",
+            ),
+            ("[log]\ncert_expiry_warning = \"1h\"\n", "log: cert_expiry_warning: must be at least 1day"),
+        ];
+        for (table, expected) in cases {
+            let error = Config::from_toml_str(&format!("{table}{}", lab(""))).unwrap_err().to_string();
+            assert!(error.starts_with(expected), "{table}: {error}");
+        }
+        let error = Config::from_toml_str(&format!("[audit]\nfile = \"a\"\nfsync = true\n{}", lab("")))
+            .unwrap_err()
+            .to_string();
+        assert!(error.starts_with("audit: ") && error.contains("unknown field `fsync`"), "{error}");
     }
 }

@@ -11,6 +11,8 @@ use cli::{Cli, Command, LogFormat};
 
 /// Exit code for a bad configuration (sysexits EX_CONFIG).
 const EXIT_CONFIG: u8 = 78;
+/// Longest wait at exit for the audit syslog collector to take the queued lines.
+const AUDIT_FLUSH_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -45,7 +47,14 @@ fn serve(path: Option<&std::path::Path>, log_format: Option<LogFormat>) -> ExitC
             LogFormat::Json => config::LogFormat::Json,
         };
     }
-    hl7d::logging::init(log);
+    let audit = match config.audit.as_ref().map(hl7d::audit::AuditTrail::open).transpose() {
+        Ok(audit) => audit,
+        Err(e) => {
+            eprintln!("hl7d: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    hl7d::logging::init_with_audit(log, audit.as_ref());
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -53,13 +62,18 @@ fn serve(path: Option<&std::path::Path>, log_format: Option<LogFormat>) -> ExitC
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(hl7d::serve::run(config, path)) {
+    let result = runtime.block_on(hl7d::serve::run(config, path));
+    if let Err(e) = &result {
+        tracing::error!("{e:#}");
+        eprintln!("hl7d: {e:#}");
+    }
+    // The audit file is written synchronously; syslog may still have lines queued.
+    if let Some(audit) = &audit {
+        audit.flush(AUDIT_FLUSH_LIMIT);
+    }
+    match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("hl7d: {e:#}");
-            ExitCode::FAILURE
-        }
+        Err(_) => ExitCode::FAILURE,
     }
 }
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tracing::{error, info, warn};
 
+use crate::admin::{Admin, Running};
 use crate::config::{Config, Transport};
 use crate::listener::Server;
 use crate::store::{MessageStore, SqliteOptions, SqliteStore};
@@ -34,6 +35,15 @@ pub async fn run(config: Config, config_path: Option<&Path>) -> anyhow::Result<(
     for warning in &config.warnings {
         warn!("configuration: {warning}");
     }
+    // First, so that `/ready` answers 503 while the store opens and the listeners bind.
+    let admin = match config.admin {
+        Some(admin) => Some(
+            Admin::start(admin.listen)
+                .await
+                .with_context(|| format!("[admin] cannot listen on {}", admin.listen))?,
+        ),
+        None => None,
+    };
     let local_tls = if embedded { prepare_local_tls(&config)? } else { None };
     let options = SqliteOptions { retention: config.store.retention, ..SqliteOptions::default() };
     let sqlite = Arc::new(SqliteStore::open(&config.store.path, options)?);
@@ -63,6 +73,18 @@ pub async fn run(config: Config, config_path: Option<&Path>) -> anyhow::Result<(
             }
         }
     }
+    if let Some(admin) = &admin {
+        let config_path = config_path.map(Path::to_path_buf);
+        admin.attach(Running { reloader: server.reloader(), config_path });
+        admin.readiness().set(true);
+    }
+    info!(target: "audit", event = "start", version = env!("CARGO_PKG_VERSION"),
+        listeners = config.listeners.len(), "hl7d started");
+    tokio::spawn(crate::expiry::watch(
+        server.reloader(),
+        config.log.cert_expiry_warning,
+        server.shutdown_token(),
+    ));
     #[cfg(unix)]
     match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         Ok(hangup) => {
@@ -71,8 +93,12 @@ pub async fn run(config: Config, config_path: Option<&Path>) -> anyhow::Result<(
         Err(e) => warn!(error = %e, "cannot listen for SIGHUP: TLS reload by signal unavailable"),
     }
     let stop = server.shutdown_token();
+    let readiness = admin.as_ref().map(Admin::readiness);
     tokio::spawn(async move {
         wait_for_signal().await;
+        if let Some(readiness) = readiness {
+            readiness.set(false);
+        }
         info!("termination signal: no new connections; finishing messages in flight");
         stop.cancel();
     });
@@ -80,7 +106,10 @@ pub async fn run(config: Config, config_path: Option<&Path>) -> anyhow::Result<(
     // Every connection has finished (or was abandoned): write what is queued, checkpoint,
     // close the database file.
     let _ = tokio::task::spawn_blocking(move || sqlite.close()).await;
-    info!(abandoned, "stopped");
+    if let Some(admin) = admin {
+        admin.stop().await;
+    }
+    info!(target: "audit", event = "stop", abandoned, "hl7d stopped");
     Ok(())
 }
 
@@ -89,10 +118,17 @@ pub async fn run(config: Config, config_path: Option<&Path>) -> anyhow::Result<(
 /// `POST /reload` both come here. A configuration that no longer loads changes nothing
 /// (`None`); a listener whose new files are broken keeps its previous ones (see the report).
 pub fn reload(reloader: &Reloader, path: Option<&Path>) -> Option<ReloadReport> {
+    // After logrotate moved the audit file away.
+    crate::audit::reopen_files();
     match load_config(path) {
-        Ok(config) => Some(reloader.reload(&config)),
+        Ok(config) => {
+            let report = reloader.reload(&config);
+            info!(target: "audit", event = "config_reloaded", reloaded = report.reloaded.len(),
+                failed = report.failed.len(), needs_restart = report.needs_restart.len(), "configuration reloaded");
+            Some(report)
+        }
         Err(e) => {
-            error!(target: "audit", error = %format!("{e:#}"),
+            error!(target: "audit", event = "config_reload_failed", error = %format!("{e:#}"),
                 "reload refused: the configuration does not load; keeping the running configuration");
             None
         }
@@ -106,7 +142,7 @@ async fn reload_on_hangup(
     path: Option<std::path::PathBuf>,
 ) {
     while hangup.recv().await.is_some() {
-        info!(target: "audit", "SIGHUP: reloading TLS certificates, keys and client approvals");
+        info!(target: "audit", event = "reload_requested", source = "SIGHUP", "SIGHUP: reloading TLS certificates, keys and client approvals");
         // Small file reads: not worth a blocking-pool hop.
         reload(&reloader, path.as_deref());
     }

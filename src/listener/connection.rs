@@ -173,14 +173,17 @@ impl Connection {
                 }
                 Ok(Ok(n)) => n,
             };
-            last_activity = Instant::now();
+            let read_at = Instant::now();
             self.stats.bytes_in += n as u64;
+            self.profile.metrics.bytes_in.increment(n as u64);
             let chunk = &buf[..n];
             if !self.seen_first_byte {
                 if let Some(reason) = self.check_first_bytes(chunk) {
                     return reason;
                 }
             }
+            let (junk_before, frames_before) =
+                (self.decoder.junk_bytes(), self.stats.accepted + self.stats.refused);
             self.decoder.push(chunk);
             if let Err(reason) = self.drain_frames(stream).await {
                 return reason;
@@ -189,9 +192,18 @@ impl Connection {
             if junk_run > MAX_JUNK_RUN {
                 return CloseReason::TooMuchJunk(junk_run);
             }
+            // Time spent on the store and on writing ACKs is ours, not the peer's: after a
+            // frame was handled, the idle and frame deadlines count from now.
+            let handled = self.stats.accepted + self.stats.refused != frames_before;
+            let now = if handled { Instant::now() } else { read_at };
+            // Bytes between frames (keep-alive CR/LF, NUL) are not traffic: a peer that only
+            // trickles those is idle, or it could hold a connection slot for ever.
+            if handled || self.decoder.junk_bytes() - junk_before < n as u64 {
+                last_activity = now;
+            }
             frame_started = match (self.decoder.is_mid_frame(), frame_started) {
-                (true, Some(start)) => Some(start),
-                (true, None) => Some(last_activity),
+                (true, Some(start)) if !handled => Some(start),
+                (true, _) => Some(now),
                 (false, _) => None,
             };
         }
@@ -224,14 +236,21 @@ impl Connection {
     where
         S: AsyncWrite + Unpin,
     {
+        // ACK latency counts from the read that completed the frame.
+        let received = Instant::now();
         while let Some(item) = self.decoder.next_frame() {
             self.junk_at_last_frame = self.decoder.junk_bytes();
             let reply = match item {
-                Ok(frame) => self.handle_message(Bytes::from(frame)).await,
+                Ok(frame) => {
+                    self.profile.metrics.messages.increment(1);
+                    self.handle_message(Bytes::from(frame)).await
+                }
                 Err(error) => self.handle_frame_error(&error),
             };
-            if let Some(reply) = reply {
+            if let Some((code, reply)) = reply {
                 self.write(stream, &reply).await?;
+                self.profile.metrics.ack(code).increment(1);
+                self.profile.metrics.ack_latency.record(received.elapsed().as_secs_f64());
             }
         }
         Ok(())
@@ -254,13 +273,14 @@ impl Connection {
             Ok(Err(e)) => Err(CloseReason::Io(e.to_string())),
             Ok(Ok(())) => {
                 self.stats.bytes_out += out.len() as u64;
+                self.profile.metrics.bytes_out.increment(out.len() as u64);
                 Ok(())
             }
         }
     }
 
     /// One complete frame: inspect, store, decide, build the ACK.
-    async fn handle_message(&mut self, frame: Bytes) -> Option<Vec<u8>> {
+    async fn handle_message(&mut self, frame: Bytes) -> Option<(AckCode, Vec<u8>)> {
         let received_at = SystemTime::now();
         let held = frame.clone();
         let seen = inspect(&held, self.profile.config.encoding, self.profile.config.force_encoding);
@@ -289,6 +309,9 @@ impl Connection {
         };
         let code = ack::decide(seen.msh.as_ref(), self.profile.config.ack, outcome);
         self.log_message(&seen, held.len(), outcome, code, duplicate);
+        if duplicate {
+            self.profile.metrics.duplicates.increment(1);
+        }
         if outcome == Outcome::Accepted {
             self.stats.accepted += 1;
         } else {
@@ -322,7 +345,12 @@ impl Connection {
         }
     }
 
-    fn build_ack(&self, seen: &Inspection<'_>, code: AckCode, error: Option<AckError<'_>>) -> Vec<u8> {
+    fn build_ack(
+        &self,
+        seen: &Inspection<'_>,
+        code: AckCode,
+        error: Option<AckError<'_>>,
+    ) -> (AckCode, Vec<u8>) {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
         let timestamp = ack::hl7_timestamp(now.as_secs() as i64);
         let control_id = self.profile.next_ack_id();
@@ -333,7 +361,7 @@ impl Connection {
             charset: seen.charset,
             error,
         };
-        ack::ack_to_vec(seen.msh.as_ref(), &params)
+        (code, ack::ack_to_vec(seen.msh.as_ref(), &params))
     }
 
     fn log_message(
@@ -363,8 +391,13 @@ impl Connection {
     /// Frame-level errors: oversize and bad end blocks are answered with AR/CR when the
     /// profile and the (readable) MSH allow; an abandoned frame (a new start block before
     /// its end) is logged only, since its sender has already moved on to the next message.
-    fn handle_frame_error(&mut self, error: &FrameError) -> Option<Vec<u8>> {
+    fn handle_frame_error(&mut self, error: &FrameError) -> Option<(AckCode, Vec<u8>)> {
         self.stats.refused += 1;
+        self.profile.metrics.frame_error(match error {
+            FrameError::Truncated { .. } => "abandoned",
+            FrameError::TooLarge { .. } => "too_large",
+            FrameError::BadEnd { .. } => "bad_end",
+        });
         let listener = &*self.profile.name;
         let peer = self.info.peer;
         let (code, text) = match error {

@@ -22,6 +22,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
 use crate::config::{Config, ListenerConfig};
+use crate::metrics::ListenerMetrics;
 use crate::store::MessageStore;
 use crate::tls::{Reloader, TlsError, TlsListener};
 use connection::ConnectionInfo;
@@ -32,13 +33,16 @@ pub struct Profile {
     pub name: Arc<str>,
     /// Its configuration.
     pub config: ListenerConfig,
+    /// Its metrics (no-ops unless a recorder was installed before it was built).
+    pub metrics: ListenerMetrics,
     ack_ids: AckIds,
 }
 
 impl Profile {
     /// Builds the run-time profile for one configured listener.
     pub fn new(config: ListenerConfig) -> Profile {
-        Profile { name: Arc::from(config.name.as_str()), config, ack_ids: AckIds::new() }
+        let metrics = ListenerMetrics::new(&config.name);
+        Profile { name: Arc::from(config.name.as_str()), config, metrics, ack_ids: AckIds::new() }
     }
 
     /// The MLLP decoder settings of this profile.
@@ -216,24 +220,31 @@ async fn accept_loop(
             }
         };
         if !profile.config.allows(peer.ip()) {
-            warn!(target: "audit", listener, %peer, reason = "ip_not_allowed", "connection refused: address not in allow_ips");
+            profile.metrics.refused("ip_not_allowed");
+            warn!(target: "audit", event = "connection_refused", listener, %peer, reason = "ip_not_allowed",
+                "connection refused: address not in allow_ips");
             drop(stream);
             continue;
         }
         let Ok(permit) = limit.clone().try_acquire_owned() else {
-            warn!(target: "audit", listener, %peer, reason = "max_connections",
+            profile.metrics.refused("max_connections");
+            warn!(target: "audit", event = "connection_refused", listener, %peer, reason = "max_connections",
                 max_connections = profile.config.max_connections, "connection refused: max_connections reached");
             drop(stream);
             continue;
         };
         let _ = stream.set_nodelay(true);
+        profile.metrics.accepted.increment(1);
         let profile = profile.clone();
         let tls = tls.clone();
         let store = store.clone();
         let shutdown = shutdown.clone();
         connections.spawn(async move {
             let _permit = permit;
+            profile.metrics.open.increment(1.0);
+            let open = profile.metrics.open.clone();
             handle_tcp(stream, peer, profile, tls, store, shutdown).await;
+            open.decrement(1.0);
         });
     }
     debug!(listener, "accept loop stopped");
@@ -248,9 +259,15 @@ async fn handle_tcp(
     shutdown: CancellationToken,
 ) {
     let listener = profile.name.clone();
+    let listener_metrics = profile.metrics.clone();
     let (reason, stats, revoked) = match tls {
         None => {
-            info!(listener = &*listener, %peer, "connection opened");
+            if closed_before_data(&stream, &profile, &shutdown).await {
+                debug!(listener = &*listener, %peer, "connection closed before sending data (health check?)");
+                profile.metrics.closed("closed_before_data");
+                return;
+            }
+            info!(target: "audit", event = "connection_accepted", listener = &*listener, %peer, "connection opened");
             let info = ConnectionInfo { peer, client_thumbprint: None };
             let (reason, stats) = connection::serve(stream, info, profile, store, shutdown.clone()).await;
             (reason, stats, false)
@@ -273,6 +290,7 @@ async fn handle_tcp(
             (reason, stats, close.is_cancelled() && !shutdown.is_cancelled())
         }
     };
+    profile_closed(&listener_metrics, &reason, revoked);
     let reason = if revoked {
         "client certificate no longer approved (reload)".to_owned()
     } else {
@@ -288,4 +306,23 @@ async fn handle_tcp(
         bytes_out = stats.bytes_out,
         "connection closed"
     );
+}
+
+/// Whether a plaintext peer closed without sending a byte (a load balancer's TCP health
+/// check), waiting at most [`HEALTH_CHECK_WAIT`]: such a connection is logged at debug, not
+/// as an accepted connection. A peer still silent after that is served normally.
+async fn closed_before_data(stream: &TcpStream, profile: &Profile, shutdown: &CancellationToken) -> bool {
+    let wait = profile.config.idle_timeout.min(HEALTH_CHECK_WAIT);
+    let mut first = [0u8; 1];
+    tokio::select! {
+        _ = shutdown.cancelled() => false,
+        peeked = tokio::time::timeout(wait, stream.peek(&mut first)) => matches!(peeked, Ok(Ok(0) | Err(_))),
+    }
+}
+
+/// How long a silent plaintext connection is watched for a health check's close.
+const HEALTH_CHECK_WAIT: Duration = Duration::from_secs(1);
+
+fn profile_closed(metrics: &ListenerMetrics, reason: &connection::CloseReason, revoked: bool) {
+    metrics.closed(if revoked { "client_cert_revoked" } else { crate::metrics::close_reason(reason) });
 }

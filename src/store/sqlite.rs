@@ -216,7 +216,7 @@ impl std::fmt::Debug for SqliteStore {
 impl MessageStore for SqliteStore {
     fn append(&self, message: NewMessage) -> BoxFuture<'_, Result<Appended, StoreError>> {
         let (reply, answer) = oneshot::channel();
-        let queued = self.send(Request::Append(Append { message, reply }));
+        let queued = self.send(Request::Append(Box::new(Append { message, reply })));
         Box::pin(async move {
             queued?;
             // The writer answers every request it takes; a dropped reply means it is gone.
@@ -229,8 +229,12 @@ impl MessageStore for SqliteStore {
 /// has at most one append outstanding (it waits for the answer before reading on), so the
 /// queue is bounded by the listeners' `max_connections`.
 enum Request {
-    Append(Append),
-    LimitGrowth { pages: Option<u32>, done: oneshot::Sender<Result<(), StoreError>> },
+    /// Boxed: a message is much larger than the other requests.
+    Append(Box<Append>),
+    LimitGrowth {
+        pages: Option<u32>,
+        done: oneshot::Sender<Result<(), StoreError>>,
+    },
 }
 
 struct Append {
@@ -299,7 +303,7 @@ impl Writer {
                 match request {
                     Request::Append(append) => {
                         bytes += append.message.raw.len();
-                        batch.push(append);
+                        batch.push(*append);
                     }
                     Request::LimitGrowth { pages, done } => {
                         let _ = done.send(self.limit_growth(pages));
@@ -333,6 +337,7 @@ impl Writer {
                 self.counters.stored.fetch_add(batch.len() as u64 - duplicates, Ordering::Relaxed);
                 self.counters.duplicates.fetch_add(duplicates, Ordering::Relaxed);
                 self.counters.commits.fetch_add(1, Ordering::Relaxed);
+                crate::metrics::store_commit(started.elapsed(), batch.len());
                 self.bytes_since_checkpoint += bytes;
                 self.commits_since_checkpoint += 1;
                 debug!(
@@ -349,6 +354,7 @@ impl Writer {
             }
             Err(reason) => {
                 self.counters.failed_batches.fetch_add(1, Ordering::Relaxed);
+                crate::metrics::store_failed_commit();
                 error!(path = %self.file.display(), messages = batch.len(), error = %reason,
                     "message store write failed; answering with error ACKs");
                 // Rolled back already (the transaction was dropped). Never trust this

@@ -166,7 +166,10 @@ impl Refusal {
         let client_subject = self.client.as_ref().map(|c| c.subject.as_str());
         let client_thumbprint = self.client.as_ref().map(|c| c.digests.sha256().to_string());
         if self.reason.is_audited() {
-            warn!(target: "audit", listener, %peer, reason, client_subject, client_thumbprint, detail,
+            // client_cert_missing/unapproved/expired/…, client_signature_invalid
+            let event =
+                if reason.starts_with("client_") { "client_cert_refused" } else { "tls_handshake_failed" };
+            warn!(target: "audit", event, listener, %peer, reason, client_subject, client_thumbprint, detail,
                 "TLS connection refused");
         } else {
             debug!(listener, %peer, reason, detail, "connection closed before the TLS handshake");
@@ -210,8 +213,8 @@ impl Accepted {
         let session = &self.session;
         let client_subject = session.client.as_ref().map(|c| c.subject.as_str());
         let client_thumbprint = session.client.as_ref().map(|c| c.digests.sha256().to_string());
-        info!(listener, %peer, tls_version = session.version, cipher_suite = session.cipher_suite,
-            client_subject, client_thumbprint, "connection opened");
+        info!(target: "audit", event = "connection_accepted", listener, %peer, tls_version = session.version,
+            cipher_suite = session.cipher_suite, client_subject, client_thumbprint, "connection opened");
     }
 
     /// The SHA-256 thumbprint of the client certificate (`sha256:<hex>`), stored with
@@ -295,6 +298,9 @@ pub struct TlsListener {
     provider: Arc<CryptoProvider>,
     state: ArcSwap<TlsState>,
     live: Registry,
+    /// Approved client certificates seen in a handshake since start (by SHA-256), for the
+    /// expiry gauges and alarms: a thumbprint alone carries no date.
+    seen: Mutex<HashMap<[u8; 32], ClientCert>>,
 }
 
 impl TlsListener {
@@ -310,6 +316,7 @@ impl TlsListener {
             provider,
             state: ArcSwap::from_pointee(state),
             live: Registry::default(),
+            seen: Mutex::default(),
         })
     }
 
@@ -326,6 +333,23 @@ impl TlsListener {
     /// Number of live mutual-TLS connections.
     pub fn live_clients(&self) -> usize {
         self.live.len()
+    }
+
+    /// Client certificates seen in a successful handshake since start that the current
+    /// settings still approve, in thumbprint order.
+    pub fn approved_clients_seen(&self) -> Vec<ClientCert> {
+        let state = self.state.load();
+        let Some(policy) = &state.policy else { return Vec::new() };
+        let seen = self.seen.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut clients: Vec<ClientCert> =
+            seen.values().filter(|c| c.digests.approved_by(policy.approved())).cloned().collect();
+        clients.sort_by_key(|c| c.digests.sha256);
+        clients
+    }
+
+    /// Number of approved client thumbprints in force (0 with `client_auth = "none"`).
+    pub fn approved_count(&self) -> usize {
+        self.state.load().policy.as_ref().map_or(0, |policy| policy.approved().len())
     }
 
     /// Re-reads the files named by `settings` and swaps them in for new handshakes. Live
@@ -361,13 +385,20 @@ impl TlsListener {
             _ = shutdown.cancelled() => Ok(Err(Refusal::new(RefusalReason::Shutdown, "server shutting down"))),
             result = handshake => result,
         };
-        match result {
+        let result = match result {
             Ok(result) => result,
             Err(_elapsed) => Err(Refusal::new(
                 RefusalReason::HandshakeTimeout,
                 format!("{phase} within handshake_timeout ({})", humantime::format_duration(limit)),
             )),
+        };
+        let outcome = result.as_ref().map(|a| a.session.version).map_err(|r| r.reason.as_str());
+        crate::metrics::tls_handshake(&self.name, outcome);
+        if let Ok(Accepted { session: Session { client: Some(client), .. }, .. }) = &result {
+            let mut seen = self.seen.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            seen.insert(client.digests.sha256, client.clone());
         }
+        result
     }
 
     async fn handshake(
@@ -493,7 +524,8 @@ impl TlsListener {
             if let Err(refusal) = policy.check(&client.chain[0], &client.chain[1..], now) {
                 let client_subject = refusal.cert.as_ref().map(|c| c.subject.clone());
                 let client_thumbprint = refusal.cert.as_ref().map(|c| c.digests.sha256().to_string());
-                warn!(target: "audit", listener = &*self.name, peer = %client.peer, reason = refusal.reason.as_str(),
+                warn!(target: "audit", event = "client_cert_revoked", listener = &*self.name, peer = %client.peer,
+                    reason = refusal.reason.as_str(),
                     client_subject, client_thumbprint, detail = %refusal.detail,
                     "closing connection: client certificate no longer approved after reload");
                 client.close.cancel();
@@ -534,6 +566,11 @@ impl Reloader {
         Reloader { listeners: Arc::new(listeners) }
     }
 
+    /// Every TLS listener, in configuration order.
+    pub fn listeners(&self) -> &[Arc<TlsListener>] {
+        &self.listeners
+    }
+
     /// The TLS listener called `name`.
     pub fn listener(&self, name: &str) -> Option<&Arc<TlsListener>> {
         self.listeners.iter().find(|listener| listener.name() == name)
@@ -559,13 +596,13 @@ impl Reloader {
             };
             match listener.reload(settings) {
                 Ok(outcome) => {
-                    info!(target: "audit", listener = name, server_thumbprint = %outcome.server_thumbprint,
+                    info!(target: "audit", event = "tls_reloaded", listener = name, server_thumbprint = %outcome.server_thumbprint,
                         approved_clients = outcome.approved_clients, closed_connections = outcome.closed_connections,
                         "TLS configuration reloaded");
                     report.reloaded.push((name.to_owned(), outcome));
                 }
                 Err(e) => {
-                    error!(target: "audit", listener = name, error = %e,
+                    error!(target: "audit", event = "tls_reload_failed", listener = name, error = %e,
                         "TLS reload failed; keeping the previous certificate, key and approvals");
                     report.failed.push((name.to_owned(), e.to_string()));
                 }

@@ -1,6 +1,11 @@
 //! hl7d integration tests: one binary, real servers on 127.0.0.1:0, raw sockets.
 
+mod admin;
 mod bench;
+mod cli;
+mod faults;
+mod fuzz_config;
+mod hostile;
 mod interop;
 mod listener;
 mod send;

@@ -285,7 +285,8 @@ async fn a_failing_store_gives_error_acks_and_recovers() {
     assert_eq!(exchange(&mut conn, &original("F-1")).await.0, "AA");
     assert_eq!(exchange(&mut conn, &enhanced("F-2")).await.0, "CA");
     let reader = Reader::open(tmp.path()).unwrap();
-    let stored: Vec<String> = reader.list(&Filter::default()).unwrap().into_iter().map(|m| m.control_id).collect();
+    let stored: Vec<String> =
+        reader.list(&Filter::default()).unwrap().into_iter().map(|m| m.control_id).collect();
     assert_eq!(stored, ["F-2", "F-1"]);
     server.shutdown(WAIT).await;
 }
@@ -333,7 +334,8 @@ async fn a_full_database_gives_error_acks_then_recovers_without_restart() {
     accepted.push(refused);
     let reader = Reader::open(tmp.path()).unwrap();
     assert_eq!(reader.integrity_check().unwrap(), "ok");
-    let mut stored: Vec<String> = reader.list(&Filter::default()).unwrap().into_iter().map(|m| m.control_id).collect();
+    let mut stored: Vec<String> =
+        reader.list(&Filter::default()).unwrap().into_iter().map(|m| m.control_id).collect();
     stored.sort();
     accepted.sort();
     assert_eq!(stored, accepted, "every AA stored, nothing else");
@@ -366,7 +368,9 @@ impl Drop for SmallFs {
 #[tokio::test]
 async fn a_full_file_system_gives_error_acks_then_recovers_without_restart() {
     let Some(fs) = SmallFs::mount("2m") else {
-        eprintln!("skipped: cannot mount a tmpfs here (needs root); the max_page_count test covers SQLITE_FULL");
+        eprintln!(
+            "skipped: cannot mount a tmpfs here (needs root); the max_page_count test covers SQLITE_FULL"
+        );
         return;
     };
     let data = fs.0.path().join("data");
@@ -402,13 +406,18 @@ async fn a_full_file_system_gives_error_acks_then_recovers_without_restart() {
 
     std::fs::remove_file(&ballast).unwrap();
     // Allow for the writer's reopen back-off.
-    assert_eq!(exchange(&mut conn, &bulky(&refused, 16 * 1024)).await.0, "AA", "accepted again after space is freed");
+    assert_eq!(
+        exchange(&mut conn, &bulky(&refused, 16 * 1024)).await.0,
+        "AA",
+        "accepted again after space is freed"
+    );
     accepted.push(refused);
     server.shutdown(WAIT).await;
     store.close();
     let reader = Reader::open(&data).unwrap();
     assert_eq!(reader.integrity_check().unwrap(), "ok");
-    let mut stored: Vec<String> = reader.list(&Filter::default()).unwrap().into_iter().map(|m| m.control_id).collect();
+    let mut stored: Vec<String> =
+        reader.list(&Filter::default()).unwrap().into_iter().map(|m| m.control_id).collect();
     stored.sort();
     accepted.sort();
     assert_eq!(stored, accepted);
@@ -561,8 +570,12 @@ async fn sigkill_under_load_loses_no_acknowledged_message() {
             *stored.entry(message.control_id).or_default() += 1;
         }
         for id in &all_acked {
-            assert_eq!(stored.get(id).copied(), Some(1), "seed {seed}: {id} acknowledged but stored {:?} times",
-                stored.get(id));
+            assert_eq!(
+                stored.get(id).copied(),
+                Some(1),
+                "seed {seed}: {id} acknowledged but stored {:?} times",
+                stored.get(id)
+            );
         }
         let twice: HashSet<_> = stored.iter().filter(|(_, &n)| n > 1).map(|(id, _)| id).collect();
         assert!(twice.is_empty(), "seed {seed}: stored more than once: {twice:?}");

@@ -185,15 +185,20 @@ pub fn build_ack(msh: Option<&Msh<'_>>, params: &AckParams<'_>, out: &mut Vec<u8
     let (app_from, fac_from, app_to, fac_to) = msh.map_or((empty, empty, empty, empty), |m| {
         (m.receiving_application, m.receiving_facility, m.sending_application, m.sending_facility)
     });
-    let version =
-        msh.map_or(&b"2.5"[..], |m| if m.version_field.is_empty() { b"2.5" } else { m.version_field });
+    // Echoed fields are already written with this message's delimiters. Values hl7d writes
+    // itself are escaped: a sender may pick `+` or `.` as a delimiter, and MSH-7 ends in
+    // `+0000` and the default MSH-12 is `2.5`.
+    let version = match msh.map(|m| m.version_field) {
+        Some(echoed) if !echoed.is_empty() => Cow::Borrowed(echoed),
+        _ => d.escape(b"2.5"),
+    };
     let modern = msh.map_or(Some((2, 5)), |m| m.version_number()).is_none_or(|v| v >= (2, 5));
 
     out.extend_from_slice(b"MSH");
     out.push(d.field);
     let (chars, len) = d.encoding_characters();
     out.extend_from_slice(&chars[..len]);
-    for value in [app_from, fac_from, app_to, fac_to, params.timestamp, b""] {
+    for value in [app_from, fac_from, app_to, fac_to, &d.escape(params.timestamp), b""] {
         field(out);
         out.extend_from_slice(value);
     }
@@ -209,12 +214,12 @@ pub fn build_ack(msh: Option<&Msh<'_>>, params: &AckParams<'_>, out: &mut Vec<u8
         }
     }
     field(out);
-    out.extend_from_slice(params.control_id);
+    out.extend_from_slice(&d.escape(params.control_id));
     field(out);
     let processing = msh.map_or(empty, |m| m.processing_id);
     out.extend_from_slice(if processing.is_empty() { b"P" } else { processing });
     field(out);
-    out.extend_from_slice(version);
+    out.extend_from_slice(&version);
     let charset_name = msh.map_or(empty, |m| m.character_set);
     if !charset_name.is_empty() {
         for _ in 13..=18 {
@@ -339,4 +344,44 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
     let year = yoe + era * 400 + i64::from(month <= 2);
     (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(code: AckCode) -> AckParams<'static> {
+        AckParams {
+            code,
+            control_id: b"A1B2C3000001",
+            timestamp: b"20261128101500+0000",
+            charset: Charset::Utf8,
+            error: None,
+        }
+    }
+
+    /// Found by the `message` fuzz target: with `+` as the field separator, the `+0000` of
+    /// MSH-7 split the ACK's MSH, so MSH-9 and MSH-10 moved one field to the right.
+    #[test]
+    fn plus_as_field_separator_does_not_split_the_ack_timestamp() {
+        let inbound = b"MSH+^~\\&+LAB+FAC+HL7D+FAC+20261128++ADT^A01+PLUS-1+P+2.5\r";
+        let msh = Msh::parse(inbound).unwrap();
+        let ack = ack_to_vec(Some(&msh), &params(AckCode::ApplicationAccept));
+        let header = Msh::parse(&ack).unwrap();
+        assert_eq!(header.date_time, b"20261128101500\\F\\0000");
+        assert_eq!(header.message_type.code, b"ACK");
+        assert_eq!(header.control_id, b"A1B2C3000001");
+        assert!(ack.ends_with(b"\rMSA+AA+PLUS-1\r"), "{}", ack.escape_ascii());
+    }
+
+    /// The same for `.`, which split the default MSH-12 `2.5` of a message without one.
+    #[test]
+    fn dot_as_field_separator_does_not_split_the_default_version() {
+        let inbound = b"MSH.^~\\&.LAB.FAC.HL7D.FAC.1..ADT^A01.DOT-1.P.\r";
+        let msh = Msh::parse(inbound).unwrap();
+        let ack = ack_to_vec(Some(&msh), &params(AckCode::ApplicationReject));
+        let header = Msh::parse(&ack).unwrap();
+        assert_eq!(header.version_field, b"2\\F\\5");
+        assert_eq!(Message::parse(&ack).unwrap().msh().field_count(), 12);
+    }
 }

@@ -285,10 +285,11 @@ impl<'a> Segment<'a> {
         }
         let (index, literal) = if self.is_header() {
             match n {
-                // MSH-1 is the separator byte right after the segment id.
+                // MSH-1 is the separator byte right after the segment id. A bare `MSH`,
+                // `FHS` or `BHS` line (possible after the first segment) has none.
                 1 => {
                     return Value {
-                        raw: &self.raw[3..4],
+                        raw: self.raw.get(3..4).unwrap_or(&[]),
                         delimiters: self.delimiters,
                         level: Level::Literal,
                     };
@@ -508,6 +509,20 @@ mod tests {
     use super::*;
 
     const ADT: &[u8] = include_bytes!("../tests/fixtures/adt_a01_v25.hl7");
+
+    /// Found by the `message` fuzz target: `field(1)` sliced past the end of a bare `MSH`
+    /// segment after the first one and panicked.
+    #[test]
+    fn bare_header_segment_after_the_first_has_empty_fields() {
+        let raw = b"MSH|^~\\&|A|B|C|D|1||ADT^A01|X|P|2.5\rMSH\rBHS\r";
+        let m = Message::parse(raw).unwrap();
+        for segment in m.segments().skip(1) {
+            assert_eq!(segment.field_count(), 1);
+            for n in 0..4 {
+                assert!(segment.field(n).is_empty(), "{:?} field {n}", segment.id());
+            }
+        }
+    }
 
     #[test]
     fn default_delimiters_and_fields() {

@@ -1,0 +1,87 @@
+//! Fuzz target for the configuration parser (`hl7d::config`).
+//!
+//! Runs under `cargo fuzz run -s none config` and, through `#[path]`, inside `cargo test`
+//! (`tests/it/fuzz_config.rs`). Names only `hl7d` and `std`, never `crate::`.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use hl7d::config::{ClientAuth, Config, Thumbprint, Transport};
+
+const SECOND: Duration = Duration::from_secs(1);
+const HOUR: Duration = Duration::from_secs(60 * 60);
+const DAY: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// `Config::from_toml_str` on any UTF-8 text (the file is read as UTF-8, so other bytes
+/// never reach the parser). Checks:
+/// * it never panics, and parsing is deterministic;
+/// * an error has a non-empty message;
+/// * an accepted configuration keeps every documented bound (docs/configuration.md):
+///   at least one listener, names 1–64 characters of `[A-Za-z0-9_.-]` and unique, listen
+///   addresses unique (port 0 aside), timeouts, sizes and connection counts within their
+///   ranges, approved thumbprints non-empty without duplicates, and each thumbprint's
+///   display form parses back to itself.
+pub fn config(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    let parsed = Config::from_toml_str(text);
+    let again = Config::from_toml_str(text);
+    match (&parsed, &again) {
+        (Ok(a), Ok(b)) => assert_eq!(a, b, "parsing is not deterministic"),
+        (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string(), "errors are not deterministic"),
+        _ => panic!("parsing is not deterministic"),
+    }
+    let config = match parsed {
+        Ok(config) => config,
+        Err(error) => {
+            assert!(!error.to_string().trim().is_empty(), "an error without a message");
+            return;
+        }
+    };
+    assert!(!config.listeners.is_empty(), "a configuration without listeners");
+    let mut names = HashSet::new();
+    let mut addrs = HashSet::new();
+    for listener in &config.listeners {
+        let name = &listener.name;
+        assert!(
+            (1..=64).contains(&name.len())
+                && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-')),
+            "listener name {name:?} outside the documented alphabet"
+        );
+        assert!(names.insert(name.clone()), "listener name {name:?} accepted twice");
+        if listener.listen.port() != 0 {
+            assert!(addrs.insert(listener.listen), "listen address {} accepted twice", listener.listen);
+        }
+        assert!((SECOND..=DAY).contains(&listener.idle_timeout), "{name}: idle_timeout {:?}", listener.idle_timeout);
+        assert!((SECOND..=HOUR).contains(&listener.frame_timeout), "{name}: frame_timeout");
+        assert!((SECOND..=HOUR).contains(&listener.write_timeout), "{name}: write_timeout");
+        assert!((1024..=64 * 1024 * 1024).contains(&listener.max_message_size), "{name}: max_message_size");
+        assert!((1..=100_000).contains(&listener.max_connections), "{name}: max_connections");
+        if let Some(window) = listener.duplicate_window {
+            assert!(window > Duration::ZERO, "{name}: a zero duplicate_window must mean None");
+        }
+        for net in &listener.allow_ips {
+            assert_eq!(*net, net.trunc(), "{name}: allow_ips entry with host bits");
+        }
+        let framing = listener.framing;
+        assert!((1..=4).contains(&framing.start().len()) && (1..=4).contains(&framing.end().len()));
+        match &listener.transport {
+            Transport::Plaintext => {}
+            Transport::Tls(tls) => {
+                assert!((SECOND..=5 * 60 * SECOND).contains(&tls.handshake_timeout), "{name}: handshake_timeout");
+                assert!(!tls.cert.as_os_str().is_empty() && !tls.key.as_os_str().is_empty());
+                if let ClientAuth::Required { thumbprints, .. } = &tls.client_auth {
+                    assert!(!thumbprints.is_empty(), "{name}: client_auth required without thumbprints");
+                    let unique: HashSet<&Thumbprint> = thumbprints.iter().collect();
+                    assert_eq!(unique.len(), thumbprints.len(), "{name}: duplicate thumbprints");
+                    for thumbprint in thumbprints {
+                        let shown = thumbprint.to_string();
+                        assert_eq!(shown.parse::<Thumbprint>().as_ref(), Ok(thumbprint), "{shown}");
+                    }
+                }
+            }
+        }
+    }
+    if let Some(retention) = config.store.retention {
+        assert!(retention >= 60 * SECOND, "retention below one minute");
+    }
+}

@@ -1,0 +1,637 @@
+//! Operations: the admin endpoint (`/live`, `/ready`, `/metrics`, `POST /reload`), the
+//! metrics moving with traffic, and the audit trail's line for every refusal kind. In
+//! process where possible; one test runs the `hl7d serve` binary end to end (readiness
+//! flag, audit start/stop, SIGHUP). Loopback only, every wait bounded.
+//!
+//! The metrics recorder is process-wide, so each test uses listener names of its own
+//! (`adm-…`) and reads only its own series.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hl7d::admin::{Admin, Running};
+use hl7d::audit::AuditTrail;
+use hl7d::config::{AuditConfig, ClientAuth, Config, Thumbprint, TlsConfig, TlsVersion, Transport};
+use hl7d::listener::Server;
+use hl7d::store::{AcceptAfterParse, MessageStore, SqliteOptions, SqliteStore};
+use hl7d::tls::pki::{Ca, CertKind, Issued, Validity};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::{ClientConfig, RootCertStore};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tracing_subscriber::layer::SubscriberExt;
+
+use crate::support::{self, expect_closed, fixture, msa, plain, read_frame, send, tempdir, WAIT};
+
+/// Upper bound of one whole test.
+const TEST_LIMIT: Duration = Duration::from_secs(60);
+
+// ---------------------------------------------------------------------------------------
+// Endpoints
+
+#[tokio::test]
+async fn ready_is_503_until_the_listeners_run_then_200_and_reload_answers() {
+    bounded(async {
+        let dir = tempdir("admin-ready");
+        let audit = AuditCapture::start(&dir);
+        let admin = Admin::start("127.0.0.1:0".parse().unwrap()).await.expect("admin binds");
+        let at = admin.local_addr();
+
+        // Stage 1: admin up, nothing else.
+        assert_eq!(http(at, "GET", "/live").await, (200, "live\n".to_owned()));
+        assert_eq!(http(at, "GET", "/ready").await.0, 503);
+        assert_eq!(http(at, "POST", "/reload").await.0, 503, "no server to reload yet");
+        assert_eq!(http(at, "GET", "/nothing").await.0, 404);
+        assert_eq!(http(at, "GET", "/reload").await.0, 405);
+
+        // Stage 2: listeners bound; still not ready until the flag says so.
+        let config_file = dir.join("hl7d.toml");
+        std::fs::write(
+            &config_file,
+            "[[listener]]\nname = \"adm-ready\"\nlisten = \"127.0.0.1:0\"\nplaintext = true\n",
+        )
+        .unwrap();
+        let config = Config::load(&config_file).unwrap();
+        let server = Server::start(&config, Arc::new(AcceptAfterParse::default())).await.unwrap();
+        assert_eq!(http(at, "GET", "/ready").await.0, 503);
+        admin.attach(Running { reloader: server.reloader(), config_path: Some(config_file.clone()) });
+        admin.readiness().set(true);
+        assert_eq!(http(at, "GET", "/ready").await, (200, "ready\n".to_owned()));
+
+        // POST /reload: same as SIGHUP.
+        let (status, body) = http(at, "POST", "/reload").await;
+        assert_eq!(status, 200, "{body}");
+        let report: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(report["ok"], true, "{body}");
+        std::fs::write(&config_file, "[[listener]]\nname = \"adm-ready\"\nlisten = nope\n").unwrap();
+        let (status, body) = http(at, "POST", "/reload").await;
+        assert_eq!(status, 500, "{body}");
+        assert!(body.contains("does not load"), "{body}");
+        audit.wait_for(&[("event", "reload_requested"), ("source", "admin")]).await;
+
+        // Shutdown begins: not ready any more.
+        admin.readiness().set(false);
+        assert_eq!(http(at, "GET", "/ready").await.0, 503);
+        server.shutdown(WAIT).await;
+        admin.stop().await;
+        let _ = std::fs::remove_dir_all(&dir);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn metrics_count_traffic_refusals_closes_and_store_commits() {
+    bounded(async {
+        let dir = tempdir("admin-metrics");
+        let admin = Admin::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let at = admin.local_addr();
+        let store = Arc::new(SqliteStore::open(&dir, SqliteOptions::default()).unwrap());
+        let mut traffic = plain("adm-traffic");
+        traffic.max_message_size = 1024;
+        let mut fenced = plain("adm-fenced");
+        fenced.allow_ips = vec!["10.0.0.0/8".parse().unwrap()];
+        let mut single = plain("adm-single");
+        single.max_connections = 1;
+        let mut idle = plain("adm-idle");
+        idle.idle_timeout = Duration::from_secs(1);
+        let store_dyn: Arc<dyn MessageStore> = store.clone();
+        let server = support::start_with_store(vec![traffic, fenced, single, idle], store_dyn).await;
+
+        // Traffic: AA, the same again (duplicate, AA), not HL7 (AR), too large (AR).
+        let mut conn = TcpStream::connect(server.local_addr("adm-traffic").unwrap()).await.unwrap();
+        let message = fixture("adt_a04_v231_original_mode.hl7");
+        let mut big = b"MSH|^~\\&|A|B|C|D|1||ADT^A01|BIG-1|P|2.5\rNTE|1||".to_vec();
+        big.extend(std::iter::repeat_n(b'x', 2000));
+        let mut sent = 0;
+        let mut received = 0;
+        for (payload, code) in [
+            (message.clone(), "AA"),
+            (message.clone(), "AA"),
+            (fixture("invalid_not_hl7.txt"), "AR"),
+            (big, "AR"),
+        ] {
+            send(&mut conn, &payload).await;
+            sent += payload.len() + 3;
+            let ack = read_frame(&mut conn).await;
+            received += ack.len() + 3;
+            assert_eq!(msa(&ack).0, code);
+        }
+        drop(conn);
+
+        let traffic = [("listener", "adm-traffic")];
+        let scrape = wait_metric(
+            at,
+            "hl7d_connections_closed_total",
+            &[("listener", "adm-traffic"), ("reason", "peer_closed")],
+            1.0,
+        )
+        .await;
+        let value = |name: &str, extra: &[(&str, &str)]| {
+            let mut labels = traffic.to_vec();
+            labels.extend_from_slice(extra);
+            metric(&scrape, name, &labels)
+        };
+        assert_eq!(value("hl7d_connections_accepted_total", &[]), Some(1.0));
+        assert_eq!(value("hl7d_connections_open", &[]), Some(0.0));
+        assert_eq!(value("hl7d_messages_received_total", &[]), Some(3.0));
+        assert_eq!(value("hl7d_acks_sent_total", &[("code", "AA")]), Some(2.0));
+        assert_eq!(value("hl7d_acks_sent_total", &[("code", "AR")]), Some(2.0));
+        assert_eq!(value("hl7d_acks_sent_total", &[("code", "CA")]), Some(0.0), "every code has a series");
+        assert_eq!(value("hl7d_messages_duplicate_total", &[]), Some(1.0));
+        assert_eq!(value("hl7d_frame_errors_total", &[("reason", "too_large")]), Some(1.0));
+        assert_eq!(value("hl7d_received_bytes_total", &[]), Some(sent as f64));
+        assert_eq!(value("hl7d_sent_bytes_total", &[]), Some(received as f64));
+        assert_eq!(value("hl7d_ack_latency_seconds_count", &[]), Some(4.0));
+        assert_eq!(value("hl7d_ack_latency_seconds_bucket", &[("le", "+Inf")]), Some(4.0));
+        // Group commit: one transaction per stored message here, and the duplicate is
+        // recognised inside a transaction too.
+        assert!(metric(&scrape, "hl7d_store_commit_seconds_count", &[]).unwrap_or(0.0) >= 2.0, "{scrape}");
+        assert!(metric(&scrape, "hl7d_store_commit_messages_bucket", &[("le", "1")]).unwrap_or(0.0) >= 2.0);
+        assert!(scrape.contains("hl7d_build_info{version=\""), "{scrape}");
+
+        // Refused at accept, by reason.
+        let mut refused = TcpStream::connect(server.local_addr("adm-fenced").unwrap()).await.unwrap();
+        expect_closed(&mut refused).await;
+        wait_metric(
+            at,
+            "hl7d_connections_refused_total",
+            &[("listener", "adm-fenced"), ("reason", "ip_not_allowed")],
+            1.0,
+        )
+        .await;
+        let mut first = TcpStream::connect(server.local_addr("adm-single").unwrap()).await.unwrap();
+        send(&mut first, &message).await;
+        read_frame(&mut first).await;
+        let mut second = TcpStream::connect(server.local_addr("adm-single").unwrap()).await.unwrap();
+        expect_closed(&mut second).await;
+        let scrape = wait_metric(
+            at,
+            "hl7d_connections_refused_total",
+            &[("listener", "adm-single"), ("reason", "max_connections")],
+            1.0,
+        )
+        .await;
+        assert_eq!(metric(&scrape, "hl7d_connections_open", &[("listener", "adm-single")]), Some(1.0));
+
+        // Idle close.
+        let mut quiet = TcpStream::connect(server.local_addr("adm-idle").unwrap()).await.unwrap();
+        send(&mut quiet, &message).await;
+        read_frame(&mut quiet).await;
+        expect_closed(&mut quiet).await;
+        wait_metric(
+            at,
+            "hl7d_connections_closed_total",
+            &[("listener", "adm-idle"), ("reason", "idle")],
+            1.0,
+        )
+        .await;
+
+        drop(first);
+        server.shutdown(WAIT).await;
+        admin.stop().await;
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn every_refusal_kind_has_an_audit_line_and_tls_metrics_move() {
+    bounded(async {
+        let dir = tempdir("admin-audit");
+        let audit = AuditCapture::start(&dir);
+        let admin = Admin::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let at = admin.local_addr();
+
+        let ca = Ca::new("admin test CA", Validity::days_from_now(30)).unwrap();
+        let names = ["localhost".to_owned()];
+        let server_cert = ca.issue(CertKind::Server, "server", &names, Validity::days_from_now(20)).unwrap();
+        std::fs::write(dir.join("server.pem"), &server_cert.cert_pem).unwrap();
+        std::fs::write(dir.join("server.key"), &server_cert.key_pem).unwrap();
+        let approved =
+            ca.issue(CertKind::Client, "approved-sender", &[], Validity::days_from_now(10)).unwrap();
+        let stranger = ca.issue(CertKind::Client, "stranger", &[], Validity::days_from_now(10)).unwrap();
+        let approved_thumbprint = Thumbprint::Sha256(approved.digests().sha256);
+        let stranger_thumbprint = Thumbprint::Sha256(stranger.digests().sha256).to_string();
+
+        let mut mtls = plain("adm-mtls");
+        mtls.transport = Transport::Tls(TlsConfig {
+            cert: dir.join("server.pem"),
+            key: dir.join("server.key"),
+            min_version: TlsVersion::Tls12,
+            handshake_timeout: Duration::from_secs(5),
+            client_auth: ClientAuth::Required { thumbprints: vec![approved_thumbprint], ca: None },
+        });
+        let mut fenced = plain("adm-audit-fenced");
+        fenced.allow_ips = vec!["10.0.0.0/8".parse().unwrap()];
+        let mut single = plain("adm-audit-single");
+        single.max_connections = 1;
+        let server = support::start_with_store(
+            vec![mtls, fenced, single, plain("adm-audit-plain")],
+            Arc::new(AcceptAfterParse::default()),
+        )
+        .await;
+        admin.attach(Running { reloader: server.reloader(), config_path: None });
+        let mtls_addr = server.local_addr("adm-mtls").unwrap();
+
+        // Accepted with the approved certificate.
+        let mut ok = tls_connect(mtls_addr, client_config(&ca, Some(&approved))).await.expect("handshake");
+        send(&mut ok, &fixture("adt_a04_v231_original_mode.hl7")).await;
+        assert_eq!(msa(&read_frame(&mut ok).await).0, "AA");
+        drop(ok);
+        audit.wait_for(&[("event", "connection_accepted"), ("listener", "adm-mtls")]).await;
+
+        // Client certificate refused: not approved.
+        let _ = tls_exchange(mtls_addr, client_config(&ca, Some(&stranger))).await;
+        let line =
+            audit.wait_for(&[("event", "client_cert_refused"), ("reason", "client_cert_unapproved")]).await;
+        assert_eq!(line["client_thumbprint"], stranger_thumbprint.as_str(), "{line}");
+        assert!(line["client_subject"].as_str().unwrap().contains("stranger"), "{line}");
+        assert_eq!(line["level"], "WARN");
+        // No certificate at all.
+        let _ = tls_exchange(mtls_addr, client_config(&ca, None)).await;
+        audit.wait_for(&[("event", "client_cert_refused"), ("reason", "client_cert_missing")]).await;
+
+        // TLS handshake failure: plaintext MLLP on the TLS port.
+        let mut plain_on_tls = TcpStream::connect(mtls_addr).await.unwrap();
+        send(&mut plain_on_tls, b"MSH|^~\\&|A").await;
+        expect_closed(&mut plain_on_tls).await;
+        audit.wait_for(&[("event", "tls_handshake_failed"), ("reason", "not_tls")]).await;
+
+        // Refused at accept: allowlist and connection limit.
+        let mut refused = TcpStream::connect(server.local_addr("adm-audit-fenced").unwrap()).await.unwrap();
+        expect_closed(&mut refused).await;
+        let line = audit.wait_for(&[("event", "connection_refused"), ("reason", "ip_not_allowed")]).await;
+        assert_eq!(line["listener"], "adm-audit-fenced");
+        assert!(line["peer"].as_str().unwrap().starts_with("127.0.0.1:"), "{line}");
+        let mut first = TcpStream::connect(server.local_addr("adm-audit-single").unwrap()).await.unwrap();
+        send(&mut first, &fixture("adt_a04_v231_original_mode.hl7")).await;
+        read_frame(&mut first).await;
+        let mut second = TcpStream::connect(server.local_addr("adm-audit-single").unwrap()).await.unwrap();
+        expect_closed(&mut second).await;
+        let line = audit.wait_for(&[("event", "connection_refused"), ("reason", "max_connections")]).await;
+        assert_eq!(line["max_connections"], 1);
+
+        // A health check (connect, close) is not an audit event, nor an accepted connection.
+        drop(TcpStream::connect(server.local_addr("adm-audit-plain").unwrap()).await.unwrap());
+        wait_metric(
+            at,
+            "hl7d_connections_closed_total",
+            &[("listener", "adm-audit-plain"), ("reason", "closed_before_data")],
+            1.0,
+        )
+        .await;
+        assert!(audit.find(&[("listener", "adm-audit-plain")]).is_none(), "{}", audit.text());
+
+        // TLS metrics and certificate expiry gauges.
+        let scrape = wait_metric(
+            at,
+            "hl7d_tls_handshake_failures_total",
+            &[("listener", "adm-mtls"), ("reason", "not_tls")],
+            1.0,
+        )
+        .await;
+        let mtls = [("listener", "adm-mtls")];
+        let handshakes = metric(&scrape, "hl7d_tls_handshakes_total", &[mtls[0], ("version", "TLSv1.3")]);
+        assert_eq!(handshakes, Some(1.0), "{scrape}");
+        for reason in ["client_cert_unapproved", "client_cert_missing"] {
+            let failures =
+                metric(&scrape, "hl7d_tls_handshake_failures_total", &[mtls[0], ("reason", reason)]);
+            assert_eq!(failures, Some(1.0), "{reason}: {scrape}");
+        }
+        let server_expiry = metric(&scrape, "hl7d_tls_server_cert_expiry_timestamp_seconds", &mtls).unwrap();
+        let in_twenty_days = unix_now() + 20.0 * 86_400.0;
+        assert!((server_expiry - in_twenty_days).abs() < 2.0 * 86_400.0, "{server_expiry}");
+        let thumbprint = approved_thumbprint.to_string();
+        let client_expiry = metric(
+            &scrape,
+            "hl7d_tls_client_cert_expiry_timestamp_seconds",
+            &[mtls[0], ("thumbprint", thumbprint.as_str())],
+        );
+        assert!(client_expiry.is_some_and(|t| t > unix_now()), "{scrape}");
+        assert_eq!(metric(&scrape, "hl7d_tls_approved_clients", &mtls), Some(1.0));
+        // The daily check finds both certificates inside the 30-day window.
+        assert_eq!(
+            hl7d::expiry::check(&server.reloader(), Duration::from_secs(30 * 86_400), unix_now() as i64),
+            2
+        );
+
+        // Nothing from inside a message reaches the audit trail.
+        assert!(!audit.text().contains("NGUYEN"), "{}", audit.text());
+        drop(first);
+        server.shutdown(WAIT).await;
+        admin.stop().await;
+        let _ = std::fs::remove_dir_all(&dir);
+    })
+    .await;
+}
+
+// ---------------------------------------------------------------------------------------
+// The real binary: readiness wiring, audit trail with start/stop, reload by HTTP and SIGHUP
+
+#[test]
+fn serve_end_to_end_with_admin_and_audit_file() {
+    let dir = tempdir("admin-serve");
+    let admin_port = free_port();
+    let listen_port = free_port();
+    let audit_file = dir.join("audit.jsonl");
+    let config = format!(
+        "[store]\npath = \"data\"\n[admin]\nlisten = \"127.0.0.1:{admin_port}\"\n\
+         [log]\nlevel = \"warn\"\n[audit]\nfile = \"audit.jsonl\"\n\
+         [[listener]]\nname = \"adm-proc\"\nlisten = \"127.0.0.1:{listen_port}\"\nplaintext = true\n"
+    );
+    std::fs::write(dir.join("hl7d.toml"), config).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hl7d"))
+        .args(["serve", "--config"])
+        .arg(dir.join("hl7d.toml"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start hl7d serve");
+    let pid = child.id().to_string();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let admin: SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        runtime.block_on(bounded(async {
+            // Ready once the store is open and the listener bound.
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                if let Some((200, _)) = try_http(admin, "GET", "/ready").await {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "hl7d never became ready");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            let mut conn = TcpStream::connect(("127.0.0.1", listen_port)).await.unwrap();
+            send(&mut conn, &fixture("adt_a04_v231_original_mode.hl7")).await;
+            assert_eq!(msa(&read_frame(&mut conn).await).0, "AA");
+            drop(conn);
+            let scrape =
+                wait_metric(admin, "hl7d_acks_sent_total", &[("listener", "adm-proc"), ("code", "AA")], 1.0)
+                    .await;
+            assert!(
+                metric(&scrape, "hl7d_store_commit_seconds_count", &[]).unwrap_or(0.0) >= 1.0,
+                "{scrape}"
+            );
+            assert_eq!(http(admin, "POST", "/reload").await.0, 200);
+        }));
+        signal("HUP", &pid);
+        wait_for_audit(&audit_file, &[("event", "reload_requested"), ("source", "SIGHUP")]);
+    }));
+    signal("TERM", &pid);
+    let status = wait_exit(&mut child, Duration::from_secs(30));
+    let mut stderr = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        use std::io::Read;
+        let _ = pipe.read_to_string(&mut stderr);
+    }
+    if let Err(panic) = outcome {
+        eprintln!("hl7d stderr:\n{stderr}");
+        std::panic::resume_unwind(panic);
+    }
+    assert!(status.success(), "hl7d exited with {status:?}:\n{stderr}");
+    let lines = read_audit(&audit_file);
+    let events: Vec<&str> = lines.iter().filter_map(|line| line["event"].as_str()).collect();
+    for expected in ["start", "connection_accepted", "reload_requested", "config_reloaded", "stop"] {
+        assert!(events.contains(&expected), "no {expected} in {events:?}");
+    }
+    assert_eq!(events.first(), Some(&"start"), "{events:?}");
+    assert_eq!(events.last(), Some(&"stop"), "{events:?}");
+    // `[log] level = "warn"` does not thin out the audit trail, and the log stays quiet.
+    assert!(!stderr.contains("connection opened"), "{stderr}");
+    let raw = std::fs::read_to_string(&audit_file).unwrap();
+    assert!(!raw.contains("NGUYEN") && !raw.contains("CTRL-20261105"), "{raw}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn deploy_example_config_is_valid_and_names_every_table() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/hl7d.example.toml");
+    let config = Config::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+    assert!(config.admin.is_some() && config.audit.is_some());
+    let text = std::fs::read_to_string(&path).unwrap();
+    for key in [
+        "retention",
+        "cert_expiry_warning",
+        "syslog",
+        "syslog_ca",
+        "plaintext",
+        "force_encoding",
+        "frame_timeout",
+        "write_timeout",
+        "lenient_framing",
+        "duplicate_window",
+        "handshake_timeout",
+        "client_ca",
+        "[listener.framing]",
+    ] {
+        assert!(text.contains(key), "the example does not mention {key}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Helpers
+
+async fn bounded<F: std::future::Future<Output = ()>>(test: F) {
+    tokio::time::timeout(TEST_LIMIT, test).await.expect("test finished within its limit");
+}
+
+/// One HTTP/1.1 request without a body; (status, body).
+async fn http(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
+    tokio::time::timeout(WAIT, try_http(addr, method, path))
+        .await
+        .expect("admin answers within the test wait")
+        .expect("admin answers")
+}
+
+async fn try_http(addr: SocketAddr, method: &str, path: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(addr).await.ok()?;
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.ok()?;
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text.get(9..12)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default();
+    Some((status, body))
+}
+
+/// The value of the series `name` whose labels include all of `labels`.
+fn metric(scrape: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    scrape.lines().filter(|line| !line.starts_with('#')).find_map(|line| {
+        let (series, value) = line.rsplit_once(' ')?;
+        let (series_name, series_labels) = match series.split_once('{') {
+            Some((n, rest)) => (n, parse_labels(rest.strip_suffix('}')?)),
+            None => (series, BTreeMap::new()),
+        };
+        let matches = series_name == name
+            && labels.iter().all(|(k, v)| series_labels.get(*k).map(String::as_str) == Some(*v));
+        matches.then(|| value.parse().ok()).flatten()
+    })
+}
+
+fn parse_labels(text: &str) -> BTreeMap<String, String> {
+    text.split("\",")
+        .filter_map(|pair| {
+            let (key, value) = pair.split_once("=\"")?;
+            Some((key.to_owned(), value.trim_end_matches('"').to_owned()))
+        })
+        .collect()
+}
+
+/// Scrapes until the series reaches `expected` (bounded); returns that scrape.
+async fn wait_metric(admin: SocketAddr, name: &str, labels: &[(&str, &str)], expected: f64) -> String {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (status, scrape) = http(admin, "GET", "/metrics").await;
+        assert_eq!(status, 200);
+        if metric(&scrape, name, labels) == Some(expected) {
+            return scrape;
+        }
+        assert!(Instant::now() < deadline, "{name}{labels:?} never reached {expected}:\n{scrape}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// An audit file for this test. `#[tokio::test]` runs every task on the test's thread, so
+/// a thread-local subscriber sees this test's server and no other test's.
+struct AuditCapture {
+    path: PathBuf,
+    _trail: AuditTrail,
+    _guard: tracing::subscriber::DefaultGuard,
+}
+
+impl AuditCapture {
+    fn start(dir: &Path) -> AuditCapture {
+        // tracing-core caches each callsite's interest process-wide, and while exactly one
+        // dispatcher exists it asks the *current thread's* one: a parallel test without a
+        // subscriber that reaches a shared callsite first (say, the ip_not_allowed line)
+        // would switch it off for this test too. A second, idle dispatcher makes it ask
+        // every live one.
+        static SECOND: std::sync::OnceLock<tracing::Dispatch> = std::sync::OnceLock::new();
+        SECOND.get_or_init(|| tracing::Dispatch::new(tracing_subscriber::registry()));
+        let path = dir.join("audit.jsonl");
+        let trail = AuditTrail::open(&AuditConfig { file: Some(path.clone()), syslog: None }).unwrap();
+        let subscriber = tracing_subscriber::registry().with(trail.layer());
+        let guard = tracing::subscriber::set_default(subscriber);
+        AuditCapture { path, _trail: trail, _guard: guard }
+    }
+
+    fn text(&self) -> String {
+        std::fs::read_to_string(&self.path).unwrap_or_default()
+    }
+
+    fn find(&self, fields: &[(&str, &str)]) -> Option<serde_json::Value> {
+        find_line(&read_audit(&self.path), fields)
+    }
+
+    async fn wait_for(&self, fields: &[(&str, &str)]) -> serde_json::Value {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(line) = self.find(fields) {
+                return line;
+            }
+            assert!(Instant::now() < deadline, "no audit line with {fields:?} in:\n{}", self.text());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// Every line of an audit file, parsed (each must be one JSON object).
+fn read_audit(path: &Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
+        .collect()
+}
+
+fn find_line(lines: &[serde_json::Value], fields: &[(&str, &str)]) -> Option<serde_json::Value> {
+    lines.iter().find(|line| fields.iter().all(|(k, v)| line[*k].as_str() == Some(*v))).cloned()
+}
+
+fn wait_for_audit(path: &Path, fields: &[(&str, &str)]) {
+    let deadline = Instant::now() + WAIT;
+    while find_line(&read_audit(path), fields).is_none() {
+        assert!(Instant::now() < deadline, "no audit line with {fields:?} in {}", path.display());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn client_config(ca: &Ca, client: Option<&Issued>) -> Arc<ClientConfig> {
+    let mut roots = RootCertStore::empty();
+    roots.add(CertificateDer::from(ca.cert.der.clone())).unwrap();
+    let builder =
+        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_root_certificates(roots);
+    let config = match client {
+        None => builder.with_no_client_auth(),
+        Some(client) => builder
+            .with_client_auth_cert(
+                vec![CertificateDer::from(client.der.clone())],
+                PrivateKeyDer::from_pem_slice(client.key_pem.as_bytes()).unwrap(),
+            )
+            .unwrap(),
+    };
+    Arc::new(config)
+}
+
+async fn tls_connect(
+    addr: SocketAddr,
+    config: Arc<ClientConfig>,
+) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    let tcp = TcpStream::connect(addr).await?;
+    let name = ServerName::try_from("localhost").unwrap();
+    tokio::time::timeout(WAIT, TlsConnector::from(config).connect(name, tcp))
+        .await
+        .expect("handshake within the test wait")
+}
+
+/// Handshake, one message, one read: a TLS 1.3 client learns of a refused certificate on
+/// its first read. Returns whether an ACK came back.
+async fn tls_exchange(addr: SocketAddr, config: Arc<ClientConfig>) -> bool {
+    let Ok(mut stream) = tls_connect(addr, config).await else { return false };
+    let _ = stream.write_all(&support::frame(&fixture("adt_a04_v231_original_mode.hl7"))).await;
+    let _ = stream.flush().await;
+    let mut buf = [0u8; 64];
+    matches!(tokio::time::timeout(WAIT, stream.read(&mut buf)).await, Ok(Ok(n)) if n > 0)
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64()
+}
+
+/// A port that was free a moment ago (the OS does not hand it out again at once).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn signal(name: &str, pid: &str) {
+    let status = Command::new("kill").args([&format!("-{name}"), pid]).status().expect("run kill");
+    assert!(status.success(), "kill -{name} {pid}");
+}
+
+fn wait_exit(child: &mut std::process::Child, limit: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("hl7d did not stop within {limit:?} of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
