@@ -170,10 +170,7 @@ bench() {   # bench SERVER LABEL ARGS...
         log "$server $label: bench exited non-zero"
     fi
     [[ -n $out ]] || { log "$server $label: no report"; return; }
-    python3 -c 'import json, sys; r = json.loads(sys.argv[1]); r["server"] = sys.argv[2]; r["run"] = sys.argv[3]; print(json.dumps(r))' \
-        "$out" "$server" "$label" >>"$RESULTS"
-    python3 -c 'import json, sys; r = json.loads(sys.argv[1]); print(f"compare: {sys.argv[2]:<13} {sys.argv[3]:<14} {r[\"messages_per_s\"]:>9.0f} msg/s  p50 {r[\"latency_us\"][\"p50\"]:>7.0f} us  errors {r[\"errors\"]}")' \
-        "$out" "$server" "$label" >&2
+    python3 "$ROOT/bench/summarize.py" --record "$RESULTS" "$server" "$label" "$out"
 }
 
 # ---- persistent connections --------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Turns the JSON lines of bench/compare.sh into the Markdown tables of BENCHMARKS.md.
 
     python3 bench/summarize.py results.jsonl
+    python3 bench/summarize.py --record results.jsonl SERVER LABEL REPORT_JSON   (used by compare.sh)
 
 Medians over the repetitions; ratios are of medians measured in the same run.
 """
@@ -8,6 +9,18 @@ import json
 import statistics
 import sys
 from collections import defaultdict
+
+if sys.argv[1] == "--record":
+    # --record RESULTS SERVER LABEL REPORT: append one bench report, say it on stderr.
+    results, server, label, report = sys.argv[2:6]
+    r = json.loads(report)
+    r["server"], r["run"] = server, label
+    with open(results, "a") as f:
+        f.write(json.dumps(r) + "\n")
+    rate = r.get("handshakes_per_s", r["messages_per_s"])
+    print(f"compare: {server:<13} {label:<11} {rate:>9.0f}/s  p50 {r['latency_us']['p50']:>8.0f} us  "
+          f"p99 {r['latency_us']['p99']:>8.0f} us  errors {r['errors']}", file=sys.stderr)
+    sys.exit(0)
 
 rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
 meta = next((r for r in rows if r.get("run") == "meta"), {})

@@ -5,13 +5,15 @@
 //! no-fsync benchmark knob, so the cost of the fsync is visible.
 //!
 //! ```sh
-//! cargo run --release --example store_bench -- --seconds 5 --connections 1,16,64
+//! cargo run --release --example store_bench -- --seconds 3 --repeat 3 --connections 1,16,64
 //! ```
 //!
-//! Options: `--seconds S` per measurement (default 5), `--connections LIST` (default
-//! 1,16,64), `--size BYTES` approximate message size (default 1024), `--durability
-//! full|nosync|both` (default both), `--dir PATH` where the temporary stores go (default the
-//! system temp dir; put it on the disk you want to measure).
+//! Options: `--seconds S` per measurement (default 3), `--repeat R` measurements per
+//! setting (default 3; the durable and no-fsync measurements alternate, so that a change in
+//! the load of a shared machine hits both alike, and the R results are pooled),
+//! `--connections LIST` (default 1,16,64), `--size BYTES` approximate message size (default
+//! 1024), `--durability full|nosync|both` (default both), `--dir PATH` where the temporary
+//! stores go (default the system temp dir; put it on the disk you want to measure).
 //!
 //! "fsyncs/msg" is computed from the store's counters: one WAL sync per committed batch,
 //! plus two per checkpoint (WAL, then database file). Check it against the kernel with
@@ -29,6 +31,7 @@ use tokio::net::TcpStream;
 
 struct Args {
     seconds: f64,
+    repeat: usize,
     connections: Vec<usize>,
     size: usize,
     durabilities: Vec<Durability>,
@@ -37,7 +40,8 @@ struct Args {
 
 fn parse_args() -> Args {
     let mut args = Args {
-        seconds: 5.0,
+        seconds: 3.0,
+        repeat: 3,
         connections: vec![1, 16, 64],
         size: 1024,
         durabilities: vec![Durability::Full, Durability::DangerNoSync],
@@ -48,6 +52,7 @@ fn parse_args() -> Args {
         let value = it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
         match flag.as_str() {
             "--seconds" => args.seconds = value.parse().expect("--seconds: a number"),
+            "--repeat" => args.repeat = value.parse().expect("--repeat: a count"),
             "--connections" => {
                 args.connections =
                     value.split(',').map(|n| n.trim().parse().expect("--connections: 1,16,64")).collect()
@@ -74,12 +79,26 @@ struct Run {
     durability: Durability,
     messages: u64,
     elapsed: Duration,
-    /// ACK latencies in microseconds, sorted.
+    /// ACK latencies in microseconds (sorted once pooled).
     latencies: Vec<u32>,
     stats: StoreStats,
 }
 
 impl Run {
+    /// Pools another measurement of the same setting into this one.
+    fn add(&mut self, other: Run) {
+        self.messages += other.messages;
+        self.elapsed += other.elapsed;
+        self.latencies.extend(other.latencies);
+        let (a, b) = (&mut self.stats, other.stats);
+        a.stored += b.stored;
+        a.duplicates += b.duplicates;
+        a.commits += b.commits;
+        a.checkpoints += b.checkpoints;
+        a.failed_batches += b.failed_batches;
+        a.expired += b.expired;
+    }
+
     fn percentile(&self, p: f64) -> f64 {
         if self.latencies.is_empty() {
             return 0.0;
@@ -162,7 +181,6 @@ async fn measure(args: &Args, durability: Durability, connections: usize) -> Run
     let closing = store.clone();
     tokio::task::spawn_blocking(move || closing.close()).await.unwrap();
     let _ = std::fs::remove_dir_all(&dir);
-    latencies.sort_unstable();
     Run { connections, durability, messages: latencies.len() as u64, elapsed, latencies, stats }
 }
 
@@ -171,14 +189,28 @@ async fn main() {
     let args = parse_args();
     let mut runs = Vec::new();
     for &connections in &args.connections {
-        for &durability in &args.durabilities {
-            let run = measure(&args, durability, connections).await;
-            eprintln!(
-                "{:?} x{}: {} messages in {:.1?}",
-                run.durability, run.connections, run.messages, run.elapsed
-            );
-            runs.push(run);
+        let mut pooled: Vec<Run> = Vec::new();
+        for round in 0..args.repeat.max(1) {
+            for &durability in &args.durabilities {
+                let run = measure(&args, durability, connections).await;
+                eprintln!(
+                    "{:?} x{} (round {}): {} messages in {:.1?}",
+                    run.durability,
+                    run.connections,
+                    round + 1,
+                    run.messages,
+                    run.elapsed
+                );
+                match pooled.iter_mut().find(|p| p.durability == durability) {
+                    Some(total) => total.add(run),
+                    None => pooled.push(run),
+                }
+            }
         }
+        for run in &mut pooled {
+            run.latencies.sort_unstable();
+        }
+        runs.extend(pooled);
     }
     println!(
         "| connections | store | messages/s | ACK p50 | ACK p99 | messages per commit | fsyncs per message |"

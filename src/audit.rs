@@ -577,4 +577,54 @@ mod tests {
         assert_eq!(events, ["\"start\"", "\"connection_refused\""]);
         assert!(fresh.contains("\"event\":\"stop\""), "{fresh}");
     }
+
+    #[test]
+    fn syslog_over_tls_reaches_a_collector_verified_by_syslog_ca() {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+        use crate::tls::pki::{Ca, CertKind, Validity};
+
+        let dir = std::env::temp_dir().join(format!("hl7d-audit-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca = Ca::new("syslog test CA", Validity::days_from_now(30)).unwrap();
+        std::fs::write(dir.join("ca.pem"), &ca.cert.cert_pem).unwrap();
+        let names = ["localhost".to_owned()];
+        let server = ca.issue(CertKind::Server, "collector", &names, Validity::days_from_now(30)).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(crate::tls::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![CertificateDer::from(server.der.clone())],
+                PrivateKeyDer::from_pem_slice(server.key_pem.as_bytes()).unwrap(),
+            )
+            .unwrap();
+        let collector = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = collector.local_addr().unwrap().port();
+        let received = thread::spawn(move || {
+            let (stream, _) = collector.accept().unwrap();
+            stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let session = rustls::ServerConnection::new(Arc::new(config)).unwrap();
+            let mut tls = rustls::StreamOwned::new(session, stream);
+            let mut text = Vec::new();
+            let mut chunk = [0u8; 1024];
+            // The writer hangs up without close_notify: keep what arrived before that.
+            while let Ok(n) = tls.read(&mut chunk) {
+                if n == 0 {
+                    break;
+                }
+                text.extend_from_slice(&chunk[..n]);
+            }
+            String::from_utf8(text).unwrap()
+        });
+        // The collector's certificate names localhost; it is trusted through syslog_ca only.
+        let syslog = SyslogConfig { host: "localhost".into(), port, tls: true, ca: Some(dir.join("ca.pem")) };
+        let trail = AuditTrail::open(&AuditConfig { file: None, syslog: Some(syslog) }).unwrap();
+        trail.record(Level::WARN, "client_cert_refused", "refused", &[("reason", "client_cert_unapproved")]);
+        trail.flush(Duration::from_secs(10));
+        let text = received.join().unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(text.contains("<108>1 ") && text.contains("client_cert_refused - {"), "{text:?}");
+    }
 }

@@ -2463,7 +2463,11 @@ end = "1c0d"
         assert!(quiet.warnings.is_empty(), "{:?}", quiet.warnings);
         let open = parse_ok(&format!("[admin]\nlisten = \"0.0.0.0:9275\"\n{}", lab("")));
         assert_eq!(open.warnings.len(), 1);
-        assert!(open.warnings[0].starts_with("admin: listen: 0.0.0.0:9275 is reachable"), "{:?}", open.warnings);
+        assert!(
+            open.warnings[0].starts_with("admin: listen: 0.0.0.0:9275 is reachable"),
+            "{:?}",
+            open.warnings
+        );
     }
 
     #[test]

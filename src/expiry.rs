@@ -16,7 +16,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, warn};
 
-use crate::tls::cert::{format_time, CertSummary};
+use crate::tls::cert::format_time;
 use crate::tls::Reloader;
 
 /// Time between two checks.
@@ -101,11 +101,6 @@ fn unix_now() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
-/// The server certificate's notice at `now` (for callers holding a [`CertSummary`]).
-pub fn server_notice(cert: &CertSummary, now: i64, threshold: Duration) -> Option<Notice> {
-    notice("server", &cert.subject, cert.not_after, now, threshold)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,8 +134,9 @@ mod tests {
         let ca = Ca::new("expiry CA", Validity::days_from_now(400)).unwrap();
         let issued =
             ca.issue(CertKind::Server, "s", &["localhost".to_owned()], Validity::days_from_now(10)).unwrap();
-        let cert = CertSummary::parse(&issued.der).unwrap();
-        assert!(matches!(server_notice(&cert, unix_now(), THIRTY_DAYS), Some(Notice::ExpiresSoon(_))));
-        assert_eq!(server_notice(&cert, unix_now(), Duration::from_secs(5 * 24 * 60 * 60)), None);
+        let cert = crate::tls::cert::CertSummary::parse(&issued.der).unwrap();
+        let at = |threshold| notice("server", &cert.subject, cert.not_after, unix_now(), threshold);
+        assert!(matches!(at(THIRTY_DAYS), Some(Notice::ExpiresSoon(_))));
+        assert_eq!(at(Duration::from_secs(5 * 24 * 60 * 60)), None);
     }
 }

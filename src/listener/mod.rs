@@ -290,7 +290,7 @@ async fn handle_tcp(
             (reason, stats, close.is_cancelled() && !shutdown.is_cancelled())
         }
     };
-    profile_closed(&listener_metrics, &reason, revoked);
+    count_close(&listener_metrics, &reason, revoked);
     let reason = if revoked {
         "client certificate no longer approved (reload)".to_owned()
     } else {
@@ -323,6 +323,6 @@ async fn closed_before_data(stream: &TcpStream, profile: &Profile, shutdown: &Ca
 /// How long a silent plaintext connection is watched for a health check's close.
 const HEALTH_CHECK_WAIT: Duration = Duration::from_secs(1);
 
-fn profile_closed(metrics: &ListenerMetrics, reason: &connection::CloseReason, revoked: bool) {
+fn count_close(metrics: &ListenerMetrics, reason: &connection::CloseReason, revoked: bool) {
     metrics.closed(if revoked { "client_cert_revoked" } else { crate::metrics::close_reason(reason) });
 }
