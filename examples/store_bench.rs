@@ -194,12 +194,14 @@ async fn main() {
             for &durability in &args.durabilities {
                 let run = measure(&args, durability, connections).await;
                 eprintln!(
-                    "{:?} x{} (round {}): {} messages in {:.1?}",
+                    "{:?} x{} (round {}): {} messages in {:.1?}, {} commits, {} checkpoints",
                     run.durability,
                     run.connections,
                     round + 1,
                     run.messages,
-                    run.elapsed
+                    run.elapsed,
+                    run.stats.commits,
+                    run.stats.checkpoints
                 );
                 match pooled.iter_mut().find(|p| p.durability == durability) {
                     Some(total) => total.add(run),

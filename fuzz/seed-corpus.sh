@@ -2,11 +2,12 @@
 # Builds libFuzzer's working corpora, fuzz/corpus/<target>/ (not committed), from what is:
 #   fuzz/seeds/<target>/*                      hand-picked seeds and minimised crash inputs
 #   crates/hl7-proto/tests/fixtures/*          the sample messages (up to 16 KiB each),
-#                                              for message, batch and charset as they are
-#                                              and for mllp_decoder framed, behind the
-#                                              selector bytes 0x00 0x11 (production config)
+#                                              for message, batch, charset and sender_ack
+#                                              as they are and for mllp_decoder framed,
+#                                              behind the selector bytes 0x00 0x11
+#                                              (the production configuration)
 #   docs/configuration.md                      every ```toml block, for config
-# The in-test harnesses (crates/hl7-proto/tests/fuzz_targets.rs, tests/it/fuzz_config.rs)
+# The in-test harnesses (crates/hl7-proto/tests/fuzz_targets.rs, tests/it/fuzz_app.rs)
 # replay the same sources. Existing corpus files are kept, so re-running only adds.
 set -euo pipefail
 fuzz="$(cd "$(dirname "$0")" && pwd)"
@@ -14,7 +15,7 @@ root="$(dirname "$fuzz")"
 fixtures="$root/crates/hl7-proto/tests/fixtures"
 max_seed=16384
 
-for target in mllp_decoder message batch charset config; do
+for target in mllp_decoder message batch charset config sender_ack; do
   mkdir -p "$fuzz/corpus/$target"
   cp "$fuzz/seeds/$target/"* "$fuzz/corpus/$target/"
 done
@@ -22,7 +23,7 @@ done
 for file in "$fixtures"/*; do
   name="$(basename "$file")"
   [ "$(stat -c %s "$file")" -le "$max_seed" ] || continue
-  for target in message batch charset; do
+  for target in message batch charset sender_ack; do
     cp "$file" "$fuzz/corpus/$target/fixture-$name"
   done
   { printf '\x00\x11\x0b'; cat "$file"; printf '\x1c\x0d'; } >"$fuzz/corpus/mllp_decoder/fixture-$name"
@@ -34,6 +35,6 @@ awk -v dir="$fuzz/corpus/config" '
   inside     { print > out }
 ' "$root/docs/configuration.md"
 
-for target in mllp_decoder message batch charset config; do
+for target in mllp_decoder message batch charset config sender_ack; do
   echo "$target: $(ls "$fuzz/corpus/$target" | wc -l) inputs"
 done

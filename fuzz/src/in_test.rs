@@ -1,7 +1,7 @@
 //! Runs a fuzz target under `cargo test`: every seed once, then mutated seeds.
 //!
 //! Not part of the fuzz crate (which has no proptest): the workspace harnesses
-//! (`crates/hl7-proto/tests/fuzz_targets.rs`, `tests/it/fuzz_config.rs`) include it with
+//! (`crates/hl7-proto/tests/fuzz_targets.rs`, `tests/it/fuzz_app.rs`) include it with
 //! `#[path]`. The seeds are the ones `fuzz/seed-corpus.sh` gives libFuzzer, so a crash input
 //! committed to `fuzz/seeds/<target>/` becomes a regression test here.
 //!
@@ -63,7 +63,7 @@ pub fn seeds(root: &Path, target: &str) -> Vec<(String, Vec<u8>)> {
     let fixtures = files(&root.join("crates/hl7-proto/tests/fixtures"));
     let fixtures = fixtures.into_iter().filter(|(_, bytes)| bytes.len() <= MAX_FIXTURE);
     match target {
-        "message" | "batch" | "charset" => out.extend(fixtures),
+        "message" | "batch" | "charset" | "sender_ack" => out.extend(fixtures),
         "mllp_decoder" => out.extend(fixtures.map(|(name, bytes)| {
             let mut framed = vec![0x00, 0x11, 0x0B];
             framed.extend_from_slice(&bytes);
@@ -71,7 +71,8 @@ pub fn seeds(root: &Path, target: &str) -> Vec<(String, Vec<u8>)> {
             (name, framed)
         })),
         "config" => {
-            let docs = std::fs::read_to_string(root.join("docs/configuration.md")).expect("docs/configuration.md");
+            let docs =
+                std::fs::read_to_string(root.join("docs/configuration.md")).expect("docs/configuration.md");
             let mut block: Option<String> = None;
             for line in docs.lines() {
                 match (&mut block, line.starts_with("```")) {

@@ -2,5 +2,5 @@
 //! the code under test does not hold; `fuzz_targets/*.rs` hand them to libFuzzer, and the
 //! workspace tests include the same files to run them under `cargo test`.
 
-pub mod config;
+pub mod app;
 pub mod proto;

@@ -375,7 +375,9 @@ pub fn batch(data: &[u8]) {
 /// * an MSH-18 name is resolved without panicking, errors carry at most 40 characters.
 pub fn charset(data: &[u8]) {
     let (set, bytes) = match data.split_first() {
-        Some((&index, rest)) if usize::from(index) < Charset::ALL.len() => (Charset::ALL[usize::from(index)], rest),
+        Some((&index, rest)) if usize::from(index) < Charset::ALL.len() => {
+            (Charset::ALL[usize::from(index)], rest)
+        }
         _ => {
             let seen = inspect(data, Charset::Utf8, false);
             (seen.charset, data)
@@ -387,14 +389,20 @@ pub fn charset(data: &[u8]) {
         Err(charset::CharsetError::Malformed { offset, .. }) => {
             assert!(offset < bytes.len(), "malformed offset {offset} past the end ({set:?})");
             assert!(lossy.contains('\u{FFFD}'), "strict decoding failed but lossy has no U+FFFD ({set:?})");
-            assert!(set.decode_strict(&bytes[..offset]).is_ok(), "bytes before the malformed offset do not decode ({set:?})");
+            assert!(
+                set.decode_strict(&bytes[..offset]).is_ok(),
+                "bytes before the malformed offset do not decode ({set:?})"
+            );
         }
         Err(other) => panic!("decode_strict returned {other:?}"),
     }
     let encoded = set.encode_lossy(&lossy);
     if set.is_ascii_compatible() {
-        let expected: Cow<'_, str> =
-            if set == Charset::Utf8 { Cow::Borrowed(&lossy) } else { Cow::Owned(lossy.replace('\u{FFFD}', "?")) };
+        let expected: Cow<'_, str> = if set == Charset::Utf8 {
+            Cow::Borrowed(&lossy)
+        } else {
+            Cow::Owned(lossy.replace('\u{FFFD}', "?"))
+        };
         assert_eq!(set.decode(&encoded), expected, "decode(encode(text)) != text ({set:?})");
     }
 

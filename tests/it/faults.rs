@@ -100,7 +100,11 @@ async fn a_store_error_is_never_acknowledged_positively_in_any_ack_mode() {
         let mut conn = TcpStream::connect(server.local_addr(listener).unwrap()).await.unwrap();
         for (msh15, when_kept, when_failed) in modes {
             for (outcome, expected) in [("OK", when_kept), ("FAIL", when_failed)] {
-                let id = if outcome == "OK" { format!("OK-{listener}-{msh15}") } else { format!("FAIL-{listener}-{msh15}") };
+                let id = if outcome == "OK" {
+                    format!("OK-{listener}-{msh15}")
+                } else {
+                    format!("FAIL-{listener}-{msh15}")
+                };
                 send(&mut conn, &message(&id, msh15)).await;
                 let expected = if listener == "always" {
                     let enhanced = !msh15.is_empty();
@@ -263,13 +267,19 @@ async fn a_hung_store_gets_no_ack_and_shutdown_gives_up_after_its_grace() {
     let mut conn = TcpStream::connect(server.local_addr("lab").unwrap()).await.unwrap();
     send(&mut conn, &message("HANG-1", "AL")).await;
     let mut buf = [0u8; 64];
-    assert!(timeout(Duration::from_millis(500), conn.read(&mut buf)).await.is_err(), "an answer for a hung commit");
+    assert!(
+        timeout(Duration::from_millis(500), conn.read(&mut buf)).await.is_err(),
+        "an answer for a hung commit"
+    );
     let started = Instant::now();
     let abandoned = server.shutdown(Duration::from_secs(1)).await;
     assert_eq!(abandoned, 1, "the connection waiting on the store is abandoned");
     assert!(started.elapsed() < Duration::from_secs(5));
     // Still no answer: an abandoned message is never acknowledged.
-    assert!(timeout(Duration::from_millis(300), conn.read(&mut buf)).await.is_err(), "an answer after shutdown");
+    assert!(
+        timeout(Duration::from_millis(300), conn.read(&mut buf)).await.is_err(),
+        "an answer after shutdown"
+    );
     assert!(store.kept().is_empty());
 }
 
@@ -303,7 +313,11 @@ async fn sigterm_under_load_exits_cleanly_and_keeps_every_acknowledged_message()
     }
 
     let outcomes = std::mem::take(&mut *outcomes.lock().unwrap());
-    eprintln!("{} acknowledged, {} unanswered when the connection closed", outcomes.acked.len(), outcomes.unanswered.len());
+    eprintln!(
+        "{} acknowledged, {} unanswered when the connection closed",
+        outcomes.acked.len(),
+        outcomes.unanswered.len()
+    );
     let output = Command::new(env!("CARGO_BIN_EXE_hl7d"))
         .args(["messages", "list", "--json", "--limit", "10000000", "--config"])
         .arg(tmp.join("hl7d.toml"))
@@ -316,7 +330,12 @@ async fn sigterm_under_load_exits_cleanly_and_keeps_every_acknowledged_message()
         *stored.entry(row["control_id"].as_str().unwrap().to_owned()).or_default() += 1;
     }
     for id in &outcomes.acked {
-        assert_eq!(stored.get(id), Some(&1), "{id} was acknowledged but is stored {:?} times", stored.get(id));
+        assert_eq!(
+            stored.get(id),
+            Some(&1),
+            "{id} was acknowledged but is stored {:?} times",
+            stored.get(id)
+        );
     }
     let _ = std::fs::remove_dir_all(&tmp);
 }
@@ -332,7 +351,13 @@ struct Outcomes {
 /// One sender: `in_flight` messages at a time with fresh control ids until the server
 /// closes the connection. Every message must get its own positive ACK, in order, or none
 /// at all because the connection closed first.
-async fn load(addr: SocketAddr, prefix: String, enhanced: bool, in_flight: usize, outcomes: Arc<Mutex<Outcomes>>) {
+async fn load(
+    addr: SocketAddr,
+    prefix: String,
+    enhanced: bool,
+    in_flight: usize,
+    outcomes: Arc<Mutex<Outcomes>>,
+) {
     let Ok(stream) = TcpStream::connect(addr).await else { return };
     let mut conn = AsyncBufReader::new(stream);
     let mut n = 0;
@@ -418,7 +443,8 @@ impl Serve {
     }
 
     fn signal(&self, name: &str) {
-        let status = Command::new("kill").arg(format!("-{name}")).arg(self.child.id().to_string()).status().unwrap();
+        let status =
+            Command::new("kill").arg(format!("-{name}")).arg(self.child.id().to_string()).status().unwrap();
         assert!(status.success(), "kill -{name} failed");
     }
 

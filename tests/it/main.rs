@@ -4,7 +4,7 @@ mod admin;
 mod bench;
 mod cli;
 mod faults;
-mod fuzz_config;
+mod fuzz_app;
 mod hostile;
 mod interop;
 mod listener;

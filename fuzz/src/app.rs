@@ -1,12 +1,19 @@
-//! Fuzz target for the configuration parser (`hl7d::config`).
+//! Fuzz targets for the hl7d application crate: the configuration parser (`hl7d::config`)
+//! and the ACK parser of `hl7d send` (`hl7d::sender::parse_ack`), which reads whatever a
+//! server sends back.
 //!
-//! Runs under `cargo fuzz run -s none config` and, through `#[path]`, inside `cargo test`
-//! (`tests/it/fuzz_config.rs`). Names only `hl7d` and `std`, never `crate::`.
+//! They run under `cargo fuzz run -s none config|sender_ack` and, through `#[path]`, inside
+//! `cargo test` (`tests/it/fuzz_app.rs`). Names only `hl7d`, `hl7_proto` and `std`, never
+//! `crate::`.
 
 use std::collections::HashSet;
 use std::time::Duration;
 
+use hl7_proto::ack::{self, AckCode, AckParams};
+use hl7_proto::charset::Charset;
+use hl7_proto::inbound::inspect;
 use hl7d::config::{ClientAuth, Config, Thumbprint, Transport};
+use hl7d::sender::parse_ack;
 
 const SECOND: Duration = Duration::from_secs(1);
 const HOUR: Duration = Duration::from_secs(60 * 60);
@@ -51,7 +58,11 @@ pub fn config(data: &[u8]) {
         if listener.listen.port() != 0 {
             assert!(addrs.insert(listener.listen), "listen address {} accepted twice", listener.listen);
         }
-        assert!((SECOND..=DAY).contains(&listener.idle_timeout), "{name}: idle_timeout {:?}", listener.idle_timeout);
+        assert!(
+            (SECOND..=DAY).contains(&listener.idle_timeout),
+            "{name}: idle_timeout {:?}",
+            listener.idle_timeout
+        );
         assert!((SECOND..=HOUR).contains(&listener.frame_timeout), "{name}: frame_timeout");
         assert!((SECOND..=HOUR).contains(&listener.write_timeout), "{name}: write_timeout");
         assert!((1024..=64 * 1024 * 1024).contains(&listener.max_message_size), "{name}: max_message_size");
@@ -67,7 +78,10 @@ pub fn config(data: &[u8]) {
         match &listener.transport {
             Transport::Plaintext => {}
             Transport::Tls(tls) => {
-                assert!((SECOND..=5 * 60 * SECOND).contains(&tls.handshake_timeout), "{name}: handshake_timeout");
+                assert!(
+                    (SECOND..=5 * 60 * SECOND).contains(&tls.handshake_timeout),
+                    "{name}: handshake_timeout"
+                );
                 assert!(!tls.cert.as_os_str().is_empty() && !tls.key.as_os_str().is_empty());
                 if let ClientAuth::Required { thumbprints, .. } = &tls.client_auth {
                     assert!(!thumbprints.is_empty(), "{name}: client_auth required without thumbprints");
@@ -83,5 +97,30 @@ pub fn config(data: &[u8]) {
     }
     if let Some(retention) = config.store.retention {
         assert!(retention >= 60 * SECOND, "retention below one minute");
+    }
+}
+
+/// `hl7d::sender::parse_ack` on any frame (a hostile or broken server chooses it): never a
+/// panic. And when the frame is a message with a header, every ACK hl7d's own builder makes
+/// for it is read back by the sender with the same code and MSA-2 = the message's MSH-10,
+/// whatever its delimiters and character set: the two sides of hl7d agree.
+pub fn sender_ack(data: &[u8]) {
+    let _ = parse_ack(data, Charset::Utf8);
+    let _ = parse_ack(data, Charset::Big5);
+    let seen = inspect(data, Charset::Utf8, false);
+    let Some(msh) = &seen.msh else { return };
+    for code in [AckCode::ApplicationAccept, AckCode::ApplicationError, AckCode::CommitReject] {
+        let error = seen.problem.as_ref().map(ack::AckError::from);
+        let params = AckParams {
+            code,
+            control_id: b"A1B2C3000001",
+            timestamp: b"20261128101500+0000",
+            charset: seen.charset,
+            error,
+        };
+        let bytes = ack::ack_to_vec(Some(msh), &params);
+        let (received, msa2) = parse_ack(&bytes, Charset::Utf8).expect("the sender reads hl7d's own ACK");
+        assert_eq!(received.code, code, "MSA-1 read back");
+        assert_eq!(msa2.as_deref(), Some(&*String::from_utf8_lossy(msh.control_id)), "MSA-2 read back");
     }
 }

@@ -1,11 +1,12 @@
-//! The config fuzz target of `fuzz/` (`fuzz/src/config.rs`) on every `cargo test`: each seed
-//! once (fuzz/seeds/config and the TOML examples of docs/configuration.md), then 512 mutated
-//! seeds. See `fuzz/src/in_test.rs` for the knobs and docs/testing.md for cargo-fuzz runs.
+//! The fuzz targets of `fuzz/` that need the hl7d crate (`fuzz/src/app.rs`: the config
+//! parser and the ACK parser of `hl7d send`) on every `cargo test`: each seed once, then 512
+//! mutated seeds. See `fuzz/src/in_test.rs` for the knobs and docs/testing.md for
+//! cargo-fuzz runs.
 
 use std::path::PathBuf;
 
-#[path = "../../fuzz/src/config.rs"]
-mod target;
+#[path = "../../fuzz/src/app.rs"]
+mod app;
 #[path = "../../fuzz/src/in_test.rs"]
 mod in_test;
 
@@ -18,7 +19,6 @@ const CONFIG_TOKENS: &[&[u8]] = &[
     b"[[listener]]\n",
     b"[listener.tls]\n",
     b"[listener.framing]\n",
-    b"name = \"lab\"\n",
     b"name = \"lab\"\n",
     b"listen = \"127.0.0.1:2575\"\n",
     b"listen = \"[::1]:0\"\n",
@@ -45,8 +45,34 @@ const CONFIG_TOKENS: &[&[u8]] = &[
     b"\xe2\x80\x8e",
 ];
 
+/// Pieces of ACKs and headers (as `fuzz/dict/hl7.dict`).
+const ACK_TOKENS: &[&[u8]] = &[
+    b"MSH|^~\\&|",
+    b"\rMSA|AA|",
+    b"\rMSA|CE|",
+    b"\rERR||MSH^1^10|207^Application internal error^HL70357|E||||",
+    b"|",
+    b"^",
+    b"\\",
+    b"\r",
+    b"\x06",
+    b"\x15",
+    b"UNICODE UTF-8",
+    b"8859/1",
+    b"ISO IR87",
+    b"\\X0D\\",
+];
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
 #[test]
 fn fuzz_config() {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    in_test::run(&root, "config", target::config, CONFIG_TOKENS);
+    in_test::run(&root(), "config", app::config, CONFIG_TOKENS);
+}
+
+#[test]
+fn fuzz_sender_ack() {
+    in_test::run(&root(), "sender_ack", app::sender_ack, ACK_TOKENS);
 }
