@@ -182,6 +182,19 @@ async fn exit_codes() {
     assert_eq!(code, 1, "{stdout}");
     assert!(stdout.contains("AR"), "{stdout}");
 
+    // 1: an application error (AE) from the peer, its text reported.
+    let erring = fake_listener(|_, frame| {
+        let msh = hl7_proto::msh::Msh::parse(frame).unwrap();
+        Some(ack_for("AE", std::str::from_utf8(msh.control_id).unwrap()))
+    })
+    .await
+    .to_string();
+    let path = fixture_path("adt_a01_v25.hl7");
+    let (code, stdout, _) =
+        tokio::task::spawn_blocking(move || hl7d_send(&["--to", &erring, &path])).await.unwrap();
+    assert_eq!(code, 1, "{stdout}");
+    assert!(stdout.contains("AE") && stdout.contains("text from peer"), "{stdout}");
+
     // 2: nobody answers.
     let silent = fake_listener(|_, _| Some(Vec::new())).await.to_string();
     let path = fixture_path("adt_a01_v25.hl7");
