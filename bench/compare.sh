@@ -8,6 +8,8 @@
 # Servers (all on 127.0.0.1, each in its own process, started once and kept for the run):
 #   hl7d-plain, hl7d-tls   `hl7d serve` (release build) with its SQLite store (fsync before
 #                          every positive ACK), each with its own fresh data directory
+#   hl7d-tmpfs             analysis only, NOT durable: hl7d-plain with its store on /dev/shm,
+#                          where fsync costs nothing; the gap to hl7d-plain is the disk's
 #   python-plain/-tls      the python `hl7` package's asyncio MLLP server, ACK per message,
 #                          TLS through an `ssl` context; stores nothing
 #   simple-hl7             the npm `simple-hl7` TCP server, ACK per message; stores nothing;
@@ -29,7 +31,7 @@ REPS=${REPS:-3}
 CONNECTIONS=${CONNECTIONS:-"1 16 64"}
 HANDSHAKE_CONNECTIONS=${HANDSHAKE_CONNECTIONS:-16}
 IDLE_CONNECTIONS=${IDLE_CONNECTIONS:-1000}
-SERVERS=${SERVERS:-"hl7d-plain hl7d-tls python-plain python-tls simple-hl7"}
+SERVERS=${SERVERS:-"hl7d-plain hl7d-tls hl7d-tmpfs python-plain python-tls simple-hl7"}
 TIME_LIMIT=${TIME_LIMIT:-1500}     # seconds: the servers' own bound on their lifetime
 SIMPLE_HL7_VERSION=${SIMPLE_HL7_VERSION:-3.3.0}
 
@@ -39,6 +41,7 @@ HL7D=$TARGET/release/hl7d
 # On the repository's file system, not a tmpfs: hl7d's fsyncs must reach a real disk.
 WORK=$(mktemp -d "$TARGET/compare.XXXXXX")
 RESULTS=$WORK/results.jsonl
+SHM=/dev/shm/hl7d-compare.$$
 PIDS=()
 declare -A PID_OF PORT_OF
 
@@ -50,6 +53,7 @@ cleanup() {
     for pid in "${PIDS[@]}"; do
         wait "$pid" 2>/dev/null || true
     done
+    rm -rf "$SHM"
     if [[ -z ${KEEP:-} ]]; then
         rm -rf "$WORK"
     else
@@ -88,13 +92,13 @@ log "installing simple-hl7@$SIMPLE_HL7_VERSION into $WORK/npm"
 "$HL7D" cert dev-pki --out "$WORK/pki" >/dev/null
 
 # ---- servers -----------------------------------------------------------------------------
-start_hl7d() {
-    local name=$1 tls=$2 port
+start_hl7d() {   # start_hl7d NAME TLS(yes|no) DATA_DIR
+    local name=$1 tls=$2 data=$3 port
     port=$(free_port)
     mkdir -p "$WORK/$name"
     {
         echo '[store]'
-        echo "path = \"$WORK/$name/data\""
+        echo "path = \"$data\""
         echo '[log]'
         echo 'level = "warn"'
         echo '[[listener]]'
@@ -147,8 +151,9 @@ start_simple_hl7() {
 
 for server in $SERVERS; do
     case $server in
-        hl7d-plain) start_hl7d "$server" no ;;
-        hl7d-tls) start_hl7d "$server" yes ;;
+        hl7d-plain) start_hl7d "$server" no "$WORK/$server/data" ;;
+        hl7d-tls) start_hl7d "$server" yes "$WORK/$server/data" ;;
+        hl7d-tmpfs) start_hl7d "$server" no "$SHM/data" ;;
         python-plain) start_python "$server" no ;;
         python-tls) start_python "$server" yes ;;
         simple-hl7) start_simple_hl7 "$server" ;;

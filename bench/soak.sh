@@ -84,6 +84,7 @@ idle_timeout = "5s"
 frame_timeout = "2s"
 write_timeout = "2s"
 max_connections = 200
+duplicate_window = "5m"    # within the retention
 
 [[listener]]
 name = "tls"
@@ -92,6 +93,7 @@ idle_timeout = "5s"
 frame_timeout = "2s"
 write_timeout = "2s"
 max_connections = 200
+duplicate_window = "5m"
 [listener.tls]
 cert = "$WORK/pki/server.pem"
 key = "$WORK/pki/server.key"

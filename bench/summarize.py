@@ -56,7 +56,7 @@ for s in servers:
     print(f"| {s} | " + " | ".join(rates) + " | " + " | ".join(lat) + f" | {errors} |")
 
 pairs = [("hl7d-tls", "python-tls"), ("hl7d-plain", "python-plain"), ("hl7d-tls", "simple-hl7"),
-         ("hl7d-plain", "simple-hl7")]
+         ("hl7d-plain", "simple-hl7"), ("hl7d-tmpfs", "simple-hl7"), ("hl7d-plain", "hl7d-tmpfs")]
 print("\n| ratio (messages/s, same run) | " + " | ".join(f"{c} conn" for c in conns) + " |")
 print("| --- |" + " ---: |" * len(conns))
 for a, b in pairs:
