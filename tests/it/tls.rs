@@ -47,8 +47,8 @@ async fn tls12_and_tls13_get_acks() {
                 exchange_ok(&mut stream).await;
             }
         }
-        logs.wait_for(&["connection opened", "TLSv1.2", "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384"]).await;
-        logs.wait_for(&["connection opened", "TLSv1.3", "TLS13_AES_256_GCM_SHA384"]).await;
+        logs.wait_for(&["connection opened", "TLSv1.2", "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"]).await;
+        logs.wait_for(&["connection opened", "TLSv1.3", "TLS13_AES_128_GCM_SHA256"]).await;
     })
     .await;
 }
