@@ -41,7 +41,7 @@ pub struct NewMessage {
     pub listener: Arc<str>,
     /// Peer address.
     pub peer: SocketAddr,
-    /// SHA-256 thumbprint of the client certificate (mutual TLS), lower-case hex.
+    /// SHA-256 thumbprint of the client certificate (mutual TLS), as `sha256:<lower-case hex>` (the form logs and config use).
     pub client_thumbprint: Option<String>,
     /// When the frame was complete.
     pub received_at: SystemTime,
