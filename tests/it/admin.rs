@@ -19,15 +19,16 @@ use hl7d::config::{AuditConfig, ClientAuth, Config, Thumbprint, TlsConfig, TlsVe
 use hl7d::listener::Server;
 use hl7d::store::{AcceptAfterParse, MessageStore, SqliteOptions, SqliteStore};
 use hl7d::tls::pki::{Ca, CertKind, Issued, Validity};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use rustls::{ClientConfig, RootCertStore};
+use rustls::pki_types::ServerName;
+use rustls::ClientConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tracing_subscriber::layer::SubscriberExt;
 
-use crate::support::{self, expect_closed, fixture, msa, plain, read_frame, send, tempdir, WAIT};
+use crate::support::{
+    self, expect_closed, fixture, msa, plain, read_frame, send, tempdir, tls_client_config, WAIT,
+};
 
 /// Upper bound of one whole test.
 const TEST_LIMIT: Duration = Duration::from_secs(60);
@@ -568,23 +569,7 @@ fn wait_for_audit(path: &Path, fields: &[(&str, &str)]) {
 }
 
 fn client_config(ca: &Ca, client: Option<&Issued>) -> Arc<ClientConfig> {
-    let mut roots = RootCertStore::empty();
-    roots.add(CertificateDer::from(ca.cert.der.clone())).unwrap();
-    let builder =
-        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .unwrap()
-            .with_root_certificates(roots);
-    let config = match client {
-        None => builder.with_no_client_auth(),
-        Some(client) => builder
-            .with_client_auth_cert(
-                vec![CertificateDer::from(client.der.clone())],
-                PrivateKeyDer::from_pem_slice(client.key_pem.as_bytes()).unwrap(),
-            )
-            .unwrap(),
-    };
-    Arc::new(config)
+    tls_client_config(ca, client, &[&rustls::version::TLS13])
 }
 
 async fn tls_connect(

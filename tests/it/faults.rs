@@ -8,11 +8,9 @@
 //! load are in `store.rs`, against the SQLite store.)
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener as StdTcpListener};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, Arc, Mutex};
+use std::net::SocketAddr;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hl7_proto::ack::AckPolicy;
@@ -291,7 +289,7 @@ async fn sigterm_under_load_exits_cleanly_and_keeps_every_acknowledged_message()
     const SENDERS: usize = 6;
     let tmp = tempdir("sigterm");
     let store_dir = tmp.join("data");
-    let server = Serve::start(&tmp, &store_dir);
+    let server = ServeProcess::start(&tmp, &store_dir);
     let outcomes = Arc::new(Mutex::new(Outcomes::default()));
     let senders: Vec<_> = (0..SENDERS)
         .map(|s| {
@@ -401,79 +399,4 @@ async fn read_ack(conn: &mut AsyncBufReader<TcpStream>) -> Option<Vec<u8>> {
     conn.read_exact(&mut cr).await.ok()?;
     let start = frame.iter().position(|&b| b == 0x0B)?;
     Some(frame[start + 1..frame.len() - 1].to_vec())
-}
-
-/// A child `hl7d serve` with a plaintext listener on a free loopback port.
-struct Serve {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Serve {
-    fn start(dir: &Path, store: &Path) -> Serve {
-        for _attempt in 0..5 {
-            let addr = StdTcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-            let config = dir.join("hl7d.toml");
-            let text = format!(
-                "[store]\npath = {store:?}\n\n[[listener]]\nname = \"lab\"\nlisten = \"{addr}\"\nplaintext = true\n"
-            );
-            std::fs::write(&config, text).unwrap();
-            let mut child = Command::new(env!("CARGO_BIN_EXE_hl7d"))
-                .args(["serve", "--config"])
-                .arg(&config)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("spawn hl7d serve");
-            let (ready, listening) = mpsc::channel();
-            let stderr = child.stderr.take().unwrap();
-            let wanted = addr.to_string();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stderr).lines() {
-                    let Ok(line) = line else { break };
-                    if line.contains("listening") && line.contains(&wanted) {
-                        let _ = ready.send(());
-                    }
-                }
-            });
-            if listening.recv_timeout(WAIT).is_ok() {
-                return Serve { child, addr };
-            }
-            // The port was taken meanwhile, or start-up failed: try another.
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        panic!("hl7d serve did not start on any of 5 ports");
-    }
-
-    fn signal(&self, name: &str) {
-        let status =
-            Command::new("kill").arg(format!("-{name}")).arg(self.child.id().to_string()).status().unwrap();
-        assert!(status.success(), "kill -{name} failed");
-    }
-
-    /// Waits for the exit; SIGKILLs and fails past `limit`.
-    fn wait(mut self, limit: Duration) -> std::process::ExitStatus {
-        let deadline = std::time::Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            if std::time::Instant::now() > deadline {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                panic!("hl7d serve still running {limit:?} after SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        // Only reached when a test fails before `wait`: never leave a server running.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }

@@ -3,12 +3,11 @@
 //! real `hl7d serve` under load.
 
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener as StdTcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hl7d::store::{
@@ -426,59 +425,6 @@ async fn a_full_file_system_gives_error_acks_then_recovers_without_restart() {
 
 // ---------------------------------------------------------------------------------------
 // Crash test: a real `hl7d serve` process, SIGKILLed under load.
-
-/// A child `hl7d serve` and the address it listens on.
-struct ServeProcess {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl ServeProcess {
-    /// Starts `hl7d serve` on a free loopback port with `store` as its store; retries with
-    /// another port when the chosen one was taken meanwhile.
-    fn start(tmp: &Path, store: &Path) -> ServeProcess {
-        for _attempt in 0..5 {
-            let addr = {
-                let probe = StdTcpListener::bind("127.0.0.1:0").unwrap();
-                probe.local_addr().unwrap()
-            };
-            let config = write_config(tmp, store, addr);
-            let mut child = Command::new(env!("CARGO_BIN_EXE_hl7d"))
-                .args(["serve", "--config"])
-                .arg(&config)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("spawn hl7d serve");
-            let (lines, ready) = mpsc::channel();
-            let stderr = child.stderr.take().unwrap();
-            let wanted = format!("{addr}");
-            std::thread::spawn(move || {
-                for line in BufReader::new(stderr).lines() {
-                    let Ok(line) = line else { break };
-                    if line.contains("listening") && line.contains(&wanted) {
-                        let _ = lines.send(());
-                    }
-                }
-            });
-            match ready.recv_timeout(WAIT) {
-                Ok(()) => return ServeProcess { child, addr },
-                Err(_) => {
-                    // Port taken, or a failure to start: try again, then give up.
-                    let _ = child.kill();
-                    let _ = child.wait();
-                }
-            }
-        }
-        panic!("hl7d serve did not start on any of 5 ports");
-    }
-
-    fn kill(mut self) {
-        self.child.kill().expect("SIGKILL");
-        self.child.wait().unwrap();
-    }
-}
 
 /// A small xorshift generator: the kill moments are random; the seed is printed, and
 /// `HL7D_CRASH_SEED=<seed>` replays the same moments.

@@ -137,3 +137,121 @@ pub fn tempdir(label: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+/// A child `hl7d serve` (the real binary) with a plaintext listener named `lab` on a free
+/// loopback port and its store in `store`; killed when dropped, so a failing test never
+/// leaves a server running.
+pub struct ServeProcess {
+    pub child: std::process::Child,
+    pub addr: SocketAddr,
+}
+
+impl ServeProcess {
+    /// Starts it and waits for its "listening" line; retries with another port when the
+    /// chosen one was taken meanwhile.
+    pub fn start(dir: &std::path::Path, store: &std::path::Path) -> ServeProcess {
+        use std::io::{BufRead, BufReader};
+        use std::process::{Command, Stdio};
+        for _attempt in 0..5 {
+            let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+            let config = dir.join("hl7d.toml");
+            let text = format!(
+                "[store]\npath = {store:?}\n\n[[listener]]\nname = \"lab\"\nlisten = \"{addr}\"\nplaintext = true\n"
+            );
+            std::fs::write(&config, text).unwrap();
+            let mut child = Command::new(env!("CARGO_BIN_EXE_hl7d"))
+                .args(["serve", "--config"])
+                .arg(&config)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn hl7d serve");
+            let (ready, listening) = std::sync::mpsc::channel();
+            let stderr = child.stderr.take().unwrap();
+            let wanted = addr.to_string();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines() {
+                    let Ok(line) = line else { break };
+                    if line.contains("listening") && line.contains(&wanted) {
+                        let _ = ready.send(());
+                    }
+                }
+            });
+            if listening.recv_timeout(WAIT).is_ok() {
+                return ServeProcess { child, addr };
+            }
+            // The port was taken meanwhile, or start-up failed: try another.
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("hl7d serve did not start on any of 5 ports");
+    }
+
+    /// Sends a signal by name (`TERM`, `HUP`, …).
+    pub fn signal(&self, name: &str) {
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// Waits for the exit; SIGKILLs and fails past `limit`.
+    pub fn wait(mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!("hl7d serve still running {limit:?} after the signal");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILL, and reap.
+    pub fn kill(mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A rustls client that trusts `ca`, speaks `versions`, and offers `client`'s certificate
+/// when given (mutual TLS).
+pub fn tls_client_config(
+    ca: &hl7d::tls::pki::Ca,
+    client: Option<&hl7d::tls::pki::Issued>,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Arc<rustls::ClientConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from(ca.cert.der.clone())).unwrap();
+    let builder =
+        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+            .with_protocol_versions(versions)
+            .unwrap()
+            .with_root_certificates(roots);
+    let config = match client {
+        None => builder.with_no_client_auth(),
+        Some(client) => builder
+            .with_client_auth_cert(
+                vec![CertificateDer::from(client.der.clone())],
+                PrivateKeyDer::from_pem_slice(client.key_pem.as_bytes()).unwrap(),
+            )
+            .unwrap(),
+    };
+    Arc::new(config)
+}

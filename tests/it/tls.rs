@@ -15,16 +15,15 @@ use hl7d::listener::{ServeError, Server};
 use hl7d::store::{AcceptAfterParse, Appended, BoxFuture, MessageStore, NewMessage, StoreError};
 use hl7d::tls::pki::{Ca, CertKind, Issued, Validity};
 use hl7d::tls::TlsError;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use rustls::{ClientConfig, RootCertStore, SupportedProtocolVersion};
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, SupportedProtocolVersion};
 use time::OffsetDateTime;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
-use crate::support::{self, expect_closed, fixture, msa, read_frame, send, tempdir, WAIT};
+use crate::support::{self, expect_closed, fixture, msa, read_frame, send, tempdir, tls_client_config, WAIT};
 
 /// Upper bound of one whole test.
 const TEST_LIMIT: Duration = Duration::from_secs(60);
@@ -485,23 +484,7 @@ impl Pki {
         client: Option<&Issued>,
         versions: &[&'static SupportedProtocolVersion],
     ) -> Arc<ClientConfig> {
-        let mut roots = RootCertStore::empty();
-        roots.add(CertificateDer::from(self.ca.cert.der.clone())).unwrap();
-        let builder =
-            ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
-                .with_protocol_versions(versions)
-                .unwrap()
-                .with_root_certificates(roots);
-        let config = match client {
-            None => builder.with_no_client_auth(),
-            Some(client) => builder
-                .with_client_auth_cert(
-                    vec![CertificateDer::from(client.der.clone())],
-                    PrivateKeyDer::from_pem_slice(client.key_pem.as_bytes()).unwrap(),
-                )
-                .unwrap(),
-        };
-        Arc::new(config)
+        tls_client_config(&self.ca, client, versions)
     }
 }
 
