@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Args;
-use hl7_proto::ack::AckCode;
+use hl7_proto::ack::{self, AckCode, Outcome, ReceivedAck};
 use hl7_proto::message::Message;
 use hl7_proto::mllp::{Decoder, DecoderConfig, Framing};
 use hl7_proto::msh::{AckCondition, Msh};
@@ -212,8 +212,11 @@ impl Template {
     fn new(message: Vec<u8>) -> Result<Template, String> {
         let parsed = Message::parse(&message).map_err(|e| format!("--message: {e}"))?;
         let msh = Msh::new(&parsed);
-        if !msh.is_original_mode() && msh.accept_ack().ok().flatten() == Some(AckCondition::Never) {
-            return Err("--message: MSH-15 = NE asks for no ACK; bench needs an ACK for every message".into());
+        if !ack::wants_accept_ack(&msh, Outcome::Accepted) {
+            let msh15 = msh.accept_ack().ok().flatten().map_or("NE", AckCondition::code);
+            return Err(format!(
+                "--message: MSH-15 = {msh15} asks for no ACK on success; bench needs an ACK for every message"
+            ));
         }
         let segment = parsed.msh().raw();
         // `Message::parse` may skip leading line ends; the MSH segment is a subslice.
@@ -670,15 +673,15 @@ where
     }
 }
 
-/// MSA-1 of `frame` if its MSA-2 is `control_id`.
+/// MSA-1 of `frame` if its MSA-2 is `control_id`. An MLLP R2 commit byte is not an answer
+/// here: bench must see its message's own MSA-2.
 fn check_ack(frame: &[u8], control_id: &[u8]) -> Result<AckCode, Failure> {
-    let message = Message::parse(frame).map_err(|_| Failure::NotAck)?;
-    let msa = message.segment("MSA").ok_or(Failure::NotAck)?;
-    let code = AckCode::from_code(msa.field(1).raw()).ok_or(Failure::NotAck)?;
-    if msa.field(2).raw() != control_id {
-        return Err(Failure::Mismatch);
+    let ack = ReceivedAck::parse(frame).ok_or(Failure::NotAck)?;
+    match ack.control_id {
+        None => Err(Failure::NotAck),
+        Some(id) if id == control_id => Ok(ack.code),
+        Some(_) => Err(Failure::Mismatch),
     }
-    Ok(code)
 }
 
 /// One line on stderr per second: totals and the rate over the last second.
@@ -996,7 +999,17 @@ mod tests {
         assert!(short.contains("MSH-10"), "{short}");
         let no_ack =
             Template::new(b"MSH|^~\\&|A|B|C|D|2026||ADT^A01|X1|P|2.5|||NE|NE\r".to_vec()).unwrap_err();
-        assert!(no_ack.contains("NE"), "{no_ack}");
+        assert!(no_ack.contains("MSH-15 = NE"), "{no_ack}");
+        // ER answers only failures: every accepted message would time out waiting for its ACK.
+        let error_only =
+            Template::new(b"MSH|^~\\&|A|B|C|D|2026||ADT^A01|X1|P|2.5|||ER|NE\r".to_vec()).unwrap_err();
+        assert!(error_only.contains("MSH-15 = ER"), "{error_only}");
+        for wanted in [&b"|||AL|NE"[..], b"|||SU|NE", b""] {
+            let mut raw = b"MSH|^~\\&|A|B|C|D|2026||ADT^A01|X1|P|2.5".to_vec();
+            raw.extend_from_slice(wanted);
+            raw.push(b'\r');
+            assert!(Template::new(raw).is_ok(), "{}", wanted.escape_ascii());
+        }
     }
 
     #[test]

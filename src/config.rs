@@ -20,7 +20,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use hl7_proto::ack::AckPolicy;
-use hl7_proto::charset::Charset;
+use hl7_proto::charset::{Charset, CONFIG_NAMES};
+use hl7_proto::hex;
 use hl7_proto::mllp::{Framing, MAX_MARKER_LEN};
 use ipnet::IpNet;
 use serde::de::{self, Deserializer, Visitor};
@@ -568,8 +569,10 @@ impl FromStr for Thumbprint {
             }
         }
         match digits.len() {
-            64 => Ok(Thumbprint::Sha256(decode_hex_exact(&digits))),
-            40 => Ok(Thumbprint::Sha1(decode_hex_exact(&digits))),
+            // Every character in `digits` is a hex digit (checked above), so only the length
+            // can fail, and it is matched here.
+            64 => Ok(Thumbprint::Sha256(hex::decode_array(digits.as_bytes()).expect("64 hex digits"))),
+            40 => Ok(Thumbprint::Sha1(hex::decode_array(digits.as_bytes()).expect("40 hex digits"))),
             digits => Err(ThumbprintError::Length { digits }),
         }
     }
@@ -1001,10 +1004,12 @@ impl Builder<'_> {
 
         let encoding = raw.encoding.map_or(Charset::Utf8, |encoding| {
             let span = encoding.span();
-            parse_charset(encoding.get_ref()).unwrap_or_else(|| {
+            Charset::from_config_name(encoding.get_ref()).unwrap_or_else(|| {
+                let names: Vec<&str> = CONFIG_NAMES.iter().map(|&(name, _)| name).collect();
                 let message = format!(
-                    "unknown encoding {:?}: expected utf-8, windows-1252 or ascii",
-                    encoding.get_ref()
+                    "unknown encoding {:?}: expected one of {}",
+                    encoding.get_ref(),
+                    names.join(", ")
                 );
                 self.problem(&section, "encoding", Some(span), message);
                 Charset::Utf8
@@ -1298,7 +1303,7 @@ impl Builder<'_> {
     /// One framing sequence: 1–4 hex bytes.
     fn marker(&mut self, section: &Section, key: &str, raw: Spanned<String>) -> Option<Vec<u8>> {
         let span = raw.span();
-        let message = match parse_hex_bytes(raw.get_ref()) {
+        let message = match hex::parse_byte_list(raw.get_ref()) {
             Ok(bytes) if (1..=MAX_MARKER_LEN).contains(&bytes.len()) => return Some(bytes),
             Ok(bytes) => format!(
                 "{:?} is {} bytes: a framing sequence is 1 to {MAX_MARKER_LEN} bytes",
@@ -1515,42 +1520,6 @@ fn address_clash(a: SocketAddr, b: SocketAddr) -> Option<String> {
     }
 }
 
-/// `utf-8`/`utf8` → UTF-8, `windows-1252`/`cp1252` → Windows-1252, `ascii`/`us-ascii` →
-/// ASCII, case-insensitive.
-fn parse_charset(name: &str) -> Option<Charset> {
-    match name.trim().to_ascii_lowercase().as_str() {
-        "utf-8" | "utf8" => Some(Charset::Utf8),
-        "windows-1252" | "cp1252" => Some(Charset::Windows1252),
-        "ascii" | "us-ascii" => Some(Charset::Ascii),
-        _ => None,
-    }
-}
-
-/// Hex bytes as written for `[listener.framing]`: `"0B"`, `"1C 0D"`, `"1c0d"`,
-/// `"0x1C 0x0D"`, `"1C:0D"` → bytes. Public so the CLI's `--framing-*` flags accept the same
-/// forms. The error is a lower-case reason without the input; the length (1–4 bytes for
-/// framing) is the caller's to check.
-pub fn parse_hex_bytes(text: &str) -> Result<Vec<u8>, String> {
-    let mut bytes = Vec::new();
-    for token in text.split(|c: char| c.is_whitespace() || c == ':' || c == ',') {
-        let token = token.strip_prefix("0x").or_else(|| token.strip_prefix("0X")).unwrap_or(token);
-        if token.is_empty() {
-            continue;
-        }
-        if let Some(bad) = token.chars().find(|c| !c.is_ascii_hexdigit()) {
-            return Err(format!("{bad:?} is not a hex digit"));
-        }
-        if token.len() % 2 != 0 {
-            return Err(format!("{token:?} has an odd number of hex digits"));
-        }
-        bytes.extend(decode_hex(token));
-    }
-    if bytes.is_empty() {
-        return Err("no hex bytes".to_owned());
-    }
-    Ok(bytes)
-}
-
 /// `"65536"`, `"64KiB"`, `"1MiB"`, `"1MB"`, `"1 MiB"` → bytes. Units are case-insensitive:
 /// `B`, `KB` (1000), `KiB` (1024), `MB`, `MiB`, `GB`, `GiB`. Whole numbers only.
 fn parse_size(text: &str) -> Result<u64, String> {
@@ -1588,28 +1557,6 @@ fn format_size(bytes: u64) -> String {
     } else {
         format!("{bytes} bytes")
     }
-}
-
-/// Hex digits (already checked, even count) → bytes.
-fn decode_hex(digits: &str) -> impl Iterator<Item = u8> + '_ {
-    digits.as_bytes().chunks_exact(2).map(|pair| {
-        let nibble = |digit: u8| match digit {
-            b'0'..=b'9' => digit - b'0',
-            b'a'..=b'f' => digit - b'a' + 10,
-            b'A'..=b'F' => digit - b'A' + 10,
-            _ => unreachable!("caller checked the digits are hex"),
-        };
-        (nibble(pair[0]) << 4) | nibble(pair[1])
-    })
-}
-
-/// `2 * N` checked hex digits → `[u8; N]`.
-fn decode_hex_exact<const N: usize>(digits: &str) -> [u8; N] {
-    let mut out = [0; N];
-    for (slot, byte) in out.iter_mut().zip(decode_hex(digits)) {
-        *slot = byte;
-    }
-    out
 }
 
 /// 1-based line of byte `offset` in `text`.
@@ -1728,7 +1675,7 @@ client_ca = "tls/clients-ca.pem" # optional: additionally require a chain to thi
     }
 
     fn hex<const N: usize>(digits: &str) -> [u8; N] {
-        decode_hex_exact(digits)
+        hl7_proto::hex::decode_array(digits.as_bytes()).expect("test digits")
     }
 
     #[test]
@@ -1882,22 +1829,38 @@ end = "1c0d"
 
     #[test]
     fn encoding_names() {
+        let encoding = |name: &str| parse_ok(&lab(&format!("encoding = {name:?}"))).listeners[0].encoding;
+        // Everything the key accepted before the one charset-name table, unchanged.
         for (name, expected) in [
             ("utf-8", Charset::Utf8),
             ("UTF8", Charset::Utf8),
             ("Windows-1252", Charset::Windows1252),
             ("cp1252", Charset::Windows1252),
+            ("ascii", Charset::Ascii),
             ("US-ASCII", Charset::Ascii),
+            (" utf-8 ", Charset::Utf8),
         ] {
-            assert_eq!(parse_charset(name), Some(expected), "{name}");
+            assert_eq!(encoding(name), expected, "{name}");
         }
-        assert_eq!(parse_charset("latin1"), None);
         let error = parse_err(&lab("encoding = \"latin1\""));
-        assert_eq!(
-            error,
-            "listener \"lab\": encoding: unknown encoding \"latin1\": expected utf-8, windows-1252 \
-             or ascii (line 5)"
+        assert!(
+            error.starts_with(
+                "listener \"lab\": encoding: unknown encoding \"latin1\": expected one of ascii, windows-1252, "
+            ) && error.ends_with(" (line 5)"),
+            "{error}"
         );
+    }
+
+    /// Issue 12: `hl7d send --encoding iso-8859-1` worked while `encoding = "iso-8859-1"` was
+    /// refused here. Both now read the one table in `hl7_proto::charset`, so every name the
+    /// CLI takes, the config takes too.
+    #[test]
+    fn encoding_accepts_every_name_send_accepts() {
+        assert_eq!(parse_ok(&lab("encoding = \"iso-8859-1\"")).listeners[0].encoding, Charset::Windows1252);
+        for &(name, charset) in CONFIG_NAMES {
+            let config = parse_ok(&lab(&format!("encoding = {name:?}")));
+            assert_eq!(config.listeners[0].encoding, charset, "{name}");
+        }
     }
 
     #[test]
@@ -2069,17 +2032,12 @@ end = "1c0d"
 
     #[test]
     fn framing_hex_forms() {
-        for (text, expected) in [
-            ("0B", vec![0x0B]),
-            ("1C 0D", vec![0x1C, 0x0D]),
-            ("1c0d", vec![0x1C, 0x0D]),
-            ("0x1C 0x0D", vec![0x1C, 0x0D]),
-            ("1C:0D", vec![0x1C, 0x0D]),
-        ] {
-            assert_eq!(parse_hex_bytes(text), Ok(expected), "{text}");
-        }
-        for text in ["", "  ", "0G", "1C0", "0x", "zz"] {
-            assert!(parse_hex_bytes(text).is_err(), "{text}");
+        // Each notation is `hl7_proto::hex::parse_byte_list`'s (tested there); here, that the
+        // key reads it.
+        for (text, expected) in [("1c0d", [0x1C, 0x0D]), ("0x1C 0x0D", [0x1C, 0x0D]), ("1C:0D", [0x1C, 0x0D])]
+        {
+            let config = parse_ok(&lab(&format!("[listener.framing]\nend = {text:?}")));
+            assert_eq!(config.listeners[0].framing.end(), expected, "{text}");
         }
         let config = parse_ok(&lab("[listener.framing]\nstart = \"02\"\nend = \"03\""));
         assert_eq!(config.listeners[0].framing, Framing::new(&[0x02], &[0x03]).unwrap());

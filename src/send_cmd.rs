@@ -12,11 +12,12 @@ use std::time::Duration;
 use clap::Args;
 use hl7_proto::batch;
 use hl7_proto::charset::Charset;
+use hl7_proto::hex;
 use hl7_proto::mllp::Framing;
 use rustls::pki_types::ServerName;
 use rustls::ClientConfig;
 
-use crate::config::{parse_hex_bytes, Thumbprint};
+use crate::config::Thumbprint;
 use crate::sender::tls::{client_config, server_name, ClientTlsOptions};
 use crate::sender::{Client, ClientOptions, Delivery, DeliveryFailed};
 
@@ -159,8 +160,8 @@ struct Prepared {
 
 fn prepare(args: &SendArgs) -> Result<Prepared, String> {
     let framing = Framing::new(
-        &parse_hex_bytes(&args.framing_start).map_err(|e| format!("--framing-start: {e}"))?,
-        &parse_hex_bytes(&args.framing_end).map_err(|e| format!("--framing-end: {e}"))?,
+        &hex::parse_byte_list(&args.framing_start).map_err(|e| format!("--framing-start: {e}"))?,
+        &hex::parse_byte_list(&args.framing_end).map_err(|e| format!("--framing-end: {e}"))?,
     )
     .map_err(|e| format!("framing: {e}"))?;
     let charset = Charset::from_config_name(&args.encoding)

@@ -12,6 +12,7 @@ use std::time::Duration;
 use hl7_proto::ack::{self, AckCode, AckParams};
 use hl7_proto::charset::Charset;
 use hl7_proto::inbound::inspect;
+use hl7_proto::refusal::Refusal;
 use hl7d::config::{ClientAuth, Config, Thumbprint, Transport};
 use hl7d::sender::parse_ack;
 
@@ -108,14 +109,14 @@ pub fn sender_ack(data: &[u8]) {
     let _ = parse_ack(data, Charset::Utf8);
     let _ = parse_ack(data, Charset::Big5);
     let seen = inspect(data, Charset::Utf8, false);
-    let Some(msh) = &seen.msh else { return };
+    let Some(msh) = seen.msh() else { return };
     for code in [AckCode::ApplicationAccept, AckCode::ApplicationError, AckCode::CommitReject] {
-        let error = seen.problem.as_ref().map(ack::AckError::from);
+        let error = seen.refusal().map(Refusal::ack_error);
         let params = AckParams {
             code,
             control_id: b"A1B2C3000001",
             timestamp: b"20261128101500+0000",
-            charset: seen.charset,
+            charset: seen.charset(),
             error,
         };
         let bytes = ack::ack_to_vec(Some(msh), &params);

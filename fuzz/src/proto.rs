@@ -16,10 +16,11 @@ use hl7_proto::ack::{self, AckCode, AckError, AckParams, AckPolicy, Outcome};
 use hl7_proto::batch;
 use hl7_proto::charset::{self, Charset};
 use hl7_proto::error::ErrorCode;
-use hl7_proto::inbound::inspect;
+use hl7_proto::inbound::{inspect, inspect_frame_error};
 use hl7_proto::message::{unescape, Delimiters, Message, Value};
 use hl7_proto::mllp::{self, Decoder, DecoderConfig, FrameError, Framing, MAX_MARKER_LEN};
 use hl7_proto::msh::Msh;
+use hl7_proto::refusal::Refusal;
 
 // ---------------------------------------------------------------------------------------
 // mllp_decoder
@@ -137,12 +138,13 @@ fn split(stream: &[u8], seed: u8) -> Vec<&[u8]> {
 // ---------------------------------------------------------------------------------------
 // message
 
-/// A store error text with every delimiter, both line ends and non-ASCII text: what the ACK
+/// A store error with every delimiter, both line ends and non-ASCII text: what the ACK
 /// builder must escape and encode without breaking the ACK's structure.
-const HOSTILE_TEXT: &str = "message not stored: disk full |^~\\&# \r\n é € 中 \u{1F600}";
+const HOSTILE_REASON: &str = "disk full |^~\\&# \r\n é € 中 \u{1F600}";
 
 /// The frame as the listener sees it: [`inspect`], a walk over every value of the message,
-/// then an ACK for every outcome and policy. Checks:
+/// then an ACK for every outcome and policy, and the answer to the same bytes as the prefix of
+/// a frame that grew too large. Checks:
 /// * every value the view hands out is a slice of the input;
 /// * a forced profile charset is always the one used;
 /// * every ACK parses back with the inbound delimiters, has exactly MSH, MSA and (for
@@ -154,13 +156,12 @@ pub fn message(data: &[u8]) {
     for (default, force) in [(Charset::Utf8, false), (forced, true)] {
         let seen = inspect(data, default, force);
         if force {
-            assert_eq!(seen.charset, default, "force_encoding ignored");
+            assert_eq!(seen.charset(), default, "force_encoding ignored");
         }
-        if let Some(msh) = &seen.msh {
+        if let Some(msh) = seen.msh() {
             assert_within(data, msh.control_id);
             assert_within(data, msh.character_set);
             let _ = msh.version_number();
-            let _ = msh.processing_mode();
             let _ = msh.message_type.to_string();
         }
         if let Ok(message) = Message::parse(data) {
@@ -169,34 +170,41 @@ pub fn message(data: &[u8]) {
         }
         for outcome in [Outcome::Accepted, Outcome::Error, Outcome::Rejected] {
             for policy in [AckPolicy::Msh, AckPolicy::Always, AckPolicy::Never] {
-                let code = ack::decide(seen.msh.as_ref(), policy, outcome);
+                let code = ack::decide(seen.msh(), policy, outcome);
                 match policy {
                     AckPolicy::Never => assert_eq!(code, None),
                     AckPolicy::Always => assert!(code.is_some()),
                     AckPolicy::Msh => {}
                 }
-                if seen.msh.is_none() && policy != AckPolicy::Never {
+                if seen.msh().is_none() && policy != AckPolicy::Never {
                     assert_eq!(code, Some(AckCode::ApplicationReject));
                 }
                 if let Some(code) = code {
-                    assert_eq!(code.is_accept(), outcome == Outcome::Accepted && seen.msh.is_some());
-                    let error = match (&seen.problem, outcome) {
+                    assert_eq!(code.is_accept(), outcome == Outcome::Accepted && seen.msh().is_some());
+                    let error = match (seen.refusal(), outcome) {
                         (_, Outcome::Accepted) => None,
-                        (Some(problem), _) => Some(AckError::from(problem)),
-                        (None, _) => Some(AckError {
-                            code: ErrorCode::ApplicationInternalError,
-                            text: Cow::Borrowed(HOSTILE_TEXT),
-                            location: None,
-                        }),
+                        (Some(refusal), _) => Some(refusal.ack_error()),
+                        (None, _) => Some(Refusal::StoreFailed { reason: HOSTILE_REASON.into() }.ack_error()),
                     };
-                    check_ack(seen.msh.as_ref(), code, seen.charset, error);
+                    check_ack(seen.msh(), code, seen.charset(), error);
                 }
             }
         }
     }
-    if let Some(salvaged) = ack::salvage_msh(data) {
+    if let Some(salvaged) = Msh::salvage(data) {
         assert_within(data, salvaged.control_id);
     }
+    let too_large = FrameError::TooLarge { limit: data.len(), prefix: data.to_vec() };
+    let refused =
+        inspect_frame_error(&too_large, Charset::Utf8, false).expect("a too-large frame is answered");
+    assert_eq!(refused.reason.row().code, ErrorCode::ValueTooLong);
+    if let Some(msh) = &refused.msh {
+        assert_within(too_large.prefix(), msh.control_id);
+    }
+    let code =
+        ack::decide(refused.msh.as_ref(), AckPolicy::Always, refused.reason.outcome()).expect("always");
+    assert!(!code.is_accept(), "a too-large frame accepted");
+    check_ack(refused.msh.as_ref(), code, refused.charset, Some(refused.reason.ack_error()));
     check_timestamp(data);
 }
 
@@ -380,7 +388,7 @@ pub fn charset(data: &[u8]) {
         }
         _ => {
             let seen = inspect(data, Charset::Utf8, false);
-            (seen.charset, data)
+            (seen.charset(), data)
         }
     };
     let lossy = set.decode(bytes);
@@ -414,7 +422,7 @@ pub fn charset(data: &[u8]) {
             Err(error) => {
                 let text = error.to_string();
                 assert!(!text.contains('\r') && !text.contains('\n'), "an error spans lines: {text:?}");
-                assert_eq!(error.hl7_error_code(), 102);
+                assert_eq!(Refusal::from(error).row().code, ErrorCode::DataTypeError);
             }
         }
         if let Ok(text) = std::str::from_utf8(name) {

@@ -11,9 +11,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use hl7_proto::ack::{self, AckCode, AckError, AckParams, Outcome};
-use hl7_proto::error::ErrorCode;
-use hl7_proto::inbound::{inspect, Inspection};
+use hl7_proto::charset::Charset;
+use hl7_proto::inbound::{inspect, inspect_frame_error, Inspection, Refused};
 use hl7_proto::mllp::{self, Decoder, FrameError};
+use hl7_proto::msh::Msh;
+use hl7_proto::refusal::Refusal;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{timeout, timeout_at, Instant};
 use tokio_util::sync::CancellationToken;
@@ -283,71 +285,87 @@ impl Connection {
     async fn handle_message(&mut self, frame: Bytes) -> Option<(AckCode, Vec<u8>)> {
         let received_at = SystemTime::now();
         let held = frame.clone();
-        let seen = inspect(&held, self.profile.config.encoding, self.profile.config.force_encoding);
-        let (outcome, error, duplicate) = match &seen.problem {
-            Some(problem) => (Outcome::Rejected, Some(AckError::from(problem)), false),
-            None => {
-                let record = self.record(&seen, frame, received_at);
-                match self.store.append(record).await {
-                    Ok(appended) => (Outcome::Accepted, None, appended == Appended::Duplicate),
-                    Err(e) => {
-                        warn!(listener = %self.profile.name, peer = %self.info.peer, error = %e,
-                            "message not stored; answering with an error ACK");
-                        let text = format!("message not stored: {e}");
-                        (
-                            Outcome::Error,
-                            Some(AckError {
-                                code: ErrorCode::ApplicationInternalError,
-                                text: text.into(),
-                                location: None,
-                            }),
-                            false,
-                        )
+        let (refused, what) =
+            match inspect(&held, self.profile.config.encoding, self.profile.config.force_encoding) {
+                Inspection::Accept { msh, charset } => {
+                    // Decided once, before the append: the row is written with the code that is
+                    // sent when the store returns `Ok`.
+                    let code = ack::decide(Some(&msh), self.profile.config.ack, Outcome::Accepted);
+                    let record = self.record(&msh, charset, code, frame, received_at);
+                    match self.store.append(record).await {
+                        Ok(appended) => {
+                            let duplicate = appended == Appended::Duplicate;
+                            self.log_accepted(&msh, held.len(), code, duplicate);
+                            if duplicate {
+                                self.profile.metrics.duplicates.increment(1);
+                            }
+                            self.stats.accepted += 1;
+                            let code = code?;
+                            return Some(self.build_ack(Some(&msh), charset, code, None));
+                        }
+                        Err(e) => {
+                            let refused = Refused {
+                                msh: Some(msh),
+                                charset,
+                                reason: Refusal::StoreFailed { reason: e.to_string() },
+                            };
+                            (refused, "message not stored; answering with an error ACK")
+                        }
                     }
                 }
-            }
-        };
-        let code = ack::decide(seen.msh.as_ref(), self.profile.config.ack, outcome);
-        self.log_message(&seen, held.len(), outcome, code, duplicate);
-        if duplicate {
-            self.profile.metrics.duplicates.increment(1);
-        }
-        if outcome == Outcome::Accepted {
-            self.stats.accepted += 1;
-        } else {
-            self.stats.refused += 1;
-        }
-        let code = code?;
-        Some(self.build_ack(&seen, code, error))
+                Inspection::Refuse(refused) => (refused, "message rejected"),
+            };
+        self.stats.refused += 1;
+        self.refuse(&refused, held.len(), what)
     }
 
-    fn record(&self, seen: &Inspection<'_>, raw: Bytes, received_at: SystemTime) -> NewMessage {
-        // `inspect` only reports an acceptable message with a header.
-        let msh = seen.msh.as_ref().expect("an acceptable message has an MSH");
+    fn record(
+        &self,
+        msh: &Msh<'_>,
+        charset: Charset,
+        ack_code: Option<AckCode>,
+        raw: Bytes,
+        received_at: SystemTime,
+    ) -> NewMessage {
         let text = |v: &[u8]| String::from_utf8_lossy(v).into_owned();
         NewMessage {
             listener: self.profile.name.clone(),
             peer: self.info.peer,
             client_thumbprint: self.info.client_thumbprint.clone(),
             received_at,
-            charset: seen.charset,
+            charset,
             message_type: msh.message_type.to_string(),
             control_id: text(msh.control_id),
             sending_application: text(msh.sending_application),
             sending_facility: text(msh.sending_facility),
             processing_id: text(msh.processing_id),
             version: text(msh.version_field),
-            // `decide` depends only on the MSH and the profile, so this is exactly the code
-            // answered below once the store returns `Ok`; the store records it with the row.
-            ack_code: ack::decide(Some(msh), self.profile.config.ack, Outcome::Accepted),
+            ack_code,
             duplicate_window: self.profile.config.duplicate_window,
             raw,
         }
     }
 
+    /// A refused message or frame: decides its answer from the refusal table and the
+    /// profile's ACK policy, logs one warning (header fields that identify the message, never
+    /// its contents; the reason; the answer) and builds the answer, if any.
+    fn refuse(&self, refused: &Refused<'_>, size: usize, what: &'static str) -> Option<(AckCode, Vec<u8>)> {
+        let code = ack::decide(refused.msh.as_ref(), self.profile.config.ack, refused.reason.outcome());
+        let message_type = refused.msh.as_ref().map(|m| m.message_type.to_string()).unwrap_or_default();
+        let control_id = refused
+            .msh
+            .as_ref()
+            .map(|m| String::from_utf8_lossy(m.control_id).into_owned())
+            .unwrap_or_default();
+        warn!(listener = &*self.profile.name, peer = %self.info.peer, message_type, control_id, size,
+            ack = code.map_or("none", AckCode::as_str), reason = %refused.reason, "{what}");
+        Some(self.build_ack(refused.msh.as_ref(), refused.charset, code?, Some(refused.reason.ack_error())))
+    }
+
     fn build_ack(
         &self,
-        seen: &Inspection<'_>,
+        msh: Option<&Msh<'_>>,
+        charset: Charset,
         code: AckCode,
         error: Option<AckError<'_>>,
     ) -> (AckCode, Vec<u8>) {
@@ -358,39 +376,30 @@ impl Connection {
             code,
             control_id: control_id.as_bytes(),
             timestamp: timestamp.as_bytes(),
-            charset: seen.charset,
+            charset,
             error,
         };
-        (code, ack::ack_to_vec(seen.msh.as_ref(), &params))
+        (code, ack::ack_to_vec(msh, &params))
     }
 
-    fn log_message(
-        &self,
-        seen: &Inspection<'_>,
-        size: usize,
-        outcome: Outcome,
-        code: Option<AckCode>,
-        duplicate: bool,
-    ) {
-        let message_type = seen.msh.as_ref().map(|m| m.message_type.to_string()).unwrap_or_default();
-        let control_id =
-            seen.msh.as_ref().map(|m| String::from_utf8_lossy(m.control_id).into_owned()).unwrap_or_default();
+    fn log_accepted(&self, msh: &Msh<'_>, size: usize, code: Option<AckCode>, duplicate: bool) {
+        let message_type = msh.message_type.to_string();
+        let control_id = String::from_utf8_lossy(msh.control_id);
         let ack = code.map_or("none", AckCode::as_str);
         let listener = &*self.profile.name;
         let peer = self.info.peer;
-        match &seen.problem {
-            Some(problem) => warn!(listener, %peer, message_type, control_id, size, ack, reason = %problem,
-                "message rejected"),
-            None if outcome == Outcome::Error => {}
-            None if duplicate => info!(listener, %peer, message_type, control_id, size, ack,
-                "duplicate message acknowledged again, not stored twice"),
-            None => debug!(listener, %peer, message_type, control_id, size, ack, "message accepted"),
+        if duplicate {
+            info!(listener, %peer, message_type, %control_id, size, ack,
+                "duplicate message acknowledged again, not stored twice");
+        } else {
+            debug!(listener, %peer, message_type, %control_id, size, ack, "message accepted");
         }
     }
 
-    /// Frame-level errors: oversize and bad end blocks are answered with AR/CR when the
-    /// profile and the (readable) MSH allow; an abandoned frame (a new start block before
-    /// its end) is logged only, since its sender has already moved on to the next message.
+    /// Frame-level errors: oversize and bad end blocks are answered as the refusal table
+    /// says, to the header in the frame's first bytes; an abandoned frame (a new start block
+    /// before its end) is logged only, since its sender has already moved on to the next
+    /// message.
     fn handle_frame_error(&mut self, error: &FrameError) -> Option<(AckCode, Vec<u8>)> {
         self.stats.refused += 1;
         self.profile.metrics.frame_error(match error {
@@ -398,32 +407,12 @@ impl Connection {
             FrameError::TooLarge { .. } => "too_large",
             FrameError::BadEnd { .. } => "bad_end",
         });
-        let listener = &*self.profile.name;
-        let peer = self.info.peer;
-        let (code, text) = match error {
-            FrameError::Truncated { prefix } => {
-                warn!(listener, %peer, size = prefix.len(), "frame abandoned by the sender (new start block before the end block); not acknowledged");
-                return None;
-            }
-            FrameError::TooLarge { limit, .. } => (
-                ErrorCode::ApplicationInternalError,
-                format!("message larger than max_message_size ({limit} bytes); not stored"),
-            ),
-            FrameError::BadEnd { .. } => (
-                ErrorCode::SegmentSequenceError,
-                "MLLP end block not followed by a carriage return; not stored".to_string(),
-            ),
+        let config = &self.profile.config;
+        let Some(refused) = inspect_frame_error(error, config.encoding, config.force_encoding) else {
+            warn!(listener = &*self.profile.name, peer = %self.info.peer, size = error.prefix().len(),
+                "frame abandoned by the sender (new start block before the end block); not acknowledged");
+            return None;
         };
-        let seen = inspect(error.prefix(), self.profile.config.encoding, self.profile.config.force_encoding);
-        // A prefix of a frame may end mid-field; only its header matters here.
-        let msh = seen.msh.or_else(|| ack::salvage_msh(error.prefix()));
-        let seen = Inspection { msh, charset: seen.charset, problem: None };
-        let ack_code = ack::decide(seen.msh.as_ref(), self.profile.config.ack, Outcome::Rejected);
-        let control_id =
-            seen.msh.as_ref().map(|m| String::from_utf8_lossy(m.control_id).into_owned()).unwrap_or_default();
-        warn!(listener, %peer, control_id, reason = %text, ack = ack_code.map_or("none", AckCode::as_str),
-            "frame refused");
-        let error = AckError { code, text: text.into(), location: None };
-        Some(self.build_ack(&seen, ack_code?, Some(error)))
+        self.refuse(&refused, error.prefix().len(), "frame refused")
     }
 }

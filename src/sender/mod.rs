@@ -13,11 +13,10 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use hl7_proto::ack::AckCode;
-use hl7_proto::charset::{self, Charset};
-use hl7_proto::message::Message;
-use hl7_proto::mllp::{self, Decoder, DecoderConfig, Framing, COMMIT_ACK, COMMIT_NAK};
-use hl7_proto::msh::{AckCondition, Msh};
+use hl7_proto::ack::{self, AckCode, Outcome};
+use hl7_proto::charset::Charset;
+use hl7_proto::mllp::{self, Decoder, DecoderConfig, Framing};
+use hl7_proto::msh::Msh;
 use rustls::pki_types::ServerName;
 use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
@@ -71,7 +70,8 @@ impl ClientOptions {
     }
 }
 
-/// The acknowledgment received for a message.
+/// The acknowledgment received for a message, owned and decoded for reporting (read with
+/// [`hl7_proto::ack::ReceivedAck`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReceivedAck {
     /// MSA-1, or the MLLP Release 2 commit byte read as CA (0x06) / CR (0x15).
@@ -308,54 +308,24 @@ impl Client {
     }
 }
 
-/// MSH-10 and whether the message expects an ACK (not when MSH-15 = NE in enhanced mode).
+/// MSH-10 and whether an ACK can come back for the message at all (not when MSH-15 = NE in
+/// enhanced mode; an ER message is answered when it fails).
 fn outbound_header(message: &[u8]) -> Result<(String, bool), String> {
     // An empty MSH-10 is sent anyway (operators test a listener's NACK that way); its ACK is
     // then the one whose MSA-2 is empty too.
     let msh = Msh::parse(message).map_err(|e| e.to_string())?;
-    let wants_ack = msh.is_original_mode() || msh.accept_ack().ok().flatten() != Some(AckCondition::Never);
+    let wants_ack = [Outcome::Accepted, Outcome::Rejected]
+        .into_iter()
+        .any(|outcome| ack::wants_accept_ack(&msh, outcome));
     Ok((String::from_utf8_lossy(msh.control_id).into_owned(), wants_ack))
 }
 
 /// Reads an ACK frame: its code, text and MSA-2 (`None` for MLLP R2 commit bytes). Text is
 /// decoded in the ACK's MSH-18 character set, or `default` when it names none.
 pub fn parse_ack(frame: &[u8], default: Charset) -> Option<(ReceivedAck, Option<String>)> {
-    match frame {
-        [COMMIT_ACK] => {
-            return Some((
-                ReceivedAck { code: AckCode::CommitAccept, text: String::new(), raw: frame.to_vec() },
-                None,
-            ));
-        }
-        [COMMIT_NAK] => {
-            return Some((
-                ReceivedAck { code: AckCode::CommitReject, text: String::new(), raw: frame.to_vec() },
-                None,
-            ));
-        }
-        _ => {}
-    }
-    let message = Message::parse(frame).ok()?;
-    let msa = message.segment("MSA")?;
-    let code = AckCode::from_code(msa.field(1).raw())?;
-    let msa2 = String::from_utf8_lossy(msa.field(2).raw()).into_owned();
-    let msh18 = message.msh().field(18).repetition(1);
-    let charset = charset::resolve(msh18.raw(), default, false).unwrap_or(default);
-    let mut text = charset.decode(&msa.field(3).unescape()).into_owned();
-    if let Some(err) = message.segment("ERR") {
-        let detail = [err.field(8).unescape(), err.field(3).component(2).unescape()]
-            .into_iter()
-            .find(|v| !v.is_empty())
-            .map(|v| charset.decode(&v).into_owned());
-        if let Some(detail) = detail {
-            if text.is_empty() {
-                text = detail;
-            } else if !text.contains(&detail) {
-                text = format!("{text}; {detail}");
-            }
-        }
-    }
-    Some((ReceivedAck { code, text, raw: frame.to_vec() }, Some(msa2)))
+    let read = ack::ReceivedAck::parse(frame)?;
+    let received = ReceivedAck { code: read.code, text: read.text(default), raw: frame.to_vec() };
+    Some((received, read.control_id.map(|id| String::from_utf8_lossy(id).into_owned())))
 }
 
 fn classify_io(e: io::Error) -> SendError {

@@ -161,6 +161,10 @@ async fn oversize_message_gets_ar_then_the_connection_continues() {
     let ack = read_frame(&mut conn).await;
     assert_eq!(msa(&ack), ("AR".into(), "BIG-1".into()));
     assert!(String::from_utf8_lossy(&ack).contains("max_message_size"));
+    // Issue 12: ERR-3 was 207 "application internal error", which blames the receiver.
+    let read = hl7_proto::ack::ReceivedAck::parse(&ack).expect("an ACK");
+    assert_eq!(read.error_codes().collect::<Vec<_>>(), [104], "{}", String::from_utf8_lossy(&ack));
+    assert!(String::from_utf8_lossy(&ack).contains("|104^Value too long^HL70357|"));
     send(&mut conn, &numbered(2)).await;
     assert_eq!(msa(&read_frame(&mut conn).await), ("AA".into(), "N2".into()));
     assert_eq!(server.store.accepted(), 1);

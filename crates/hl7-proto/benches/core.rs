@@ -18,6 +18,7 @@ use hl7_proto::ack::{self, AckParams, AckPolicy, Outcome};
 use hl7_proto::charset::Charset;
 use hl7_proto::inbound::{inspect, Inspection};
 use hl7_proto::mllp::{self, Decoder, DecoderConfig, Framing};
+use hl7_proto::refusal::Refusal;
 
 /// The ADT^A01 v2.5 sample (enhanced mode, MSH-15 `AL`: every message gets a CA).
 const MESSAGE: &[u8] = include_bytes!("../tests/fixtures/adt_a01_v25.hl7");
@@ -117,13 +118,13 @@ impl Bench {
 
     /// `ack::decide` and `ack::build_ack` into a reused buffer (not framed).
     fn ack_build(&mut self) {
-        let msh = black_box(self.seen.msh.as_ref());
+        let msh = black_box(self.seen.msh());
         let code = ack::decide(msh, AckPolicy::Msh, Outcome::Accepted).expect("AL asks for an ACK");
         let params = AckParams {
             code,
             control_id: CONTROL_ID,
             timestamp: TIMESTAMP,
-            charset: self.seen.charset,
+            charset: self.seen.charset(),
             error: None,
         };
         self.ack.clear();
@@ -136,19 +137,19 @@ impl Bench {
     fn pipeline(&mut self) -> usize {
         let frame = self.feed.next_frame();
         let seen = inspect(&frame, Charset::Utf8, false);
-        let outcome = if seen.is_acceptable() { Outcome::Accepted } else { Outcome::Rejected };
+        let outcome = seen.refusal().map_or(Outcome::Accepted, Refusal::outcome);
         self.out.clear();
-        if let Some(code) = ack::decide(seen.msh.as_ref(), AckPolicy::Msh, outcome) {
-            let error = seen.problem.as_ref().map(Into::into);
+        if let Some(code) = ack::decide(seen.msh(), AckPolicy::Msh, outcome) {
+            let error = seen.refusal().map(Refusal::ack_error);
             let params = AckParams {
                 code,
                 control_id: CONTROL_ID,
                 timestamp: TIMESTAMP,
-                charset: seen.charset,
+                charset: seen.charset(),
                 error,
             };
             self.ack.clear();
-            ack::build_ack(seen.msh.as_ref(), &params, &mut self.ack);
+            ack::build_ack(seen.msh(), &params, &mut self.ack);
             mllp::encode(&Framing::DEFAULT, &self.ack, &mut self.out);
         }
         black_box(self.out.len())
@@ -186,7 +187,7 @@ fn sanity_check() {
         assert!(bench.pipeline() > 0);
         let ack = &bench.out[1..bench.out.len() - 2];
         let seen = inspect(ack, Charset::Utf8, false);
-        assert!(seen.is_acceptable(), "{:?}", seen.problem);
+        assert!(matches!(seen, Inspection::Accept { .. }), "{:?}", seen.refusal());
         assert!(ack.windows(17).any(|w| w == b"\rMSA|CA|MSG00001\r"), "{}", String::from_utf8_lossy(ack));
     }
 }

@@ -1,14 +1,17 @@
-//! ACK builder: which acknowledgment to send (original or enhanced mode, per-profile policy)
-//! and its bytes.
+//! Acknowledgments, both ways: whether a message wants one ([`wants_accept_ack`]), which one
+//! to send (original or enhanced mode, per-profile policy: [`decide`]), its bytes
+//! ([`build_ack`]), and reading one a receiver sent back ([`ReceivedAck`]).
 //!
-//! Owns HL7 v2 section 2.9 acknowledgment rules. It takes the time, the fresh control id and
-//! the character set as arguments and never reads a clock.
+//! Owns HL7 v2 section 2.9 acknowledgment rules. Which error code a refusal carries is the
+//! refusal table's ([`crate::refusal`]). It takes the time, the fresh control id and the
+//! character set as arguments and never reads a clock.
 
 use std::borrow::Cow;
 
-use crate::charset::Charset;
-use crate::error::{ErrorCode, ParseError};
-use crate::message::{Delimiters, Message};
+use crate::charset::{self, Charset};
+use crate::error::ErrorCode;
+use crate::message::{Delimiters, Message, Segment};
+use crate::mllp::{COMMIT_ACK, COMMIT_NAK};
 use crate::msh::{AckCondition, Msh};
 
 /// Per-profile ACK policy.
@@ -103,17 +106,35 @@ pub enum Outcome {
     Rejected,
 }
 
+/// Whether a message asks for an accept (commit) acknowledgment when its outcome is
+/// `outcome` (HL7 v2 section 2.9): in original mode (MSH-15 and MSH-16 empty) always; in
+/// enhanced mode as MSH-15 says: AL always, NE never, ER only for errors and rejections, SU
+/// only on success. An empty or invalid MSH-15 in enhanced mode counts as AL: an answer the
+/// sender did not want costs less than one it waits for in vain.
+///
+/// The one answer to "does this message want an ACK", for the listener ([`decide`]), the
+/// sender (is an ACK coming at all?) and the load generator (is one coming on success?).
+pub fn wants_accept_ack(msh: &Msh<'_>, outcome: Outcome) -> bool {
+    if msh.is_original_mode() {
+        return true;
+    }
+    match msh.accept_ack().ok().flatten().unwrap_or(AckCondition::Always) {
+        AckCondition::Always => true,
+        AckCondition::Never => false,
+        AckCondition::ErrorOnly => outcome != Outcome::Accepted,
+        AckCondition::SuccessOnly => outcome == Outcome::Accepted,
+    }
+}
+
 /// Decides whether to answer and with which code.
 ///
 /// `msh` is `None` when no header could be read at all; the answer is then an AR (original
 /// mode is assumed, since we cannot know what the sender asked for) unless the policy is
-/// `Never`. With a header:
-/// - original mode (MSH-15 and MSH-16 empty) → AA/AE/AR, always sent;
-/// - enhanced mode → a commit ACK CA/CE/CR, sent according to MSH-15: AL always, NE never,
-///   ER only for errors and rejections, SU only on success. An empty or invalid MSH-15 in
-///   enhanced mode counts as AL. hl7d is the receiving system's store, so it answers the
-///   accept (commit) level only; MSH-16 (application acknowledgment) is recorded, not acted on.
-/// - `AckPolicy::Always` answers even when MSH-15 says not to; `AckPolicy::Never` never does.
+/// `Never`. With a header, original mode (MSH-15 and MSH-16 empty) answers AA/AE/AR, enhanced
+/// mode a commit ACK CA/CE/CR when [`wants_accept_ack`] says so. hl7d is the receiving
+/// system's store, so it answers the accept (commit) level only; MSH-16 (application
+/// acknowledgment) is recorded, not acted on. `AckPolicy::Always` answers even when MSH-15
+/// says not to; `AckPolicy::Never` never does.
 pub fn decide(msh: Option<&Msh<'_>>, policy: AckPolicy, outcome: Outcome) -> Option<AckCode> {
     if policy == AckPolicy::Never {
         return None;
@@ -121,17 +142,9 @@ pub fn decide(msh: Option<&Msh<'_>>, policy: AckPolicy, outcome: Outcome) -> Opt
     let Some(msh) = msh else {
         return Some(AckCode::ApplicationReject);
     };
-    if msh.is_original_mode() {
-        return Some(AckCode::for_outcome(outcome, false));
-    }
-    let condition = msh.accept_ack().ok().flatten().unwrap_or(AckCondition::Always);
-    let wanted = match condition {
-        AckCondition::Always => true,
-        AckCondition::Never => false,
-        AckCondition::ErrorOnly => outcome != Outcome::Accepted,
-        AckCondition::SuccessOnly => outcome == Outcome::Accepted,
-    };
-    (wanted || policy == AckPolicy::Always).then_some(AckCode::for_outcome(outcome, true))
+    let enhanced = !msh.is_original_mode();
+    (wants_accept_ack(msh, outcome) || policy == AckPolicy::Always)
+        .then_some(AckCode::for_outcome(outcome, enhanced))
 }
 
 /// The error reported in MSA-3 and the ERR segment of a negative acknowledgment.
@@ -143,12 +156,6 @@ pub struct AckError<'t> {
     pub text: Cow<'t, str>,
     /// Segment id and field position (ERR-2 / ERR-1.1–1.3); field 0 = the whole segment.
     pub location: Option<(&'static str, u16)>,
-}
-
-impl From<&ParseError> for AckError<'static> {
-    fn from(e: &ParseError) -> Self {
-        AckError { code: e.code(), text: Cow::Owned(e.to_string()), location: e.location() }
-    }
 }
 
 /// Everything the ACK needs besides the inbound header.
@@ -252,22 +259,86 @@ pub fn ack_to_vec(msh: Option<&Msh<'_>>, params: &AckParams<'_>) -> Vec<u8> {
     out
 }
 
-/// Finds a readable MSH anywhere in a frame whose first segment is not a usable MSH, so that
-/// a reject can still swap sender/receiver and echo MSH-10 in MSA-2 (e.g. a PID sent before
-/// the MSH). Returns `None` when there is none.
-pub fn salvage_msh(raw: &[u8]) -> Option<Msh<'_>> {
-    let mut start = 0;
-    while let Some(pos) = raw[start..].windows(3).position(|w| w == b"MSH") {
-        let at = start + pos;
-        let at_line_start = at == 0 || matches!(raw[at - 1], b'\r' | b'\n');
-        if at_line_start {
-            if let Ok(message) = Message::parse(&raw[at..]) {
-                return Some(Msh::new(&message));
+/// An acknowledgment as the sender of a message reads it: MSA-1, MSA-2, MSA-3 and the ERR
+/// segments of an HL7 ACK, or an MLLP Release 2 commit byte. Borrows the frame; reading the
+/// code and control id allocates nothing.
+#[derive(Debug, Clone, Copy)]
+pub struct ReceivedAck<'a> {
+    /// MSA-1; a Release 2 commit byte reads as CA ([`COMMIT_ACK`]) or CR ([`COMMIT_NAK`]).
+    pub code: AckCode,
+    /// MSA-2 as received: the MSH-10 of the message this ACK answers. `None` for a commit
+    /// byte, which carries no id and answers the message just sent on the connection.
+    pub control_id: Option<&'a [u8]>,
+    /// The ACK message and its MSA; `None` for a commit byte.
+    message: Option<(Message<'a>, Segment<'a>)>,
+}
+
+impl<'a> ReceivedAck<'a> {
+    /// Reads one frame payload. `None` when it is neither a commit byte nor an HL7 message
+    /// with an MSA segment whose MSA-1 is in table 0008.
+    pub fn parse(frame: &'a [u8]) -> Option<ReceivedAck<'a>> {
+        match frame {
+            [COMMIT_ACK] => {
+                return Some(ReceivedAck { code: AckCode::CommitAccept, control_id: None, message: None })
+            }
+            [COMMIT_NAK] => {
+                return Some(ReceivedAck { code: AckCode::CommitReject, control_id: None, message: None })
+            }
+            _ => {}
+        }
+        let message = Message::parse(frame).ok()?;
+        let msa = message.segment("MSA")?;
+        let code = AckCode::from_code(msa.field(1).raw())?;
+        Some(ReceivedAck { code, control_id: Some(msa.field(2).raw()), message: Some((message, msa)) })
+    }
+
+    /// True when this answers the message whose MSH-10 is `control_id`: MSA-2 echoes it, or
+    /// the ACK is a commit byte (which answers the message just sent).
+    pub fn answers(&self, control_id: &[u8]) -> bool {
+        self.control_id.is_none_or(|id| id == control_id)
+    }
+
+    /// The character set the ACK's texts are in: its MSH-18 when that names a usable one,
+    /// otherwise `default`.
+    pub fn charset(&self, default: Charset) -> Charset {
+        let Some((message, _)) = &self.message else { return default };
+        let msh18 = message.msh().field(18).repetition(1);
+        charset::resolve(msh18.raw(), default, false).unwrap_or(default)
+    }
+
+    /// The table 0357 code of each ERR segment, in order: ERR-3.1 (v2.5+), or ERR-1.4.1
+    /// before v2.5; segments without a readable code are skipped.
+    pub fn error_codes(&self) -> impl Iterator<Item = u16> + 'a {
+        let segments = self.message.map(|(message, _)| message.segments());
+        segments.into_iter().flatten().filter(|segment| segment.id() == b"ERR").filter_map(|err| {
+            let modern = err.field(3).component(1);
+            let code = if modern.is_empty() { err.field(1).component(4).subcomponent(1) } else { modern };
+            code.as_str()?.trim().parse().ok()
+        })
+    }
+
+    /// The text to show for this ACK: MSA-3, plus the first ERR's ERR-8 (or else ERR-3.2)
+    /// when that adds something, unescaped and decoded in [`ReceivedAck::charset`]. Empty
+    /// for a commit byte or an ACK without text.
+    pub fn text(&self, default: Charset) -> String {
+        let Some((message, msa)) = &self.message else { return String::new() };
+        let charset = self.charset(default);
+        let mut text = charset.decode(&msa.field(3).unescape()).into_owned();
+        let detail = message.segment("ERR").and_then(|err| {
+            [err.field(8).unescape(), err.field(3).component(2).unescape()]
+                .into_iter()
+                .find(|value| !value.is_empty())
+                .map(|value| charset.decode(&value).into_owned())
+        });
+        if let Some(detail) = detail {
+            if text.is_empty() {
+                text = detail;
+            } else if !text.contains(&detail) {
+                text = format!("{text}; {detail}");
             }
         }
-        start = at + 3;
+        text
     }
-    None
 }
 
 fn push_err(out: &mut Vec<u8>, d: &Delimiters, charset: Charset, err: &AckError<'_>, modern: bool) {
@@ -383,5 +454,87 @@ mod tests {
         let header = Msh::parse(&ack).unwrap();
         assert_eq!(header.version_field, b"2\\F\\5");
         assert_eq!(Message::parse(&ack).unwrap().msh().field_count(), 12);
+    }
+
+    #[test]
+    fn wants_accept_ack_follows_msh_15_in_enhanced_mode_only() {
+        use Outcome::{Accepted, Error, Rejected};
+        for (msh15_16, on_success, on_failure) in [
+            ("|", true, true), // original mode
+            ("|AL|NE", true, true),
+            ("|NE|AL", false, false),
+            ("|ER|NE", false, true),
+            ("|SU|NE", true, false),
+            ("||AL", true, true),   // enhanced (MSH-16 set), MSH-15 empty: AL
+            ("|XX|NE", true, true), // invalid MSH-15: AL
+        ] {
+            let raw = format!("MSH|^~\\&|A|B|C|D|1||ADT^A01|W-1|P|2.5||{msh15_16}\r");
+            let msh = Msh::parse(raw.as_bytes()).unwrap();
+            assert_eq!(wants_accept_ack(&msh, Accepted), on_success, "{msh15_16}");
+            assert_eq!(wants_accept_ack(&msh, Error), on_failure, "{msh15_16}");
+            assert_eq!(wants_accept_ack(&msh, Rejected), on_failure, "{msh15_16}");
+        }
+    }
+
+    #[test]
+    fn received_commit_bytes_answer_the_last_message() {
+        for (byte, code) in [(COMMIT_ACK, AckCode::CommitAccept), (COMMIT_NAK, AckCode::CommitReject)] {
+            let frame = [byte];
+            let ack = ReceivedAck::parse(&frame).unwrap();
+            assert_eq!((ack.code, ack.control_id), (code, None));
+            assert!(ack.answers(b"ANY"));
+            assert_eq!(ack.text(Charset::Utf8), "");
+            assert_eq!(ack.error_codes().count(), 0);
+        }
+    }
+
+    #[test]
+    fn received_ack_reads_what_build_ack_writes() {
+        use crate::refusal::Refusal;
+        for (inbound, code) in [
+            (&b"MSH|^~\\&|LAB|FAC|HL7D|FAC|1||ADT^A01|R-25|P|2.5\r"[..], AckCode::ApplicationReject),
+            (b"MSH|^~\\&|LAB|FAC|HL7D|FAC|1||ADT^A01|R-23|P|2.3\r", AckCode::ApplicationError),
+            (b"MSH$%*!@$LAB$FAC$HL7D$FAC$1$$ADT%A01$R-CUSTOM$P$2.5$$$AL\r", AckCode::CommitReject),
+        ] {
+            let msh = Msh::parse(inbound).unwrap();
+            let refusal = Refusal::FrameTooLarge { limit: 1024 };
+            let params = AckParams { error: Some(refusal.ack_error()), ..params(code) };
+            let bytes = ack_to_vec(Some(&msh), &params);
+            let ack = ReceivedAck::parse(&bytes).expect("our own ACK reads back");
+            assert_eq!(ack.code, code);
+            assert_eq!(ack.control_id, Some(msh.control_id));
+            assert!(ack.answers(msh.control_id) && !ack.answers(b"OTHER"));
+            assert_eq!(ack.error_codes().collect::<Vec<_>>(), [104], "{}", bytes.escape_ascii());
+            assert_eq!(ack.text(Charset::Utf8), refusal.to_string());
+        }
+    }
+
+    #[test]
+    fn received_ack_text_adds_err_detail_and_decodes_msh_18() {
+        let frame = b"MSH|^~\\&|R|F|S|F|1||ACK^A01^ACK|9|P|2.5||||||8859/1\rMSA|AE|X-1|caf\xe9\r\
+            ERR||PID^1^5|102^Data type error^HL70357|E||||bad name\rERR|||207^Application internal error^HL70357|E\r";
+        let ack = ReceivedAck::parse(frame).unwrap();
+        assert_eq!(ack.charset(Charset::Utf8), Charset::Windows1252);
+        assert_eq!(ack.text(Charset::Utf8), "café; bad name");
+        assert_eq!(ack.error_codes().collect::<Vec<_>>(), [102, 207]);
+        // Only ERR-3.2 when ERR-8 is empty; nothing repeated that MSA-3 already says.
+        let frame =
+            b"MSH|^~\\&|R|F|S|F|1||ACK|9|P|2.5\rMSA|AR|X-2\rERR|||100^Segment sequence error^HL70357|E\r";
+        assert_eq!(ReceivedAck::parse(frame).unwrap().text(Charset::Utf8), "Segment sequence error");
+        let frame = b"MSH|^~\\&|R|F|S|F|1||ACK|9|P|2.5\rMSA|AR|X-3|bad name\rERR||||E||||bad name\r";
+        assert_eq!(ReceivedAck::parse(frame).unwrap().text(Charset::Utf8), "bad name");
+    }
+
+    #[test]
+    fn frames_that_are_not_acks() {
+        for frame in [
+            &b""[..],
+            b"\x06\x06",
+            b"hello",
+            b"MSH|^~\\&|R|F|S|F|1||ADT^A01|9|P|2.5\rPID|1\r",
+            b"MSH|^~\\&|R|F|S|F|1||ACK|9|P|2.5\rMSA|OK|X-1\r",
+        ] {
+            assert!(ReceivedAck::parse(frame).is_none(), "{}", frame.escape_ascii());
+        }
     }
 }

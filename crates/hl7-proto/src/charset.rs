@@ -101,19 +101,6 @@ pub enum CharsetError {
     },
 }
 
-impl CharsetError {
-    /// The HL7 table 0357 code for the NACK's ERR-3: always 102 (data type error).
-    ///
-    /// Table 0357 has no "unsupported character set" code. 102 fits malformed bytes exactly,
-    /// and it is what [`crate::error::ParseError::code`] already reports for every character
-    /// set problem, so both places agree. 103 (table value not found) would be a defensible
-    /// alternative for [`CharsetError::Unknown`], since MSH-18 is bound to table 0211; 200-207
-    /// do not fit (203 is "unsupported version id", 207 blames the receiver).
-    pub fn hl7_error_code(&self) -> u16 {
-        102
-    }
-}
-
 /// Picks the character set for one message.
 ///
 /// `msh18` is the first repetition of MSH-18 (see [`Charset::from_msh18`]). With `force` set,
@@ -181,6 +168,32 @@ const MSH18_NAMES: &[(&str, Meaning)] = &[
     ("UTF-32", Meaning::Unsupported(NOT_MLLP_SAFE)),
 ];
 
+/// Every name [`Charset::from_config_name`] accepts: each set's [`Charset::config_name`]
+/// (WHATWG labels, in table 0211 order), then aliases operators write.
+pub const CONFIG_NAMES: &[(&str, Charset)] = &[
+    ("ascii", Charset::Ascii),
+    ("windows-1252", Charset::Windows1252),
+    ("iso-8859-2", Charset::Iso8859_2),
+    ("iso-8859-3", Charset::Iso8859_3),
+    ("iso-8859-4", Charset::Iso8859_4),
+    ("iso-8859-5", Charset::Iso8859_5),
+    ("iso-8859-6", Charset::Iso8859_6),
+    ("iso-8859-7", Charset::Iso8859_7),
+    ("iso-8859-8", Charset::Iso8859_8),
+    ("iso-8859-9", Charset::Iso8859_9),
+    ("iso-8859-15", Charset::Iso8859_15),
+    ("iso-2022-jp", Charset::Iso2022Jp),
+    ("euc-kr", Charset::EucKr),
+    ("gb18030", Charset::Gb18030),
+    ("big5", Charset::Big5),
+    ("utf-8", Charset::Utf8),
+    // Aliases.
+    ("us-ascii", Charset::Ascii),
+    ("iso-8859-1", Charset::Windows1252),
+    ("cp1252", Charset::Windows1252),
+    ("utf8", Charset::Utf8),
+];
+
 /// Longest MSH-18 excerpt an error carries, in characters.
 const MAX_NAME_CHARS: usize = 40;
 
@@ -239,17 +252,17 @@ impl Charset {
         }
     }
 
-    /// Reads a profile's configured default character set (case-insensitive).
+    /// Reads a character-set name as an operator writes it: the listener's `encoding` key,
+    /// `hl7d send --encoding`, and the encoding recorded with a stored message. This is the
+    /// one list of such names ([`CONFIG_NAMES`]), compared case-insensitively after trimming.
     ///
     /// Accepts every [`Charset::config_name`] (`utf-8`, `windows-1252`, `ascii`,
-    /// `iso-8859-2`, …), plus `iso-8859-1` meaning [`Charset::Windows1252`] for the same reason
-    /// as MSH-18 `8859/1`. Returns `None` for anything else; the config layer names the
-    /// profile and key.
+    /// `iso-8859-2`, …) and the aliases `utf8`, `cp1252`, `us-ascii`, and `iso-8859-1`,
+    /// which means [`Charset::Windows1252`] for the same reason as MSH-18 `8859/1`. Returns
+    /// `None` for anything else; the caller names the key or flag.
     pub fn from_config_name(name: &str) -> Option<Charset> {
-        if name.eq_ignore_ascii_case("iso-8859-1") {
-            return Some(Charset::Windows1252);
-        }
-        Charset::ALL.into_iter().find(|charset| charset.config_name().eq_ignore_ascii_case(name))
+        let name = name.trim();
+        CONFIG_NAMES.iter().find(|(known, _)| known.eq_ignore_ascii_case(name)).map(|&(_, charset)| charset)
     }
 
     /// The name used in profile configuration (WHATWG-style lower-case label, e.g. `utf-8`,
@@ -658,7 +671,6 @@ mod tests {
             let err = Charset::from_msh18(name.as_bytes()).unwrap_err();
             assert_eq!(err, CharsetError::Unsupported { name: name.to_owned(), reason: NOT_MLLP_SAFE });
             assert!(err.to_string().contains("0x0B"), "{err}");
-            assert_eq!(err.hl7_error_code(), 102);
         }
     }
 
@@ -685,7 +697,6 @@ mod tests {
         assert_eq!(name, "\u{FFFD}bad\u{FFFD}name");
         let err = Charset::from_msh18(b"EBCDIC").unwrap_err();
         assert_eq!(err.to_string(), "unknown character set \"EBCDIC\" in MSH-18");
-        assert_eq!(err.hl7_error_code(), 102);
     }
 
     #[test]
@@ -709,13 +720,32 @@ mod tests {
             ("iso-8859-1", Charset::Windows1252),
             ("ISO-8859-1", Charset::Windows1252),
             ("ascii", Charset::Ascii),
+            // What the listener's `encoding` key accepted before the one table.
+            ("UTF8", Charset::Utf8),
+            ("cp1252", Charset::Windows1252),
+            ("US-ASCII", Charset::Ascii),
+            (" utf-8 ", Charset::Utf8),
         ] {
             assert_eq!(Charset::from_config_name(name), Some(charset), "{name}");
         }
-        assert_eq!(Charset::from_config_name("utf-16"), None);
-        assert_eq!(Charset::from_config_name("8859/1"), None);
+        for name in ["utf-16", "8859/1", "latin1", "", "utf-8x"] {
+            assert_eq!(Charset::from_config_name(name), None, "{name}");
+        }
         for charset in Charset::ALL {
             assert_eq!(Charset::from_config_name(charset.config_name()), Some(charset));
+        }
+    }
+
+    /// The table starts with exactly the canonical names, in [`Charset::ALL`] order, so
+    /// error messages and docs can list `CONFIG_NAMES` without repeating a set.
+    #[test]
+    fn config_names_table_lists_each_canonical_name_once_first() {
+        let canonical: Vec<&str> = Charset::ALL.iter().map(Charset::config_name).collect();
+        let first: Vec<&str> = CONFIG_NAMES[..Charset::ALL.len()].iter().map(|&(name, _)| name).collect();
+        assert_eq!(first, canonical);
+        for &(name, charset) in CONFIG_NAMES {
+            assert_eq!(name, name.to_ascii_lowercase(), "{name}");
+            assert_eq!(Charset::from_config_name(name), Some(charset), "{name}");
         }
     }
 

@@ -1,7 +1,7 @@
-//! HL7 error conditions (table 0357) and the parse errors that map to them.
+//! HL7 error conditions (table 0357) and the parse errors of the message view.
 //!
-//! The mapping from an error to the code that goes into ERR-3 (v2.5+) or ERR-1.4 (older) is
-//! written here once; the ACK builder only asks [`ParseError::code`].
+//! Which code a refused message gets in ERR-3 (v2.5+) or ERR-1.4 (older) is decided in one
+//! place, [`crate::refusal::Refusal::row`]; this module only names the codes and the errors.
 
 use thiserror::Error;
 
@@ -18,6 +18,8 @@ pub enum ErrorCode {
     DataTypeError,
     /// 103: table value not found (e.g. MSH-15 not one of AL/NE/ER/SU).
     TableValueNotFound,
+    /// 104: value too long (since v2.7; e.g. a frame larger than `max_message_size`).
+    ValueTooLong,
     /// 200: unsupported message type.
     UnsupportedMessageType,
     /// 201: unsupported event code.
@@ -45,6 +47,7 @@ impl ErrorCode {
             ErrorCode::RequiredFieldMissing => 101,
             ErrorCode::DataTypeError => 102,
             ErrorCode::TableValueNotFound => 103,
+            ErrorCode::ValueTooLong => 104,
             ErrorCode::UnsupportedMessageType => 200,
             ErrorCode::UnsupportedEventCode => 201,
             ErrorCode::UnsupportedProcessingId => 202,
@@ -64,6 +67,7 @@ impl ErrorCode {
             ErrorCode::RequiredFieldMissing => "Required field missing",
             ErrorCode::DataTypeError => "Data type error",
             ErrorCode::TableValueNotFound => "Table value not found",
+            ErrorCode::ValueTooLong => "Value too long",
             ErrorCode::UnsupportedMessageType => "Unsupported message type",
             ErrorCode::UnsupportedEventCode => "Unsupported event code",
             ErrorCode::UnsupportedProcessingId => "Unsupported processing id",
@@ -84,7 +88,7 @@ pub enum ParseError {
     /// The frame holds no segments at all.
     #[error("empty message")]
     Empty,
-    /// The first segment is not MSH (table 0357 code 100).
+    /// The first segment is not MSH.
     #[error("first segment is not MSH")]
     NoMsh,
     /// MSH is too short to carry its field separator and encoding characters.
@@ -96,7 +100,7 @@ pub enum ParseError {
         /// What is wrong with them.
         reason: &'static str,
     },
-    /// A required MSH field is empty (table 0357 code 101).
+    /// A required MSH field is empty.
     #[error("required field {field} ({name}) is empty")]
     RequiredFieldMissing {
         /// Field id, e.g. `MSH-10`.
@@ -104,7 +108,7 @@ pub enum ParseError {
         /// Field name, e.g. `message control id`.
         name: &'static str,
     },
-    /// A coded field holds a value not in its HL7 table (code 103).
+    /// A coded field holds a value not in its HL7 table.
     #[error("{field} holds a value not in HL7 table {table}")]
     BadTableValue {
         /// Field id, e.g. `MSH-15`.
@@ -112,39 +116,4 @@ pub enum ParseError {
         /// Table number, e.g. `0155`.
         table: &'static str,
     },
-    /// MSH-18 names a character set we cannot or will not decode (code 102).
-    #[error("character set: {reason}")]
-    Charset {
-        /// Why (from the charset module).
-        reason: String,
-    },
-}
-
-impl ParseError {
-    /// The table 0357 code that goes into the NACK's ERR segment.
-    pub fn code(&self) -> ErrorCode {
-        match self {
-            ParseError::Empty | ParseError::NoMsh | ParseError::MshTooShort => {
-                ErrorCode::SegmentSequenceError
-            }
-            ParseError::BadDelimiters { .. } | ParseError::Charset { .. } => ErrorCode::DataTypeError,
-            ParseError::RequiredFieldMissing { .. } => ErrorCode::RequiredFieldMissing,
-            ParseError::BadTableValue { .. } => ErrorCode::TableValueNotFound,
-        }
-    }
-
-    /// Where the error is, as (segment id, sequence, field position) for ERR-2 / ERR-1.
-    pub fn location(&self) -> Option<(&'static str, u16)> {
-        fn field_number(field: &str) -> Option<u16> {
-            field.strip_prefix("MSH-")?.parse().ok()
-        }
-        match self {
-            ParseError::Empty | ParseError::NoMsh | ParseError::MshTooShort => Some(("MSH", 0)),
-            ParseError::BadDelimiters { .. } => Some(("MSH", 2)),
-            ParseError::RequiredFieldMissing { field, .. } | ParseError::BadTableValue { field, .. } => {
-                field_number(field).map(|n| ("MSH", n))
-            }
-            ParseError::Charset { .. } => Some(("MSH", 18)),
-        }
-    }
 }

@@ -1,8 +1,9 @@
 //! Sans-IO HL7 v2 protocol core.
 //!
 //! This crate owns the bytes-in, values-out parts of hl7d: MLLP framing ([`mllp`]), a
-//! zero-copy view over one HL7 v2 message ([`message`], [`msh`]), the ACK builder
-//! ([`ack`]), character sets ([`charset`]) and batch splitting ([`batch`]).
+//! zero-copy view over one HL7 v2 message ([`message`], [`msh`]), the first look at an inbound
+//! frame ([`inbound`]), the refusal table ([`refusal`]), the ACK builder and reader ([`ack`]),
+//! character sets ([`charset`]), batch splitting ([`batch`]) and hex notation ([`hex`]).
 //!
 //! It must not do I/O: no sockets, no files, no clock, no logging of payloads. Time and
 //! control ids come in as arguments, so every edge case is a one-line unit test.
@@ -11,7 +12,9 @@ pub mod ack;
 pub mod batch;
 pub mod charset;
 pub mod error;
+pub mod hex;
 pub mod inbound;
 pub mod message;
 pub mod mllp;
 pub mod msh;
+pub mod refusal;

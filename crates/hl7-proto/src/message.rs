@@ -13,6 +13,7 @@
 use std::borrow::Cow;
 
 use crate::error::ParseError;
+use crate::hex;
 
 /// Segment terminator (HL7 v2 section 2.5.3: a carriage return).
 pub const SEGMENT_TERMINATOR: u8 = 0x0D;
@@ -483,7 +484,7 @@ pub fn unescape<'a>(raw: &'a [u8], delimiters: &Delimiters) -> Cow<'a, [u8]> {
                 Some(sub) => out.push(sub),
                 None => out.extend_from_slice(whole),
             },
-            [b'X', hex @ ..] => match decode_hex(hex) {
+            [b'X', digits @ ..] if !digits.is_empty() => match hex::decode(digits) {
                 Some(bytes) => out.extend(bytes),
                 None => out.extend_from_slice(whole),
             },
@@ -492,16 +493,6 @@ pub fn unescape<'a>(raw: &'a [u8], delimiters: &Delimiters) -> Cow<'a, [u8]> {
         i += len + 2;
     }
     Cow::Owned(out)
-}
-
-fn decode_hex(hex: &[u8]) -> Option<Vec<u8>> {
-    if hex.is_empty() || hex.len() % 2 != 0 {
-        return None;
-    }
-    fn nibble(c: u8) -> Option<u8> {
-        (c as char).to_digit(16).map(|d| d as u8)
-    }
-    hex.chunks(2).map(|p| Some(nibble(p[0])? << 4 | nibble(p[1])?)).collect()
 }
 
 #[cfg(test)]

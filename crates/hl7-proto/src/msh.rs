@@ -135,6 +135,26 @@ impl<'a> Msh<'a> {
         Ok(Msh::new(&Message::parse(raw)?))
     }
 
+    /// The first readable header in `raw`: the message's own, or one further in, so that a
+    /// refusal can still swap sender and receiver and echo MSH-10 in MSA-2. For frames that
+    /// do not parse (e.g. a PID sent before the MSH) and for the first bytes of a frame the
+    /// decoder gave up on, which may end in the middle of a field. An `MSH` counts only at
+    /// the start of a line. `None` when there is none.
+    pub fn salvage(raw: &'a [u8]) -> Option<Msh<'a>> {
+        let mut start = 0;
+        while let Some(pos) = memchr::memmem::find(&raw[start..], b"MSH") {
+            let at = start + pos;
+            let at_line_start = at == 0 || matches!(raw[at - 1], b'\r' | b'\n');
+            if at_line_start {
+                if let Ok(message) = Message::parse(&raw[at..]) {
+                    return Some(Msh::new(&message));
+                }
+            }
+            start = at + 3;
+        }
+        None
+    }
+
     /// Checks that the header is complete enough to accept the message: MSH-9.1, MSH-10,
     /// MSH-11 and MSH-12 present (HL7 v2 marks them required), MSH-15/16 from table 0155.
     pub fn validate(&self) -> Result<(), ParseError> {
@@ -177,16 +197,6 @@ impl<'a> Msh<'a> {
         let major = parts.next()?.parse().ok()?;
         let minor = parts.next().map_or(Some(0), |p| p.parse().ok())?;
         Some((major, minor))
-    }
-
-    /// MSH-11.1, e.g. `P`, `T` or `D`.
-    pub fn processing_mode(&self) -> &'a [u8] {
-        let end = self
-            .processing_id
-            .iter()
-            .position(|&b| b == self.delimiters.component)
-            .unwrap_or(self.processing_id.len());
-        &self.processing_id[..end]
     }
 }
 
@@ -247,8 +257,6 @@ mod tests {
         let m = msh(include_bytes!("../tests/fixtures/invalid_missing_control_id.hl7"));
         let err = m.validate().unwrap_err();
         assert_eq!(err, ParseError::RequiredFieldMissing { field: "MSH-10", name: "message control id" });
-        assert_eq!(err.code().code(), 101);
-        assert_eq!(err.location(), Some(("MSH", 10)));
     }
 
     #[test]
@@ -258,9 +266,24 @@ mod tests {
     }
 
     #[test]
-    fn processing_mode_and_repeated_charset() {
+    fn processing_id_and_repeated_charset() {
         let m = msh(b"MSH|^~\\&|A|B|C|D|1||ADT^A01|1|T^I|2.5||||||8859/1~ISO IR87\r");
-        assert_eq!(m.processing_mode(), b"T");
+        assert_eq!(m.processing_id, b"T^I");
         assert_eq!(m.character_set, b"8859/1");
+    }
+
+    #[test]
+    fn salvage_finds_the_first_header_at_a_line_start() {
+        let pid_first = b"PID|1||X\rMSH|^~\\&|A|B|C|D|1||ADT^A01|LATER-1|P|2.5\r";
+        assert_eq!(Msh::salvage(pid_first).unwrap().control_id, b"LATER-1");
+        // A prefix cut in the middle of a field still yields its header.
+        assert_eq!(
+            Msh::salvage(b"\r\nMSH|^~\\&|A|B|C|D|1||ADT^A01|CUT-1|P|2.5|||A").unwrap().control_id,
+            b"CUT-1"
+        );
+        // `MSH` inside a field is not a header.
+        assert!(Msh::salvage(b"PID|1||MSH|^~\\&|A|B|C|D|1||ADT^A01|IN-FIELD|P|2.5\r").is_none());
+        assert!(Msh::salvage(b"not hl7 at all").is_none());
+        assert!(Msh::salvage(b"").is_none());
     }
 }

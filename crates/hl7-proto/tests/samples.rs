@@ -4,10 +4,12 @@
 use hl7_proto::ack::{self, AckCode, AckError, AckParams, AckPolicy, Outcome};
 use hl7_proto::batch;
 use hl7_proto::charset::Charset;
-use hl7_proto::error::ErrorCode;
+use hl7_proto::error::{ErrorCode, ParseError};
 use hl7_proto::inbound::{inspect, Inspection};
+use hl7_proto::message::Message;
 use hl7_proto::mllp::{self, Decoder, DecoderConfig, Framing};
 use hl7_proto::msh::Msh;
+use hl7_proto::refusal::Refusal;
 use proptest::prelude::*;
 
 const TS: &[u8] = b"20261128093000+0000";
@@ -103,7 +105,7 @@ fn params(code: AckCode, charset: Charset, error: Option<AckError<'static>>) -> 
 
 /// Reads back an ACK we built: (MSH-9, MSH-10, MSA-1, MSA-2).
 fn read_ack(bytes: &[u8]) -> (String, String, String, String) {
-    let message = hl7_proto::message::Message::parse(bytes).expect("our ACK parses");
+    let message = Message::parse(bytes).expect("our ACK parses");
     let msh = Msh::new(&message);
     msh.validate().expect("our ACK has every required MSH field");
     let msa = message.segment("MSA").expect("our ACK has an MSA");
@@ -120,20 +122,20 @@ fn read_ack(bytes: &[u8]) -> (String, String, String, String) {
 fn every_accepted_sample() {
     for &(file, control_id, msg_type, version, charset, on_success, always, on_reject) in ACCEPTED {
         let raw = fixture(file);
-        let seen: Inspection<'_> = inspect(&raw, Charset::Utf8, false);
-        assert!(seen.is_acceptable(), "{file}: {:?}", seen.problem);
-        let msh = seen.msh.expect("header");
+        let Inspection::Accept { msh, charset: seen_charset } = inspect(&raw, Charset::Utf8, false) else {
+            panic!("{file}: refused");
+        };
         assert_eq!(msh.control_id, control_id.as_bytes(), "{file}");
         assert_eq!(msh.message_type.to_string(), msg_type, "{file}");
         assert_eq!(msh.version, version.as_bytes(), "{file}");
-        assert_eq!(seen.charset, charset, "{file}");
+        assert_eq!(seen_charset, charset, "{file}");
 
         assert_eq!(ack::decide(Some(&msh), AckPolicy::Msh, Outcome::Accepted), on_success, "{file}");
         assert_eq!(ack::decide(Some(&msh), AckPolicy::Always, Outcome::Accepted), Some(always), "{file}");
         assert_eq!(ack::decide(Some(&msh), AckPolicy::Never, Outcome::Accepted), None, "{file}");
         assert_eq!(ack::decide(Some(&msh), AckPolicy::Msh, Outcome::Rejected), on_reject, "{file}");
 
-        let bytes = ack::ack_to_vec(Some(&msh), &params(always, seen.charset, None));
+        let bytes = ack::ack_to_vec(Some(&msh), &params(always, seen_charset, None));
         let (msh9, msh10, msa1, msa2) = read_ack(&bytes);
         let trigger = msg_type.split('^').nth(1).unwrap();
         let modern = msh.version_number().unwrap() >= (2, 5);
@@ -194,12 +196,12 @@ fn ack_keeps_v27_encoding_characters() {
 fn missing_control_id_gets_ar_with_err() {
     let raw = fixture("invalid_missing_control_id.hl7");
     let seen = inspect(&raw, Charset::Utf8, false);
-    let problem = seen.problem.clone().expect("rejected");
-    assert_eq!(problem.code(), ErrorCode::RequiredFieldMissing);
-    let msh = seen.msh.unwrap();
-    let code = ack::decide(Some(&msh), AckPolicy::Msh, Outcome::Rejected).unwrap();
+    let problem = seen.refusal().expect("rejected");
+    assert_eq!(problem.row().code, ErrorCode::RequiredFieldMissing);
+    let msh = seen.msh().unwrap();
+    let code = ack::decide(Some(msh), AckPolicy::Msh, problem.outcome()).unwrap();
     assert_eq!(code, AckCode::ApplicationReject);
-    let bytes = ack::ack_to_vec(Some(&msh), &params(code, seen.charset, Some((&problem).into())));
+    let bytes = ack::ack_to_vec(Some(msh), &params(code, seen.charset(), Some(problem.ack_error())));
     assert_eq!(
         String::from_utf8(bytes).unwrap(),
         "MSH|^~\\&|C|D|A|B|20261128093000+0000||ACK^A01^ACK|ACK1|P|2.5\r\
@@ -230,13 +232,13 @@ fn err_before_v25_uses_err_1() {
 fn no_msh_first_salvages_the_later_header() {
     let raw = fixture("invalid_no_msh_first.hl7");
     let seen = inspect(&raw, Charset::Utf8, false);
-    assert_eq!(seen.problem.as_ref().unwrap().code(), ErrorCode::SegmentSequenceError);
-    let msh = seen.msh.expect("the MSH after the PID is found");
+    let problem = seen.refusal().unwrap();
+    assert_eq!(problem.row().code, ErrorCode::SegmentSequenceError);
+    let msh = seen.msh().expect("the MSH after the PID is found");
     assert_eq!(msh.control_id, b"X1");
-    let problem = seen.problem.unwrap();
     let bytes = ack::ack_to_vec(
-        Some(&msh),
-        &params(AckCode::ApplicationReject, seen.charset, Some((&problem).into())),
+        Some(msh),
+        &params(AckCode::ApplicationReject, seen.charset(), Some(problem.ack_error())),
     );
     let (_, _, msa1, msa2) = read_ack(&bytes);
     assert_eq!((msa1.as_str(), msa2.as_str()), ("AR", "X1"));
@@ -246,12 +248,12 @@ fn no_msh_first_salvages_the_later_header() {
 fn not_hl7_gets_best_effort_ar() {
     let raw = fixture("invalid_not_hl7.txt");
     let seen = inspect(&raw, Charset::Utf8, false);
-    assert!(seen.msh.is_none());
-    let problem = seen.problem.unwrap();
+    assert!(seen.msh().is_none());
+    let problem = seen.refusal().unwrap();
     assert_eq!(ack::decide(None, AckPolicy::Msh, Outcome::Rejected), Some(AckCode::ApplicationReject));
     assert_eq!(ack::decide(None, AckPolicy::Never, Outcome::Rejected), None);
     let bytes =
-        ack::ack_to_vec(None, &params(AckCode::ApplicationReject, seen.charset, Some((&problem).into())));
+        ack::ack_to_vec(None, &params(AckCode::ApplicationReject, seen.charset(), Some(problem.ack_error())));
     assert_eq!(
         String::from_utf8(bytes).unwrap(),
         "MSH|^~\\&|||||20261128093000+0000||ACK|ACK1|P|2.5\r\
@@ -264,14 +266,14 @@ fn not_hl7_gets_best_effort_ar() {
 fn batch_sample_splits_into_three_acceptable_messages() {
     let raw = fixture("batch_fhs_bhs_3msgs.hl7");
     // A whole batch in one frame is not a message: its first segment is FHS.
-    assert!(!inspect(&raw, Charset::Utf8, false).is_acceptable());
+    assert_eq!(inspect(&raw, Charset::Utf8, false).refusal(), Some(&Refusal::Parse(ParseError::NoMsh)));
     let batch = batch::split(&raw).unwrap();
     let ids: Vec<String> = batch
         .messages()
         .map(|m| {
-            let seen = inspect(m, Charset::Utf8, false);
-            assert!(seen.is_acceptable());
-            let msh = seen.msh.unwrap();
+            let Inspection::Accept { msh, .. } = inspect(m, Charset::Utf8, false) else {
+                panic!("a batch message is refused");
+            };
             assert_eq!(msh.message_type.to_string(), "ORU^R01");
             assert_eq!(ack::decide(Some(&msh), AckPolicy::Msh, Outcome::Accepted), Some(AA));
             String::from_utf8_lossy(msh.control_id).into_owned()
@@ -283,16 +285,16 @@ fn batch_sample_splits_into_three_acceptable_messages() {
 #[test]
 fn charset_default_and_force() {
     let cp1252 = fixture("windows1252_adt_a08.hl7");
-    assert_eq!(inspect(&cp1252, Charset::Utf8, false).charset, Charset::Windows1252);
+    assert_eq!(inspect(&cp1252, Charset::Utf8, false).charset(), Charset::Windows1252);
     // force: MSH-18 is ignored.
-    assert_eq!(inspect(&cp1252, Charset::Utf8, true).charset, Charset::Utf8);
+    assert_eq!(inspect(&cp1252, Charset::Utf8, true).charset(), Charset::Utf8);
     // no MSH-18: the profile default.
     let orm = fixture("orm_o01_v23.hl7");
-    assert_eq!(inspect(&orm, Charset::Windows1252, false).charset, Charset::Windows1252);
+    assert_eq!(inspect(&orm, Charset::Windows1252, false).charset(), Charset::Windows1252);
     // UTF-16 is refused with a clear error.
     let utf16 = b"MSH|^~\\&|A|B|C|D|1||ADT^A01|U16|P|2.5||||||UNICODE UTF-16\r";
     let seen = inspect(utf16, Charset::Utf8, false);
-    assert_eq!(seen.problem.unwrap().code(), ErrorCode::DataTypeError);
+    assert_eq!(seen.refusal().unwrap().row().code, ErrorCode::DataTypeError);
 }
 
 #[test]
@@ -325,7 +327,7 @@ fn whole_pipeline_through_mllp() {
     while let Some(frame) = decoder.next_frame() {
         let frame = frame.unwrap();
         let seen = inspect(&frame, Charset::Utf8, false);
-        ids.push(String::from_utf8_lossy(seen.msh.unwrap().control_id).into_owned());
+        ids.push(String::from_utf8_lossy(seen.msh().unwrap().control_id).into_owned());
     }
     let want: Vec<_> = ACCEPTED.iter().map(|r| r.1.to_string()).collect();
     assert_eq!(ids, want);
@@ -338,15 +340,87 @@ fn hl7_timestamps() {
     assert_eq!(ack::hl7_timestamp(951_782_400), "20000229000000+0000");
 }
 
+/// Checks an ACK built for `inbound` as its sender would read it, with the view parser (not
+/// the ACK reader under test): MSA-1 is `code`, MSA-2 echoes the inbound MSH-10 (empty without
+/// a header), MSH-3/4 and MSH-5/6 are swapped, and MSH-10 is the fresh id.
+fn check_ack_fields(inbound: Option<&Msh<'_>>, code: AckCode, bytes: &[u8]) -> Result<(), TestCaseError> {
+    let message =
+        Message::parse(bytes).map_err(|e| TestCaseError::fail(format!("ACK does not parse: {e}")))?;
+    let header = Msh::new(&message);
+    let msa = message.segment("MSA").ok_or_else(|| TestCaseError::fail("ACK without MSA"))?;
+    prop_assert_eq!(msa.field(1).raw(), code.as_str().as_bytes(), "MSA-1");
+    let empty: &[u8] = b"";
+    prop_assert_eq!(msa.field(2).raw(), inbound.map_or(empty, |m| m.control_id), "MSA-2");
+    prop_assert_eq!(header.control_id, b"ACK1", "ACK MSH-10");
+    prop_assert_eq!(header.message_type.code, b"ACK", "ACK MSH-9");
+    let swapped = inbound.map_or([empty; 4], |m| {
+        [m.receiving_application, m.receiving_facility, m.sending_application, m.sending_facility]
+    });
+    let got = [
+        header.sending_application,
+        header.sending_facility,
+        header.receiving_application,
+        header.receiving_facility,
+    ];
+    prop_assert_eq!(got, swapped, "MSH-3/4 <-> MSH-5/6");
+    // The ACK reader sees the same code and control id.
+    let read =
+        ack::ReceivedAck::parse(bytes).ok_or_else(|| TestCaseError::fail("ACK reader refused our ACK"))?;
+    prop_assert_eq!((read.code, read.control_id), (code, Some(inbound.map_or(empty, |m| m.control_id))));
+    Ok(())
+}
+
+/// A well-formed message whose header fields vary: applications, facilities, control id,
+/// version and MSH-15/16.
+fn generated_message() -> impl Strategy<Value = Vec<u8>> {
+    let name = "[A-Za-z0-9 .-]{0,12}";
+    let condition = prop_oneof![Just(""), Just("AL"), Just("NE"), Just("ER"), Just("SU")];
+    (
+        (name, name, name, name),
+        "[A-Za-z0-9.-]{1,20}",
+        prop_oneof![Just("2.3"), Just("2.3.1"), Just("2.5"), Just("2.5.1"), Just("2.7")],
+        (condition.clone(), condition),
+    )
+        .prop_map(|((app, fac, to_app, to_fac), id, version, (msh15, msh16))| {
+            format!(
+                "MSH|^~\\&|{app}|{fac}|{to_app}|{to_fac}|20261128||ADT^A01|{id}|P|{version}|||{msh15}|{msh16}\r\
+                 PID|1||12345^^^HOSP^MR||DOE^JOHN\r"
+            )
+            .into_bytes()
+        })
+}
+
 proptest! {
     #[test]
     fn inspect_and_ack_never_panic(raw in proptest::collection::vec(any::<u8>(), 0..400)) {
         let seen = inspect(&raw, Charset::Utf8, false);
-        let outcome = if seen.is_acceptable() { Outcome::Accepted } else { Outcome::Rejected };
-        if let Some(code) = ack::decide(seen.msh.as_ref(), AckPolicy::Always, outcome) {
-            let error = seen.problem.as_ref().map(AckError::from);
-            let bytes = ack::ack_to_vec(seen.msh.as_ref(), &params(code, seen.charset, error));
-            prop_assert!(bytes.starts_with(b"MSH"));
+        let outcome = seen.refusal().map_or(Outcome::Accepted, Refusal::outcome);
+        if let Some(code) = ack::decide(seen.msh(), AckPolicy::Always, outcome) {
+            let error = seen.refusal().map(Refusal::ack_error);
+            let bytes = ack::ack_to_vec(seen.msh(), &params(code, seen.charset(), error));
+            check_ack_fields(seen.msh(), code, &bytes)?;
+        }
+    }
+
+    /// Every generated message is accepted, and for each outcome and policy its ACK carries
+    /// the right MSA-1, MSA-2 = its MSH-10, and the swapped sender and receiver.
+    #[test]
+    fn ack_answers_each_generated_message(raw in generated_message()) {
+        let Inspection::Accept { msh, charset } = inspect(&raw, Charset::Utf8, false) else {
+            return Err(TestCaseError::fail("a generated message was refused"));
+        };
+        let store_failed = Refusal::StoreFailed { reason: "disk full".into() };
+        let too_large = Refusal::FrameTooLarge { limit: 1024 };
+        for (outcome, error) in [
+            (Outcome::Accepted, None),
+            (store_failed.outcome(), Some(store_failed.ack_error())),
+            (too_large.outcome(), Some(too_large.ack_error())),
+        ] {
+            for policy in [AckPolicy::Msh, AckPolicy::Always] {
+                let Some(code) = ack::decide(Some(&msh), policy, outcome) else { continue };
+                let bytes = ack::ack_to_vec(Some(&msh), &params(code, charset, error.clone()));
+                check_ack_fields(Some(&msh), code, &bytes)?;
+            }
         }
     }
 
@@ -355,10 +429,10 @@ proptest! {
         let mut raw = b"MSH|^~\\&|".to_vec();
         raw.extend(tail);
         let seen = inspect(&raw, Charset::Windows1252, false);
-        let code = ack::decide(seen.msh.as_ref(), AckPolicy::Always, Outcome::Rejected).unwrap();
-        let error = seen.problem.as_ref().map(AckError::from);
-        let bytes = ack::ack_to_vec(seen.msh.as_ref(), &params(code, seen.charset, error));
+        let code = ack::decide(seen.msh(), AckPolicy::Always, Outcome::Rejected).unwrap();
+        let error = seen.refusal().map(Refusal::ack_error);
+        let bytes = ack::ack_to_vec(seen.msh(), &params(code, seen.charset(), error));
         // Our own ACK always parses back, whatever the inbound header looked like.
-        prop_assert!(hl7_proto::message::Message::parse(&bytes).is_ok());
+        check_ack_fields(seen.msh(), code, &bytes)?;
     }
 }
