@@ -130,10 +130,13 @@ mod tests {
     use ErrorCode::*;
     use Outcome::{Error, Rejected};
 
+    /// (refusal, outcome, ERR-3 code, ERR-2 location, MSA-3 text)
+    type TableRow = (Refusal, Outcome, u16, Option<(&'static str, u16)>, &'static str);
+
     /// One sample of every variant, nested ones included. [`variant`] below has no wildcard,
     /// so a new variant does not compile until it is added there; the test then fails until
     /// it has a row here.
-    fn table() -> Vec<(Refusal, Outcome, u16, Option<(&'static str, u16)>, &'static str)> {
+    fn table() -> Vec<TableRow> {
         vec![
             (ParseError::Empty.into(), Rejected, 100, Some(("MSH", 0)), "empty message"),
             (ParseError::NoMsh.into(), Rejected, 100, Some(("MSH", 0)), "first segment is not MSH"),
