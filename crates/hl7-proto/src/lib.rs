@@ -3,7 +3,8 @@
 //! This crate owns the bytes-in, values-out parts of hl7d: MLLP framing ([`mllp`]), a
 //! zero-copy view over one HL7 v2 message ([`message`], [`msh`]), the first look at an inbound
 //! frame ([`inbound`]), the refusal table ([`refusal`]), the ACK builder and reader ([`ack`]),
-//! character sets ([`charset`]), batch splitting ([`batch`]) and hex notation ([`hex`]).
+//! character sets ([`charset`]), batch splitting ([`batch`]), hex notation ([`hex`]) and
+//! recognising a peer that speaks another protocol ([`sniff`]).
 //!
 //! It must not do I/O: no sockets, no files, no clock, no logging of payloads. Time and
 //! control ids come in as arguments, so every edge case is a one-line unit test.
@@ -18,3 +19,4 @@ pub mod message;
 pub mod mllp;
 pub mod msh;
 pub mod refusal;
+pub mod sniff;
