@@ -1,0 +1,483 @@
+//! Accepting a TLS connection: the first-bytes check, the handshake and its timeout, the
+//! client-certificate verdict after it, and the refusals with their audit lines.
+//!
+//! Owns everything between an accepted TCP socket and a decrypted stream with [`Session`]
+//! facts. It must not read MLLP or HL7, and must not change the listener's settings (a
+//! reload does that, `reload.rs`).
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use rustls::pki_types::{CertificateDer, UnixTime};
+use rustls::{AlertDescription, PeerIncompatible, ProtocolVersion};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::hello::{
+    not_tls_detail, peek_hello_version, wire_version_name, PROTOCOL_VERSION_ALERT, TLS12_WIRE_VERSION,
+    TLS_HANDSHAKE_RECORD,
+};
+use super::reload::{Registration, TlsListener};
+use super::server_config::{server_config, TlsState};
+use super::verifier::{ClientCert, ClientCertRefusal, ConnectionVerifier};
+
+/// Why a TLS connection was not established. The string form ([`RefusalReason::as_str`])
+/// is the `reason` field of the audit line and, later, a metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RefusalReason {
+    /// The peer closed before sending a byte (e.g. a load balancer's TCP health check).
+    ClosedBeforeHandshake,
+    /// The server is shutting down.
+    Shutdown,
+    /// The first byte is not a TLS handshake record: a plaintext client on a TLS port.
+    NotTls,
+    /// The client offered only TLS versions older than the listener allows.
+    ProtocolVersion,
+    /// The handshake did not finish within `handshake_timeout`.
+    HandshakeTimeout,
+    /// `client_auth = "required"` and the client sent no certificate.
+    ClientCertMissing,
+    /// The client certificate's thumbprint is not approved.
+    ClientCertUnapproved,
+    /// The client certificate has expired.
+    ClientCertExpired,
+    /// The client certificate is not valid yet.
+    ClientCertNotYetValid,
+    /// The client certificate does not chain to `client_ca`.
+    ClientCertUntrusted,
+    /// The client certificate cannot be parsed.
+    ClientCertInvalid,
+    /// The client did not prove possession of its certificate's key.
+    ClientSignatureInvalid,
+    /// The client sent a fatal alert (often: it does not trust the server certificate).
+    PeerAlert,
+    /// No cipher suite, key exchange group or signature scheme in common.
+    Incompatible,
+    /// The client broke the TLS protocol or hung up mid-handshake.
+    HandshakeFailed,
+}
+
+impl RefusalReason {
+    /// The stable machine-readable name, e.g. `client_cert_unapproved`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefusalReason::ClosedBeforeHandshake => "closed_before_handshake",
+            RefusalReason::Shutdown => "shutdown",
+            RefusalReason::NotTls => "not_tls",
+            RefusalReason::ProtocolVersion => "tls_version",
+            RefusalReason::HandshakeTimeout => "handshake_timeout",
+            RefusalReason::ClientCertMissing => "client_cert_missing",
+            RefusalReason::ClientCertUnapproved => "client_cert_unapproved",
+            RefusalReason::ClientCertExpired => "client_cert_expired",
+            RefusalReason::ClientCertNotYetValid => "client_cert_not_yet_valid",
+            RefusalReason::ClientCertUntrusted => "client_cert_untrusted",
+            RefusalReason::ClientCertInvalid => "client_cert_invalid",
+            RefusalReason::ClientSignatureInvalid => "client_signature_invalid",
+            RefusalReason::PeerAlert => "peer_alert",
+            RefusalReason::Incompatible => "tls_incompatible",
+            RefusalReason::HandshakeFailed => "handshake_failed",
+        }
+    }
+
+    /// Whether this refusal is a security event (audit line at warn) rather than routine
+    /// (debug): a health check's connect-and-close and shutdown are routine.
+    pub fn is_audited(self) -> bool {
+        !matches!(self, RefusalReason::ClosedBeforeHandshake | RefusalReason::Shutdown)
+    }
+}
+
+impl fmt::Display for RefusalReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A connection refused before it carried any message.
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    /// Why.
+    pub reason: RefusalReason,
+    /// Human-readable detail.
+    pub detail: String,
+    /// The client certificate concerned, when one was presented and parsed.
+    pub client: Option<ClientCert>,
+}
+
+impl Refusal {
+    pub(super) fn new(reason: RefusalReason, detail: impl Into<String>) -> Refusal {
+        Refusal { reason, detail: detail.into(), client: None }
+    }
+
+    /// Logs the refusal: security events as an `audit` warning with the reason, the peer and
+    /// the client certificate's subject and SHA-256 thumbprint; routine ones at debug.
+    pub fn log(&self, listener: &str, peer: SocketAddr) {
+        let reason = self.reason.as_str();
+        let detail = &self.detail;
+        let client_subject = self.client.as_ref().map(|c| c.subject.as_str());
+        let client_thumbprint = self.client.as_ref().map(|c| c.digests.sha256().to_string());
+        if self.reason.is_audited() {
+            // client_cert_missing/unapproved/expired/…, client_signature_invalid
+            let event =
+                if reason.starts_with("client_") { "client_cert_refused" } else { "tls_handshake_failed" };
+            warn!(target: "audit", event, listener, %peer, reason, client_subject, client_thumbprint, detail,
+                "TLS connection refused");
+        } else {
+            debug!(listener, %peer, reason, detail, "connection closed before the TLS handshake");
+        }
+    }
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.reason, self.detail)
+    }
+}
+
+/// Facts about an established TLS session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    /// `TLSv1.2` or `TLSv1.3`.
+    pub version: &'static str,
+    /// IANA-style suite name, e.g. `TLS13_AES_256_GCM_SHA384`.
+    pub cipher_suite: &'static str,
+    /// The approved client certificate (mutual TLS only).
+    pub client: Option<ClientCert>,
+}
+
+/// A connection whose handshake succeeded.
+pub struct Accepted {
+    /// The decrypted stream.
+    pub stream: TlsConnection,
+    /// What was negotiated.
+    pub session: Session,
+    /// Cancelled when the server shuts down or when a reload withdraws approval of this
+    /// connection's client certificate: pass it to the connection as its stop signal.
+    pub close: CancellationToken,
+    /// Keeps this connection in the listener's set of live mutual-TLS connections.
+    pub(super) _registration: Option<Registration>,
+}
+
+impl Accepted {
+    /// Logs (info) the negotiated version and suite and the client certificate.
+    pub fn log_opened(&self, listener: &str, peer: SocketAddr) {
+        let session = &self.session;
+        let client_subject = session.client.as_ref().map(|c| c.subject.as_str());
+        let client_thumbprint = session.client.as_ref().map(|c| c.digests.sha256().to_string());
+        info!(target: "audit", event = "connection_accepted", listener, %peer, tls_version = session.version,
+            cipher_suite = session.cipher_suite, client_subject, client_thumbprint, "connection opened");
+    }
+
+    /// The SHA-256 thumbprint of the client certificate (`sha256:<hex>`), stored with
+    /// every message of this connection.
+    pub fn client_thumbprint(&self) -> Option<String> {
+        self.session.client.as_ref().map(|c| c.digests.sha256().to_string())
+    }
+}
+
+/// The decrypted stream of one connection.
+///
+/// A peer that hangs up without a TLS `close_notify` (as many MLLP senders do) reads as an
+/// ordinary end of stream rather than an i/o error. That is safe here because MLLP frames
+/// are self-delimiting: a message cut short is still caught, and not acknowledged, by the
+/// frame decoder.
+pub struct TlsConnection {
+    pub(super) inner: TlsStream<TcpStream>,
+}
+
+impl TlsConnection {
+    /// The underlying TLS stream (for session details).
+    pub fn get_ref(&self) -> &TlsStream<TcpStream> {
+        &self.inner
+    }
+}
+
+impl AsyncRead for TlsConnection {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match Pin::new(&mut self.inner).poll_read(cx, buf) {
+            Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => Poll::Ready(Ok(())),
+            other => other,
+        }
+    }
+}
+
+impl AsyncWrite for TlsConnection {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+impl TlsListener {
+    /// Runs the handshake on a freshly accepted socket, bounded by `handshake_timeout`
+    /// and by `shutdown`.
+    pub async fn accept(
+        &self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        shutdown: &CancellationToken,
+    ) -> Result<Accepted, Refusal> {
+        let state = self.state.load_full();
+        let limit = state.settings.handshake_timeout;
+        let mut phase = Phase::WaitingForHello;
+        let handshake =
+            tokio::time::timeout(limit, self.handshake(&state, stream, peer, shutdown, &mut phase));
+        let result = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => Ok(Err(Refusal::new(RefusalReason::Shutdown, "server shutting down"))),
+            result = handshake => result,
+        };
+        let result = match result {
+            Ok(result) => result,
+            Err(_elapsed) => Err(Refusal::new(
+                RefusalReason::HandshakeTimeout,
+                format!("{phase} within handshake_timeout ({})", humantime::format_duration(limit)),
+            )),
+        };
+        let outcome = result.as_ref().map(|a| a.session.version).map_err(|r| r.reason.as_str());
+        crate::metrics::tls_handshake(&self.name, outcome);
+        if let Ok(Accepted { session: Session { client: Some(client), .. }, .. }) = &result {
+            let mut seen = self.seen.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            seen.insert(client.digests.sha256, client.clone());
+        }
+        result
+    }
+
+    async fn handshake(
+        &self,
+        state: &TlsState,
+        mut stream: TcpStream,
+        peer: SocketAddr,
+        shutdown: &CancellationToken,
+        phase: &mut Phase,
+    ) -> Result<Accepted, Refusal> {
+        let mut first = [0u8; 1];
+        match stream.peek(&mut first).await {
+            Ok(0) => {
+                return Err(Refusal::new(RefusalReason::ClosedBeforeHandshake, "peer closed without sending"))
+            }
+            Ok(_) => {}
+            Err(e) => {
+                return Err(Refusal::new(RefusalReason::ClosedBeforeHandshake, format!("i/o error: {e}")))
+            }
+        }
+        if first[0] != TLS_HANDSHAKE_RECORD {
+            return Err(Refusal::new(RefusalReason::NotTls, not_tls_detail(first[0])));
+        }
+        *phase = Phase::Handshaking;
+        // rustls would refuse an old client too, but for whatever the hello lacks first
+        // (often the signature_algorithms extension), so name the real reason here.
+        if let Some(version) = peek_hello_version(&stream).await {
+            if version < TLS12_WIRE_VERSION {
+                use tokio::io::AsyncWriteExt;
+                let _ = stream.write_all(&PROTOCOL_VERSION_ALERT).await;
+                return Err(Refusal::new(
+                    RefusalReason::ProtocolVersion,
+                    format!(
+                        "client offers at most {}; TLS 1.2 or later is required",
+                        wire_version_name(version)
+                    ),
+                ));
+            }
+        }
+        let verifier = state
+            .policy
+            .as_ref()
+            .map(|policy| Arc::new(ConnectionVerifier::new(policy.clone(), &self.provider)));
+        let config = match (&state.shared, &verifier) {
+            (Some(shared), _) => shared.clone(),
+            (None, verifier) => Arc::new(
+                server_config(&state.settings, &state.identity, &self.provider, verifier.clone())
+                    .map_err(|e| Refusal::new(RefusalReason::HandshakeFailed, e.to_string()))?,
+            ),
+        };
+        let verdict = || verifier.as_ref().and_then(|v| v.take_verdict());
+        let stream = match tokio_rustls::TlsAcceptor::from(config).accept(stream).await {
+            Ok(stream) => stream,
+            Err(error) => return Err(classify(&error, verdict())),
+        };
+        let (_, connection) = stream.get_ref();
+        let version = match connection.protocol_version() {
+            Some(ProtocolVersion::TLSv1_3) => "TLSv1.3",
+            Some(ProtocolVersion::TLSv1_2) => "TLSv1.2",
+            _ => "unknown",
+        };
+        let cipher_suite = connection
+            .negotiated_cipher_suite()
+            .and_then(|suite| suite.suite().as_str())
+            .unwrap_or("unknown");
+        let chain: Option<Vec<CertificateDer<'static>>> = connection
+            .peer_certificates()
+            .map(|certs| certs.iter().map(|c| c.clone().into_owned()).collect());
+        let close = shutdown.child_token();
+        let (client, registration) = match (verifier.is_some(), chain) {
+            (false, _) => (None, None),
+            (true, None) => {
+                return Err(Refusal::new(
+                    RefusalReason::ClientCertMissing,
+                    "no client certificate after the handshake",
+                ))
+            }
+            (true, Some(chain)) => {
+                // Register first, then check against the current state: a reload either
+                // sees this connection in its sweep or has already swapped the state
+                // checked here.
+                let registration = self.live.register(chain.clone(), peer, close.clone());
+                let current = self.state.load();
+                let client = match &current.policy {
+                    Some(policy) => policy
+                        .check(&chain[0], &chain[1..], UnixTime::now())
+                        .map_err(|refusal| refusal_from(*refusal))?,
+                    // Client auth was switched off by a reload during the handshake: the
+                    // certificate was verified under the old rules; keep its facts.
+                    None => match verdict() {
+                        Some(Ok(client)) => client,
+                        _ => {
+                            return Err(Refusal::new(
+                                RefusalReason::HandshakeFailed,
+                                "no client certificate verdict",
+                            ))
+                        }
+                    },
+                };
+                (Some(client), Some(registration))
+            }
+        };
+        Ok(Accepted {
+            stream: TlsConnection { inner: stream },
+            session: Session { version, cipher_suite, client },
+            close,
+            _registration: registration,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Phase {
+    WaitingForHello,
+    Handshaking,
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Phase::WaitingForHello => "no ClientHello",
+            Phase::Handshaking => "handshake not finished",
+        })
+    }
+}
+
+pub(super) fn refusal_from(refusal: ClientCertRefusal) -> Refusal {
+    let ClientCertRefusal { reason, detail, cert, .. } = refusal;
+    Refusal { reason, detail, client: cert }
+}
+
+/// Maps a failed handshake to a refusal. The verifier's own verdict wins: it knows which
+/// certificate was refused and why.
+fn classify(error: &std::io::Error, verdict: Option<Result<ClientCert, Box<ClientCertRefusal>>>) -> Refusal {
+    if let Some(Err(refusal)) = verdict {
+        return refusal_from(*refusal);
+    }
+    let tls_error = error.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>());
+    let Some(tls_error) = tls_error else {
+        return Refusal::new(
+            RefusalReason::HandshakeFailed,
+            format!("connection lost during the handshake: {error}"),
+        );
+    };
+    let (reason, detail) = match tls_error {
+        rustls::Error::NoCertificatesPresented => (
+            RefusalReason::ClientCertMissing,
+            "client_auth is required and the client sent no certificate".to_owned(),
+        ),
+        rustls::Error::PeerIncompatible(
+            PeerIncompatible::Tls12NotOffered
+            | PeerIncompatible::Tls12NotOfferedOrEnabled
+            | PeerIncompatible::SupportedVersionsExtensionRequired,
+        ) => (
+            RefusalReason::ProtocolVersion,
+            format!("client offers no TLS version this listener allows ({tls_error})"),
+        ),
+        rustls::Error::PeerIncompatible(_) => (RefusalReason::Incompatible, tls_error.to_string()),
+        rustls::Error::InvalidCertificate(_) => {
+            // Only the signature check runs without a verdict being recorded first.
+            (
+                RefusalReason::ClientSignatureInvalid,
+                format!("client did not prove possession of its key: {tls_error}"),
+            )
+        }
+        rustls::Error::AlertReceived(alert) => (RefusalReason::PeerAlert, alert_detail(*alert)),
+        other => (RefusalReason::HandshakeFailed, other.to_string()),
+    };
+    Refusal::new(reason, detail)
+}
+
+fn alert_detail(alert: AlertDescription) -> String {
+    let hint = match alert {
+        AlertDescription::UnknownCA
+        | AlertDescription::BadCertificate
+        | AlertDescription::CertificateUnknown => ": the client does not trust the server certificate",
+        AlertDescription::CertificateExpired => ": the client considers the server certificate expired",
+        AlertDescription::ProtocolVersion => ": no TLS version in common",
+        _ => "",
+    };
+    format!("client sent alert {alert:?}{hint}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_are_distinct() {
+        use RefusalReason::*;
+        let all = [
+            ClosedBeforeHandshake,
+            Shutdown,
+            NotTls,
+            ProtocolVersion,
+            HandshakeTimeout,
+            ClientCertMissing,
+            ClientCertUnapproved,
+            ClientCertExpired,
+            ClientCertNotYetValid,
+            ClientCertUntrusted,
+            ClientCertInvalid,
+            ClientSignatureInvalid,
+            PeerAlert,
+            Incompatible,
+            HandshakeFailed,
+        ];
+        let names: std::collections::HashSet<_> = all.iter().map(|r| r.as_str()).collect();
+        assert_eq!(names.len(), all.len());
+    }
+}
