@@ -16,6 +16,7 @@ use hl7_proto::inbound::{inspect, inspect_frame_error, Inspection, Refused};
 use hl7_proto::mllp::{self, Decoder, FrameError};
 use hl7_proto::msh::Msh;
 use hl7_proto::refusal::Refusal;
+use hl7_proto::sniff::{self, PeerKind};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{timeout, timeout_at, Instant};
 use tokio_util::sync::CancellationToken;
@@ -46,14 +47,33 @@ pub enum CloseReason {
     FrameTimeout(Duration),
     /// The ACK could not be written within `write_timeout` (peer not reading).
     WriteTimeout(Duration),
-    /// The first bytes were not MLLP (e.g. TLS on a plaintext port, an HTTP request).
-    NotMllp(&'static str),
+    /// The first bytes were not MLLP but what this says (e.g. a TLS handshake, an HTTP
+    /// request).
+    NotMllp(PeerKind),
     /// Too many bytes outside any frame.
     TooMuchJunk(u64),
     /// Server shutting down.
     Shutdown,
     /// Socket error.
     Io(String),
+}
+
+impl CloseReason {
+    /// The `reason` label of the `hl7d_connections_closed_total` metric: one fixed name per
+    /// variant, never the variant's data.
+    pub fn label(&self) -> &'static str {
+        match self {
+            CloseReason::PeerClosed => "peer_closed",
+            CloseReason::PeerClosedInFrame { .. } => "peer_closed_in_frame",
+            CloseReason::Idle(_) => "idle",
+            CloseReason::FrameTimeout(_) => "frame_timeout",
+            CloseReason::WriteTimeout(_) => "write_timeout",
+            CloseReason::NotMllp(_) => "not_mllp",
+            CloseReason::TooMuchJunk(_) => "junk",
+            CloseReason::Shutdown => "shutdown",
+            CloseReason::Io(_) => "io_error",
+        }
+    }
 }
 
 impl std::fmt::Display for CloseReason {
@@ -214,24 +234,14 @@ impl Connection {
     /// A peer whose first non-blank byte is not the start block is not an MLLP sender; say
     /// what it looks like instead of waiting for its idle timeout.
     fn check_first_bytes(&mut self, chunk: &[u8]) -> Option<CloseReason> {
-        let pos = chunk.iter().position(|b| !matches!(b, 0x00 | b'\r' | b'\n' | b' ' | b'\t'))?;
-        self.seen_first_byte = true;
-        let rest = &chunk[pos..];
-        if rest[0] == self.profile.config.framing.start()[0] {
-            return None;
+        let start_block = self.profile.config.framing.start()[0];
+        match sniff::plaintext(chunk, start_block)? {
+            PeerKind::Mllp => {
+                self.seen_first_byte = true;
+                None
+            }
+            other => Some(CloseReason::NotMllp(other)),
         }
-        Some(CloseReason::NotMllp(if rest[0] == 0x16 {
-            "TLS handshake on a plaintext port"
-        } else if [&b"GET "[..], b"POST", b"HEAD", b"PUT ", b"OPTI", b"CONN"]
-            .iter()
-            .any(|m| rest.starts_with(m))
-        {
-            "HTTP request"
-        } else if rest.starts_with(b"MSH") {
-            "HL7 without MLLP framing"
-        } else {
-            "first byte is not the MLLP start block"
-        }))
     }
 
     async fn drain_frames<S>(&mut self, stream: &mut S) -> Result<(), CloseReason>

@@ -12,6 +12,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use hl7_proto::sniff::{self, HelloVersion, TlsFirstBytes};
 use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::{AlertDescription, PeerIncompatible, ProtocolVersion};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -20,10 +21,7 @@ use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::hello::{
-    not_tls_detail, peek_hello_version, wire_version_name, PROTOCOL_VERSION_ALERT, TLS12_WIRE_VERSION,
-    TLS_HANDSHAKE_RECORD,
-};
+use super::hello::{not_tls_detail, peek_first_bytes, peek_hello_version};
 use super::reload::{Registration, TlsListener};
 use super::server_config::{server_config, TlsState};
 use super::verifier::{ClientCert, ClientCertRefusal, ConnectionVerifier};
@@ -280,31 +278,37 @@ impl TlsListener {
         shutdown: &CancellationToken,
         phase: &mut Phase,
     ) -> Result<Accepted, Refusal> {
-        let mut first = [0u8; 1];
-        match stream.peek(&mut first).await {
-            Ok(0) => {
+        let first = match peek_first_bytes(&stream).await {
+            Ok(Some(first)) => first,
+            Ok(None) => {
                 return Err(Refusal::new(RefusalReason::ClosedBeforeHandshake, "peer closed without sending"))
             }
-            Ok(_) => {}
             Err(e) => {
                 return Err(Refusal::new(RefusalReason::ClosedBeforeHandshake, format!("i/o error: {e}")))
             }
-        }
-        if first[0] != TLS_HANDSHAKE_RECORD {
-            return Err(Refusal::new(RefusalReason::NotTls, not_tls_detail(first[0])));
-        }
+        };
+        let hello = match first {
+            TlsFirstBytes::NotTls { kind, first } => {
+                return Err(Refusal::new(RefusalReason::NotTls, not_tls_detail(kind, first)))
+            }
+            TlsFirstBytes::Handshake(hello) => hello,
+        };
         *phase = Phase::Handshaking;
+        let hello = match hello {
+            HelloVersion::Incomplete => peek_hello_version(&stream).await,
+            known => known,
+        };
         // rustls would refuse an old client too, but for whatever the hello lacks first
         // (often the signature_algorithms extension), so name the real reason here.
-        if let Some(version) = peek_hello_version(&stream).await {
-            if version < TLS12_WIRE_VERSION {
+        if let HelloVersion::Offered(version) = hello {
+            if hello.is_before_tls12() {
                 use tokio::io::AsyncWriteExt;
-                let _ = stream.write_all(&PROTOCOL_VERSION_ALERT).await;
+                let _ = stream.write_all(&sniff::PROTOCOL_VERSION_ALERT).await;
                 return Err(Refusal::new(
                     RefusalReason::ProtocolVersion,
                     format!(
                         "client offers at most {}; TLS 1.2 or later is required",
-                        wire_version_name(version)
+                        sniff::wire_version_name(version)
                     ),
                 ));
             }
