@@ -12,7 +12,6 @@
 //! process was started with. It must not do anything else: no listener or store logic here.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
@@ -49,13 +48,18 @@ impl Readiness {
     }
 }
 
+/// Re-reads the configuration and reloads what can change live; `None` when the
+/// configuration no longer loads (nothing changed). Called off the async workers.
+pub type ReloadFn = Arc<dyn Fn() -> Option<ReloadReport> + Send + Sync>;
+
 /// What `/metrics` and `/reload` need from a started server; handed over by
 /// [`Admin::attach`] once the listeners run.
 pub struct Running {
-    /// The TLS listeners (certificate expiry gauges, reload).
+    /// The TLS listeners (certificate expiry gauges).
     pub reloader: Reloader,
-    /// The configuration file to re-read on `POST /reload` (`None`: the embedded default).
-    pub config_path: Option<PathBuf>,
+    /// What `POST /reload` runs: the same as SIGHUP (`hl7d serve` passes its reload, which
+    /// re-reads the file it was started with).
+    pub reload: ReloadFn,
 }
 
 /// The running admin endpoint.
@@ -153,8 +157,8 @@ async fn ready(State(state): State<Arc<AdminState>>) -> Response {
 }
 
 async fn metrics(State(state): State<Arc<AdminState>>) -> Response {
-    let tls = state.running.get().map(|running| &running.reloader);
-    let body = crate::metrics::render(tls, state.started);
+    let certificates = state.running.get().map(|running| running.reloader.certificates()).unwrap_or_default();
+    let body = crate::metrics::render(&certificates, state.started);
     ([(header::CONTENT_TYPE, PROMETHEUS_TEXT)], body).into_response()
 }
 
@@ -168,13 +172,9 @@ async fn reload(State(state): State<Arc<AdminState>>) -> Response {
     };
     info!(target: "audit", event = "reload_requested", source = "admin",
         "POST /reload: reloading TLS certificates, keys and client approvals");
-    let reloader = running.reloader.clone();
-    let path = running.config_path.clone();
+    let reload = running.reload.clone();
     // File reads and certificate parsing: off the async workers.
-    let report = tokio::task::spawn_blocking(move || crate::serve::reload(&reloader, path.as_deref()))
-        .await
-        .ok()
-        .flatten();
+    let report = tokio::task::spawn_blocking(move || reload()).await.ok().flatten();
     let (status, body) = match report {
         None => (
             StatusCode::INTERNAL_SERVER_ERROR,

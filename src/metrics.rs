@@ -23,15 +23,14 @@ use hl7_proto::ack::AckCode;
 use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::tls::Reloader;
-
 /// TCP connections that passed the allowlist and the connection limit. `{listener}`
 pub const CONNECTIONS_ACCEPTED: &str = "hl7d_connections_accepted_total";
 /// Connections refused at accept. `{listener, reason}`: `ip_not_allowed`, `max_connections`.
 pub const CONNECTIONS_REFUSED: &str = "hl7d_connections_refused_total";
 /// Connections open now (TLS handshakes in progress included). `{listener}`
 pub const CONNECTIONS_OPEN: &str = "hl7d_connections_open";
-/// Connections closed after accept, by why. `{listener, reason}`: see [`close_reason`].
+/// Connections closed after accept, by why. `{listener, reason}`: the connection's
+/// `CloseReason::label`, `client_cert_revoked` or `closed_before_data`.
 pub const CONNECTIONS_CLOSED: &str = "hl7d_connections_closed_total";
 /// Successful TLS handshakes. `{listener, version}`: `TLSv1.2`, `TLSv1.3`.
 pub const TLS_HANDSHAKES: &str = "hl7d_tls_handshakes_total";
@@ -141,17 +140,29 @@ pub fn run_upkeep() {
     }
 }
 
+/// The certificate facts of one TLS listener, read when `/metrics` is scraped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerCertificates {
+    /// The listener's name.
+    pub listener: String,
+    /// notAfter of the server certificate now presented, Unix seconds.
+    pub server_not_after: i64,
+    /// `(SHA-256 thumbprint, notAfter)` of every approved client certificate that has
+    /// completed a handshake since start.
+    pub clients_seen: Vec<(String, i64)>,
+    /// Approved client thumbprints in force (0 without mutual TLS).
+    pub approved: usize,
+}
+
 /// The Prometheus text exposition: the recorder's metrics, then build info, start time and
-/// the certificate expiry gauges of `tls` read now.
-pub fn render(tls: Option<&Reloader>, started: SystemTime) -> String {
+/// the certificate expiry gauges of `certificates` (one entry per TLS listener).
+pub fn render(certificates: &[ListenerCertificates], started: SystemTime) -> String {
     let mut out = installed().map(PrometheusHandle::render).unwrap_or_default();
     if !out.is_empty() && !out.ends_with('\n') {
         out.push('\n');
     }
     render_static(&mut out, started);
-    if let Some(tls) = tls {
-        render_certificates(&mut out, tls);
-    }
+    render_certificates(&mut out, certificates);
     out
 }
 
@@ -168,32 +179,30 @@ fn render_static(out: &mut String, started: SystemTime) {
 /// Server certificate of every TLS listener; approved client certificates that have
 /// completed a handshake since start (a thumbprint alone carries no date, so a client not
 /// seen yet has no series); number of approved thumbprints.
-fn render_certificates(out: &mut String, tls: &Reloader) {
-    let listeners = tls.listeners();
+fn render_certificates(out: &mut String, listeners: &[ListenerCertificates]) {
     if listeners.is_empty() {
         return;
     }
     let _ = writeln!(out, "# HELP hl7d_tls_server_cert_expiry_timestamp_seconds notAfter of the server certificate now presented");
     let _ = writeln!(out, "# TYPE hl7d_tls_server_cert_expiry_timestamp_seconds gauge");
     for listener in listeners {
-        let cert = listener.server_certificate();
         let _ = writeln!(
             out,
             "hl7d_tls_server_cert_expiry_timestamp_seconds{{listener=\"{}\"}} {}",
-            escape(listener.name()),
-            cert.not_after
+            escape(&listener.listener),
+            listener.server_not_after
         );
     }
     let _ = writeln!(out, "# HELP hl7d_tls_client_cert_expiry_timestamp_seconds notAfter of an approved client certificate, known once it has connected");
     let _ = writeln!(out, "# TYPE hl7d_tls_client_cert_expiry_timestamp_seconds gauge");
     for listener in listeners {
-        for client in listener.approved_clients_seen() {
+        for (thumbprint, not_after) in &listener.clients_seen {
             let _ = writeln!(
                 out,
                 "hl7d_tls_client_cert_expiry_timestamp_seconds{{listener=\"{}\",thumbprint=\"{}\"}} {}",
-                escape(listener.name()),
-                client.digests.sha256(),
-                client.not_after
+                escape(&listener.listener),
+                escape(thumbprint),
+                not_after
             );
         }
     }
@@ -204,8 +213,8 @@ fn render_certificates(out: &mut String, tls: &Reloader) {
         let _ = writeln!(
             out,
             "hl7d_tls_approved_clients{{listener=\"{}\"}} {}",
-            escape(listener.name()),
-            listener.approved_count()
+            escape(&listener.listener),
+            listener.approved
         );
     }
 }
@@ -283,7 +292,7 @@ impl ListenerMetrics {
         counter!(CONNECTIONS_REFUSED, "listener" => self.listener.clone(), "reason" => reason).increment(1);
     }
 
-    /// Counts a connection closed for `reason` (see [`close_reason`]).
+    /// Counts a connection closed for `reason` (see [`CONNECTIONS_CLOSED`]).
     pub fn closed(&self, reason: &'static str) {
         counter!(CONNECTIONS_CLOSED, "listener" => self.listener.clone(), "reason" => reason).increment(1);
     }
@@ -316,22 +325,6 @@ pub fn store_failed_commit() {
     counter!(STORE_FAILED_COMMITS).increment(1);
 }
 
-/// The `reason` label of [`CONNECTIONS_CLOSED`] for a connection's close reason.
-pub fn close_reason(reason: &crate::listener::connection::CloseReason) -> &'static str {
-    use crate::listener::connection::CloseReason;
-    match reason {
-        CloseReason::PeerClosed => "peer_closed",
-        CloseReason::PeerClosedInFrame { .. } => "peer_closed_in_frame",
-        CloseReason::Idle(_) => "idle",
-        CloseReason::FrameTimeout(_) => "frame_timeout",
-        CloseReason::WriteTimeout(_) => "write_timeout",
-        CloseReason::NotMllp(_) => "not_mllp",
-        CloseReason::TooMuchJunk(_) => "junk",
-        CloseReason::Shutdown => "shutdown",
-        CloseReason::Io(_) => "io_error",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -346,6 +339,29 @@ mod tests {
             let value = line.rsplit_once(' ').map(|(_, v)| v).unwrap();
             assert!(value.parse::<f64>().is_ok(), "{line}");
         }
+    }
+
+    #[test]
+    fn certificate_gauges_per_listener() {
+        let mut out = String::new();
+        render_certificates(&mut out, &[]);
+        assert_eq!(out, "", "no TLS listener, no certificate series");
+        let listeners = [ListenerCertificates {
+            listener: "lab".into(),
+            server_not_after: 1_800_000_000,
+            clients_seen: vec![("sha256:ab".into(), 1_700_000_000)],
+            approved: 2,
+        }];
+        render_certificates(&mut out, &listeners);
+        assert!(
+            out.contains("hl7d_tls_server_cert_expiry_timestamp_seconds{listener=\"lab\"} 1800000000\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("hl7d_tls_client_cert_expiry_timestamp_seconds{listener=\"lab\",thumbprint=\"sha256:ab\"} 1700000000\n"),
+            "{out}"
+        );
+        assert!(out.contains("hl7d_tls_approved_clients{listener=\"lab\"} 2\n"), "{out}");
     }
 
     #[test]

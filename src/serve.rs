@@ -74,8 +74,10 @@ pub async fn run(config: Config, config_path: Option<&Path>) -> anyhow::Result<(
         }
     }
     if let Some(admin) = &admin {
+        let reloader = server.reloader();
         let config_path = config_path.map(Path::to_path_buf);
-        admin.attach(Running { reloader: server.reloader(), config_path });
+        let reload = Arc::new(move || reload(&reloader, config_path.as_deref()));
+        admin.attach(Running { reloader: server.reloader(), reload });
         admin.readiness().set(true);
     }
     info!(target: "audit", event = "start", version = env!("CARGO_PKG_VERSION"),

@@ -117,7 +117,7 @@ impl Server {
         let mut tls_listeners = Vec::new();
         for listener in config.listeners.iter().filter(|l| l.tls().is_some()) {
             let settings = listener.tls().expect("filtered on tls()");
-            let tls = TlsListener::load(&listener.name, settings)
+            let tls = TlsListener::load(&listener.name, settings, config.log.cert_expiry_warning)
                 .map_err(|error| ServeError::Tls { listener: listener.name.clone(), error })?;
             tls_listeners.push(Arc::new(tls));
         }
@@ -324,5 +324,5 @@ async fn closed_before_data(stream: &TcpStream, profile: &Profile, shutdown: &Ca
 const HEALTH_CHECK_WAIT: Duration = Duration::from_secs(1);
 
 fn count_close(metrics: &ListenerMetrics, reason: &connection::CloseReason, revoked: bool) {
-    metrics.closed(if revoked { "client_cert_revoked" } else { crate::metrics::close_reason(reason) });
+    metrics.closed(if revoked { "client_cert_revoked" } else { reason.label() });
 }

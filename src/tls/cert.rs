@@ -6,6 +6,7 @@
 
 use std::fmt::{self, Write as _};
 use std::net::IpAddr;
+use std::time::Duration;
 
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
@@ -146,6 +147,51 @@ impl CertSummary {
         } else {
             self.subject.clone()
         }
+    }
+}
+
+/// What an expiry check says about one certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExpiryNotice {
+    /// Past notAfter (logged as an error): peers refuse it.
+    Expired(String),
+    /// Before notBefore (logged as a warning): peers refuse it until then.
+    NotYetValid(String),
+    /// Expires within the warning threshold (logged as a warning).
+    ExpiresSoon(String),
+}
+
+/// The one certificate-expiry policy, used when a listener loads or reloads its
+/// certificate and by the daily check: a notice for a certificate (`kind` is e.g. "server"
+/// or "approved client") that has expired, is not valid yet, or expires within
+/// `warn_within` (`[log] cert_expiry_warning`) of `now`; `None` otherwise.
+pub fn expiry_notice(
+    kind: &str,
+    subject: &str,
+    (not_before, not_after): (i64, i64),
+    now: i64,
+    warn_within: Duration,
+) -> Option<ExpiryNotice> {
+    let left = not_after - now;
+    let warn_within = i64::try_from(warn_within.as_secs()).unwrap_or(i64::MAX);
+    if left < 0 {
+        Some(ExpiryNotice::Expired(format!(
+            "{kind} certificate {subject:?} expired {}: peers will refuse it",
+            format_time(not_after)
+        )))
+    } else if now < not_before {
+        Some(ExpiryNotice::NotYetValid(format!(
+            "{kind} certificate {subject:?} is not valid before {}: peers will refuse it until then",
+            format_time(not_before)
+        )))
+    } else if left <= warn_within {
+        Some(ExpiryNotice::ExpiresSoon(format!(
+            "{kind} certificate {subject:?} expires {} (in {} days): renew it",
+            format_time(not_after),
+            left.div_euclid(DAY_SECS)
+        )))
+    } else {
+        None
     }
 }
 
@@ -290,5 +336,53 @@ mod tests {
         let mut der = self_signed(&["localhost"]);
         der.push(0);
         assert!(CertSummary::parse(&der).unwrap_err().detail.contains("1 bytes after"));
+    }
+
+    const THIRTY_DAYS: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 60 * 60);
+
+    #[test]
+    fn expiry_notices_by_time_left() {
+        let now = 1_700_000_000;
+        let valid = |not_after| (now - DAY_SECS, not_after);
+        assert_eq!(expiry_notice("server", "CN=s", valid(now + 31 * DAY_SECS), now, THIRTY_DAYS), None);
+        let soon = expiry_notice("server", "CN=s", valid(now + 10 * DAY_SECS + 5), now, THIRTY_DAYS);
+        assert!(
+            matches!(&soon, Some(ExpiryNotice::ExpiresSoon(text)) if text.contains("(in 10 days)") && text.contains("\"CN=s\"")),
+            "{soon:?}"
+        );
+        let edge = expiry_notice("approved client", "CN=c", valid(now + 30 * DAY_SECS), now, THIRTY_DAYS);
+        assert!(
+            matches!(&edge, Some(ExpiryNotice::ExpiresSoon(text)) if text.starts_with("approved client")),
+            "{edge:?}"
+        );
+        let expired = expiry_notice("server", "CN=s", valid(now - 1), now, THIRTY_DAYS);
+        assert!(
+            matches!(&expired, Some(ExpiryNotice::Expired(text)) if text.contains("expired")),
+            "{expired:?}"
+        );
+        let early = expiry_notice("server", "CN=s", (now + 1, now + 90 * DAY_SECS), now, THIRTY_DAYS);
+        assert!(
+            matches!(&early, Some(ExpiryNotice::NotYetValid(text)) if text.contains("not valid before")),
+            "{early:?}"
+        );
+        // The configured threshold decides: a longer one warns earlier, a shorter one later.
+        assert!(expiry_notice("server", "CN=s", valid(now + 45 * DAY_SECS), now, 2 * THIRTY_DAYS).is_some());
+        let five_days = std::time::Duration::from_secs(5 * 24 * 60 * 60);
+        assert_eq!(expiry_notice("server", "CN=s", valid(now + 10 * DAY_SECS), now, five_days), None);
+    }
+
+    #[test]
+    fn expiry_notice_of_a_real_certificate() {
+        use crate::tls::pki::{Ca, CertKind, Validity};
+        let ca = Ca::new("expiry CA", Validity::days_from_now(400)).unwrap();
+        let issued =
+            ca.issue(CertKind::Server, "s", &["localhost".to_owned()], Validity::days_from_now(10)).unwrap();
+        let cert = CertSummary::parse(&issued.der).unwrap();
+        let now = crate::tls::unix_now();
+        let at = |threshold| {
+            expiry_notice("server", &cert.subject, (cert.not_before, cert.not_after), now, threshold)
+        };
+        assert!(matches!(at(THIRTY_DAYS), Some(ExpiryNotice::ExpiresSoon(_))));
+        assert_eq!(at(std::time::Duration::from_secs(5 * 24 * 60 * 60)), None);
     }
 }

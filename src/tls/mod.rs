@@ -24,6 +24,7 @@ pub mod verifier;
 
 pub use accept::{Accepted, Refusal, RefusalReason, Session, TlsConnection};
 pub use load::TlsError;
-pub use reload::{ReloadOutcome, ReloadReport, Reloader, TlsListener, EXPIRY_WARNING_DAYS};
+pub(crate) use reload::unix_now;
+pub use reload::{ReloadOutcome, ReloadReport, Reloader, TlsListener};
 pub use server_config::provider;
 pub use verifier::ClientCert;

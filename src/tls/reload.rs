@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use rustls::crypto::CryptoProvider;
@@ -16,14 +16,12 @@ use rustls::pki_types::{CertificateDer, UnixTime};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use super::cert::{self, CertSummary};
+use super::cert::{self, CertSummary, ExpiryNotice};
 use super::load::TlsError;
 use super::server_config::{provider, TlsState};
 use super::verifier::ClientCert;
 use crate::config::{Config, Thumbprint, TlsConfig, Transport};
-
-/// A server certificate expiring within this many days is warned about at load.
-pub const EXPIRY_WARNING_DAYS: i64 = 30;
+use crate::metrics::ListenerCertificates;
 
 /// What a successful reload changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,19 +48,21 @@ pub struct TlsListener {
 
 impl TlsListener {
     /// Reads the certificate, key and client CA named by `settings` and checks them: the
-    /// key must match the certificate. Logs a warning when the certificate expires within
-    /// [`EXPIRY_WARNING_DAYS`], an error when it has expired.
-    pub fn load(name: &str, settings: &TlsConfig) -> Result<TlsListener, TlsError> {
+    /// key must match the certificate. Logs a notice when the certificate has expired, is
+    /// not valid yet or expires within `expiry_warning` (`[log] cert_expiry_warning`; see
+    /// [`cert::expiry_notice`]).
+    pub fn load(name: &str, settings: &TlsConfig, expiry_warning: Duration) -> Result<TlsListener, TlsError> {
         let provider = provider();
         let state = TlsState::load(settings, &provider)?;
-        state.log_expiry(name);
-        Ok(TlsListener {
+        let listener = TlsListener {
             name: Arc::from(name),
             provider,
             state: ArcSwap::from_pointee(state),
             live: Registry::default(),
             seen: Mutex::default(),
-        })
+        };
+        listener.check_expiry(unix_now(), expiry_warning);
+        Ok(listener)
     }
 
     /// The listener's name.
@@ -73,11 +73,6 @@ impl TlsListener {
     /// The server certificate now presented.
     pub fn server_certificate(&self) -> CertSummary {
         self.state.load().identity.leaf.clone()
-    }
-
-    /// Number of live mutual-TLS connections.
-    pub fn live_clients(&self) -> usize {
-        self.live.len()
     }
 
     /// Client certificates seen in a successful handshake since start that the current
@@ -97,18 +92,46 @@ impl TlsListener {
         self.state.load().policy.as_ref().map_or(0, |policy| policy.approved().len())
     }
 
-    /// Re-reads the files named by `settings` and swaps them in for new handshakes. Live
-    /// connections keep their session, except those whose client certificate the new
-    /// settings no longer approve: they are closed. On error nothing changes.
-    pub fn reload(&self, settings: &TlsConfig) -> Result<ReloadOutcome, TlsError> {
+    /// Logs a notice ([`cert::expiry_notice`]) for the server certificate and for every
+    /// approved client certificate seen since start that has expired, is not valid yet or
+    /// expires within `warn_within` of `now` (Unix seconds); returns how many were logged.
+    pub fn check_expiry(&self, now: i64, warn_within: Duration) -> usize {
+        let server = self.server_certificate();
+        let server = ("server", server.subject, server.digests, (server.not_before, server.not_after));
+        let clients = self.approved_clients_seen().into_iter().map(|client| {
+            ("approved client", client.subject, client.digests, (client.not_before, client.not_after))
+        });
+        let mut logged = 0;
+        for (kind, subject, digests, validity) in std::iter::once(server).chain(clients) {
+            let Some(notice) = cert::expiry_notice(kind, &subject, validity, now, warn_within) else {
+                continue;
+            };
+            let listener = &*self.name;
+            let thumbprint = digests.sha256().to_string();
+            match notice {
+                ExpiryNotice::Expired(text) => error!(listener, thumbprint, subject, "{text}"),
+                ExpiryNotice::NotYetValid(text) | ExpiryNotice::ExpiresSoon(text) => {
+                    warn!(listener, thumbprint, subject, "{text}")
+                }
+            }
+            logged += 1;
+        }
+        logged
+    }
+
+    /// Re-reads the files named by `settings` and swaps them in for new handshakes (logging
+    /// expiry notices as [`TlsListener::load`] does). Live connections keep their session,
+    /// except those whose client certificate the new settings no longer approve: they are
+    /// closed. On error nothing changes.
+    pub fn reload(&self, settings: &TlsConfig, expiry_warning: Duration) -> Result<ReloadOutcome, TlsError> {
         let state = TlsState::load(settings, &self.provider)?;
-        state.log_expiry(&self.name);
         let server_thumbprint = state.identity.leaf.digests.sha256();
         let approved_clients = state.policy.as_ref().map_or(0, |policy| policy.approved().len());
         self.state.store(Arc::new(state));
         // After the store: a handshake that registers after this sweep re-checks against
         // the new state itself (see `accept`).
         let closed_connections = self.close_unapproved();
+        self.check_expiry(unix_now(), expiry_warning);
         Ok(ReloadOutcome { server_thumbprint, approved_clients, closed_connections })
     }
 
@@ -174,9 +197,32 @@ impl Reloader {
         &self.listeners
     }
 
+    /// The certificate facts of every TLS listener, for the expiry gauges of `/metrics`.
+    pub fn certificates(&self) -> Vec<ListenerCertificates> {
+        self.listeners
+            .iter()
+            .map(|listener| ListenerCertificates {
+                listener: listener.name().to_owned(),
+                server_not_after: listener.server_certificate().not_after,
+                clients_seen: listener
+                    .approved_clients_seen()
+                    .into_iter()
+                    .map(|client| (client.digests.sha256().to_string(), client.not_after))
+                    .collect(),
+                approved: listener.approved_count(),
+            })
+            .collect()
+    }
+
     /// The TLS listener called `name`.
     pub fn listener(&self, name: &str) -> Option<&Arc<TlsListener>> {
         self.listeners.iter().find(|listener| listener.name() == name)
+    }
+
+    /// Logs the expiry notices of every TLS listener (see [`TlsListener::check_expiry`]);
+    /// returns how many were logged.
+    pub fn check_expiry(&self, now: i64, warn_within: Duration) -> usize {
+        self.listeners.iter().map(|listener| listener.check_expiry(now, warn_within)).sum()
     }
 
     /// Applies the `[listener.tls]` tables of `config` to the running TLS listeners (by
@@ -197,7 +243,7 @@ impl Reloader {
                     continue;
                 }
             };
-            match listener.reload(settings) {
+            match listener.reload(settings, config.log.cert_expiry_warning) {
                 Ok(outcome) => {
                     info!(target: "audit", event = "tls_reloaded", listener = name, server_thumbprint = %outcome.server_thumbprint,
                         approved_clients = outcome.approved_clients, closed_connections = outcome.closed_connections,
@@ -223,48 +269,8 @@ impl Reloader {
     }
 }
 
-impl TlsState {
-    fn log_expiry(&self, listener: &str) {
-        let leaf = &self.identity.leaf;
-        let subject = &leaf.subject;
-        let thumbprint = leaf.digests.sha256().to_string();
-        match expiry_notice(leaf, unix_now()) {
-            None => {}
-            Some(ExpiryNotice::Expired(notice)) => error!(listener, subject, thumbprint, "{notice}"),
-            Some(ExpiryNotice::Soon(notice)) => warn!(listener, subject, thumbprint, "{notice}"),
-        }
-    }
-}
-
-/// What to say at load about the server certificate's dates.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum ExpiryNotice {
-    /// Logged as an error: clients will refuse the certificate.
-    Expired(String),
-    /// Logged as a warning: expires within [`EXPIRY_WARNING_DAYS`], or is not valid yet.
-    Soon(String),
-}
-
-fn expiry_notice(leaf: &CertSummary, now: i64) -> Option<ExpiryNotice> {
-    let days = leaf.days_until_expiry(now);
-    match leaf.validity_at(now) {
-        cert::ValidityStatus::Expired => Some(ExpiryNotice::Expired(format!(
-            "server certificate expired {}: clients will refuse it",
-            cert::format_time(leaf.not_after)
-        ))),
-        cert::ValidityStatus::NotYetValid => Some(ExpiryNotice::Soon(format!(
-            "server certificate is not valid before {}: clients will refuse it until then",
-            cert::format_time(leaf.not_before)
-        ))),
-        cert::ValidityStatus::Valid if days < EXPIRY_WARNING_DAYS => Some(ExpiryNotice::Soon(format!(
-            "server certificate expires {} (in {days} days)",
-            cert::format_time(leaf.not_after)
-        ))),
-        cert::ValidityStatus::Valid => None,
-    }
-}
-
-fn unix_now() -> i64 {
+/// Seconds since the Unix epoch.
+pub(crate) fn unix_now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
@@ -306,10 +312,6 @@ impl Registry {
         live.clients.insert(id, LiveClient { chain, peer, close });
         Registration { registry: self.clone(), id }
     }
-
-    fn len(&self) -> usize {
-        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clients.len()
-    }
 }
 
 impl Drop for Registration {
@@ -322,32 +324,40 @@ impl Drop for Registration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tls::pki;
+    use crate::config::{ClientAuth, TlsVersion};
+    use crate::tls::pki::{Ca, CertKind, Validity};
 
+    /// The check that load and reload run takes the configured `[log] cert_expiry_warning`
+    /// (it used a fixed 30 days, while the daily check used the configured one).
     #[test]
-    fn server_certificate_expiry_notices() {
-        let ca = pki::Ca::new("expiry test CA", pki::Validity::days_from_now(400)).unwrap();
-        let names = ["localhost".to_owned()];
-        let leaf = |days| {
-            let issued =
-                ca.issue(pki::CertKind::Server, "s", &names, pki::Validity::days_from_now(days)).unwrap();
-            CertSummary::parse(&issued.der).unwrap()
+    fn load_and_reload_check_expiry_against_the_configured_threshold() {
+        let dir = std::env::temp_dir().join(format!("hl7d-reload-expiry-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca = Ca::new("reload expiry CA", Validity::days_from_now(400)).unwrap();
+        let leaf =
+            ca.issue(CertKind::Server, "s", &["localhost".to_owned()], Validity::days_from_now(40)).unwrap();
+        let settings = TlsConfig {
+            cert: dir.join("server.pem"),
+            key: dir.join("server.key"),
+            min_version: TlsVersion::Tls12,
+            handshake_timeout: Duration::from_secs(10),
+            client_auth: ClientAuth::None,
         };
+        std::fs::write(&settings.cert, &leaf.cert_pem).unwrap();
+        std::fs::write(&settings.key, &leaf.key_pem).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let owner_only = std::fs::Permissions::from_mode(0o600);
+            std::fs::set_permissions(&settings.key, owner_only).unwrap();
+        }
+        let days = |n: u64| Duration::from_secs(n * 24 * 60 * 60);
+
+        let listener = TlsListener::load("lab", &settings, days(60)).unwrap();
         let now = unix_now();
-        assert_eq!(expiry_notice(&leaf(90), now), None);
-        let ten = leaf(10);
-        let days = ten.days_until_expiry(now);
-        assert!(days == 9 || days == 10, "{days}");
-        let soon = expiry_notice(&ten, now);
-        let expected = format!("(in {days} days)");
-        assert!(matches!(&soon, Some(ExpiryNotice::Soon(text)) if text.contains(&expected)), "{soon:?}");
-        let later = leaf(90);
-        let expired = expiry_notice(&later, later.not_after + 1);
-        assert!(matches!(&expired, Some(ExpiryNotice::Expired(_))), "{expired:?}");
-        let early = expiry_notice(&later, later.not_before - 1);
-        assert!(
-            matches!(&early, Some(ExpiryNotice::Soon(text)) if text.contains("not valid before")),
-            "{early:?}"
-        );
+        assert_eq!(listener.check_expiry(now, days(60)), 1, "40 days left, warned 60 days ahead");
+        assert_eq!(listener.check_expiry(now, days(30)), 0, "40 days left, warned 30 days ahead");
+        listener.reload(&settings, days(30)).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -39,6 +39,8 @@ pub struct ClientCert {
     pub subject: String,
     /// Thumbprints of the certificate.
     pub digests: Digests,
+    /// notBefore, seconds since the Unix epoch.
+    pub not_before: i64,
     /// notAfter, seconds since the Unix epoch.
     pub not_after: i64,
 }
@@ -105,7 +107,12 @@ impl ClientPolicy {
                 }));
             }
         };
-        let cert = ClientCert { subject: summary.subject.clone(), digests, not_after: summary.not_after };
+        let cert = ClientCert {
+            subject: summary.subject.clone(),
+            digests,
+            not_before: summary.not_before,
+            not_after: summary.not_after,
+        };
         let refuse = |reason, detail: String, error: CertificateError| {
             Err(Box::new(ClientCertRefusal { reason, cert: Some(cert.clone()), detail, error: error.into() }))
         };

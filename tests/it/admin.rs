@@ -61,7 +61,7 @@ async fn ready_is_503_until_the_listeners_run_then_200_and_reload_answers() {
         let config = Config::load(&config_file).unwrap();
         let server = Server::start(&config, Arc::new(AcceptAfterParse::default())).await.unwrap();
         assert_eq!(http(at, "GET", "/ready").await.0, 503);
-        admin.attach(Running { reloader: server.reloader(), config_path: Some(config_file.clone()) });
+        admin.attach(running(&server, Some(config_file.clone())));
         admin.readiness().set(true);
         assert_eq!(http(at, "GET", "/ready").await, (200, "ready\n".to_owned()));
 
@@ -238,7 +238,7 @@ async fn every_refusal_kind_has_an_audit_line_and_tls_metrics_move() {
             Arc::new(AcceptAfterParse::default()),
         )
         .await;
-        admin.attach(Running { reloader: server.reloader(), config_path: None });
+        admin.attach(running(&server, None));
         let mtls_addr = server.local_addr("adm-mtls").unwrap();
 
         // Accepted with the approved certificate.
@@ -440,6 +440,14 @@ fn deploy_example_config_is_valid_and_names_every_table() {
 
 // ---------------------------------------------------------------------------------------
 // Helpers
+
+/// What `hl7d serve` hands the admin endpoint: the server's TLS listeners and its reload
+/// (the configuration at `config_path`, or the embedded default).
+fn running(server: &Server, config_path: Option<PathBuf>) -> Running {
+    let reloader = server.reloader();
+    let reload = Arc::new(move || hl7d::serve::reload(&reloader, config_path.as_deref()));
+    Running { reloader: server.reloader(), reload }
+}
 
 async fn bounded<F: std::future::Future<Output = ()>>(test: F) {
     tokio::time::timeout(TEST_LIMIT, test).await.expect("test finished within its limit");
