@@ -1,5 +1,5 @@
 //! Accepting a TLS connection: the first-bytes check, the handshake and its timeout, the
-//! client-certificate verdict after it, and the refusals with their audit lines.
+//! client-certificate verdict after it, and which refusal a failed handshake is.
 //!
 //! Owns everything between an accepted TCP socket and a decrypted stream with [`Session`]
 //! facts. It must not read MLLP or HL7, and must not change the listener's settings (a
@@ -19,124 +19,14 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::info;
 
+use super::cert::ClientCert;
 use super::hello::{not_tls_detail, peek_first_bytes, peek_hello_version};
+use super::refusal::{Refusal, RefusalReason};
 use super::reload::{Registration, TlsListener};
 use super::server_config::{server_config, TlsState};
-use super::verifier::{ClientCert, ClientCertRefusal, ConnectionVerifier};
-
-/// Why a TLS connection was not established. The string form ([`RefusalReason::as_str`])
-/// is the `reason` field of the audit line and, later, a metric label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum RefusalReason {
-    /// The peer closed before sending a byte (e.g. a load balancer's TCP health check).
-    ClosedBeforeHandshake,
-    /// The server is shutting down.
-    Shutdown,
-    /// The first byte is not a TLS handshake record: a plaintext client on a TLS port.
-    NotTls,
-    /// The client offered only TLS versions older than the listener allows.
-    ProtocolVersion,
-    /// The handshake did not finish within `handshake_timeout`.
-    HandshakeTimeout,
-    /// `client_auth = "required"` and the client sent no certificate.
-    ClientCertMissing,
-    /// The client certificate's thumbprint is not approved.
-    ClientCertUnapproved,
-    /// The client certificate has expired.
-    ClientCertExpired,
-    /// The client certificate is not valid yet.
-    ClientCertNotYetValid,
-    /// The client certificate does not chain to `client_ca`.
-    ClientCertUntrusted,
-    /// The client certificate cannot be parsed.
-    ClientCertInvalid,
-    /// The client did not prove possession of its certificate's key.
-    ClientSignatureInvalid,
-    /// The client sent a fatal alert (often: it does not trust the server certificate).
-    PeerAlert,
-    /// No cipher suite, key exchange group or signature scheme in common.
-    Incompatible,
-    /// The client broke the TLS protocol or hung up mid-handshake.
-    HandshakeFailed,
-}
-
-impl RefusalReason {
-    /// The stable machine-readable name, e.g. `client_cert_unapproved`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RefusalReason::ClosedBeforeHandshake => "closed_before_handshake",
-            RefusalReason::Shutdown => "shutdown",
-            RefusalReason::NotTls => "not_tls",
-            RefusalReason::ProtocolVersion => "tls_version",
-            RefusalReason::HandshakeTimeout => "handshake_timeout",
-            RefusalReason::ClientCertMissing => "client_cert_missing",
-            RefusalReason::ClientCertUnapproved => "client_cert_unapproved",
-            RefusalReason::ClientCertExpired => "client_cert_expired",
-            RefusalReason::ClientCertNotYetValid => "client_cert_not_yet_valid",
-            RefusalReason::ClientCertUntrusted => "client_cert_untrusted",
-            RefusalReason::ClientCertInvalid => "client_cert_invalid",
-            RefusalReason::ClientSignatureInvalid => "client_signature_invalid",
-            RefusalReason::PeerAlert => "peer_alert",
-            RefusalReason::Incompatible => "tls_incompatible",
-            RefusalReason::HandshakeFailed => "handshake_failed",
-        }
-    }
-
-    /// Whether this refusal is a security event (audit line at warn) rather than routine
-    /// (debug): a health check's connect-and-close and shutdown are routine.
-    pub fn is_audited(self) -> bool {
-        !matches!(self, RefusalReason::ClosedBeforeHandshake | RefusalReason::Shutdown)
-    }
-}
-
-impl fmt::Display for RefusalReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A connection refused before it carried any message.
-#[derive(Debug, Clone)]
-pub struct Refusal {
-    /// Why.
-    pub reason: RefusalReason,
-    /// Human-readable detail.
-    pub detail: String,
-    /// The client certificate concerned, when one was presented and parsed.
-    pub client: Option<ClientCert>,
-}
-
-impl Refusal {
-    pub(super) fn new(reason: RefusalReason, detail: impl Into<String>) -> Refusal {
-        Refusal { reason, detail: detail.into(), client: None }
-    }
-
-    /// Logs the refusal: security events as an `audit` warning with the reason, the peer and
-    /// the client certificate's subject and SHA-256 thumbprint; routine ones at debug.
-    pub fn log(&self, listener: &str, peer: SocketAddr) {
-        let reason = self.reason.as_str();
-        let detail = &self.detail;
-        let client_subject = self.client.as_ref().map(|c| c.subject.as_str());
-        let client_thumbprint = self.client.as_ref().map(|c| c.digests.sha256().to_string());
-        if self.reason.is_audited() {
-            // client_cert_missing/unapproved/expired/…, client_signature_invalid
-            let event =
-                if reason.starts_with("client_") { "client_cert_refused" } else { "tls_handshake_failed" };
-            warn!(target: "audit", event, listener, %peer, reason, client_subject, client_thumbprint, detail,
-                "TLS connection refused");
-        } else {
-            debug!(listener, %peer, reason, detail, "connection closed before the TLS handshake");
-        }
-    }
-}
-
-impl fmt::Display for Refusal {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.reason, self.detail)
-    }
-}
+use super::verifier::{ClientCertRefusal, ConnectionVerifier};
 
 /// Facts about an established TLS session.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -455,33 +345,4 @@ fn alert_detail(alert: AlertDescription) -> String {
         _ => "",
     };
     format!("client sent alert {alert:?}{hint}")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reasons_are_distinct() {
-        use RefusalReason::*;
-        let all = [
-            ClosedBeforeHandshake,
-            Shutdown,
-            NotTls,
-            ProtocolVersion,
-            HandshakeTimeout,
-            ClientCertMissing,
-            ClientCertUnapproved,
-            ClientCertExpired,
-            ClientCertNotYetValid,
-            ClientCertUntrusted,
-            ClientCertInvalid,
-            ClientSignatureInvalid,
-            PeerAlert,
-            Incompatible,
-            HandshakeFailed,
-        ];
-        let names: std::collections::HashSet<_> = all.iter().map(|r| r.as_str()).collect();
-        assert_eq!(names.len(), all.len());
-    }
 }

@@ -150,6 +150,19 @@ impl CertSummary {
     }
 }
 
+/// A client certificate that passed the approval check (`verifier::ClientPolicy::check`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCert {
+    /// Subject distinguished name.
+    pub subject: String,
+    /// Thumbprints of the certificate.
+    pub digests: Digests,
+    /// notBefore, seconds since the Unix epoch.
+    pub not_before: i64,
+    /// notAfter, seconds since the Unix epoch.
+    pub not_after: i64,
+}
+
 /// What an expiry check says about one certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ExpiryNotice {

@@ -12,19 +12,30 @@
 //! Mutual-TLS profiles disable session resumption, and every accepted client certificate is
 //! checked again against the *current* approval list after the handshake, so a certificate
 //! removed by a reload cannot come back.
+//!
+//! The parts, each owning one thing:
+//! - `server_config.rs`: the crypto provider, cipher suites and rustls server config;
+//! - `accept.rs`: the handshake of one connection, bounded by `handshake_timeout`;
+//! - `hello.rs`: peeking at the first bytes (ClientHello sniffing, via `hl7_proto::sniff`);
+//! - `refusal.rs`: why a connection was refused, and its audit line;
+//! - `reload.rs`: each listener's live settings and mutual-TLS connections, reload, expiry;
+//! - `verifier.rs`, `load.rs`, `cert.rs`, `pki.rs`: client-certificate approval, reading
+//!   PEM files, certificate facts (and the one expiry policy), certificate generation.
 
 mod accept;
 pub mod cert;
 mod hello;
 pub mod load;
 pub mod pki;
+mod refusal;
 mod reload;
 mod server_config;
 pub mod verifier;
 
-pub use accept::{Accepted, Refusal, RefusalReason, Session, TlsConnection};
+pub use accept::{Accepted, Session, TlsConnection};
+pub use cert::ClientCert;
 pub use load::TlsError;
+pub use refusal::{Refusal, RefusalReason};
 pub(crate) use reload::unix_now;
 pub use reload::{ReloadOutcome, ReloadReport, Reloader, TlsListener};
 pub use server_config::provider;
-pub use verifier::ClientCert;

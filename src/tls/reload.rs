@@ -16,10 +16,10 @@ use rustls::pki_types::{CertificateDer, UnixTime};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use super::cert::ClientCert;
 use super::cert::{self, CertSummary, ExpiryNotice};
 use super::load::TlsError;
 use super::server_config::{provider, TlsState};
-use super::verifier::ClientCert;
 use crate::config::{Config, Thumbprint, TlsConfig, Transport};
 use crate::metrics::ListenerCertificates;
 

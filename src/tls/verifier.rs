@@ -16,9 +16,9 @@ use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
 
-use super::cert::{CertSummary, Digests, ValidityStatus};
+use super::cert::{CertSummary, ClientCert, Digests, ValidityStatus};
 use super::load::{self, TlsError};
-use super::RefusalReason;
+use super::refusal::RefusalReason;
 use crate::config::Thumbprint;
 
 /// The client-certificate rules of one listener (`client_auth = "required"`).
@@ -30,19 +30,6 @@ pub struct ClientPolicy {
     /// Subjects of `client_ca` sent in the CertificateRequest, so that clients holding
     /// several certificates pick one from that CA.
     hints: Vec<DistinguishedName>,
-}
-
-/// A client certificate that passed [`ClientPolicy::check`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClientCert {
-    /// Subject distinguished name.
-    pub subject: String,
-    /// Thumbprints of the certificate.
-    pub digests: Digests,
-    /// notBefore, seconds since the Unix epoch.
-    pub not_before: i64,
-    /// notAfter, seconds since the Unix epoch.
-    pub not_after: i64,
 }
 
 /// Why a client certificate was refused, with what is known about it.
