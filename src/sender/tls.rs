@@ -59,9 +59,11 @@ pub fn client_config(options: &ClientTlsOptions) -> Result<ClientConfig, TlsSetu
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?;
     let algorithms = provider.signature_verification_algorithms;
     let builder = if options.danger_insecure {
-        builder.dangerous().with_custom_certificate_verifier(Arc::new(Pinned { pin: None, algorithms }))
+        builder.dangerous().with_custom_certificate_verifier(Arc::new(DangerAcceptAnyServerCert(algorithms)))
     } else if let Some(pin) = &options.pin {
-        builder.dangerous().with_custom_certificate_verifier(Arc::new(Pinned { pin: Some(*pin), algorithms }))
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(PinnedServerCert { pin: *pin, algorithms }))
     } else {
         builder.with_root_certificates(roots(options.ca.as_ref())?)
     };
@@ -118,15 +120,15 @@ fn read_certs(path: &PathBuf) -> Result<Vec<CertificateDer<'static>>, TlsSetupEr
     Ok(certs)
 }
 
-/// Verifies the server by thumbprint (`pin`), or not at all (`None`: `--insecure`). The
-/// handshake signature is always checked, so the server must hold the certificate's key.
+/// Verifies the server by the thumbprint of its certificate (`--pin`). The handshake
+/// signature is checked too, so the server must hold the certificate's key.
 #[derive(Debug)]
-struct Pinned {
-    pin: Option<Thumbprint>,
+struct PinnedServerCert {
+    pin: Thumbprint,
     algorithms: WebPkiSupportedAlgorithms,
 }
 
-impl ServerCertVerifier for Pinned {
+impl ServerCertVerifier for PinnedServerCert {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -135,12 +137,9 @@ impl ServerCertVerifier for Pinned {
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let Some(pin) = &self.pin else {
-            return Ok(ServerCertVerified::assertion());
-        };
         let sha256: [u8; 32] = Sha256::digest(end_entity.as_ref()).into();
         let sha1: [u8; 20] = Sha1::digest(end_entity.as_ref()).into();
-        if pin.matches(&sha256, &sha1) {
+        if self.pin.matches(&sha256, &sha1) {
             Ok(ServerCertVerified::assertion())
         } else {
             // Only this verifier uses ApplicationVerificationFailure: it reads back as
@@ -169,6 +168,48 @@ impl ServerCertVerifier for Pinned {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.algorithms.supported_schemes()
+    }
+}
+
+/// DANGER: accepts any server certificate (`--insecure`, for tests and first trials
+/// only): anyone on the path can read and answer the messages. The handshake signature is
+/// still checked, which proves only that the server holds the key of the certificate it
+/// showed, not who it is.
+#[derive(Debug)]
+struct DangerAcceptAnyServerCert(WebPkiSupportedAlgorithms);
+
+impl ServerCertVerifier for DangerAcceptAnyServerCert {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(message, cert, dss, &self.0)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(message, cert, dss, &self.0)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_schemes()
     }
 }
 
