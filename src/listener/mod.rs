@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hl7_proto::mllp::DecoderConfig;
+use metrics::Gauge;
 use thiserror::Error;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -235,19 +236,36 @@ async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         profile.metrics.accepted.increment(1);
+        let open = OpenConnection::count(&profile.metrics.open);
         let profile = profile.clone();
         let tls = tls.clone();
         let store = store.clone();
         let shutdown = shutdown.clone();
         connections.spawn(async move {
+            // Both are released when the task ends, however it ends (a panic included).
             let _permit = permit;
-            profile.metrics.open.increment(1.0);
-            let open = profile.metrics.open.clone();
+            let _open = open;
             handle_tcp(stream, peer, profile, tls, store, shutdown).await;
-            open.decrement(1.0);
         });
     }
     debug!(listener, "accept loop stopped");
+}
+
+/// One connection counted in the open-connections gauge: incremented when made,
+/// decremented when dropped, so that a connection task that panics is counted out too.
+struct OpenConnection(Gauge);
+
+impl OpenConnection {
+    fn count(gauge: &Gauge) -> OpenConnection {
+        gauge.increment(1.0);
+        OpenConnection(gauge.clone())
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
 }
 
 async fn handle_tcp(

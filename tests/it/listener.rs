@@ -1,9 +1,11 @@
 //! The listener over plain TCP: ordering, reconnects, framing, ACK policies, limits, shutdown.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use hl7_proto::ack::AckPolicy;
 use hl7_proto::mllp::Framing;
+use hl7d::store::{Appended, BoxFuture, MessageStore, NewMessage, StoreError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
@@ -367,4 +369,58 @@ async fn graceful_shutdown_finishes_the_message_in_flight() {
     let abandoned = tokio::time::timeout(WAIT, stopping).await.expect("shutdown completes").unwrap();
     assert_eq!(abandoned, 0);
     assert_eq!(store.accepted(), 2);
+}
+
+/// A store whose append panics: the connection task that calls it dies by a panic.
+struct PanickingStore;
+
+impl MessageStore for PanickingStore {
+    fn append(&self, _message: NewMessage) -> BoxFuture<'_, Result<Appended, StoreError>> {
+        panic!("injected panic in MessageStore::append (expected by this test)");
+    }
+}
+
+/// `hl7d_connections_open{listener}` as `/metrics` would show it now.
+fn open_connections(listener: &str) -> Option<f64> {
+    let scrape = hl7d::metrics::render(&[], std::time::SystemTime::now());
+    let series = format!("{}{{listener=\"{listener}\"}} ", hl7d::metrics::CONNECTIONS_OPEN);
+    scrape.lines().find_map(|line| line.strip_prefix(&series)?.parse().ok())
+}
+
+/// Regression: the gauge was decremented after the connection's `.await`, which a panic
+/// never reaches, so every panicked connection stayed "open" for ever.
+#[tokio::test]
+async fn open_connections_gauge_comes_back_after_a_connection_task_panics() {
+    // The recorder must be in place before the listener registers its metrics.
+    hl7d::metrics::install();
+    let name = "gauge-panic";
+    let server = start_with_store(vec![plain(name)], Arc::new(PanickingStore)).await;
+    let addr = server.local_addr(name).unwrap();
+    let before = open_connections(name).unwrap_or(0.0);
+
+    let mut conn = TcpStream::connect(addr).await.unwrap();
+    send(&mut conn, &numbered(1)).await;
+    expect_closed(&mut conn).await;
+    // The listener survives the panic and a second connection is counted while it lives.
+    let mut second = TcpStream::connect(addr).await.unwrap();
+    second.write_all(b"\r\n").await.unwrap();
+    let counted = wait_for_gauge(name, |open| open == before + 1.0).await;
+    assert!(counted, "the live connection is counted (gauge {:?})", open_connections(name));
+    drop(second);
+
+    let back = wait_for_gauge(name, |open| open == before).await;
+    assert!(back, "gauge back to {before} after the panic, is {:?}", open_connections(name));
+    server.shutdown(WAIT).await;
+}
+
+/// Polls the gauge (every 10 ms, at most [`WAIT`]) until `done` holds.
+async fn wait_for_gauge(listener: &str, done: impl Fn(f64) -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while tokio::time::Instant::now() < deadline {
+        if open_connections(listener).is_some_and(&done) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    false
 }
