@@ -16,7 +16,7 @@ mod sqlite;
 
 pub use read::{Filter, Reader, StoredMessage};
 pub use schema::SCHEMA_VERSION;
-pub use sqlite::{Durability, SqliteOptions, SqliteStore, StoreStats, DATABASE_FILE};
+pub use sqlite::{ConnectionSetup, Durability, SqliteOptions, SqliteStore, StoreStats, DATABASE_FILE};
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -80,6 +80,27 @@ pub struct SqliteOptions {
     pub retention_interval: Duration,
     /// Fsync or not; see [`Durability`].
     pub durability: Durability,
+    /// Extra setup for the writer's connection; `hl7d serve` sets none.
+    pub connection_setup: Option<ConnectionSetup>,
+}
+
+/// Extra setup for the writer's SQLite connection, run after hl7d's own settings when the
+/// connection opens and again every time it is reopened after a failed write (pragmas are
+/// per connection). Embedders use it for settings hl7d has no key for, e.g. a size cap
+/// (`PRAGMA max_page_count`), which makes inserts fail as on a full disk.
+#[derive(Clone)]
+pub struct ConnectionSetup(pub Arc<dyn Fn(&Connection) -> rusqlite::Result<()> + Send + Sync>);
+
+impl std::fmt::Debug for ConnectionSetup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ConnectionSetup(..)")
+    }
+}
+
+impl SqliteOptions {
+    fn set_up(&self, conn: &Connection) -> rusqlite::Result<()> {
+        self.connection_setup.as_ref().map_or(Ok(()), |setup| (setup.0)(conn))
+    }
 }
 
 impl Default for SqliteOptions {
@@ -88,6 +109,7 @@ impl Default for SqliteOptions {
             retention: None,
             retention_interval: DEFAULT_RETENTION_INTERVAL,
             durability: Durability::Full,
+            connection_setup: None,
         }
     }
 }
@@ -112,7 +134,7 @@ pub struct StoreStats {
 /// The embedded durable store; see the module documentation.
 pub struct SqliteStore {
     file: PathBuf,
-    requests: Mutex<Option<mpsc::Sender<Request>>>,
+    requests: Mutex<Option<mpsc::Sender<Append>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     counters: Arc<Counters>,
 }
@@ -126,6 +148,7 @@ impl SqliteStore {
             .map_err(|e| StoreError::Open { path: dir.to_path_buf(), reason: e.to_string() })?;
         let file = dir.join(DATABASE_FILE);
         let (conn, found) = open_writer(&file, options.durability)?;
+        options.set_up(&conn).map_err(|e| StoreError::Open { path: file.clone(), reason: describe(&e) })?;
         if found < SCHEMA_VERSION {
             info!(path = %file.display(), from = found, to = SCHEMA_VERSION, "message store schema migrated");
         }
@@ -140,7 +163,6 @@ impl SqliteStore {
             options,
             conn: Some(conn),
             reopen_after: None,
-            page_limit: None,
             counters: counters.clone(),
             bytes_since_checkpoint: 0,
             commits_since_checkpoint: 0,
@@ -184,20 +206,10 @@ impl SqliteStore {
         }
     }
 
-    /// Test knob: from now on the database may grow by at most `pages` more pages (then
-    /// inserts fail with SQLITE_FULL, as on a full disk); `None` lifts the limit. Applied in
-    /// order with the messages queued before it.
-    #[doc(hidden)]
-    pub async fn limit_growth_for_test(&self, pages: Option<u32>) -> Result<(), StoreError> {
-        let (done, applied) = oneshot::channel();
-        self.send(Request::LimitGrowth { pages, done })?;
-        applied.await.unwrap_or(Err(StoreError::Closed))
-    }
-
-    fn send(&self, request: Request) -> Result<(), StoreError> {
+    fn send(&self, append: Append) -> Result<(), StoreError> {
         let guard = self.requests.lock().unwrap_or_else(PoisonError::into_inner);
         let sender = guard.as_ref().ok_or(StoreError::Closed)?;
-        sender.send(request).map_err(|_| StoreError::Closed)
+        sender.send(append).map_err(|_| StoreError::Closed)
     }
 }
 
@@ -216,7 +228,7 @@ impl std::fmt::Debug for SqliteStore {
 impl MessageStore for SqliteStore {
     fn append(&self, message: NewMessage) -> BoxFuture<'_, Result<Appended, StoreError>> {
         let (reply, answer) = oneshot::channel();
-        let queued = self.send(Request::Append(Box::new(Append { message, reply })));
+        let queued = self.send(Append { message, reply });
         Box::pin(async move {
             queued?;
             // The writer answers every request it takes; a dropped reply means it is gone.
@@ -225,18 +237,9 @@ impl MessageStore for SqliteStore {
     }
 }
 
-/// What the writer thread is asked to do. The channel is unbounded, but each connection
-/// has at most one append outstanding (it waits for the answer before reading on), so the
+/// One message for the writer thread. The channel is unbounded, but each connection has
+/// at most one append outstanding (it waits for the answer before reading on), so the
 /// queue is bounded by the listeners' `max_connections`.
-enum Request {
-    /// Boxed: a message is much larger than the other requests.
-    Append(Box<Append>),
-    LimitGrowth {
-        pages: Option<u32>,
-        done: oneshot::Sender<Result<(), StoreError>>,
-    },
-}
-
 struct Append {
     message: NewMessage,
     reply: oneshot::Sender<Result<Appended, StoreError>>,
@@ -274,8 +277,6 @@ struct Writer {
     /// No reopen before this instant (after a failure), so that a persistent error does not
     /// turn into a busy loop of opens.
     reopen_after: Option<Instant>,
-    /// Test knob: absolute `max_page_count`, re-applied on reopen.
-    page_limit: Option<i64>,
     counters: Arc<Counters>,
     bytes_since_checkpoint: u64,
     commits_since_checkpoint: u64,
@@ -285,7 +286,7 @@ struct Writer {
 }
 
 impl Writer {
-    fn run(mut self, requests: mpsc::Receiver<Request>) {
+    fn run(mut self, requests: mpsc::Receiver<Append>) {
         loop {
             let wait = self.next_retention.saturating_duration_since(Instant::now());
             let first = match requests.recv_timeout(wait) {
@@ -299,16 +300,9 @@ impl Writer {
             let mut batch = Vec::new();
             let mut bytes = 0;
             let mut next = Some(first);
-            while let Some(request) = next.take() {
-                match request {
-                    Request::Append(append) => {
-                        bytes += append.message.raw.len();
-                        batch.push(*append);
-                    }
-                    Request::LimitGrowth { pages, done } => {
-                        let _ = done.send(self.limit_growth(pages));
-                    }
-                }
+            while let Some(append) = next.take() {
+                bytes += append.message.raw.len();
+                batch.push(append);
                 if batch.len() < MAX_BATCH_MESSAGES && bytes < MAX_BATCH_BYTES {
                     next = requests.try_recv().ok();
                 }
@@ -382,34 +376,13 @@ impl Writer {
                 StoreError::Open { reason, .. } => reason,
                 other => other.to_string(),
             })?;
-            if let Some(limit) = self.page_limit {
-                conn.pragma_update(None, "max_page_count", limit).map_err(|e| describe(&e))?;
-            }
+            self.options.set_up(&conn).map_err(|e| describe(&e))?;
             info!(path = %self.file.display(), "message store reopened");
             self.reopen_after = None;
             self.conn = Some(conn);
         }
         // Just set when it was `None`.
         Ok(self.conn.as_mut().expect("connection present"))
-    }
-
-    fn limit_growth(&mut self, pages: Option<u32>) -> Result<(), StoreError> {
-        let conn = self.connection().map_err(StoreError::Unavailable)?;
-        let limit = match pages {
-            Some(pages) => {
-                let count: i64 = conn
-                    .pragma_query_value(None, "page_count", |row| row.get(0))
-                    .map_err(|e| StoreError::Unavailable(describe(&e)))?;
-                Some(count + i64::from(pages))
-            }
-            None => None,
-        };
-        // SQLite's default (and largest) maximum.
-        let value = limit.unwrap_or(0xFFFF_FFFE);
-        conn.pragma_update(None, "max_page_count", value)
-            .map_err(|e| StoreError::Unavailable(describe(&e)))?;
-        self.page_limit = limit;
-        Ok(())
     }
 
     /// Moves WAL content into the database file once enough has accumulated. Runs after

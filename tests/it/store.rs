@@ -11,7 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hl7d::store::{
-    Appended, BoxFuture, Filter, MessageStore, NewMessage, Reader, SqliteOptions, SqliteStore, StoreError,
+    Appended, BoxFuture, ConnectionSetup, Filter, MessageStore, NewMessage, Reader, SqliteOptions,
+    SqliteStore, StoreError,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -299,16 +300,44 @@ fn bulky(control_id: &str, size: usize) -> Vec<u8> {
     message
 }
 
+/// A size cap on the store's database, applied by SQLite itself (`max_page_count`): it
+/// stands in for a full disk, since inserts then fail with SQLITE_FULL on the real write
+/// path. `max_page_count` is a per-connection setting, so it is applied through the
+/// store's connection setup, which runs again each time the writer reopens its connection
+/// after a failed write: lifting the cap takes effect at that reopen.
+#[derive(Default)]
+struct SizeCap {
+    /// Absolute page limit, taken when the writer's connection first opens.
+    pages: Mutex<Option<i64>>,
+    lifted: AtomicBool,
+}
+
+impl SizeCap {
+    /// A store in `dir` whose database may grow by `room` pages beyond its size at open.
+    fn open_store(self: &Arc<Self>, dir: &Path, room: i64) -> Arc<SqliteStore> {
+        let cap = self.clone();
+        let setup = ConnectionSetup(Arc::new(move |conn: &rusqlite::Connection| {
+            if cap.lifted.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            let now: i64 = conn.pragma_query_value(None, "page_count", |row| row.get(0))?;
+            let limit = *cap.pages.lock().unwrap().get_or_insert(now + room);
+            conn.pragma_update(None, "max_page_count", limit)
+        }));
+        let options = SqliteOptions { connection_setup: Some(setup), ..SqliteOptions::default() };
+        Arc::new(SqliteStore::open(dir, options).expect("store opens"))
+    }
+}
+
 #[tokio::test]
 async fn a_full_database_gives_error_acks_then_recovers_without_restart() {
-    // SQLite's own size cap (max_page_count) stands in for a full disk: inserts fail with
-    // SQLITE_FULL on the real write path. The file-system variant is the next test.
+    // The file-system variant is the next test.
     let tmp = TempDir::new("full");
-    let store = open_store(tmp.path());
+    let cap = Arc::new(SizeCap::default());
+    let store = cap.open_store(tmp.path(), 8);
     let server = start_with_store(vec![plain("lab")], store.clone()).await;
     let mut conn = TcpStream::connect(server.local_addr("lab").unwrap()).await.unwrap();
     assert_eq!(exchange(&mut conn, &bulky("FULL-0", 100)).await.0, "AA");
-    store.limit_growth_for_test(Some(8)).await.unwrap();
 
     let mut accepted = vec!["FULL-0".to_string()];
     let mut refused = None;
@@ -324,11 +353,13 @@ async fn a_full_database_gives_error_acks_then_recovers_without_restart() {
         }
     }
     let refused = refused.expect("the size cap is reached within 20 messages");
+    assert!(accepted.len() > 1, "some 8 KiB messages fit before the cap: {accepted:?}");
+    // The writer reopened its connection after the failure: the cap holds there too.
     assert_eq!(exchange(&mut conn, &bulky("FULL-again", 8 * 1024)).await.0, "AE", "still full");
     assert!(store.stats().failed_batches >= 2);
 
     // Room again: same process, same connection.
-    store.limit_growth_for_test(None).await.unwrap();
+    cap.lifted.store(true, Ordering::SeqCst);
     assert_eq!(exchange(&mut conn, &bulky(&refused, 8 * 1024)).await.0, "AA");
     accepted.push(refused);
     let reader = Reader::open(tmp.path()).unwrap();
