@@ -9,8 +9,12 @@
 //! writes one line, and the trail cannot miss an event the log has.
 //!
 //! What an audit event may carry: listener, peer address, reason, client certificate
-//! subject and thumbprint, counts, file names. Never message contents: the events are
-//! emitted only by the listener, TLS and serve modules, none of which holds a message.
+//! subject and thumbprint, counts, file names. Never message contents. The events come
+//! from the accept loop (`listener/mod.rs`: connections accepted or refused), the TLS
+//! module (`tls/accept.rs`, `tls/refusal.rs`, `tls/reload.rs`: handshakes, refusals,
+//! reloads, revoked client certificates), `serve.rs` (start, stop, configuration reloads)
+//! and the admin endpoint (`admin.rs`: a reload requested over HTTP); none of them holds a
+//! message.
 //!
 //! The file is written synchronously (one `write` per line, `O_APPEND`), so an event is in
 //! the file when the call that logged it returns. Syslog goes through a bounded queue to a

@@ -33,7 +33,7 @@ use super::verifier::{ClientCertRefusal, ConnectionVerifier};
 pub struct Session {
     /// `TLSv1.2` or `TLSv1.3`.
     pub version: &'static str,
-    /// IANA-style suite name, e.g. `TLS13_AES_256_GCM_SHA384`.
+    /// IANA-style suite name, e.g. `TLS13_AES_128_GCM_SHA256`.
     pub cipher_suite: &'static str,
     /// The approved client certificate (mutual TLS only).
     pub client: Option<ClientCert>,

@@ -89,7 +89,7 @@ pub(super) fn server_config(
         Some(verifier) => builder.with_client_cert_verifier(verifier),
     };
     let mut config = builder.with_cert_resolver(Arc::new(SingleCertAndKey::from(identity.certified.clone())));
-    // Prefer the server's order: AES-256-GCM first.
+    // Prefer the server's order (see `provider`): AES-128-GCM first.
     config.ignore_client_order = true;
     if mutual {
         // A resumed session skips client-certificate verification; with no session
