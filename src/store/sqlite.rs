@@ -89,7 +89,16 @@ pub struct SqliteOptions {
 /// per connection). Embedders use it for settings hl7d has no key for, e.g. a size cap
 /// (`PRAGMA max_page_count`), which makes inserts fail as on a full disk.
 #[derive(Clone)]
-pub struct ConnectionSetup(pub Arc<dyn Fn(&Connection) -> rusqlite::Result<()> + Send + Sync>);
+pub struct ConnectionSetup(Arc<SetupFn>);
+
+type SetupFn = dyn Fn(&Connection) -> rusqlite::Result<()> + Send + Sync;
+
+impl ConnectionSetup {
+    /// Runs `setup` on every (re)opened writer connection.
+    pub fn new(setup: impl Fn(&Connection) -> rusqlite::Result<()> + Send + Sync + 'static) -> Self {
+        ConnectionSetup(Arc::new(setup))
+    }
+}
 
 impl std::fmt::Debug for ConnectionSetup {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

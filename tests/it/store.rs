@@ -316,14 +316,14 @@ impl SizeCap {
     /// A store in `dir` whose database may grow by `room` pages beyond its size at open.
     fn open_store(self: &Arc<Self>, dir: &Path, room: i64) -> Arc<SqliteStore> {
         let cap = self.clone();
-        let setup = ConnectionSetup(Arc::new(move |conn: &rusqlite::Connection| {
+        let setup = ConnectionSetup::new(move |conn: &rusqlite::Connection| {
             if cap.lifted.load(Ordering::SeqCst) {
                 return Ok(());
             }
             let now: i64 = conn.pragma_query_value(None, "page_count", |row| row.get(0))?;
             let limit = *cap.pages.lock().unwrap().get_or_insert(now + room);
             conn.pragma_update(None, "max_page_count", limit)
-        }));
+        });
         let options = SqliteOptions { connection_setup: Some(setup), ..SqliteOptions::default() };
         Arc::new(SqliteStore::open(dir, options).expect("store opens"))
     }
