@@ -10,6 +10,7 @@ pub mod listener;
 pub mod logging;
 pub mod messages_cmd;
 pub mod metrics;
+pub mod private_files;
 pub mod send_cmd;
 pub mod sender;
 pub mod serve;

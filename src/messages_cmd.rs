@@ -6,7 +6,6 @@
 //! escape sequences to an operator's terminal. `--raw` and `export` write the bytes exactly
 //! as received.
 
-use std::fs;
 use std::io::Write;
 use std::path::Path;
 use std::time::SystemTime;
@@ -14,6 +13,7 @@ use std::time::SystemTime;
 use anyhow::{bail, Context};
 use serde_json::json;
 
+use crate::private_files;
 use crate::store::{Filter, Reader, StoredMessage};
 
 /// `hl7d messages list`: one line per message, newest first (a table, or with `json` one
@@ -108,12 +108,13 @@ pub fn show(store_dir: &Path, id: i64, raw: bool, out: &mut dyn Write) -> anyhow
 /// the bytes exactly as received, oldest first. Returns the number of files written.
 pub fn export(store_dir: &Path, filter: &Filter, out_dir: &Path) -> anyhow::Result<u64> {
     let reader = Reader::open(store_dir)?;
-    fs::create_dir_all(out_dir).with_context(|| format!("cannot create {}", out_dir.display()))?;
+    // Exports hold patient data: a new directory is 0700 and every file 0600.
+    private_files::create_dir_all(out_dir).with_context(|| format!("cannot create {}", out_dir.display()))?;
     let mut written = 0u64;
     let filter = Filter { oldest_first: true, ..filter.clone() };
     reader.for_each_message(&filter, |message: StoredMessage| -> anyhow::Result<()> {
         let path = out_dir.join(export_file_name(&message));
-        fs::write(&path, message.raw.as_deref().unwrap_or_default())
+        private_files::write(&path, message.raw.as_deref().unwrap_or_default(), true)
             .with_context(|| format!("cannot write {}", path.display()))?;
         written += 1;
         Ok(())

@@ -34,6 +34,7 @@ use tracing::{debug, error, info, warn};
 
 use super::schema::{self, MigrateError, SCHEMA_VERSION};
 use super::{Appended, BoxFuture, MessageStore, NewMessage, StoreError};
+use crate::private_files;
 
 /// The database file inside `[store] path`.
 pub const DATABASE_FILE: &str = "messages.db";
@@ -153,9 +154,8 @@ impl SqliteStore {
     /// writer thread. Fails when the directory or file cannot be created, the file is not a
     /// database, or its schema is newer than this build.
     pub fn open(dir: &Path, options: SqliteOptions) -> Result<SqliteStore, StoreError> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| StoreError::Open { path: dir.to_path_buf(), reason: e.to_string() })?;
         let file = dir.join(DATABASE_FILE);
+        secure_files(dir, &file)?;
         let (conn, found) = open_writer(&file, options.durability)?;
         options.set_up(&conn).map_err(|e| StoreError::Open { path: file.clone(), reason: describe(&e) })?;
         if found < SCHEMA_VERSION {
@@ -492,6 +492,23 @@ impl Writer {
 
 /// Opens the read-write connection: WAL, the chosen durability, schema migrated. Returns
 /// it with the schema version found before migrating.
+/// The data directory 0700 and the database 0600, whatever the umask (see
+/// [`crate::private_files`]). The database file is created empty before SQLite opens it
+/// because SQLite creates it 0644 minus the umask, and gives its `-wal` and `-shm` files the
+/// database file's mode.
+fn secure_files(dir: &Path, file: &Path) -> Result<(), StoreError> {
+    private_files::secure_dir(dir)
+        .map_err(|e| StoreError::Open { path: dir.to_path_buf(), reason: e.to_string() })?;
+    let mut sidecars = [file.as_os_str().to_owned(), file.as_os_str().to_owned()];
+    sidecars[0].push("-wal");
+    sidecars[1].push("-shm");
+    private_files::secure_file(file)
+        .and_then(|()| {
+            sidecars.iter().try_for_each(|path| private_files::secure_file_if_present(Path::new(path)))
+        })
+        .map_err(|e| StoreError::Open { path: file.to_path_buf(), reason: e.to_string() })
+}
+
 fn open_writer(file: &Path, durability: Durability) -> Result<(Connection, i64), StoreError> {
     let open_error = |e: rusqlite::Error| StoreError::Open { path: file.to_path_buf(), reason: describe(&e) };
     let flags =

@@ -58,6 +58,19 @@ pub enum TlsError {
         /// The file.
         path: PathBuf,
     },
+    /// A private key file that other users can read (see [`check_key_permissions`]).
+    #[error(
+        "{}: permissions {mode:04o} are too open: a private key must not be readable by other users; \
+         run `chmod 600 {}`",
+        path.display(),
+        path.display()
+    )]
+    KeyPermissions {
+        /// The key file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
     /// A private key the crypto provider cannot use.
     #[error("{}: unusable private key: {detail}", path.display())]
     Key {
@@ -160,8 +173,9 @@ pub fn certificates_from_bytes(path: &Path, bytes: &[u8]) -> Result<Vec<Certific
     Ok(chain)
 }
 
-/// The first private key in `path`.
+/// The first private key in `path`, which must pass [`check_key_permissions`].
 pub fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    check_key_permissions(path)?;
     let bytes = read(path)?;
     match PrivateKeyDer::from_pem_slice(&bytes) {
         Ok(key) => Ok(key),
@@ -170,6 +184,63 @@ pub fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     }
 }
 
+/// Refuses a private key file that other users can read, as sshd does: any permission bit
+/// for others, or any for the group on a file that belongs to this process's user (who can
+/// make it 0600). A key that belongs to another user (root) and is shared with hl7d's group
+/// (`0640 root:hl7d`) passes: that group is how access was granted.
+pub fn check_key_permissions(path: &Path) -> Result<(), TlsError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let metadata =
+            std::fs::metadata(path).map_err(|error| TlsError::Read { path: path.to_owned(), error })?;
+        let mode = metadata.mode() & 0o7777;
+        let ours = metadata.uid() == rustix::process::geteuid().as_raw();
+        if mode & 0o007 != 0 || (ours && mode & 0o070 != 0) {
+            return Err(TlsError::KeyPermissions { path: path.to_owned(), mode });
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}
+
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
     std::fs::read(path).map_err(|error| TlsError::Read { path: path.to_owned(), error })
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[test]
+    fn a_key_others_can_read_is_refused_with_the_chmod_to_run() {
+        let dir = std::env::temp_dir().join(format!("hl7d-load-key-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("server.key");
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        std::fs::write(&path, key.serialize_pem()).unwrap();
+        for mode in [0o644, 0o640, 0o604, 0o660, 0o600, 0o400] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            let result = private_key(&path);
+            if mode & 0o077 == 0 {
+                assert!(result.is_ok(), "{mode:o}: {result:?}");
+            } else {
+                let error = result.expect_err("too open").to_string();
+                assert!(error.contains(&format!("run `chmod 600 {}`", path.display())), "{mode:o}: {error}");
+                assert!(error.contains(&format!("permissions {mode:04o}")), "{error}");
+            }
+        }
+        // Root can hand the file to another user (as `0640 root:hl7d` is for the service
+        // user): then the group bit is the grant and passes; a bit for others never does.
+        if std::os::unix::fs::chown(&path, Some(65534), None).is_ok() {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+            assert!(private_key(&path).is_ok());
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+            assert!(matches!(private_key(&path), Err(TlsError::KeyPermissions { mode: 0o644, .. })));
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -2,22 +2,27 @@
 //! `hl7d cert dev-pki` set, and test certificates. ECDSA P-256 keys, PKCS#8 PEM.
 //!
 //! This is a convenience PKI for trials, tests and a first run, not a production CA: no
-//! revocation, no policy, keys in plain files (mode 0600 on Unix).
+//! revocation, no policy, keys in plain files (mode 0600 on Unix). Its CAs sign end-entity
+//! certificates only (`pathlen:0`), and the embedded default's and `dev-pki`'s CA only for
+//! the names they issue for (name constraints), so a leaked CA key cannot vouch for any
+//! other server.
 
-use std::io::Write as _;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
-    KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, CidrSubnet, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
+    GeneralSubtree, IsCa, Issuer, KeyPair, KeyUsagePurpose, NameConstraints,
 };
 use thiserror::Error;
 use time::OffsetDateTime;
+use tracing::{info, warn};
 
-use super::cert::Digests;
+use super::cert::{CertSummary, Digests};
 use super::load;
 use crate::config::Thumbprint;
+use crate::private_files;
 
 /// Organisation name written into every generated certificate, so that no one mistakes
 /// one for a production certificate.
@@ -25,9 +30,12 @@ pub const NOT_FOR_PRODUCTION: &str = "hl7d generated - not for production";
 
 /// Validity of the embedded default's local CA.
 const LOCAL_CA_DAYS: u64 = 10 * 365;
-/// Validity of the embedded default's server certificate (825 days: the longest that
-/// Apple platforms accept for a server certificate).
-const LOCAL_SERVER_DAYS: u64 = 825;
+/// Validity of the embedded default's server certificate: 397 days, so that with the hour
+/// of back-dating it stays within the 398 days that browsers and Apple platforms accept.
+pub const LOCAL_SERVER_DAYS: u64 = 397;
+/// The embedded default's server certificate is issued again at start when fewer than this
+/// many days are left.
+pub const LOCAL_SERVER_RENEW_DAYS: i64 = 30;
 /// Validity of `dev-pki` certificates.
 const DEV_DAYS: u64 = 365;
 
@@ -51,9 +59,12 @@ pub enum PkiError {
         /// The file.
         path: PathBuf,
     },
-    /// An existing certificate could not be read back.
+    /// An existing certificate could not be read back, or a key file is open to others.
     #[error(transparent)]
     Load(#[from] load::TlsError),
+    /// The directory cannot be made private (0700).
+    #[error(transparent)]
+    Dir(#[from] private_files::PrivateDirError),
 }
 
 /// Kind of end-entity certificate.
@@ -111,12 +122,40 @@ pub struct Ca {
 }
 
 impl Ca {
-    /// A new self-signed CA.
+    /// A new self-signed CA that signs end-entity certificates only (`pathlen:0`), for any
+    /// name.
     pub fn new(common_name: &str, validity: Validity) -> Result<Ca, PkiError> {
+        Ca::generate(common_name, validity, None)
+    }
+
+    /// As [`Ca::new`], limited by name constraints to `names`: each DNS name (and its
+    /// subdomains) and each IP address exactly. Clients that verify the chain refuse a
+    /// certificate from this CA for any other name.
+    pub fn for_names(common_name: &str, validity: Validity, names: &[String]) -> Result<Ca, PkiError> {
+        let permitted_subtrees = names
+            .iter()
+            .map(|name| match name.parse::<IpAddr>() {
+                Ok(ip) => GeneralSubtree::IpAddress(CidrSubnet::from_addr_prefix(
+                    ip,
+                    if ip.is_ipv4() { 32 } else { 128 },
+                )),
+                Err(_) => GeneralSubtree::DnsName(name.clone()),
+            })
+            .collect();
+        let constraints = NameConstraints { permitted_subtrees, excluded_subtrees: Vec::new() };
+        Ca::generate(common_name, validity, Some(constraints))
+    }
+
+    fn generate(
+        common_name: &str,
+        validity: Validity,
+        name_constraints: Option<NameConstraints>,
+    ) -> Result<Ca, PkiError> {
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
         let mut params = CertificateParams::default();
         params.distinguished_name = name(common_name);
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.name_constraints = name_constraints;
         params.key_usages =
             vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
         params.not_before = validity.not_before;
@@ -177,35 +216,56 @@ pub struct LocalTls {
 
 /// Makes sure `dir` holds a local CA (`ca.pem`, `ca.key`) and a server certificate signed
 /// by it (`server.pem`, `server.key`) for `localhost`, `127.0.0.1`, `::1` and `hostname`.
-/// Existing files are kept; a missing server certificate is issued again by the existing
-/// CA (so deleting `server.*` renews it without senders having to trust a new CA); a
+///
+/// `dir` is made private (0700, see [`private_files::secure_dir`]) and key files are 0600;
+/// existing key files must pass [`load::check_key_permissions`]. Existing files are kept. The
+/// server certificate is issued again by the existing CA when it is missing or has fewer than
+/// [`LOCAL_SERVER_RENEW_DAYS`] days left, so senders that trust the CA need no change; a
 /// missing CA means a new CA and a new server certificate.
 pub fn ensure_local_tls(dir: &Path, hostname: Option<&str>) -> Result<LocalTls, PkiError> {
-    std::fs::create_dir_all(dir).map_err(|source| PkiError::Io { path: dir.to_owned(), source })?;
+    private_files::secure_dir(dir)?;
     let ca_cert = dir.join("ca.pem");
     let ca_key = dir.join("ca.key");
     let server_cert = dir.join("server.pem");
     let server_key = dir.join("server.key");
     let mut created = Vec::new();
+    let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
+    if let Some(host) = hostname.filter(|h| !h.is_empty() && !names.iter().any(|n| n == h)) {
+        names.push(host.to_owned());
+    }
 
     let (ca, new_ca) = if ca_cert.exists() && ca_key.exists() {
+        load::check_key_permissions(&ca_key)?;
         (Ca::from_pem(&read_text(&ca_cert)?, &read_text(&ca_key)?)?, false)
     } else {
         let common_name = match hostname {
             Some(host) => format!("hl7d local CA ({host})"),
             None => "hl7d local CA".to_owned(),
         };
-        let ca = Ca::new(&common_name, Validity::days_from_now(LOCAL_CA_DAYS))?;
+        let ca = Ca::for_names(&common_name, Validity::days_from_now(LOCAL_CA_DAYS), &names)?;
         write_file(&ca_cert, &ca.cert.cert_pem, false, true)?;
         write_file(&ca_key, &ca.cert.key_pem, true, true)?;
         created.extend([ca_cert.clone(), ca_key.clone()]);
         (ca, true)
     };
-    if new_ca || !server_cert.exists() || !server_key.exists() {
-        let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
-        if let Some(host) = hostname.filter(|h| !h.is_empty() && !names.iter().any(|n| n == h)) {
-            names.push(host.to_owned());
+    let issue = new_ca || !server_cert.exists() || !server_key.exists() || {
+        let leaf = load::certificates(&server_cert)?.remove(0);
+        let summary = CertSummary::parse(&leaf).map_err(|error| load::TlsError::Certificate {
+            path: server_cert.clone(),
+            index: 1,
+            error,
+        })?;
+        let days_left = summary.days_until_expiry(OffsetDateTime::now_utc().unix_timestamp());
+        if days_left < LOCAL_SERVER_RENEW_DAYS {
+            info!(path = %server_cert.display(), days_left,
+                "embedded default: server certificate expires soon; issuing a new one from the local CA");
+        } else {
+            load::check_key_permissions(&server_key)?;
         }
+        days_left < LOCAL_SERVER_RENEW_DAYS
+    };
+    if issue {
+        let names = covered_names(&ca, names);
         let common_name = names.last().cloned().unwrap_or_default();
         let server =
             ca.issue(CertKind::Server, &common_name, &names, Validity::days_from_now(LOCAL_SERVER_DAYS))?;
@@ -216,6 +276,55 @@ pub fn ensure_local_tls(dir: &Path, hostname: Option<&str>) -> Result<LocalTls, 
     let leaf = load::certificates(&server_cert)?.remove(0);
     let server_thumbprint = Digests::of(&leaf).sha256();
     Ok(LocalTls { ca_cert, server_cert, server_key, server_thumbprint, created })
+}
+
+/// The names among `names` that `ca`'s name constraints permit (all of them for a CA
+/// without constraints). A certificate with one name outside them would be refused by
+/// clients for every name, so a host name the CA was not made for is left out, with a warning.
+fn covered_names(ca: &Ca, names: Vec<String>) -> Vec<String> {
+    let Some(permitted) = permitted_names(&ca.cert.der) else {
+        return names;
+    };
+    let (covered, left_out): (Vec<String>, Vec<String>) =
+        names.into_iter().partition(|name| permitted.contains(&canonical_name(name)));
+    if !left_out.is_empty() {
+        warn!(left_out = %left_out.join(", "),
+            "the local CA was made for other names: the server certificate leaves these out \
+             (delete ca.pem and ca.key for a new CA; senders must then trust the new ca.pem)");
+    }
+    covered
+}
+
+/// The DNS names (lower case) and single IP addresses in a CA certificate's permitted
+/// subtrees; `None` without name constraints.
+fn permitted_names(ca_der: &[u8]) -> Option<Vec<String>> {
+    use x509_parser::extensions::GeneralName;
+    let (_, cert) = x509_parser::parse_x509_certificate(ca_der).ok()?;
+    let constraints = cert.name_constraints().ok()??.value;
+    let subtrees = constraints.permitted_subtrees.as_ref()?;
+    let names = subtrees
+        .iter()
+        .filter_map(|subtree| match &subtree.base {
+            GeneralName::DNSName(name) => Some(name.to_ascii_lowercase()),
+            GeneralName::IPAddress(bytes) if bytes.len() == 8 && bytes[4..] == [0xFF; 4] => {
+                let octets: [u8; 4] = bytes[..4].try_into().ok()?;
+                Some(IpAddr::from(octets).to_string())
+            }
+            GeneralName::IPAddress(bytes) if bytes.len() == 32 && bytes[16..] == [0xFF; 16] => {
+                let octets: [u8; 16] = bytes[..16].try_into().ok()?;
+                Some(IpAddr::from(octets).to_string())
+            }
+            _ => None,
+        })
+        .collect();
+    Some(names)
+}
+
+fn canonical_name(name: &str) -> String {
+    match name.parse::<IpAddr>() {
+        Ok(ip) => ip.to_string(),
+        Err(_) => name.to_ascii_lowercase(),
+    }
 }
 
 /// The `hl7d cert dev-pki` output.
@@ -235,15 +344,15 @@ pub struct DevPki {
 /// and a client certificate, each with its key, plus a README saying they are not for
 /// production, into `out`. Refuses to overwrite unless `force`.
 pub fn dev_pki(out: &Path, extra_sans: &[String], force: bool) -> Result<DevPki, PkiError> {
-    std::fs::create_dir_all(out).map_err(|source| PkiError::Io { path: out.to_owned(), source })?;
+    private_files::create_dir_all(out).map_err(|source| PkiError::Io { path: out.to_owned(), source })?;
     let validity = Validity::days_from_now(DEV_DAYS);
-    let ca = Ca::new("hl7d development CA (NOT FOR PRODUCTION)", validity)?;
     let mut server_names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
     for name in extra_sans {
         if !server_names.contains(name) {
             server_names.push(name.clone());
         }
     }
+    let ca = Ca::for_names("hl7d development CA (NOT FOR PRODUCTION)", validity, &server_names)?;
     let server =
         ca.issue(CertKind::Server, "hl7d development server (NOT FOR PRODUCTION)", &server_names, validity)?;
     let client = ca.issue(CertKind::Client, "hl7d development client (NOT FOR PRODUCTION)", &[], validity)?;
@@ -309,9 +418,23 @@ fn read_text(path: &Path) -> Result<String, PkiError> {
     std::fs::read_to_string(path).map_err(|source| PkiError::Io { path: path.to_owned(), source })
 }
 
-/// Writes `contents`; `secret` files get mode 0600 on Unix. Without `overwrite`, an
-/// existing file is an error.
+/// Writes `contents`; `secret` files get mode 0600 whatever the umask (see
+/// [`private_files::write`]), certificates 0644. Without `overwrite`, an existing file is an
+/// error.
 fn write_file(path: &Path, contents: &str, secret: bool, overwrite: bool) -> Result<(), PkiError> {
+    let result = if secret {
+        private_files::write(path, contents.as_bytes(), overwrite)
+    } else {
+        write_public(path, contents.as_bytes(), overwrite)
+    };
+    result.map_err(|source| match source.kind() {
+        std::io::ErrorKind::AlreadyExists => PkiError::Exists { path: path.to_owned() },
+        _ => PkiError::Io { path: path.to_owned(), source },
+    })
+}
+
+fn write_public(path: &Path, contents: &[u8], overwrite: bool) -> std::io::Result<()> {
+    use std::io::Write as _;
     let mut options = std::fs::OpenOptions::new();
     options.write(true);
     if overwrite {
@@ -322,29 +445,17 @@ fn write_file(path: &Path, contents: &str, secret: bool, overwrite: bool) -> Res
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
-        options.mode(if secret { 0o600 } else { 0o644 });
+        options.mode(0o644);
     }
-    #[cfg(not(unix))]
-    let _ = secret;
-    let mut file = options.open(path).map_err(|source| match source.kind() {
-        std::io::ErrorKind::AlreadyExists => PkiError::Exists { path: path.to_owned() },
-        _ => PkiError::Io { path: path.to_owned(), source },
-    })?;
-    file.write_all(contents.as_bytes()).map_err(|source| PkiError::Io { path: path.to_owned(), source })?;
-    // An existing key file keeps its mode on truncate: tighten it explicitly.
-    #[cfg(unix)]
-    if secret {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-            .map_err(|source| PkiError::Io { path: path.to_owned(), source })?;
-    }
-    Ok(())
+    options.open(path)?.write_all(contents)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::tls::cert::CertSummary;
+
+    const DAY: i64 = 86_400;
 
     fn temp_dir(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("hl7d-pki-{name}-{}", std::process::id()));
@@ -385,6 +496,164 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// pathlen, permitted subtrees (as "DNS:name" / "IP:addr/mask") and excluded subtrees
+    /// of a CA certificate.
+    fn ca_constraints(der: &[u8]) -> (Option<u32>, Vec<String>, usize) {
+        use x509_parser::extensions::GeneralName;
+        let (_, cert) = x509_parser::parse_x509_certificate(der).unwrap();
+        let basic = cert.basic_constraints().unwrap().expect("basicConstraints").value;
+        assert!(basic.ca);
+        let constraints = cert.name_constraints().unwrap().expect("nameConstraints");
+        assert!(constraints.critical);
+        let permitted = constraints.value.permitted_subtrees.as_ref().expect("permitted subtrees");
+        let permitted = permitted
+            .iter()
+            .map(|subtree| match &subtree.base {
+                GeneralName::DNSName(name) => format!("DNS:{name}"),
+                GeneralName::IPAddress(bytes) => {
+                    let (addr, mask) = bytes.split_at(bytes.len() / 2);
+                    format!("IP:{addr:02x?}/{mask:02x?}")
+                }
+                other => panic!("unexpected subtree {other:?}"),
+            })
+            .collect();
+        let excluded = constraints.value.excluded_subtrees.as_ref().map_or(0, Vec::len);
+        (basic.path_len_constraint, permitted, excluded)
+    }
+
+    fn leaf(path: &Path) -> CertSummary {
+        CertSummary::parse(&load::certificates(path).unwrap()[0]).unwrap()
+    }
+
+    #[cfg(unix)]
+    fn mode(path: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+    }
+
+    #[test]
+    #[cfg(unix)]
+    fn local_ca_is_limited_to_its_names_and_the_server_certificate_to_398_days() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = temp_dir("limits");
+        let local = ensure_local_tls(&dir, Some("hl7-box.example")).unwrap();
+        let ca_der = load::certificates(&local.ca_cert).unwrap().remove(0);
+        let (pathlen, permitted, excluded) = ca_constraints(&ca_der);
+        assert_eq!(pathlen, Some(0));
+        let v4 = format!("IP:{:02x?}/{:02x?}", [127u8, 0, 0, 1], [0xFFu8; 4]);
+        let mut one = [0u8; 16];
+        one[15] = 1;
+        let v6 = format!("IP:{one:02x?}/{:02x?}", [0xFFu8; 16]);
+        assert_eq!(permitted, ["DNS:localhost".to_owned(), v4, v6, "DNS:hl7-box.example".to_owned()]);
+        assert_eq!(excluded, 0);
+
+        let server = leaf(&local.server_cert);
+        let span = server.not_after - server.not_before;
+        assert!(span <= 398 * DAY, "{} days", span / DAY);
+        assert!(span >= 397 * DAY, "{} days", span / DAY);
+
+        // Files and directory are private, whatever the umask; an opened-up directory is
+        // tightened on the next start.
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&local.server_key), 0o600);
+        assert_eq!(mode(&dir.join("ca.key")), 0o600);
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        ensure_local_tls(&dir, Some("hl7-box.example")).unwrap();
+        assert_eq!(mode(&dir), 0o700);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The constraints do what they say for a client that verifies the chain (rustls).
+    #[test]
+    fn clients_refuse_a_certificate_from_the_local_ca_for_another_name() {
+        use rustls::client::danger::ServerCertVerifier;
+        use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+        let dir = temp_dir("constrained");
+        let local = ensure_local_tls(&dir, Some("hl7-box.example")).unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(load::certificates(&local.ca_cert).unwrap().remove(0)).unwrap();
+        let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            std::sync::Arc::new(roots),
+            crate::tls::provider(),
+        )
+        .build()
+        .unwrap();
+        let verify = |der: &CertificateDer<'_>, name: &str| {
+            let name = ServerName::try_from(name.to_owned()).unwrap();
+            verifier.verify_server_cert(der, &[], &name, &[], UnixTime::now())
+        };
+        let server = load::certificates(&local.server_cert).unwrap().remove(0);
+        for name in ["localhost", "127.0.0.1", "::1", "hl7-box.example"] {
+            assert!(verify(&server, name).is_ok(), "{name}");
+        }
+        let ca = Ca::from_pem(&read_text(&local.ca_cert).unwrap(), &read_text(&dir.join("ca.key")).unwrap())
+            .unwrap();
+        let names = ["bank.example".to_owned()];
+        let foreign = ca.issue(CertKind::Server, "bank", &names, Validity::days_from_now(30)).unwrap();
+        let error = verify(&CertificateDer::from(foreign.der), "bank.example").unwrap_err();
+        assert!(error.to_string().contains("NameConstraint"), "{error}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    #[cfg(unix)]
+    fn a_server_certificate_with_less_than_30_days_left_is_renewed_at_start() {
+        let dir = temp_dir("renew");
+        let first = ensure_local_tls(&dir, None).unwrap();
+        let ca_pem = read_text(&first.ca_cert).unwrap();
+        let ca = Ca::from_pem(&ca_pem, &read_text(&dir.join("ca.key")).unwrap()).unwrap();
+        let names = ["localhost".to_owned()];
+        let put_leaf = |days| {
+            let issued =
+                ca.issue(CertKind::Server, "localhost", &names, Validity::days_from_now(days)).unwrap();
+            write_file(&first.server_cert, &issued.cert_pem, false, true).unwrap();
+            write_file(&first.server_key, &issued.key_pem, true, true).unwrap();
+            issued.digests().sha256()
+        };
+
+        // 31 days left: kept.
+        let kept = put_leaf(31);
+        let again = ensure_local_tls(&dir, None).unwrap();
+        assert!(again.created.is_empty(), "{:?}", again.created);
+        assert_eq!(again.server_thumbprint, kept);
+
+        // 29 days left: issued again by the same CA, for the full term.
+        let expiring = put_leaf(29);
+        let renewed = ensure_local_tls(&dir, None).unwrap();
+        assert_eq!(renewed.created, [first.server_cert.clone(), first.server_key.clone()]);
+        assert_ne!(renewed.server_thumbprint, expiring);
+        let server = leaf(&renewed.server_cert);
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        assert!(server.days_until_expiry(now) >= LOCAL_SERVER_DAYS as i64 - 1);
+        assert_eq!(read_text(&renewed.ca_cert).unwrap(), ca_pem);
+        assert_eq!(server.issuer, leaf(&renewed.ca_cert).subject);
+        assert_eq!(mode(&renewed.server_key), 0o600);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_new_host_name_outside_the_local_ca_is_left_out_of_a_renewed_certificate() {
+        let dir = temp_dir("rename");
+        let first = ensure_local_tls(&dir, Some("old-name.example")).unwrap();
+        std::fs::remove_file(&first.server_cert).unwrap();
+        let renewed = ensure_local_tls(&dir, Some("new-name.example")).unwrap();
+        assert_eq!(leaf(&renewed.server_cert).sans, ["DNS:localhost", "IP:127.0.0.1", "IP:::1"]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    #[cfg(unix)]
+    fn a_local_ca_key_that_others_can_read_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = temp_dir("ca-key-mode");
+        ensure_local_tls(&dir, None).unwrap();
+        let ca_key = dir.join("ca.key");
+        std::fs::set_permissions(&ca_key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let error = ensure_local_tls(&dir, None).unwrap_err().to_string();
+        assert!(error.contains(&format!("chmod 600 {}", ca_key.display())), "{error}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn dev_pki_refuses_to_overwrite() {
         let dir = temp_dir("dev");
@@ -395,6 +664,11 @@ mod tests {
         assert!(dev_pki(&dir, &[], true).is_ok());
         let readme = std::fs::read_to_string(dir.join("README.txt")).unwrap();
         assert!(readme.contains("NOT FOR PRODUCTION"));
+        let ca_der = load::certificates(&dir.join("ca.pem")).unwrap().remove(0);
+        let (pathlen, permitted, _) = ca_constraints(&ca_der);
+        assert_eq!(pathlen, Some(0));
+        assert_eq!(permitted[0], "DNS:localhost");
+        assert_eq!(permitted.len(), 3, "{permitted:?}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

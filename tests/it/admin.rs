@@ -214,7 +214,7 @@ async fn every_refusal_kind_has_an_audit_line_and_tls_metrics_move() {
         let names = ["localhost".to_owned()];
         let server_cert = ca.issue(CertKind::Server, "server", &names, Validity::days_from_now(20)).unwrap();
         std::fs::write(dir.join("server.pem"), &server_cert.cert_pem).unwrap();
-        std::fs::write(dir.join("server.key"), &server_cert.key_pem).unwrap();
+        crate::support::write_key(&dir.join("server.key"), &server_cert.key_pem);
         let approved =
             ca.issue(CertKind::Client, "approved-sender", &[], Validity::days_from_now(10)).unwrap();
         let stranger = ca.issue(CertKind::Client, "stranger", &[], Validity::days_from_now(10)).unwrap();

@@ -700,7 +700,7 @@ impl TestTls {
         let names = ["localhost".to_owned(), "127.0.0.1".to_owned()];
         let server = ca.issue(CertKind::Server, "server", &names, Validity::days_from_now(30)).unwrap();
         std::fs::write(dir.join("server.pem"), &server.cert_pem).unwrap();
-        std::fs::write(dir.join("server.key"), &server.key_pem).unwrap();
+        write_key(&dir.join("server.key"), &server.key_pem);
         let mut roots = RootCertStore::empty();
         roots.add(CertificateDer::from(ca.cert.der.clone())).unwrap();
         let client =

@@ -29,7 +29,11 @@ impl Files {
             ("client.pem", &client.cert_pem),
             ("client.key", &client.key_pem),
         ] {
-            std::fs::write(dir.join(name), text).unwrap();
+            if name.ends_with(".key") {
+                write_key(&dir.join(name), text);
+            } else {
+                std::fs::write(dir.join(name), text).unwrap();
+            }
         }
         Files { dir, server, client }
     }

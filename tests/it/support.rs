@@ -255,3 +255,9 @@ pub fn tls_client_config(
     };
     Arc::new(config)
 }
+
+/// Writes a private key file with mode 0600, as hl7d requires of the keys it loads.
+pub fn write_key(path: &std::path::Path, pem: &str) {
+    hl7d::private_files::write(path, pem.as_bytes(), true)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+}

@@ -246,7 +246,7 @@ async fn a_key_that_does_not_match_the_certificate_is_refused_at_start() {
         let pki = Pki::new("mismatch");
         let mut listener = pki.listener("tls", ClientAuth::None);
         let other = pki.client("other", Validity::days_from_now(30));
-        std::fs::write(pki.dir.join("other.key"), &other.key_pem).unwrap();
+        support::write_key(&pki.dir.join("other.key"), &other.key_pem);
         tls_mut(&mut listener).key = pki.dir.join("other.key");
         let mut config = Config::embedded_default();
         config.listeners = vec![listener];
@@ -458,7 +458,7 @@ impl Pki {
         let names = ["localhost".to_owned(), "127.0.0.1".to_owned()];
         let server = self.ca.issue(CertKind::Server, name, &names, Validity::days_from_now(30)).unwrap();
         std::fs::write(self.dir.join("server.pem"), &server.cert_pem).unwrap();
-        std::fs::write(self.dir.join("server.key"), &server.key_pem).unwrap();
+        support::write_key(&self.dir.join("server.key"), &server.key_pem);
         server
     }
 
