@@ -8,14 +8,13 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hl7d::admin::{Admin, Running};
-use hl7d::audit::AuditTrail;
-use hl7d::config::{AuditConfig, ClientAuth, Config, Thumbprint, TlsConfig, TlsVersion, Transport};
+use hl7d::config::{ClientAuth, Config, Thumbprint, TlsConfig, TlsVersion, Transport};
 use hl7d::listener::Server;
 use hl7d::store::{AcceptAfterParse, MessageStore, SqliteOptions, SqliteStore};
 use hl7d::tls::pki::{Ca, CertKind, Issued, Validity};
@@ -24,10 +23,10 @@ use rustls::ClientConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
-use tracing_subscriber::layer::SubscriberExt;
 
 use crate::support::{
-    self, expect_closed, fixture, msa, plain, read_frame, send, tempdir, tls_client_config, WAIT,
+    self, expect_closed, find_line, fixture, msa, plain, read_audit, read_frame, send, tempdir,
+    tls_client_config, AuditCapture, WAIT,
 };
 
 /// Upper bound of one whole test.
@@ -510,62 +509,6 @@ async fn wait_metric(admin: SocketAddr, name: &str, labels: &[(&str, &str)], exp
         assert!(Instant::now() < deadline, "{name}{labels:?} never reached {expected}:\n{scrape}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-/// An audit file for this test. `#[tokio::test]` runs every task on the test's thread, so
-/// a thread-local subscriber sees this test's server and no other test's.
-struct AuditCapture {
-    path: PathBuf,
-    _trail: AuditTrail,
-    _guard: tracing::subscriber::DefaultGuard,
-}
-
-impl AuditCapture {
-    fn start(dir: &Path) -> AuditCapture {
-        // tracing-core caches each callsite's interest process-wide, and while exactly one
-        // dispatcher exists it asks the *current thread's* one: a parallel test without a
-        // subscriber that reaches a shared callsite first (say, the ip_not_allowed line)
-        // would switch it off for this test too. A second, idle dispatcher makes it ask
-        // every live one.
-        static SECOND: std::sync::OnceLock<tracing::Dispatch> = std::sync::OnceLock::new();
-        SECOND.get_or_init(|| tracing::Dispatch::new(tracing_subscriber::registry()));
-        let path = dir.join("audit.jsonl");
-        let trail = AuditTrail::open(&AuditConfig { file: Some(path.clone()), syslog: None }).unwrap();
-        let subscriber = tracing_subscriber::registry().with(trail.layer());
-        let guard = tracing::subscriber::set_default(subscriber);
-        AuditCapture { path, _trail: trail, _guard: guard }
-    }
-
-    fn text(&self) -> String {
-        std::fs::read_to_string(&self.path).unwrap_or_default()
-    }
-
-    fn find(&self, fields: &[(&str, &str)]) -> Option<serde_json::Value> {
-        find_line(&read_audit(&self.path), fields)
-    }
-
-    async fn wait_for(&self, fields: &[(&str, &str)]) -> serde_json::Value {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(line) = self.find(fields) {
-                return line;
-            }
-            assert!(Instant::now() < deadline, "no audit line with {fields:?} in:\n{}", self.text());
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-}
-
-/// Every line of an audit file, parsed (each must be one JSON object).
-fn read_audit(path: &Path) -> Vec<serde_json::Value> {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    text.lines()
-        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
-        .collect()
-}
-
-fn find_line(lines: &[serde_json::Value], fields: &[(&str, &str)]) -> Option<serde_json::Value> {
-    lines.iter().find(|line| fields.iter().all(|(k, v)| line[*k].as_str() == Some(*v))).cloned()
 }
 
 fn wait_for_audit(path: &Path, fields: &[(&str, &str)]) {

@@ -1,14 +1,17 @@
 //! Shared helpers: start a real server on loopback, frame and read MLLP, load fixtures.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use hl7d::config::{Config, ListenerConfig};
+use hl7d::audit::AuditTrail;
+use hl7d::config::{AuditConfig, Config, ListenerConfig};
 use hl7d::listener::Server;
 use hl7d::store::{AcceptAfterParse, MessageStore};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tracing_subscriber::layer::SubscriberExt;
 
 /// Upper bound for any single wait in a test, so that a broken server fails the test
 /// instead of hanging it.
@@ -260,4 +263,60 @@ pub fn tls_client_config(
 pub fn write_key(path: &std::path::Path, pem: &str) {
     hl7d::private_files::write(path, pem.as_bytes(), true)
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+}
+
+/// An audit file for this test. `#[tokio::test]` runs every task on the test's thread, so
+/// a thread-local subscriber sees this test's server and no other test's.
+pub struct AuditCapture {
+    path: PathBuf,
+    _trail: AuditTrail,
+    _guard: tracing::subscriber::DefaultGuard,
+}
+
+impl AuditCapture {
+    pub fn start(dir: &Path) -> AuditCapture {
+        // tracing-core caches each callsite's interest process-wide, and while exactly one
+        // dispatcher exists it asks the *current thread's* one: a parallel test without a
+        // subscriber that reaches a shared callsite first (say, the ip_not_allowed line)
+        // would switch it off for this test too. A second, idle dispatcher makes it ask
+        // every live one.
+        static SECOND: std::sync::OnceLock<tracing::Dispatch> = std::sync::OnceLock::new();
+        SECOND.get_or_init(|| tracing::Dispatch::new(tracing_subscriber::registry()));
+        let path = dir.join("audit.jsonl");
+        let trail = AuditTrail::open(&AuditConfig { file: Some(path.clone()), syslog: None }).unwrap();
+        let subscriber = tracing_subscriber::registry().with(trail.layer());
+        let guard = tracing::subscriber::set_default(subscriber);
+        AuditCapture { path, _trail: trail, _guard: guard }
+    }
+
+    pub fn text(&self) -> String {
+        std::fs::read_to_string(&self.path).unwrap_or_default()
+    }
+
+    pub fn find(&self, fields: &[(&str, &str)]) -> Option<serde_json::Value> {
+        find_line(&read_audit(&self.path), fields)
+    }
+
+    pub async fn wait_for(&self, fields: &[(&str, &str)]) -> serde_json::Value {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(line) = self.find(fields) {
+                return line;
+            }
+            assert!(Instant::now() < deadline, "no audit line with {fields:?} in:\n{}", self.text());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// Every line of an audit file, parsed (each must be one JSON object).
+pub fn read_audit(path: &Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
+        .collect()
+}
+
+pub fn find_line(lines: &[serde_json::Value], fields: &[(&str, &str)]) -> Option<serde_json::Value> {
+    lines.iter().find(|line| fields.iter().all(|(k, v)| line[*k].as_str() == Some(*v))).cloned()
 }
