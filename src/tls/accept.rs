@@ -323,7 +323,8 @@ fn classify(error: &std::io::Error, verdict: Option<Result<ClientCert, Box<Clien
         ),
         rustls::Error::PeerIncompatible(_) => (RefusalReason::Incompatible, tls_error.to_string()),
         rustls::Error::InvalidCertificate(_) => {
-            // Only the signature check runs without a verdict being recorded first.
+            // The verifier records a failed signature check with the certificate; this is
+            // for a failure without a verdict at all.
             (
                 RefusalReason::ClientSignatureInvalid,
                 format!("client did not prove possession of its key: {tls_error}"),

@@ -37,6 +37,8 @@ pub enum RefusalReason {
     ClientCertUntrusted,
     /// The client certificate cannot be parsed.
     ClientCertInvalid,
+    /// The client certificate's key is too weak (RSA under 2048 bits).
+    ClientKeyTooWeak,
     /// The client did not prove possession of its certificate's key.
     ClientSignatureInvalid,
     /// The client sent a fatal alert (often: it does not trust the server certificate).
@@ -62,6 +64,7 @@ impl RefusalReason {
             RefusalReason::ClientCertNotYetValid => "client_cert_not_yet_valid",
             RefusalReason::ClientCertUntrusted => "client_cert_untrusted",
             RefusalReason::ClientCertInvalid => "client_cert_invalid",
+            RefusalReason::ClientKeyTooWeak => "client_key_too_weak",
             RefusalReason::ClientSignatureInvalid => "client_signature_invalid",
             RefusalReason::PeerAlert => "peer_alert",
             RefusalReason::Incompatible => "tls_incompatible",
@@ -142,6 +145,7 @@ mod tests {
             ClientCertNotYetValid,
             ClientCertUntrusted,
             ClientCertInvalid,
+            ClientKeyTooWeak,
             ClientSignatureInvalid,
             PeerAlert,
             Incompatible,

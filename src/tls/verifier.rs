@@ -4,7 +4,8 @@
 //!
 //! Thumbprint pinning is the trust decision here, so without `client_ca` the certificate's
 //! issuer, key usage and extended key usage are not examined: an approved self-signed
-//! certificate is fine. What is never skipped is the validity period and the signature.
+//! certificate is fine. What is never skipped is the key strength (RSA of at least
+//! [`MIN_RSA_BITS`]), the validity period and the signature.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -15,11 +16,16 @@ use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
+use x509_parser::public_key::PublicKey;
 
 use super::cert::{CertSummary, ClientCert, Digests, ValidityStatus};
 use super::load::{self, TlsError};
 use super::refusal::RefusalReason;
 use crate::config::Thumbprint;
+
+/// The smallest RSA client key accepted, in bits. Smaller keys are refused as
+/// `client_key_too_weak` (the crypto provider could not check their signature anyway).
+pub const MIN_RSA_BITS: usize = 2048;
 
 /// The client-certificate rules of one listener (`client_auth = "required"`).
 #[derive(Debug)]
@@ -73,9 +79,9 @@ impl ClientPolicy {
         &self.approved
     }
 
-    /// Checks a presented chain at `now`: thumbprint approved, validity period, then (with
-    /// `client_ca`) the chain. Refusals are reported in that order, so an unapproved
-    /// certificate is reported as unapproved even if it has also expired.
+    /// Checks a presented chain at `now`: thumbprint approved, key strength, validity period,
+    /// then (with `client_ca`) the chain. Refusals are reported in that order, so an
+    /// unapproved certificate is reported as unapproved even if it has also expired.
     pub fn check(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -108,6 +114,15 @@ impl ClientPolicy {
                 RefusalReason::ClientCertUnapproved,
                 format!("client certificate {} is not in client_thumbprints", digests.sha256()),
                 CertificateError::ApplicationVerificationFailure,
+            );
+        }
+        if let Some(bits) = rsa_key_bits(end_entity).filter(|bits| *bits < MIN_RSA_BITS) {
+            return refuse(
+                RefusalReason::ClientKeyTooWeak,
+                format!(
+                    "client certificate has a {bits}-bit RSA key; at least {MIN_RSA_BITS} bits are required"
+                ),
+                CertificateError::BadEncoding,
             );
         }
         let now_secs = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
@@ -169,6 +184,35 @@ impl ConnectionVerifier {
     pub fn take_verdict(&self) -> Option<Result<ClientCert, Box<ClientCertRefusal>>> {
         self.verdict.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take()
     }
+
+    /// A failed handshake signature turns an approved certificate's verdict into a
+    /// `client_signature_invalid` refusal that still names the certificate (the audit line
+    /// carries its subject and thumbprint).
+    fn signature_checked(
+        &self,
+        cert: &CertificateDer<'_>,
+        result: Result<HandshakeSignatureValid, rustls::Error>,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        let Err(error) = &result else {
+            return result;
+        };
+        let mut verdict = self.verdict.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let client = match verdict.take() {
+            Some(Ok(client)) => Some(client),
+            _ => CertSummary::parse(cert).ok().map(|summary| ClientCert {
+                subject: summary.subject,
+                digests: Digests::of(cert),
+                not_after: summary.not_after,
+            }),
+        };
+        *verdict = Some(Err(Box::new(ClientCertRefusal {
+            reason: RefusalReason::ClientSignatureInvalid,
+            cert: client,
+            detail: format!("client did not prove possession of its certificate's key: {error}"),
+            error: error.clone(),
+        })));
+        result
+    }
 }
 
 impl ClientCertVerifier for ConnectionVerifier {
@@ -206,7 +250,10 @@ impl ClientCertVerifier for ConnectionVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+        self.signature_checked(
+            cert,
+            rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms),
+        )
     }
 
     fn verify_tls13_signature(
@@ -215,10 +262,23 @@ impl ClientCertVerifier for ConnectionVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+        self.signature_checked(
+            cert,
+            rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms),
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.algorithms.supported_schemes()
+    }
+}
+
+/// The size in bits of the certificate's RSA public key; `None` for other key types (and
+/// for a certificate that does not parse, which [`CertSummary::parse`] reports).
+fn rsa_key_bits(der: &CertificateDer<'_>) -> Option<usize> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    match cert.public_key().parsed().ok()? {
+        PublicKey::RSA(rsa) => Some(rsa.key_size()),
+        _ => None,
     }
 }

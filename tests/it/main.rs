@@ -3,6 +3,7 @@
 mod admin;
 mod bench;
 mod cli;
+mod client_keys;
 mod faults;
 mod fuzz_app;
 mod hostile;

@@ -309,6 +309,27 @@ impl AuditCapture {
     }
 }
 
+impl AuditCapture {
+    /// Waits (bounded) until `n` lines have all of `fields`; returns the last of them.
+    pub async fn wait_for_nth(&self, fields: &[(&str, &str)], n: usize) -> serde_json::Value {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let lines = read_audit(&self.path);
+            let mut matching =
+                lines.into_iter().filter(|line| fields.iter().all(|(k, v)| line[*k].as_str() == Some(*v)));
+            if let Some(line) = matching.nth(n - 1) {
+                return line;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "fewer than {n} audit lines with {fields:?} in:\n{}",
+                self.text()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
 /// Every line of an audit file, parsed (each must be one JSON object).
 pub fn read_audit(path: &Path) -> Vec<serde_json::Value> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
