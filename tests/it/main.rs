@@ -5,6 +5,7 @@ mod bench;
 mod cli;
 mod client_keys;
 mod faults;
+mod file_modes;
 mod fuzz_app;
 mod hostile;
 mod interop;
