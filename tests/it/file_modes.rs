@@ -87,7 +87,9 @@ fn an_open_data_directory_of_another_user_is_refused() {
     // As root the test can give the directory away; otherwise it needs root.
     std::os::unix::fs::chown(&data, Some(65534), Some(65534))
         .expect("this test gives a directory to uid 65534 and so runs as root (as CI does)");
-    let error = SqliteStore::open(&data, SqliteOptions::default()).err().expect("refused");
+    let Err(error) = SqliteStore::open(&data, SqliteOptions::default()) else {
+        panic!("a directory of another user, open to others, must be refused");
+    };
     assert!(matches!(error, StoreError::Open { .. }), "{error}");
     let text = error.to_string();
     assert!(text.contains("belongs to uid 65534") && text.contains("mode 0755"), "{text}");
