@@ -7,7 +7,8 @@
 //! the point. Reading stored messages goes through [`Reader`], on its own read-only
 //! connection, never through the writer.
 //!
-//! This module owns the database file, its schema and its one writer thread. It must not
+//! This module owns the database file (0600 in a 0700 directory whatever the umask, see
+//! [`crate::private_files`]), its schema and its one writer thread. It must not
 //! decide ACK codes: the listener decides them and passes the one it will send along.
 
 mod read;
