@@ -490,8 +490,6 @@ impl Writer {
     }
 }
 
-/// Opens the read-write connection: WAL, the chosen durability, schema migrated. Returns
-/// it with the schema version found before migrating.
 /// The data directory 0700 and the database 0600, whatever the umask (see
 /// [`crate::private_files`]). The database file is created empty before SQLite opens it
 /// because SQLite creates it 0644 minus the umask, and gives its `-wal` and `-shm` files the
@@ -509,6 +507,8 @@ fn secure_files(dir: &Path, file: &Path) -> Result<(), StoreError> {
         .map_err(|e| StoreError::Open { path: file.to_path_buf(), reason: e.to_string() })
 }
 
+/// Opens the read-write connection: WAL, the chosen durability, schema migrated. Returns
+/// it with the schema version found before migrating.
 fn open_writer(file: &Path, durability: Durability) -> Result<(Connection, i64), StoreError> {
     let open_error = |e: rusqlite::Error| StoreError::Open { path: file.to_path_buf(), reason: describe(&e) };
     let flags =
