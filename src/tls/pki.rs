@@ -139,7 +139,8 @@ impl Ca {
                     ip,
                     if ip.is_ipv4() { 32 } else { 128 },
                 )),
-                Err(_) => GeneralSubtree::DnsName(name.clone()),
+                // A wildcard SAN's subtree is its domain (which covers the subdomains).
+                Err(_) => GeneralSubtree::DnsName(name.trim_start_matches("*.").to_owned()),
             })
             .collect();
         let constraints = NameConstraints { permitted_subtrees, excluded_subtrees: Vec::new() };
