@@ -202,6 +202,7 @@ impl ConnectionVerifier {
             _ => CertSummary::parse(cert).ok().map(|summary| ClientCert {
                 subject: summary.subject,
                 digests: Digests::of(cert),
+                not_before: summary.not_before,
                 not_after: summary.not_after,
             }),
         };
