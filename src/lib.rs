@@ -1,17 +1,21 @@
 //! hl7d: a secure HL7 v2 listener.
+//!
+//! The server's parts: [`listener`] (accept loop, one task per connection), [`tls`],
+//! [`store`], [`config`], [`admin`], [`metrics`], [`audit`], [`expiry`] and [`logging`], put
+//! together by [`serve`]. Beside them the clients: [`sender`] (the MLLP client of `hl7d send`
+//! and the tests) and [`bench`] (the load generator). The command line is not here: it is the
+//! binary's `cmd/` module, which this library cannot import, so no argument parser reaches
+//! the server's code.
 
 pub mod admin;
 pub mod audit;
-pub mod bench_cmd;
-pub mod cert_cmd;
+pub mod bench;
 pub mod config;
 pub mod expiry;
 pub mod listener;
 pub mod logging;
-pub mod messages_cmd;
 pub mod metrics;
 pub mod private_files;
-pub mod send_cmd;
 pub mod sender;
 pub mod serve;
 pub mod store;

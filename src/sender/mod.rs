@@ -377,3 +377,38 @@ impl AsyncWrite for Conn {
         }
     }
 }
+
+/// `\n` and `\r\n` line ends become `\r` (the HL7 segment terminator), so that messages
+/// written in a text editor can be sent as they are (`hl7d send`, `hl7d bench`).
+pub fn normalise_line_ends(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\r' if bytes.get(i + 1) == Some(&b'\n') => {
+                out.push(b'\r');
+                i += 2;
+                continue;
+            }
+            b'\n' => out.push(b'\r'),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_ends_become_segment_terminators() {
+        assert_eq!(
+            normalise_line_ends(b"MSH|a\r\nPID|1\nPV1|2\rOBX|\r\r\n"),
+            b"MSH|a\rPID|1\rPV1|2\rOBX|\r\r"
+        );
+        assert_eq!(normalise_line_ends(b"\n\r"), b"\r\r");
+        assert_eq!(normalise_line_ends(b""), b"");
+    }
+}

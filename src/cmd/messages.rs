@@ -7,14 +7,126 @@
 //! as received.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::time::SystemTime;
 
 use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+use hl7d::private_files;
+use hl7d::store::{Filter, Reader, StoredMessage};
 use serde_json::json;
 
-use crate::private_files;
-use crate::store::{Filter, Reader, StoredMessage};
+use super::EXIT_CONFIG;
+
+/// `hl7d messages`: read the message store (works while the server runs).
+#[derive(Debug, Args)]
+pub struct MessagesArgs {
+    /// Configuration file (TOML) whose `[store] path` to read. Without it, the embedded
+    /// default (`./hl7d-data`).
+    #[arg(long, short, global = true)]
+    pub config: Option<PathBuf>,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: MessagesCommand,
+}
+
+/// The `hl7d messages` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum MessagesCommand {
+    /// List stored messages, newest first (at most 100 unless --limit says otherwise).
+    List {
+        /// Which messages.
+        #[command(flatten)]
+        filter: MessageFilterArgs,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one message: its metadata, then its segments one per line, decoded from the
+    /// character set it arrived in.
+    Show {
+        /// Message id (the first column of `list`).
+        id: i64,
+        /// Write exactly the bytes received, nothing else.
+        #[arg(long)]
+        raw: bool,
+    },
+    /// Write one `.hl7` file per message (the bytes exactly as received) into a directory.
+    Export {
+        /// Directory to write into (created if missing; files of the same name are replaced).
+        #[arg(long)]
+        out: PathBuf,
+        /// Which messages (all by default).
+        #[command(flatten)]
+        filter: MessageFilterArgs,
+    },
+}
+
+/// Selection of stored messages.
+#[derive(Debug, Args)]
+pub struct MessageFilterArgs {
+    /// Only messages received on this listener.
+    #[arg(long)]
+    pub listener: Option<String>,
+    /// Only messages received since this time: RFC 3339 (`2026-11-28T09:00:00Z`), a date
+    /// (`2026-11-28`, UTC), or an age (`90m`, `2h`, `7d`).
+    #[arg(long, value_parser = parse_since)]
+    pub since: Option<std::time::SystemTime>,
+    /// Only messages with this MSH-10 control id.
+    #[arg(long)]
+    pub control_id: Option<String>,
+    /// At most this many messages.
+    #[arg(long)]
+    pub limit: Option<u64>,
+}
+
+impl MessageFilterArgs {
+    /// The store filter, with `default_limit` when `--limit` is not given.
+    pub fn filter(&self, default_limit: Option<u64>) -> Filter {
+        Filter {
+            listener: self.listener.clone(),
+            since: self.since,
+            control_id: self.control_id.clone(),
+            limit: self.limit.or(default_limit),
+            oldest_first: false,
+        }
+    }
+}
+
+/// Runs `hl7d messages`: list, show or export from the store named by the configuration.
+pub fn run(args: MessagesArgs) -> ExitCode {
+    let config = match hl7d::serve::load_config(args.config.as_deref()) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("hl7d: {e:#}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let store = &config.store.path;
+    let stdout = &mut std::io::stdout().lock();
+    let result = match args.command {
+        MessagesCommand::List { filter, json } => list(store, &filter.filter(Some(100)), json, stdout),
+        MessagesCommand::Show { id, raw } => show(store, id, raw, stdout),
+        MessagesCommand::Export { out, filter } => export(store, &filter.filter(None), &out)
+            .map(|n| eprintln!("exported {n} message(s) to {}", out.display())),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        // `hl7d messages list | head`: the reader left; not an error.
+        Err(e)
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("hl7d messages: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
 
 /// `hl7d messages list`: one line per message, newest first (a table, or with `json` one
 /// JSON object per line).

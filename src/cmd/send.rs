@@ -14,12 +14,11 @@ use hl7_proto::batch;
 use hl7_proto::charset::Charset;
 use hl7_proto::hex;
 use hl7_proto::mllp::Framing;
+use hl7d::config::Thumbprint;
+use hl7d::sender::tls::{client_config, server_name, ClientTlsOptions};
+use hl7d::sender::{normalise_line_ends, Client, ClientOptions, Delivery, DeliveryFailed};
 use rustls::pki_types::ServerName;
 use rustls::ClientConfig;
-
-use crate::config::Thumbprint;
-use crate::sender::tls::{client_config, server_name, ClientTlsOptions};
-use crate::sender::{Client, ClientOptions, Delivery, DeliveryFailed};
 
 /// Exit code: every message accepted.
 pub const EXIT_OK: u8 = 0;
@@ -230,25 +229,6 @@ fn split_file(name: &str, bytes: &[u8], allow_batch: bool) -> Result<Vec<(String
         eprintln!("hl7d send: {name}: {mismatch}");
     }
     Ok(split.messages().map(|m| (name.to_string(), m.to_vec())).collect())
-}
-
-/// `\n` and `\r\n` line ends become `\r` (the HL7 segment terminator).
-pub(crate) fn normalise_line_ends(bytes: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'\r' if bytes.get(i + 1) == Some(&b'\n') => {
-                out.push(b'\r');
-                i += 2;
-                continue;
-            }
-            b'\n' => out.push(b'\r'),
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    out
 }
 
 async fn send_all(prepared: Prepared, args: &SendArgs) -> u8 {

@@ -1,6 +1,6 @@
-//! `hl7d bench`: a load generator for any MLLP listener, hl7d or another.
+//! The load generator behind `hl7d bench`, for any MLLP listener, hl7d or another.
 //!
-//! Each of `--connections` tasks sends one message and waits for its ACK before sending the
+//! Each of `connections` tasks sends one message and waits for its ACK before sending the
 //! next, as HL7 senders do, so per-message latency *is* throughput. Every message gets a fresh
 //! MSH-10 (written into a copy of the template; nothing else changes) and its ACK must echo it
 //! in MSA-2 (HL7 v2: "MSA-2 echoes the inbound MSH-10"). An ACK for another control id is an
@@ -9,28 +9,26 @@
 //! The loop is deliberately leaner than [`crate::sender::Client`]: no resends (a benchmark
 //! reports failures instead of hiding them), no ACK text decoding, and no allocation per
 //! message beyond the decoder's frame, so that on a shared machine the client takes as little
-//! CPU from the server under test as it can. It shares the client's pieces: the TLS options
-//! and setup ([`TlsArgs`], [`TlsFailure`]) and the MLLP codec.
+//! CPU from the server under test as it can. It shares the client's pieces: the TLS client
+//! configuration (built by the caller), [`TlsFailure`] and the MLLP codec.
 //!
-//! Exit codes are those of `hl7d send`: 0 every message acknowledged with AA/CA, 1 some
-//! AE/AR/CE/CR, 2 errors (no ACK, wrong ACK, connection or TLS failures), 64 usage error.
+//! [`Plan::new`] checks [`BenchOptions`] before the first connection, [`run`] runs the plan
+//! and returns a [`Report`]; the command line and the exit codes are `cmd/bench.rs`'s.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::ops::Range;
-use std::path::PathBuf;
-use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use clap::Args;
 use hl7_proto::ack::{self, AckCode, Outcome, ReceivedAck};
 use hl7_proto::message::Message;
 use hl7_proto::mllp::{Decoder, DecoderConfig, Framing};
 use hl7_proto::msh::{AckCondition, Msh};
 use rustls::client::Resumption;
 use rustls::pki_types::ServerName;
+use rustls::ClientConfig;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Barrier;
@@ -40,16 +38,11 @@ use tokio_rustls::TlsConnector;
 use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 
-use crate::send_cmd::{
-    normalise_line_ends, TlsArgs, EXIT_DELIVERY_FAILED, EXIT_NEGATIVE_ACK, EXIT_OK, EXIT_USAGE,
-};
-use crate::sender::TlsFailure;
+use crate::sender::{normalise_line_ends, TlsFailure};
 
 /// The default message: a realistic ADT^A01 v2.5 (608 bytes, enhanced mode, MSH-15 = AL).
-pub const DEFAULT_MESSAGE: &[u8] = include_bytes!("../crates/hl7-proto/tests/fixtures/adt_a01_v25.hl7");
+pub const DEFAULT_MESSAGE: &[u8] = include_bytes!("../../crates/hl7-proto/tests/fixtures/adt_a01_v25.hl7");
 
-/// How long a run lasts when neither `--messages` nor `--duration` is given.
-const DEFAULT_DURATION: Duration = Duration::from_secs(10);
 /// Largest ACK accepted; anything bigger is not an ACK of ours.
 const MAX_ACK_SIZE: usize = 64 * 1024;
 /// Bytes read per `read` call.
@@ -61,84 +54,31 @@ const MAX_CONNECT_FAILURES: u32 = 10;
 /// Time allowed for the TCP connection and the TLS handshake.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// `hl7d bench` arguments.
-#[derive(Debug, Args)]
-pub struct BenchArgs {
-    /// Listener address, HOST:PORT.
-    #[arg(long)]
+/// What to run, as plain values (`hl7d bench` builds them from its arguments).
+pub struct BenchOptions {
+    /// Listener address, `HOST:PORT` (resolved once, by [`Plan::new`]).
     pub to: String,
     /// Concurrent connections, each with one message in flight.
-    #[arg(long, short = 'c', default_value_t = 1,
-        value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub connections: u32,
-    /// Stop after this many messages in total.
-    #[arg(long, short = 'n', conflicts_with = "duration",
-        value_parser = clap::value_parser!(u64).range(1..))]
-    pub messages: Option<u64>,
-    /// Run for this long (the default, 10s, when --messages is not given either).
-    #[arg(long, short = 'd', value_parser = humantime::parse_duration)]
-    pub duration: Option<Duration>,
-    /// HL7 message to send (default: a built-in 608-byte ADT^A01 v2.5). Its MSH-10 is
-    /// replaced by a unique control id for every message; `\n` line ends become `\r`.
-    #[arg(long, value_name = "FILE")]
-    pub message: Option<PathBuf>,
-    /// A new connection (with --tls: a full TLS handshake) for every message; reports
-    /// handshakes/s.
-    #[arg(long)]
+    /// When the run ends.
+    pub stop: Stop,
+    /// The HL7 message to send; its MSH-10 is replaced by a unique control id for every
+    /// message, and `\n` line ends become `\r`.
+    pub message: Vec<u8>,
+    /// A new connection (with TLS: a full handshake) for every message.
     pub handshakes: bool,
-    /// With --handshakes: let the client resume TLS sessions instead of doing full
-    /// handshakes.
-    #[arg(long, requires = "handshakes")]
+    /// TLS: the client configuration and the name to verify; `None` = plain TCP.
+    pub tls: Option<(ClientConfig, ServerName<'static>)>,
+    /// Let the client resume TLS sessions (otherwise every handshake is a full one).
     pub tls_resumption: bool,
-    /// TLS, trust and client identity (as for `hl7d send`).
-    #[command(flatten)]
-    pub tls: TlsArgs,
     /// How long to wait for each ACK before counting an error and reconnecting.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub ack_timeout: Duration,
-    /// Client runtime threads. One leaves the other cores to a server on the same machine.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    /// Runtime threads the caller runs the plan on (shown in the report).
     pub threads: u16,
-    /// One JSON object on stdout instead of the text summary.
-    #[arg(long)]
-    pub json: bool,
-    /// No progress line on stderr (otherwise one per second).
-    #[arg(long, short = 'q')]
-    pub quiet: bool,
-}
-
-/// Runs `hl7d bench`.
-pub fn run(args: BenchArgs) -> ExitCode {
-    let runtime = if args.threads == 1 {
-        tokio::runtime::Builder::new_current_thread().enable_all().build()
-    } else {
-        tokio::runtime::Builder::new_multi_thread().worker_threads(args.threads.into()).enable_all().build()
-    };
-    let runtime = match runtime {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("hl7d bench: cannot start the runtime: {e}");
-            return ExitCode::from(EXIT_DELIVERY_FAILED);
-        }
-    };
-    let plan = match runtime.block_on(Plan::new(&args)) {
-        Ok(plan) => plan,
-        Err(e) => {
-            eprintln!("hl7d bench: {e}");
-            return ExitCode::from(EXIT_USAGE);
-        }
-    };
-    let report = runtime.block_on(bench(plan, !args.quiet));
-    if args.json {
-        println!("{}", report.to_json());
-    } else {
-        print!("{}", report.to_text());
-    }
-    ExitCode::from(report.exit_code())
 }
 
 /// Everything a run needs, checked before the first connection.
-struct Plan {
+pub struct Plan {
     /// As given, for the report and the TLS server name.
     to: String,
     /// Resolved once: a name lookup per connection would be measured too.
@@ -154,7 +94,7 @@ struct Plan {
 
 /// When a run ends.
 #[derive(Debug, Clone, Copy)]
-enum Stop {
+pub enum Stop {
     /// After this many messages in total.
     Messages(u64),
     /// After this long; messages in flight then still get their ACK.
@@ -162,39 +102,32 @@ enum Stop {
 }
 
 impl Plan {
-    async fn new(args: &BenchArgs) -> Result<Plan, String> {
-        let raw = match &args.message {
-            Some(path) => std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?,
-            None => DEFAULT_MESSAGE.to_vec(),
-        };
-        let template = Template::new(normalise_line_ends(&raw))?;
-        let tls = args.tls.client_tls(&args.to, "bench")?.map(|(mut config, name)| {
-            if !args.tls_resumption {
+    /// Checks the message (an MSH with an MSH-10 that asks for an ACK) and resolves the
+    /// address. The error is one line for the operator.
+    pub async fn new(options: BenchOptions) -> Result<Plan, String> {
+        let template = Template::new(normalise_line_ends(&options.message))?;
+        let tls = options.tls.map(|(mut config, name)| {
+            if !options.tls_resumption {
                 // Every handshake a full one: that is what --handshakes measures.
                 config.resumption = Resumption::disabled();
             }
             (TlsConnector::from(Arc::new(config)), name)
         });
-        let addr = tokio::net::lookup_host(&args.to)
+        let addr = tokio::net::lookup_host(&options.to)
             .await
-            .map_err(|e| format!("--to {}: {e}", args.to))?
+            .map_err(|e| format!("--to {}: {e}", options.to))?
             .next()
-            .ok_or_else(|| format!("--to {}: no address", args.to))?;
-        let stop = match (args.messages, args.duration) {
-            (Some(n), _) => Stop::Messages(n),
-            (None, Some(d)) => Stop::Duration(d),
-            (None, None) => Stop::Duration(DEFAULT_DURATION),
-        };
+            .ok_or_else(|| format!("--to {}: no address", options.to))?;
         Ok(Plan {
-            to: args.to.clone(),
+            to: options.to,
             addr,
-            connections: args.connections,
-            stop,
+            connections: options.connections,
+            stop: options.stop,
             template,
             tls,
-            handshakes: args.handshakes,
-            ack_timeout: args.ack_timeout,
-            threads: args.threads,
+            handshakes: options.handshakes,
+            ack_timeout: options.ack_timeout,
+            threads: options.threads,
         })
     }
 }
@@ -431,8 +364,8 @@ struct Samples {
     connect: Histogram,
 }
 
-/// Runs the plan and reports.
-async fn bench(plan: Plan, progress: bool) -> Report {
+/// Runs the plan and reports; with `progress`, one line per second on stderr.
+pub async fn run(plan: Plan, progress: bool) -> Report {
     let shared = Arc::new(Shared {
         plan,
         run_tag: run_tag(),
@@ -709,7 +642,7 @@ async fn report_progress(shared: Arc<Shared>, started: std::time::Instant, done:
 }
 
 /// The result of a run.
-struct Report {
+pub struct Report {
     to: String,
     tls: bool,
     handshakes_mode: bool,
@@ -751,8 +684,14 @@ impl Report {
         }
     }
 
-    fn error_count(&self) -> u64 {
+    /// Messages and connection attempts that failed (no ACK, wrong ACK, connection or TLS).
+    pub fn error_count(&self) -> u64 {
         self.errors.iter().map(|(_, n)| n).sum()
+    }
+
+    /// Messages answered with AE/AR/CE/CR.
+    pub fn rejected(&self) -> u64 {
+        self.rejected
     }
 
     fn per_second(&self, n: u64) -> f64 {
@@ -764,17 +703,8 @@ impl Report {
         }
     }
 
-    fn exit_code(&self) -> u8 {
-        if self.error_count() > 0 {
-            EXIT_DELIVERY_FAILED
-        } else if self.rejected > 0 {
-            EXIT_NEGATIVE_ACK
-        } else {
-            EXIT_OK
-        }
-    }
-
-    fn to_json(&self) -> serde_json::Value {
+    /// The report as one JSON object (`--json`).
+    pub fn to_json(&self) -> serde_json::Value {
         let errors: serde_json::Map<String, serde_json::Value> =
             self.errors.iter().filter(|(_, n)| *n > 0).map(|(k, n)| (k.to_string(), (*n).into())).collect();
         let mut json = serde_json::json!({
@@ -802,7 +732,8 @@ impl Report {
         json
     }
 
-    fn to_text(&self) -> String {
+    /// The report as text for a terminal.
+    pub fn to_text(&self) -> String {
         let mut out = String::new();
         let transport = if self.tls { "TLS" } else { "plaintext" };
         let mode = if self.handshakes_mode { "new connection per message" } else { "persistent" };

@@ -1,5 +1,5 @@
 //! `hl7d cert`: certificate tools for operators. Argument parsing and output formatting
-//! only; reading, inspecting and generating certificates is in [`crate::tls`].
+//! only; reading, inspecting and generating certificates is in [`hl7d::tls`].
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -8,9 +8,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-
-use crate::tls::cert::{format_time, CertSummary};
-use crate::tls::{load, pki};
+use hl7d::tls::cert::{format_time, CertSummary};
+use hl7d::tls::{load, pki};
 
 /// `hl7d cert` arguments.
 #[derive(Debug, Args)]
@@ -79,7 +78,7 @@ pub fn thumbprint(file: &Path, out: &mut dyn Write) -> anyhow::Result<()> {
             let subject = CertSummary::parse(der).map(|c| c.display_name()).unwrap_or_else(|e| e.to_string());
             writeln!(out, "# certificate {} of {total}: {subject}", i + 1)?;
         }
-        let digests = crate::tls::cert::Digests::of(der);
+        let digests = hl7d::tls::cert::Digests::of(der);
         writeln!(out, "{}", digests.sha256())?;
         writeln!(out, "{}", digests.sha1_windows())?;
     }
@@ -99,9 +98,9 @@ pub fn inspect(file: &Path, now: i64, out: &mut dyn Write) -> anyhow::Result<()>
             CertSummary::parse(der).with_context(|| format!("{}: certificate {}", file.display(), i + 1))?;
         let days = cert.days_until_expiry(now);
         let status = match cert.validity_at(now) {
-            crate::tls::cert::ValidityStatus::NotYetValid => "NOT VALID YET".to_owned(),
-            crate::tls::cert::ValidityStatus::Expired => format!("EXPIRED {} days ago", -days),
-            crate::tls::cert::ValidityStatus::Valid => format!("expires in {days} days"),
+            hl7d::tls::cert::ValidityStatus::NotYetValid => "NOT VALID YET".to_owned(),
+            hl7d::tls::cert::ValidityStatus::Expired => format!("EXPIRED {} days ago", -days),
+            hl7d::tls::cert::ValidityStatus::Valid => format!("expires in {days} days"),
         };
         let sans = if cert.sans.is_empty() { "(none)".to_owned() } else { cert.sans.join(", ") };
         writeln!(out, "  subject:      {}", cert.subject)?;
@@ -164,7 +163,7 @@ mod tests {
         assert!(lines[0].starts_with("sha256:") && lines[0].len() == 7 + 64, "{text}");
         assert_eq!(lines[1].len(), 20 * 3 - 1, "{text}");
         for line in &lines {
-            line.parse::<crate::config::Thumbprint>().unwrap();
+            line.parse::<hl7d::config::Thumbprint>().unwrap();
         }
 
         // A chain: server certificate followed by the CA.

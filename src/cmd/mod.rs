@@ -1,0 +1,57 @@
+//! The command line: one file per subcommand, each holding its clap arguments and turning
+//! them into calls of the `hl7d` library, then the results into output and an exit code.
+//!
+//! This module lives in the binary crate, not in the library: the library cannot import it,
+//! so clap stays out of the server's code by construction. Nothing here decides how a
+//! message is received, stored or answered; that is the library's.
+
+pub mod bench;
+pub mod cert;
+pub mod check_config;
+pub mod messages;
+pub mod send;
+pub mod serve;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Exit code for a bad configuration (sysexits EX_CONFIG).
+pub const EXIT_CONFIG: u8 = 78;
+
+/// hl7d — a secure HL7 v2 listener (MLLP over TLS 1.2/1.3, mutual TLS, durable store, ACKs).
+#[derive(Debug, Parser)]
+#[command(name = "hl7d", version, about, long_about = None)]
+pub struct Cli {
+    /// Log output format (overrides `[log] format`).
+    #[arg(long, global = true, value_enum)]
+    pub log_format: Option<LogFormat>,
+
+    /// Subcommand to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the listener (without --config: the embedded default profile).
+    Serve(serve::ServeArgs),
+    /// Validate a configuration file without starting anything.
+    CheckConfig(check_config::CheckConfigArgs),
+    /// Send HL7 messages to an MLLP listener and check their ACKs.
+    Send(send::SendArgs),
+    /// Certificate tools: thumbprint, inspect, dev-pki.
+    Cert(cert::CertArgs),
+    /// List, show and export stored messages.
+    Messages(messages::MessagesArgs),
+    /// Load generator for an MLLP listener.
+    Bench(bench::BenchArgs),
+}
