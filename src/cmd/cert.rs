@@ -163,7 +163,7 @@ mod tests {
         assert!(lines[0].starts_with("sha256:") && lines[0].len() == 7 + 64, "{text}");
         assert_eq!(lines[1].len(), 20 * 3 - 1, "{text}");
         for line in &lines {
-            line.parse::<hl7d::config::Thumbprint>().unwrap();
+            line.parse::<hl7d::tls::thumbprint::Thumbprint>().unwrap();
         }
 
         // A chain: server certificate followed by the CA.

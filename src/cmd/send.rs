@@ -14,9 +14,9 @@ use hl7_proto::batch;
 use hl7_proto::charset::Charset;
 use hl7_proto::hex;
 use hl7_proto::mllp::Framing;
-use hl7d::config::Thumbprint;
 use hl7d::sender::tls::{client_config, server_name, ClientTlsOptions};
 use hl7d::sender::{normalise_line_ends, Client, ClientOptions, Delivery, DeliveryFailed};
+use hl7d::tls::thumbprint::Thumbprint;
 use rustls::pki_types::ServerName;
 use rustls::ClientConfig;
 

@@ -16,7 +16,7 @@ use sha1::Sha1;
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
-use crate::config::Thumbprint;
+use crate::tls::thumbprint::Thumbprint;
 
 /// How the client decides to trust the server, and who it is.
 #[derive(Debug, Clone, Default)]

@@ -14,7 +14,7 @@ use thiserror::Error;
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 use x509_parser::public_key::PublicKey;
 
-use crate::config::Thumbprint;
+use super::thumbprint::Thumbprint;
 
 /// Seconds in a day, for "days until expiry".
 const DAY_SECS: i64 = 24 * 60 * 60;

@@ -20,7 +20,8 @@
 //! - `refusal.rs`: why a connection was refused, and its audit line;
 //! - `reload.rs`: each listener's live settings and mutual-TLS connections, reload, expiry;
 //! - `verifier.rs`, `load.rs`, `cert.rs`, `pki.rs`: client-certificate approval, reading
-//!   PEM files, certificate facts (and the one expiry policy), certificate generation.
+//!   PEM files, certificate facts (and the one expiry policy), certificate generation;
+//! - `thumbprint.rs`: a certificate's thumbprint as configured and shown (`sha256:…`).
 
 mod accept;
 pub mod cert;
@@ -30,6 +31,7 @@ pub mod pki;
 mod refusal;
 mod reload;
 mod server_config;
+pub mod thumbprint;
 pub mod verifier;
 
 pub use accept::{Accepted, Session, TlsConnection};

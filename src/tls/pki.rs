@@ -21,7 +21,7 @@ use tracing::{info, warn};
 
 use super::cert::{CertSummary, Digests};
 use super::load;
-use crate::config::Thumbprint;
+use super::thumbprint::Thumbprint;
 use crate::private_files;
 
 /// Organisation name written into every generated certificate, so that no one mistakes

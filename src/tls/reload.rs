@@ -20,7 +20,8 @@ use super::cert::ClientCert;
 use super::cert::{self, CertSummary, ExpiryNotice};
 use super::load::TlsError;
 use super::server_config::{provider, TlsState};
-use crate::config::{Config, Thumbprint, TlsConfig, Transport};
+use super::thumbprint::Thumbprint;
+use crate::config::{Config, TlsConfig, Transport};
 use crate::metrics::ListenerCertificates;
 
 /// What a successful reload changed.

@@ -21,7 +21,7 @@ use x509_parser::public_key::PublicKey;
 use super::cert::{CertSummary, ClientCert, Digests, ValidityStatus};
 use super::load::{self, TlsError};
 use super::refusal::RefusalReason;
-use crate::config::Thumbprint;
+use super::thumbprint::Thumbprint;
 
 /// The smallest RSA client key accepted, in bits. Smaller keys are refused as
 /// `client_key_too_weak` (the crypto provider could not check their signature anyway).
