@@ -65,9 +65,8 @@ pub struct BenchOptions {
     pub connections: u32,
     /// When the run ends.
     pub stop: Stop,
-    /// The HL7 message to send; its MSH-10 is replaced by a unique control id for every
-    /// message, and `\n` line ends become `\r`.
-    pub message: Vec<u8>,
+    /// The HL7 message to send, checked.
+    pub template: Template,
     /// A new connection (with TLS: a full handshake) for every message.
     pub handshakes: bool,
     /// TLS: the client configuration and the name to verify; `None` = plain TCP.
@@ -105,10 +104,8 @@ pub enum Stop {
 }
 
 impl Plan {
-    /// Checks the message (an MSH with an MSH-10 that asks for an ACK) and resolves the
-    /// address. The error is one line for the operator.
+    /// Resolves the address; the error is one line for the operator.
     pub async fn new(options: BenchOptions) -> Result<Plan, String> {
-        let template = Template::new(normalise_line_ends(&options.message))?;
         let tls = options.tls.map(|(mut config, name)| {
             if !options.tls_resumption {
                 // Every handshake a full one: that is what --handshakes measures.
@@ -126,7 +123,7 @@ impl Plan {
             addr,
             connections: options.connections,
             stop: options.stop,
-            template,
+            template: options.template,
             tls,
             handshakes: options.handshakes,
             ack_timeout: options.ack_timeout,
@@ -135,17 +132,20 @@ impl Plan {
     }
 }
 
-/// The message to send, with the place of its MSH-10.
+/// The message to send, with the place of its MSH-10: every message sent is a copy with a
+/// unique control id there.
 #[derive(Debug)]
-struct Template {
+pub struct Template {
     message: Vec<u8>,
     /// Byte range of MSH-10 in `message` (may be empty).
     control_id: Range<usize>,
 }
 
 impl Template {
-    /// Checks that the message has an MSH with a tenth field and asks for an ACK.
-    fn new(message: Vec<u8>) -> Result<Template, String> {
+    /// Checks that the message has an MSH with a tenth field and asks for an ACK. `\n` and
+    /// `\r\n` line ends become `\r` first.
+    pub fn new(message: &[u8]) -> Result<Template, String> {
+        let message = normalise_line_ends(message);
         let parsed = Message::parse(&message).map_err(|e| format!("--message: {e}"))?;
         let msh = Msh::new(&parsed);
         if !ack::wants_accept_ack(&msh, Outcome::Accepted) {
@@ -783,7 +783,7 @@ mod tests {
 
     #[test]
     fn template_finds_msh10_and_rewrites_only_it() {
-        let template = Template::new(DEFAULT_MESSAGE.to_vec()).unwrap();
+        let template = Template::new(DEFAULT_MESSAGE).unwrap();
         assert_eq!(&template.message[template.control_id.clone()], b"MSG00001");
         let mut ids = ControlIds::new("TAG", 3);
         let mut out = Vec::new();
@@ -803,31 +803,28 @@ mod tests {
 
     #[test]
     fn template_handles_last_field_and_custom_separator() {
-        let template = Template::new(b"MSH#^~\\&#A#B#C#D#2026##ADT^A01#ID9".to_vec()).unwrap();
+        let template = Template::new(b"MSH#^~\\&#A#B#C#D#2026##ADT^A01#ID9").unwrap();
         assert_eq!(&template.message[template.control_id.clone()], b"ID9");
-        let template =
-            Template::new(b"\r\nMSH|^~\\&|A|B|C|D|2026||ADT^A01||P|2.5\rPID|1\r".to_vec()).unwrap();
+        let template = Template::new(b"\r\nMSH|^~\\&|A|B|C|D|2026||ADT^A01||P|2.5\rPID|1\r").unwrap();
         assert!(template.control_id.is_empty());
         assert_eq!(&template.message[template.control_id.start - 1..template.control_id.start + 2], b"||P");
     }
 
     #[test]
     fn template_refuses_messages_that_cannot_be_benchmarked() {
-        assert!(Template::new(b"PID|1\r".to_vec()).is_err());
-        let short = Template::new(b"MSH|^~\\&|A|B|C|D|2026||ADT^A01\r".to_vec()).unwrap_err();
+        assert!(Template::new(b"PID|1\r").is_err());
+        let short = Template::new(b"MSH|^~\\&|A|B|C|D|2026||ADT^A01\r").unwrap_err();
         assert!(short.contains("MSH-10"), "{short}");
-        let no_ack =
-            Template::new(b"MSH|^~\\&|A|B|C|D|2026||ADT^A01|X1|P|2.5|||NE|NE\r".to_vec()).unwrap_err();
+        let no_ack = Template::new(b"MSH|^~\\&|A|B|C|D|2026||ADT^A01|X1|P|2.5|||NE|NE\r").unwrap_err();
         assert!(no_ack.contains("MSH-15 = NE"), "{no_ack}");
         // ER answers only failures: every accepted message would time out waiting for its ACK.
-        let error_only =
-            Template::new(b"MSH|^~\\&|A|B|C|D|2026||ADT^A01|X1|P|2.5|||ER|NE\r".to_vec()).unwrap_err();
+        let error_only = Template::new(b"MSH|^~\\&|A|B|C|D|2026||ADT^A01|X1|P|2.5|||ER|NE\r").unwrap_err();
         assert!(error_only.contains("MSH-15 = ER"), "{error_only}");
         for wanted in [&b"|||AL|NE"[..], b"|||SU|NE", b""] {
             let mut raw = b"MSH|^~\\&|A|B|C|D|2026||ADT^A01|X1|P|2.5".to_vec();
             raw.extend_from_slice(wanted);
             raw.push(b'\r');
-            assert!(Template::new(raw).is_ok(), "{}", wanted.escape_ascii());
+            assert!(Template::new(&raw).is_ok(), "{}", wanted.escape_ascii());
         }
     }
 

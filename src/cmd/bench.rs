@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
-use hl7d::bench::{self, BenchOptions, Plan, Report, Stop, DEFAULT_MESSAGE};
+use hl7d::bench::{self, BenchOptions, Plan, Report, Stop, Template, DEFAULT_MESSAGE};
 
 use super::send::{TlsArgs, EXIT_DELIVERY_FAILED, EXIT_NEGATIVE_ACK, EXIT_OK, EXIT_USAGE};
 
@@ -95,12 +95,12 @@ pub fn run(args: BenchArgs) -> ExitCode {
     ExitCode::from(exit_code(&report))
 }
 
-/// The arguments as plain values: the message read, the TLS client configured.
+/// The arguments as plain values: the message read and checked, the TLS client configured.
 fn options(args: &BenchArgs) -> Result<BenchOptions, String> {
-    let message = match &args.message {
-        Some(path) => std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?,
-        None => DEFAULT_MESSAGE.to_vec(),
-    };
+    let template = match &args.message {
+        Some(path) => Template::new(&std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?),
+        None => Template::new(DEFAULT_MESSAGE),
+    }?;
     let tls = args.tls.client_tls(&args.to, "bench")?;
     let stop = match (args.messages, args.duration) {
         (Some(n), _) => Stop::Messages(n),
@@ -111,7 +111,7 @@ fn options(args: &BenchArgs) -> Result<BenchOptions, String> {
         to: args.to.clone(),
         connections: args.connections,
         stop,
-        message,
+        template,
         handshakes: args.handshakes,
         tls,
         tls_resumption: args.tls_resumption,
