@@ -15,7 +15,7 @@
 //! - `error.rs`: [`ConfigError`] and the [`Problem`]s it lists, each naming its [`Section`];
 //! - `raw.rs`: the file as serde reads it (strings with their spans, unknown keys refused);
 //! - `validate/`: raw → typed, every problem collected (`listener.rs`: one `[[listener]]`);
-//! - `units.rs`: durations, sizes and hex bytes as written in the file.
+//! - `units.rs`: durations and sizes as written in the file.
 //!
 //! New sections (routes, PostgreSQL, console) get files of their own instead of growing
 //! these: the typed struct in `config/<section>.rs` (re-exported here), its serde struct in
