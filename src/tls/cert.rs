@@ -312,7 +312,7 @@ mod tests {
 
     #[test]
     fn digests_match_known_vectors() {
-        // SHA-256("test") and SHA-1("test"): the thumbprints used in config.rs's examples.
+        // SHA-256("test") and SHA-1("test"): the thumbprints used in the config tests' examples.
         let digests = Digests::of(b"test");
         assert_eq!(
             digests.sha256().to_string(),
