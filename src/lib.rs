@@ -1,8 +1,8 @@
 //! hl7d: a secure HL7 v2 listener.
 //!
 //! The server's parts: [`listener`] (accept loop, one task per connection), [`tls`],
-//! [`store`], [`config`], [`admin`], [`metrics`], [`audit`], [`expiry`] and [`logging`], put
-//! together by [`serve`]. Beside them the clients: [`sender`] (the MLLP client of `hl7d send`
+//! [`store`], [`config`], [`admin`], [`metrics`], [`audit`], [`expiry`], [`logging`] and
+//! [`private_files`], put together by [`serve`]. Beside them the clients: [`sender`] (the MLLP client of `hl7d send`
 //! and the tests) and [`mod@bench`] (the load generator). The command line is not here: it is the
 //! binary's `cmd/` module, which this library cannot import, so no argument parser reaches
 //! the server's code.
