@@ -16,12 +16,12 @@ use toml::Spanned;
 use super::Builder;
 use crate::config::error::{listener_section, Section};
 use crate::config::raw::{RawFraming, RawListener, RawSize, RawTls};
-use crate::config::units::{format_size, parse_size, DAY, HOUR, KIB, MIB, MINUTE, SECOND};
-use crate::config::{
+use crate::config::types::{
     ClientAuth, ListenerConfig, TlsConfig, TlsVersion, Transport, DEFAULT_DUPLICATE_WINDOW,
     DEFAULT_FRAME_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_WRITE_TIMEOUT,
 };
+use crate::config::units::{format_size, parse_size, DAY, HOUR, KIB, MIB, MINUTE, SECOND};
 use crate::tls::thumbprint::Thumbprint;
 
 const MIN_MESSAGE_SIZE: usize = KIB;

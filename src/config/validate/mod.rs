@@ -15,11 +15,11 @@ use toml::Spanned;
 
 use super::error::{listener_section, ConfigError, Problem, Section};
 use super::raw::{locate_section, RawAdmin, RawAudit, RawConfig, RawLog, RawStore};
-use super::units::{parse_duration, DAY, MINUTE};
-use super::{
+use super::types::{
     AdminConfig, AuditConfig, Config, ListenerConfig, LogConfig, LogFormat, LogLevel, StoreConfig,
     SyslogConfig, DEFAULT_ADMIN_LISTEN, DEFAULT_CERT_EXPIRY_WARNING, DEFAULT_STORE_PATH,
 };
+use super::units::{parse_duration, DAY, MINUTE};
 
 const RETENTION_BOUNDS: (Duration, Duration) = (MINUTE, Duration::from_secs(36_500 * 24 * 60 * 60));
 const CERT_EXPIRY_WARNING_BOUNDS: (Duration, Duration) = (DAY, Duration::from_secs(365 * 24 * 60 * 60));
@@ -405,8 +405,8 @@ mod tests {
 
     use super::*;
     use crate::config::testing::{lab, parse_err, parse_ok};
+    use crate::config::types::{ClientAuth, TlsVersion, Transport, DEFAULT_HANDSHAKE_TIMEOUT};
     use crate::config::units::HOUR;
-    use crate::config::{ClientAuth, TlsVersion, Transport, DEFAULT_HANDSHAKE_TIMEOUT};
 
     /// The `[[listener]]` example of issue 3, verbatim.
     const ISSUE_3_EXAMPLE: &str = r#"

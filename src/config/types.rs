@@ -1,0 +1,357 @@
+//! The typed configuration: what the rest of hl7d reads once the file has been checked
+//! (`validate/` builds it), with the default of every key.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use hl7_proto::ack::AckPolicy;
+use hl7_proto::charset::Charset;
+use hl7_proto::mllp::Framing;
+use ipnet::IpNet;
+
+use super::units::MIB;
+use crate::tls::thumbprint::Thumbprint;
+
+/// Default `[store] path`.
+pub const DEFAULT_STORE_PATH: &str = "hl7d-data";
+/// Default `[admin] listen` when an `[admin]` table is present without `listen`.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9275";
+/// Default `idle_timeout`: 30 minutes.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// Default `frame_timeout`: 60 seconds from a frame's first byte to its end.
+pub const DEFAULT_FRAME_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default `write_timeout`: 30 seconds to write one ACK.
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default `duplicate_window`: 24 hours.
+pub const DEFAULT_DUPLICATE_WINDOW: Duration = Duration::from_secs(24 * 60 * 60);
+/// Default `[listener.tls] handshake_timeout`: 10 seconds.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default `max_message_size`: 1 MiB.
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = MIB;
+/// Default `max_connections`.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 100;
+/// Default `[log] cert_expiry_warning`: 30 days.
+pub const DEFAULT_CERT_EXPIRY_WARNING: Duration = Duration::from_secs(30 * 24 * 60 * 60);
+/// The whole configuration of one hl7d process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// `[store]`: where received messages are kept.
+    pub store: StoreConfig,
+    /// `[admin]`: the health/metrics endpoint; `None` (no `[admin]` table) = off.
+    pub admin: Option<AdminConfig>,
+    /// `[log]`: log format and level.
+    pub log: LogConfig,
+    /// `[audit]`: where the audit trail goes besides the log; `None` (no `[audit]` table) =
+    /// audit events appear in the log only.
+    pub audit: Option<AuditConfig>,
+    /// `[[listener]]`: one or more listener profiles, in file order, names and ports unique.
+    pub listeners: Vec<ListenerConfig>,
+    /// Things that are allowed but probably unintended (e.g. an idle timeout below one
+    /// minute). Not printed here: the caller logs them at start-up and `check-config`
+    /// shows them.
+    pub warnings: Vec<String>,
+}
+
+/// `[store]`: the message store.
+///
+/// Durability (`fsync`) is deliberately not configurable: a positive ACK always means the
+/// message is on disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// Data directory (`path`, default `hl7d-data`). [`Config::load`] resolves a relative
+    /// path against the config file's directory.
+    pub path: PathBuf,
+    /// Delete messages older than this (`retention`); `None` keeps them forever.
+    pub retention: Option<Duration>,
+}
+
+/// `[admin]`: the HTTP endpoint for `/live`, `/ready` and `/metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdminConfig {
+    /// Address to bind (`listen`, default 127.0.0.1:9275).
+    pub listen: SocketAddr,
+}
+
+/// `[log]`: how the process logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogConfig {
+    /// `format`: `human` (default) or `json`.
+    pub format: LogFormat,
+    /// `level`: the most verbose level logged (default `info`).
+    pub level: LogLevel,
+    /// `cert_expiry_warning`: the daily certificate check warns about a server or approved
+    /// client certificate that expires within this time (default 30 days).
+    pub cert_expiry_warning: Duration,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::default(),
+            level: LogLevel::default(),
+            cert_expiry_warning: DEFAULT_CERT_EXPIRY_WARNING,
+        }
+    }
+}
+
+/// `[audit]`: the audit trail's own sinks (at least one of them is set).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditConfig {
+    /// `file`: append-only JSON-lines file. [`Config::load`] resolves a relative path
+    /// against the config file's directory.
+    pub file: Option<PathBuf>,
+    /// `syslog` (with `syslog_ca`): an RFC 5424 collector over TCP or TLS.
+    pub syslog: Option<SyslogConfig>,
+}
+
+/// Where audit events are sent as RFC 5424 syslog messages (RFC 6587 octet counting).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyslogConfig {
+    /// Host name or IP address of the collector (resolved at each connect).
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// `tls://`: RFC 5425 syslog over TLS; `tcp://`: plain TCP.
+    pub tls: bool,
+    /// `syslog_ca`: CA bundle that the collector's certificate must chain to (`tls://`
+    /// only); `None` = the system's trusted roots.
+    pub ca: Option<PathBuf>,
+}
+
+/// `[log] format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// One readable line per event (`human`).
+    #[default]
+    Human,
+    /// One JSON object per line (`json`).
+    Json,
+}
+
+/// `[log] level`, least to most verbose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub enum LogLevel {
+    /// `error`
+    Error,
+    /// `warn`
+    Warn,
+    /// `info` (default)
+    #[default]
+    Info,
+    /// `debug`: adds one line per message (never segment contents).
+    Debug,
+    /// `trace`
+    Trace,
+}
+
+impl LogLevel {
+    /// The level as written in the config file, e.g. `"info"` (also the `tracing` filter
+    /// directive for that level).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
+        }
+    }
+}
+
+/// One `[[listener]]` profile: a port with its own transport, limits and message policies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerConfig {
+    /// `name`: unique, 1–64 characters of `[A-Za-z0-9_.-]`; appears in logs, metrics and
+    /// the store.
+    pub name: String,
+    /// `listen`: address to bind. Port 0 lets the OS choose (tests).
+    pub listen: SocketAddr,
+    /// TLS (`[listener.tls]`) or, only with `plaintext = true`, plain TCP.
+    pub transport: Transport,
+    /// `ack`: when to answer (`msh` follows MSH-15/MSH-16, `always`, `never`).
+    pub ack: AckPolicy,
+    /// `encoding`: character set used when MSH-18 is empty (or always, with
+    /// `force_encoding`).
+    pub encoding: Charset,
+    /// `force_encoding`: ignore MSH-18 and always use `encoding`.
+    pub force_encoding: bool,
+    /// `idle_timeout`: close a connection that sends nothing for this long.
+    pub idle_timeout: Duration,
+    /// `frame_timeout`: longest time from a frame's first byte to its end sequence, so a
+    /// peer cannot hold a connection open by trickling one frame (slowloris).
+    pub frame_timeout: Duration,
+    /// `write_timeout`: longest time to write one ACK before the connection is dropped.
+    pub write_timeout: Duration,
+    /// `max_message_size`: largest frame payload in bytes (1 KiB ..= 64 MiB).
+    pub max_message_size: usize,
+    /// `max_connections`: concurrent connections on this listener (1 ..= 100 000).
+    pub max_connections: usize,
+    /// `allow_ips`: networks allowed to connect (host bits cleared); empty = any. Use
+    /// [`ListenerConfig::allows`] rather than matching these directly.
+    pub allow_ips: Vec<IpNet>,
+    /// `[listener.framing]`: MLLP start and end bytes.
+    pub framing: Framing,
+    /// `lenient_framing`: end a frame at the first end byte (`0x1C`) without waiting for
+    /// the rest of the end sequence (`0x0D`); maps to the decoder's `lenient_end`.
+    pub lenient_framing: bool,
+    /// `duplicate_window`: how long a resent message (same sender, MSH-10 control id and
+    /// bytes) is recognised as a duplicate; `None` (`"0"`) disables duplicate detection.
+    pub duplicate_window: Option<Duration>,
+}
+
+/// How a listener talks to its peers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transport {
+    /// Plain TCP: only with `plaintext = true` and no `[listener.tls]` table.
+    Plaintext,
+    /// TLS 1.2/1.3 per the `[listener.tls]` table.
+    Tls(TlsConfig),
+}
+
+/// `[listener.tls]`: typed TLS settings. Certificates are not read here; the TLS module
+/// loads the files named by these paths.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// `cert`: PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// `key`: PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// `min_version`: lowest TLS version offered (`"1.2"` default, or `"1.3"`).
+    pub min_version: TlsVersion,
+    /// `handshake_timeout`: a handshake not finished in this time is dropped.
+    pub handshake_timeout: Duration,
+    /// `client_auth` with `client_thumbprints` and `client_ca`.
+    pub client_auth: ClientAuth,
+}
+
+/// `[listener.tls] min_version`. TLS 1.0 and 1.1 cannot be configured at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub enum TlsVersion {
+    /// `"1.2"` (default): TLS 1.2 and 1.3.
+    #[default]
+    Tls12,
+    /// `"1.3"`: TLS 1.3 only.
+    Tls13,
+}
+
+/// Client-certificate authentication of one TLS listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// `client_auth = "none"`: no client certificate is requested; one offered is ignored.
+    None,
+    /// `client_auth = "required"`: the client must present a valid certificate whose
+    /// thumbprint is listed (and, with `ca`, that chains to that CA).
+    Required {
+        /// `client_thumbprints`: approved certificates; never empty, no duplicates.
+        thumbprints: Vec<Thumbprint>,
+        /// `client_ca`: optional CA bundle the client chain must also verify against.
+        ca: Option<PathBuf>,
+    },
+}
+impl Config {
+    /// The listener called `name`, if any.
+    pub fn listener(&self, name: &str) -> Option<&ListenerConfig> {
+        self.listeners.iter().find(|listener| listener.name == name)
+    }
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig { path: PathBuf::from(DEFAULT_STORE_PATH), retention: None }
+    }
+}
+
+impl ListenerConfig {
+    /// A plaintext listener with every other setting at its default: for tests and
+    /// programmatic set-ups that build a config without a file.
+    pub fn plaintext(name: impl Into<String>, listen: SocketAddr) -> ListenerConfig {
+        ListenerConfig {
+            name: name.into(),
+            listen,
+            transport: Transport::Plaintext,
+            ack: AckPolicy::Msh,
+            encoding: Charset::Utf8,
+            force_encoding: false,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            frame_timeout: DEFAULT_FRAME_TIMEOUT,
+            write_timeout: DEFAULT_WRITE_TIMEOUT,
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            allow_ips: Vec::new(),
+            framing: Framing::DEFAULT,
+            lenient_framing: false,
+            duplicate_window: Some(DEFAULT_DUPLICATE_WINDOW),
+        }
+    }
+
+    /// Whether a peer at `ip` may connect: `allow_ips` is empty, or one of its networks
+    /// contains `ip`.
+    ///
+    /// An IPv4 rule also matches the IPv4-mapped IPv6 form of its addresses
+    /// (`::ffff:10.1.2.3`), which is how a dual-stack `[::]` socket reports IPv4 peers, and
+    /// an IPv4-mapped IPv6 rule matches the plain IPv4 peer.
+    pub fn allows(&self, ip: IpAddr) -> bool {
+        if self.allow_ips.is_empty() {
+            return true;
+        }
+        let canonical = ip.to_canonical();
+        let mapped = match ip {
+            IpAddr::V4(v4) => Some(IpAddr::V6(v4.to_ipv6_mapped())),
+            IpAddr::V6(_) => None,
+        };
+        self.allow_ips.iter().any(|net| {
+            net.contains(&ip)
+                || net.contains(&canonical)
+                || mapped.is_some_and(|mapped| net.contains(&mapped))
+        })
+    }
+
+    /// The TLS settings, or `None` for a plaintext listener.
+    pub fn tls(&self) -> Option<&TlsConfig> {
+        match &self.transport {
+            Transport::Plaintext => None,
+            Transport::Tls(tls) => Some(tls),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    use super::*;
+
+    #[test]
+    fn allows_v4_v6_cidr_and_v4_mapped() {
+        let mut listener = ListenerConfig::plaintext("lab", "0.0.0.0:2575".parse().unwrap());
+        let v4 = |a, b, c, d| IpAddr::V4(Ipv4Addr::new(a, b, c, d));
+        let v6 = |text: &str| IpAddr::V6(text.parse::<Ipv6Addr>().unwrap());
+
+        // Empty list: anyone.
+        assert!(listener.allows(v4(203, 0, 113, 9)));
+        assert!(listener.allows(v6("2001:db8::1")));
+
+        listener.allow_ips = ["10.0.0.0/8", "192.168.1.7/32", "2001:db8::/32", "::1/128"]
+            .iter()
+            .map(|net| net.parse().unwrap())
+            .collect();
+        assert!(listener.allows(v4(10, 200, 3, 4)));
+        assert!(listener.allows(v4(192, 168, 1, 7)));
+        assert!(!listener.allows(v4(192, 168, 1, 8)));
+        assert!(!listener.allows(v4(11, 0, 0, 1)));
+        assert!(listener.allows(v6("2001:db8:ffff::1")));
+        assert!(!listener.allows(v6("2001:db9::1")));
+        assert!(listener.allows(v6("::1")));
+        assert!(!listener.allows(v4(127, 0, 0, 1)));
+        // IPv4 peers seen through a dual-stack socket.
+        assert!(listener.allows(v6("::ffff:10.1.2.3")));
+        assert!(listener.allows(v6("::ffff:192.168.1.7")));
+        assert!(!listener.allows(v6("::ffff:11.1.2.3")));
+
+        // An IPv4-mapped rule matches the plain IPv4 peer too.
+        listener.allow_ips = vec!["::ffff:172.16.0.0/108".parse().unwrap()];
+        assert!(listener.allows(v4(172, 16, 5, 5)));
+        assert!(!listener.allows(v4(172, 32, 0, 1)));
+    }
+}
