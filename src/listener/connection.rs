@@ -22,13 +22,12 @@ use tokio::time::{timeout, timeout_at, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::deadlines::{Close, Deadlines, Handled, Limits, Read, MAX_JUNK_RUN};
 use super::Profile;
 use crate::store::{Appended, MessageStore, NewMessage};
 
 /// Bytes read per `read` call.
 const READ_CHUNK: usize = 16 * 1024;
-/// Bytes outside frames tolerated in a row before the peer is judged not to speak MLLP.
-const MAX_JUNK_RUN: u64 = 64 * 1024;
 
 /// Why a connection ended (logged with the connection summary).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,6 +97,16 @@ impl std::fmt::Display for CloseReason {
     }
 }
 
+impl From<Close> for CloseReason {
+    fn from(close: Close) -> CloseReason {
+        match close {
+            Close::Idle(silence) => CloseReason::Idle(silence),
+            Close::FrameTimeout(limit) => CloseReason::FrameTimeout(limit),
+            Close::TooMuchJunk(bytes) => CloseReason::TooMuchJunk(bytes),
+        }
+    }
+}
+
 /// Counters for one connection, logged when it closes.
 #[derive(Debug, Default, Clone)]
 pub struct ConnectionStats {
@@ -157,34 +166,34 @@ struct Connection {
 }
 
 impl Connection {
+    /// Reads, hands the frames to `drain_frames`, and closes when the deadlines say so. Only
+    /// the I/O and the clock are here: every rule about when to close lives in [`Deadlines`].
     async fn run<S>(&mut self, stream: &mut S, shutdown: &CancellationToken) -> CloseReason
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let profile = self.profile.clone();
-        let limits = &profile.config;
+        let limits = Limits {
+            idle_timeout: self.profile.config.idle_timeout,
+            frame_timeout: self.profile.config.frame_timeout,
+            max_junk_run: MAX_JUNK_RUN,
+        };
+        let mut deadlines = Deadlines::new(limits, Instant::now().into_std());
         let mut buf = vec![0u8; READ_CHUNK];
-        let mut last_activity = Instant::now();
-        let mut frame_started: Option<Instant> = None;
         loop {
-            let deadline = match frame_started {
-                Some(start) => start + limits.frame_timeout,
-                None => last_activity + limits.idle_timeout,
-            };
+            let deadline = Instant::from_std(deadlines.deadline());
             let read = tokio::select! {
                 biased;
                 // Between frames, shutdown closes at once; inside a frame, the message in
                 // flight is read to its end and acknowledged first.
-                _ = shutdown.cancelled(), if frame_started.is_none() => return CloseReason::Shutdown,
+                _ = shutdown.cancelled(), if !deadlines.in_frame() => return CloseReason::Shutdown,
                 read = timeout_at(deadline, stream.read(&mut buf)) => read,
             };
             let n = match read {
-                Err(_elapsed) => {
-                    return match frame_started {
-                        Some(_) => CloseReason::FrameTimeout(limits.frame_timeout),
-                        None => CloseReason::Idle(last_activity.elapsed()),
-                    };
-                }
+                Err(_elapsed) => match deadlines.check(Instant::now().into_std()) {
+                    Some(close) => return close.into(),
+                    // The timer fired before the deadline: wait for the rest.
+                    None => continue,
+                },
                 Ok(Err(e)) => return CloseReason::Io(e.to_string()),
                 Ok(Ok(0)) => {
                     return if self.decoder.is_mid_frame() {
@@ -204,31 +213,31 @@ impl Connection {
                     return reason;
                 }
             }
-            let (junk_before, frames_before) =
-                (self.decoder.junk_bytes(), self.stats.accepted + self.stats.refused);
+            let (junk_before, frames_before) = (self.decoder.junk_bytes(), self.frames_handled());
             self.decoder.push(chunk);
             if let Err(reason) = self.drain_frames(stream).await {
                 return reason;
             }
-            let junk_run = self.decoder.junk_bytes() - self.junk_at_last_frame;
-            if junk_run > MAX_JUNK_RUN {
-                return CloseReason::TooMuchJunk(junk_run);
-            }
-            // Time spent on the store and on writing ACKs is ours, not the peer's: after a
-            // frame was handled, the idle and frame deadlines count from now.
-            let handled = self.stats.accepted + self.stats.refused != frames_before;
-            let now = if handled { Instant::now() } else { read_at };
-            // Bytes between frames (keep-alive CR/LF, NUL) are not traffic: a peer that only
-            // trickles those is idle, or it could hold a connection slot for ever.
-            if handled || self.decoder.junk_bytes() - junk_before < n as u64 {
-                last_activity = now;
-            }
-            frame_started = match (self.decoder.is_mid_frame(), frame_started) {
-                (true, Some(start)) if !handled => Some(start),
-                (true, _) => Some(now),
-                (false, _) => None,
+            let handled = (self.frames_handled() != frames_before).then(|| Handled {
+                at: Instant::now().into_std(),
+                junk_after: self.decoder.junk_bytes() - self.junk_at_last_frame,
+            });
+            let read = Read {
+                at: read_at.into_std(),
+                len: n as u64,
+                junk: self.decoder.junk_bytes() - junk_before,
+                mid_frame: self.decoder.is_mid_frame(),
+                handled,
             };
+            if let Err(close) = deadlines.on_read(&read) {
+                return close.into();
+            }
         }
+    }
+
+    /// Frames answered or refused so far on this connection.
+    fn frames_handled(&self) -> u64 {
+        self.stats.accepted + self.stats.refused
     }
 
     /// A peer whose first non-blank byte is not the start block is not an MLLP sender; say

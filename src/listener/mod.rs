@@ -6,6 +6,7 @@
 //! accept loop or another connection.
 
 pub mod connection;
+pub mod deadlines;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
