@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hl7d::audit::AuditTrail;
@@ -340,4 +340,63 @@ pub fn read_audit(path: &Path) -> Vec<serde_json::Value> {
 
 pub fn find_line(lines: &[serde_json::Value], fields: &[(&str, &str)]) -> Option<serde_json::Value> {
     lines.iter().find(|line| fields.iter().all(|(k, v)| line[*k].as_str() == Some(*v))).cloned()
+}
+
+/// Log lines of this test. `#[tokio::test]` runs every task on the test's own thread, so a
+/// thread-local subscriber sees the server's events and no other test's.
+pub struct Logs {
+    buffer: Arc<Mutex<Vec<u8>>>,
+    _guard: tracing::subscriber::DefaultGuard,
+}
+
+#[derive(Clone)]
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Capture {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
+    type Writer = Capture;
+
+    fn make_writer(&'a self) -> Capture {
+        self.clone()
+    }
+}
+
+impl Logs {
+    pub fn capture() -> Logs {
+        let buffer = Arc::new(Mutex::new(Vec::new()));
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .with_writer(Capture(buffer.clone()))
+            .finish();
+        Logs { buffer, _guard: tracing::subscriber::set_default(subscriber) }
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.buffer.lock().unwrap()).into_owned()
+    }
+
+    /// Lines containing every one of `parts`.
+    pub fn count(&self, parts: &[&str]) -> usize {
+        self.text().lines().filter(|line| parts.iter().all(|part| line.contains(part))).count()
+    }
+
+    /// Waits (bounded) for a line containing every one of `parts`.
+    pub async fn wait_for(&self, parts: &[&str]) {
+        let deadline = Instant::now() + WAIT;
+        while self.count(parts) == 0 {
+            assert!(Instant::now() < deadline, "no log line with {parts:?} in:\n{}", self.text());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
 }

@@ -23,7 +23,9 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
-use crate::support::{self, expect_closed, fixture, msa, read_frame, send, tempdir, tls_client_config, WAIT};
+use crate::support::{
+    self, expect_closed, fixture, msa, read_frame, send, tempdir, tls_client_config, Logs, WAIT,
+};
 
 /// Upper bound of one whole test.
 const TEST_LIMIT: Duration = Duration::from_secs(60);
@@ -600,64 +602,5 @@ impl MessageStore for Recorder {
     fn append(&self, message: NewMessage) -> BoxFuture<'_, Result<Appended, StoreError>> {
         self.thumbprints.lock().unwrap().push(message.client_thumbprint.clone());
         Box::pin(std::future::ready(Ok(Appended::New)))
-    }
-}
-
-/// Log lines of this test. `#[tokio::test]` runs every task on the test's own thread, so a
-/// thread-local subscriber sees the server's events and no other test's.
-struct Logs {
-    buffer: Arc<Mutex<Vec<u8>>>,
-    _guard: tracing::subscriber::DefaultGuard,
-}
-
-#[derive(Clone)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Capture {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
-    type Writer = Capture;
-
-    fn make_writer(&'a self) -> Capture {
-        self.clone()
-    }
-}
-
-impl Logs {
-    fn capture() -> Logs {
-        let buffer = Arc::new(Mutex::new(Vec::new()));
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::DEBUG)
-            .with_ansi(false)
-            .with_writer(Capture(buffer.clone()))
-            .finish();
-        Logs { buffer, _guard: tracing::subscriber::set_default(subscriber) }
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.buffer.lock().unwrap()).into_owned()
-    }
-
-    /// Lines containing every one of `parts`.
-    fn count(&self, parts: &[&str]) -> usize {
-        self.text().lines().filter(|line| parts.iter().all(|part| line.contains(part))).count()
-    }
-
-    /// Waits (bounded) for a line containing every one of `parts`.
-    async fn wait_for(&self, parts: &[&str]) {
-        let deadline = Instant::now() + WAIT;
-        while self.count(parts) == 0 {
-            assert!(Instant::now() < deadline, "no log line with {parts:?} in:\n{}", self.text());
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
     }
 }
