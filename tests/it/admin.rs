@@ -80,7 +80,6 @@ async fn ready_is_503_until_the_listeners_run_then_200_and_reload_answers() {
         assert_eq!(http(at, "GET", "/ready").await.0, 503);
         server.shutdown(WAIT).await;
         admin.stop().await;
-        let _ = std::fs::remove_dir_all(&dir);
     })
     .await;
 }
@@ -196,7 +195,6 @@ async fn metrics_count_traffic_refusals_closes_and_store_commits() {
         server.shutdown(WAIT).await;
         admin.stop().await;
         drop(store);
-        let _ = std::fs::remove_dir_all(&dir);
     })
     .await;
 }
@@ -327,7 +325,6 @@ async fn every_refusal_kind_has_an_audit_line_and_tls_metrics_move() {
         drop(first);
         server.shutdown(WAIT).await;
         admin.stop().await;
-        let _ = std::fs::remove_dir_all(&dir);
     })
     .await;
 }
@@ -338,27 +335,29 @@ async fn every_refusal_kind_has_an_audit_line_and_tls_metrics_move() {
 #[test]
 fn serve_end_to_end_with_admin_and_audit_file() {
     let dir = tempdir("admin-serve");
-    let admin_port = free_port();
-    let listen_port = free_port();
     let audit_file = dir.join("audit.jsonl");
-    let config = format!(
-        "[store]\npath = \"data\"\n[admin]\nlisten = \"127.0.0.1:{admin_port}\"\n\
-         [log]\nlevel = \"warn\"\n[audit]\nfile = \"audit.jsonl\"\n\
-         [[listener]]\nname = \"adm-proc\"\nlisten = \"127.0.0.1:{listen_port}\"\nplaintext = true\n"
-    );
+    // Port 0 for both: the bound ports are read from the log.
+    let config = "[store]\npath = \"data\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+         [audit]\nfile = \"audit.jsonl\"\n\
+         [[listener]]\nname = \"adm-proc\"\nlisten = \"127.0.0.1:0\"\nplaintext = true\n";
     std::fs::write(dir.join("hl7d.toml"), config).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_hl7d"))
         .args(["serve", "--config"])
         .arg(dir.join("hl7d.toml"))
+        // The log at info (it names the bound ports) except the audit target, which the
+        // log then shows only from warn; the audit trail must still get every audit event.
+        .env("RUST_LOG", "info,audit=warn")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .expect("start hl7d serve");
     let pid = child.id().to_string();
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let admin: SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
+    let log = ChildLog::read(child.stderr.take().unwrap());
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let admin = log.addr("admin endpoint");
+        let listener = log.addr("listening");
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         runtime.block_on(bounded(async {
             // Ready once the store is open and the listener bound.
             let deadline = Instant::now() + Duration::from_secs(20);
@@ -369,7 +368,7 @@ fn serve_end_to_end_with_admin_and_audit_file() {
                 assert!(Instant::now() < deadline, "hl7d never became ready");
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            let mut conn = TcpStream::connect(("127.0.0.1", listen_port)).await.unwrap();
+            let mut conn = TcpStream::connect(listener).await.unwrap();
             send(&mut conn, &fixture("adt_a04_v231_original_mode.hl7")).await;
             assert_eq!(msa(&read_frame(&mut conn).await).0, "AA");
             drop(conn);
@@ -387,11 +386,7 @@ fn serve_end_to_end_with_admin_and_audit_file() {
     }));
     signal("TERM", &pid);
     let status = wait_exit(&mut child, Duration::from_secs(30));
-    let mut stderr = String::new();
-    if let Some(mut pipe) = child.stderr.take() {
-        use std::io::Read;
-        let _ = pipe.read_to_string(&mut stderr);
-    }
+    let stderr = log.finish();
     if let Err(panic) = outcome {
         eprintln!("hl7d stderr:\n{stderr}");
         std::panic::resume_unwind(panic);
@@ -404,11 +399,11 @@ fn serve_end_to_end_with_admin_and_audit_file() {
     }
     assert_eq!(events.first(), Some(&"start"), "{events:?}");
     assert_eq!(events.last(), Some(&"stop"), "{events:?}");
-    // `[log] level = "warn"` does not thin out the audit trail, and the log stays quiet.
+    // The log's filter does not thin out the audit trail: the audit-only line is not in the
+    // log, and it is in the trail (checked above).
     assert!(!stderr.contains("connection opened"), "{stderr}");
     let raw = std::fs::read_to_string(&audit_file).unwrap();
     assert!(!raw.contains("NGUYEN") && !raw.contains("CTRL-20261105"), "{raw}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -548,9 +543,52 @@ fn unix_now() -> f64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64()
 }
 
-/// A port that was free a moment ago (the OS does not hand it out again at once).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+/// The stderr of a child `hl7d serve`, read line by line on a thread of its own (so the
+/// child never blocks on a full pipe).
+struct ChildLog {
+    lines: std::sync::mpsc::Receiver<String>,
+    seen: std::cell::RefCell<Vec<String>>,
+    reader: std::thread::JoinHandle<()>,
+}
+
+impl ChildLog {
+    fn read(stderr: std::process::ChildStderr) -> ChildLog {
+        use std::io::BufRead;
+        let (tx, lines) = std::sync::mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        ChildLog { lines, seen: Default::default(), reader }
+    }
+
+    /// The address logged with `message` (waiting for the line, bounded).
+    fn addr(&self, message: &str) -> SocketAddr {
+        let found = |seen: &[String]| seen.iter().find_map(|line| support::logged_addr(line, message));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(addr) = found(&self.seen.borrow()) {
+                return addr;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => self.seen.borrow_mut().push(line),
+                Err(_) => panic!(
+                    "hl7d logged no {message:?} line with an address:\n{}",
+                    self.seen.borrow().join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Everything the child wrote, once it has exited.
+    fn finish(self) -> String {
+        let _ = self.reader.join();
+        let mut seen = self.seen.into_inner();
+        seen.extend(self.lines.try_iter());
+        seen.join("\n")
+    }
 }
 
 fn signal(name: &str, pid: &str) {

@@ -25,7 +25,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use crate::support::{fixture, frame, tempdir, write_key, AuditCapture, WAIT};
+use crate::support::{fixture, frame, tempdir, write_key, AuditCapture, TestDir, WAIT};
 
 /// Upper bound of one whole test.
 const TEST_LIMIT: Duration = Duration::from_secs(60);
@@ -111,7 +111,7 @@ async fn an_rsa_client_key_under_2048_bits_has_its_own_refusal_reason() {
 
 /// A CA and a server certificate for localhost in a temp dir.
 struct Site {
-    dir: PathBuf,
+    dir: TestDir,
     ca: Ca,
 }
 
@@ -161,12 +161,6 @@ impl Site {
                 .with_root_certificates(roots)
                 .with_client_cert_resolver(identity);
         Arc::new(config)
-    }
-}
-
-impl Drop for Site {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

@@ -10,7 +10,6 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -689,7 +688,7 @@ fn tls10_client_hello() -> Vec<u8> {
 
 /// A CA, a server certificate for localhost in a temp dir, and a client trusting the CA.
 struct TestTls {
-    dir: PathBuf,
+    dir: TestDir,
     client: Arc<ClientConfig>,
 }
 
@@ -739,11 +738,5 @@ impl TestTls {
             client.write_tls(&mut out).unwrap();
         }
         out
-    }
-}
-
-impl Drop for TestTls {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

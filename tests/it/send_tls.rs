@@ -1,6 +1,5 @@
 //! `hl7d send` over TLS: trust by CA file or pin, mutual TLS, and the reason for each refusal.
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
@@ -10,7 +9,7 @@ use hl7d::tls::pki::{Ca, CertKind, Issued, Validity};
 use crate::support::*;
 
 struct Files {
-    dir: PathBuf,
+    dir: TestDir,
     server: Issued,
     client: Issued,
 }

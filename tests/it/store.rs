@@ -6,9 +6,9 @@ use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use hl7d::store::{
     Appended, BoxFuture, ConnectionSetup, Filter, MessageStore, NewMessage, Reader, SqliteOptions,
@@ -18,34 +18,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::support::*;
-
-/// A directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let unique = format!(
-            "hl7d-it-{name}-{}-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed),
-            SystemTime::now().duration_since(UNIX_EPOCH).unwrap().subsec_nanos()
-        );
-        let path = std::env::temp_dir().join(unique);
-        std::fs::create_dir_all(&path).unwrap();
-        TempDir(path)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// An original-mode message (AA/AE) with this control id.
 fn original(control_id: &str) -> Vec<u8> {
@@ -93,7 +65,7 @@ fn write_config(dir: &Path, store: &Path, listen: SocketAddr) -> PathBuf {
 
 #[tokio::test]
 async fn messages_round_trip_through_list_show_and_export() {
-    let tmp = TempDir::new("roundtrip");
+    let tmp = tempdir("roundtrip");
     let store_dir = tmp.path().join("data");
     let store = open_store(&store_dir);
     let server = start_with_store(vec![plain("lab")], store.clone()).await;
@@ -198,7 +170,7 @@ async fn messages_round_trip_through_list_show_and_export() {
 
 #[tokio::test]
 async fn a_resent_message_is_stored_once_and_acknowledged_each_time() {
-    let tmp = TempDir::new("duplicate");
+    let tmp = tempdir("duplicate");
     let store = open_store(tmp.path());
     let server = start_with_store(vec![plain("lab")], store.clone()).await;
     let addr = server.local_addr("lab").unwrap();
@@ -237,7 +209,7 @@ async fn a_resent_message_is_stored_once_and_acknowledged_each_time() {
 
 #[tokio::test]
 async fn duplicate_window_zero_stores_every_copy() {
-    let tmp = TempDir::new("window0");
+    let tmp = tempdir("window0");
     let store = open_store(tmp.path());
     let mut listener = plain("lab");
     listener.duplicate_window = None;
@@ -268,7 +240,7 @@ impl MessageStore for FlakyStore {
 
 #[tokio::test]
 async fn a_failing_store_gives_error_acks_and_recovers() {
-    let tmp = TempDir::new("flaky");
+    let tmp = tempdir("flaky");
     let inner = open_store(tmp.path());
     let store = Arc::new(FlakyStore { inner: inner.clone(), failing: AtomicBool::new(true) });
     let server = start_with_store(vec![plain("lab")], store.clone()).await;
@@ -332,7 +304,7 @@ impl SizeCap {
 #[tokio::test]
 async fn a_full_database_gives_error_acks_then_recovers_without_restart() {
     // The file-system variant is the next test.
-    let tmp = TempDir::new("full");
+    let tmp = tempdir("full");
     let cap = Arc::new(SizeCap::default());
     let store = cap.open_store(tmp.path(), 8);
     let server = start_with_store(vec![plain("lab")], store.clone()).await;
@@ -373,12 +345,12 @@ async fn a_full_database_gives_error_acks_then_recovers_without_restart() {
 }
 
 /// A small tmpfs mounted for one test; unmounted on drop.
-struct SmallFs(TempDir);
+struct SmallFs(TestDir);
 
 impl SmallFs {
     /// `None` when this process may not mount (not root, or no CAP_SYS_ADMIN in a container).
     fn mount(size: &str) -> Option<SmallFs> {
-        let dir = TempDir::new("tmpfs");
+        let dir = tempdir("tmpfs");
         let status = Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
             .arg(dir.path())
@@ -461,7 +433,26 @@ async fn a_full_file_system_gives_error_acks_then_recovers_without_restart() {
 /// `HL7D_CRASH_SEED=<seed>` replays the same moments.
 struct Rng(u64);
 
+/// The environment variable that replays a crash test run.
+const CRASH_SEED: &str = "HL7D_CRASH_SEED";
+
 impl Rng {
+    /// Seeded from [`CRASH_SEED`] when set (a non-zero integer), else fresh for every run.
+    fn from_env_or_fresh() -> Rng {
+        use std::hash::{BuildHasher, Hasher};
+        let seed = match std::env::var(CRASH_SEED) {
+            Ok(text) => text
+                .trim()
+                .parse()
+                .ok()
+                .filter(|&seed| seed != 0)
+                .unwrap_or_else(|| panic!("{CRASH_SEED}={text:?}: expected a non-zero integer")),
+            // Randomly keyed per process by the standard library; never 0 (xorshift's fixed point).
+            Err(_) => std::collections::hash_map::RandomState::new().build_hasher().finish() | 1,
+        };
+        Rng(seed)
+    }
+
     fn next(&mut self, below: u64) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
@@ -509,13 +500,10 @@ async fn sender(addr: SocketAddr, prefix: String, enhanced_mode: bool, acked: Ar
 async fn sigkill_under_load_loses_no_acknowledged_message() {
     const ROUNDS: usize = 6;
     const SENDERS: usize = 8;
-    let seed = std::env::var("HL7D_CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64 | 1);
-    eprintln!("crash test seed {seed}");
-    let mut rng = Rng(seed);
-    let tmp = TempDir::new("crash");
+    let mut rng = Rng::from_env_or_fresh();
+    let seed = rng.0;
+    eprintln!("crash test seed {seed} (replay: {CRASH_SEED}={seed} cargo test --test it sigkill_under_load)");
+    let tmp = tempdir("crash");
     let store = tmp.path().join("data");
     let started = Instant::now();
     let mut all_acked: Vec<String> = Vec::new();
@@ -537,7 +525,7 @@ async fn sigkill_under_load_loses_no_acknowledged_message() {
             tokio::time::timeout(WAIT, sender).await.expect("sender ends after the kill").unwrap();
         }
         let acked = std::mem::take(&mut *acked.lock().unwrap());
-        assert!(!acked.is_empty(), "round {round}: no message acknowledged in {kill_after:?}");
+        assert!(!acked.is_empty(), "seed {seed}, round {round}: no message acknowledged in {kill_after:?}");
         eprintln!("round {round}: killed after {kill_after:?}; {} acknowledged", acked.len());
         all_acked.extend(acked);
 

@@ -127,68 +127,95 @@ pub fn msa(ack: &[u8]) -> (String, String) {
     (fields.get(1).unwrap_or(&"").to_string(), fields.get(2).unwrap_or(&"").to_string())
 }
 
-/// A fresh directory under the system temp dir, unique per call.
-pub fn tempdir(label: &str) -> std::path::PathBuf {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "hl7d-it-{label}-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A fresh directory under the system temp dir (mode 0700), removed when dropped.
+pub fn tempdir(label: &str) -> TestDir {
+    TestDir(
+        tempfile::Builder::new().prefix(&format!("hl7d-it-{label}-")).tempdir().expect("create a temp dir"),
+    )
 }
 
-/// A child `hl7d serve` (the real binary) with a plaintext listener named `lab` on a free
-/// loopback port and its store in `store`; killed when dropped, so a failing test never
-/// leaves a server running.
+/// A [`tempfile::TempDir`] that derefs to its path, so it is used like one.
+pub struct TestDir(tempfile::TempDir);
+
+impl TestDir {
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl std::ops::Deref for TestDir {
+    type Target = Path;
+
+    fn deref(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl AsRef<Path> for TestDir {
+    fn as_ref(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+/// The address a log line reports in its `addr=` field, if the line contains `message`.
+/// `hl7d serve` logs the bound address of each listener ("listening") and of the admin
+/// endpoint, so tests can ask for port 0 and read the port from there.
+pub fn logged_addr(line: &str, message: &str) -> Option<SocketAddr> {
+    if !line.contains(message) {
+        return None;
+    }
+    let (_, rest) = line.split_once(" addr=")?;
+    rest.split_whitespace().next()?.trim_matches('"').parse().ok()
+}
+
+/// A child `hl7d serve` (the real binary) with a plaintext listener named `lab` on a
+/// loopback port of the OS's choosing and its store in `store`; killed when dropped, so a
+/// failing test never leaves a server running.
 pub struct ServeProcess {
     pub child: std::process::Child,
     pub addr: SocketAddr,
 }
 
 impl ServeProcess {
-    /// Starts it and waits for its "listening" line; retries with another port when the
-    /// chosen one was taken meanwhile.
+    /// Starts it on port 0 and waits for its "listening" line, which names the bound port.
     pub fn start(dir: &std::path::Path, store: &std::path::Path) -> ServeProcess {
         use std::io::{BufRead, BufReader};
         use std::process::{Command, Stdio};
-        for _attempt in 0..5 {
-            let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-            let config = dir.join("hl7d.toml");
-            let text = format!(
-                "[store]\npath = {store:?}\n\n[[listener]]\nname = \"lab\"\nlisten = \"{addr}\"\nplaintext = true\n"
-            );
-            std::fs::write(&config, text).unwrap();
-            let mut child = Command::new(env!("CARGO_BIN_EXE_hl7d"))
-                .args(["serve", "--config"])
-                .arg(&config)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("spawn hl7d serve");
-            let (ready, listening) = std::sync::mpsc::channel();
-            let stderr = child.stderr.take().unwrap();
-            let wanted = addr.to_string();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stderr).lines() {
-                    let Ok(line) = line else { break };
-                    if line.contains("listening") && line.contains(&wanted) {
-                        let _ = ready.send(());
-                    }
+        let config = dir.join("hl7d.toml");
+        let text = format!(
+            "[store]\npath = {store:?}\n\n[[listener]]\nname = \"lab\"\nlisten = \"127.0.0.1:0\"\nplaintext = true\n"
+        );
+        std::fs::write(&config, text).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_hl7d"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn hl7d serve");
+        let (found, listening) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        // Keeps reading (and echoing to the test's output) until the process ends, so that
+        // the child never blocks on a full pipe.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                eprintln!("hl7d serve: {line}");
+                if let Some(addr) = logged_addr(&line, "listening") {
+                    let _ = found.send(addr);
                 }
-            });
-            if listening.recv_timeout(WAIT).is_ok() {
-                return ServeProcess { child, addr };
             }
-            // The port was taken meanwhile, or start-up failed: try another.
-            let _ = child.kill();
-            let _ = child.wait();
+        });
+        match listening.recv_timeout(WAIT) {
+            Ok(addr) => ServeProcess { child, addr },
+            Err(_) => {
+                let _ = child.kill();
+                let status = child.wait();
+                panic!("hl7d serve logged no \"listening\" line within {WAIT:?} (exit: {status:?})");
+            }
         }
-        panic!("hl7d serve did not start on any of 5 ports");
     }
 
     /// Sends a signal by name (`TERM`, `HUP`, …).
@@ -391,11 +418,16 @@ impl Logs {
         self.text().lines().filter(|line| parts.iter().all(|part| line.contains(part))).count()
     }
 
-    /// Waits (bounded) for a line containing every one of `parts`.
+    /// Waits (bounded, on tokio's clock, so that a paused test fails fast) for a line
+    /// containing every one of `parts`.
     pub async fn wait_for(&self, parts: &[&str]) {
-        let deadline = Instant::now() + WAIT;
+        let deadline = tokio::time::Instant::now() + WAIT;
         while self.count(parts) == 0 {
-            assert!(Instant::now() < deadline, "no log line with {parts:?} in:\n{}", self.text());
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no log line with {parts:?} in:\n{}",
+                self.text()
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }

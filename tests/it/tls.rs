@@ -6,7 +6,7 @@
 use std::future::Future;
 use std::io::Write as _;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -440,7 +440,7 @@ async fn s_client(addr: SocketAddr, ca: &Path, version_flag: &str) -> SClientRun
 
 /// A CA, a server certificate for localhost in `dir`, and client certificates on demand.
 struct Pki {
-    dir: PathBuf,
+    dir: support::TestDir,
     ca: Ca,
     server: Issued,
 }
@@ -487,12 +487,6 @@ impl Pki {
         versions: &[&'static SupportedProtocolVersion],
     ) -> Arc<ClientConfig> {
         tls_client_config(&self.ca, client, versions)
-    }
-}
-
-impl Drop for Pki {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
