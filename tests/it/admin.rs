@@ -26,7 +26,7 @@ use tokio_rustls::TlsConnector;
 
 use crate::support::{
     self, expect_closed, find_line, fixture, msa, plain, read_audit, read_frame, send, tempdir,
-    tls_client_config, AuditCapture, WAIT,
+    tls_client_config, AuditCapture, TestServer, WAIT,
 };
 
 /// Upper bound of one whole test.
@@ -97,10 +97,8 @@ async fn metrics_count_traffic_refusals_closes_and_store_commits() {
         fenced.allow_ips = vec!["10.0.0.0/8".parse().unwrap()];
         let mut single = plain("adm-single");
         single.max_connections = 1;
-        let mut idle = plain("adm-idle");
-        idle.idle_timeout = Duration::from_secs(1);
         let store_dyn: Arc<dyn MessageStore> = store.clone();
-        let server = support::start_with_store(vec![traffic, fenced, single, idle], store_dyn).await;
+        let server = support::start_with_store(vec![traffic, fenced, single], store_dyn).await;
 
         // Traffic: AA, the same again (duplicate, AA), not HL7 (AR), too large (AR).
         let mut conn = TcpStream::connect(server.local_addr("adm-traffic").unwrap()).await.unwrap();
@@ -178,23 +176,67 @@ async fn metrics_count_traffic_refusals_closes_and_store_commits() {
         .await;
         assert_eq!(metric(&scrape, "hl7d_connections_open", &[("listener", "adm-single")]), Some(1.0));
 
-        // Idle close.
-        let mut quiet = TcpStream::connect(server.local_addr("adm-idle").unwrap()).await.unwrap();
-        send(&mut quiet, &message).await;
-        read_frame(&mut quiet).await;
-        expect_closed(&mut quiet).await;
-        wait_metric(
-            at,
-            "hl7d_connections_closed_total",
-            &[("listener", "adm-idle"), ("reason", "idle")],
-            1.0,
-        )
-        .await;
-
         drop(first);
         server.shutdown(WAIT).await;
         admin.stop().await;
         drop(store);
+    })
+    .await;
+}
+
+/// Each timeout and the junk limit close a connection under its own `reason` label. On
+/// tokio's paused clock, so the timeouts cost no real time.
+#[tokio::test(start_paused = true)]
+async fn closes_are_counted_by_reason() {
+    bounded(async {
+        let admin = Admin::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let at = admin.local_addr();
+        let mut idle = plain("adm-close-idle");
+        idle.idle_timeout = Duration::from_secs(1);
+        let mut stalled = plain("adm-close-frame");
+        stalled.frame_timeout = Duration::from_secs(1);
+        let junk = plain("adm-close-junk");
+        let mut server = TestServer::start(vec![idle, stalled, junk]).await;
+
+        // Silent after one message: closed by the idle timeout.
+        let mut quiet = server.connect("adm-close-idle").await;
+        send(&mut quiet, &fixture("adt_a04_v231_original_mode.hl7")).await;
+        read_frame(&mut quiet).await;
+        expect_closed(&mut quiet).await;
+        // Half a frame: closed by the frame timeout.
+        let mut half = server.connect("adm-close-frame").await;
+        half.write_all(b"\x0bMSH|^~\\&|half a message").await.unwrap();
+        expect_closed(&mut half).await;
+        // A frame, then more than 64 KiB of bytes outside any frame.
+        let mut noisy = server.connect("adm-close-junk").await;
+        send(&mut noisy, &fixture("adt_a04_v231_original_mode.hl7")).await;
+        read_frame(&mut noisy).await;
+        let _ = noisy.write_all(&vec![b'\n'; 65 * 1024]).await;
+        expect_closed(&mut noisy).await;
+
+        for (listener, reason) in
+            [("adm-close-idle", "idle"), ("adm-close-frame", "frame_timeout"), ("adm-close-junk", "junk")]
+        {
+            let scrape = wait_metric(
+                at,
+                "hl7d_connections_closed_total",
+                &[("listener", listener), ("reason", reason)],
+                1.0,
+            )
+            .await;
+            // And under no other reason.
+            let closed: f64 = scrape
+                .lines()
+                .filter(|line| {
+                    line.starts_with("hl7d_connections_closed_total{")
+                        && line.contains(&format!("listener=\"{listener}\""))
+                })
+                .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
+                .sum();
+            assert_eq!(closed, 1.0, "{listener}:\n{scrape}");
+        }
+        server.stop().await;
+        admin.stop().await;
     })
     .await;
 }

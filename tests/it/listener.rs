@@ -1,4 +1,7 @@
 //! The listener over plain TCP: ordering, reconnects, framing, ACK policies, limits, shutdown.
+//!
+//! Tests that wait for a timeout run on tokio's paused clock (`start_paused`): real loopback
+//! I/O, but the clock moves only when every task waits, straight to the next timer.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,6 +11,7 @@ use hl7_proto::mllp::Framing;
 use hl7d::store::{Appended, BoxFuture, MessageStore, NewMessage, StoreError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
+use tokio::time::Instant;
 
 use crate::support::*;
 
@@ -78,7 +82,8 @@ async fn large_message_in_many_writes() {
 }
 
 /// What the listener answers to each MSH-15 sample under each policy on success.
-#[tokio::test]
+// Paused: "nothing written" means nothing by the time the server had nothing left to do.
+#[tokio::test(start_paused = true)]
 async fn ack_policies_against_msh15() {
     let cases: &[(&str, &str, [Option<&str>; 3])] = &[
         // file, control id, [msh, always, never]
@@ -229,32 +234,58 @@ async fn not_mllp_is_closed_at_once() {
     assert_eq!(msa(&read_frame(&mut conn).await).0, "AA");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn idle_connection_is_closed_and_the_sender_can_reconnect() {
+    const IDLE: Duration = Duration::from_secs(1);
+    let logs = Logs::capture();
     let mut l = plain("lab");
-    l.idle_timeout = Duration::from_secs(1);
+    l.idle_timeout = IDLE;
     let server = TestServer::start(vec![l]).await;
     let mut conn = server.connect("lab").await;
+    let peer = conn.local_addr().unwrap();
     send(&mut conn, &numbered(1)).await;
     read_frame(&mut conn).await;
-    let started = tokio::time::Instant::now();
+    // Half the idle time later, a second message: the idle time counts from that one, not
+    // from the first or from the connect.
+    tokio::time::sleep(IDLE / 2).await;
+    let started = Instant::now();
+    send(&mut conn, &numbered(2)).await;
+    read_frame(&mut conn).await;
     expect_closed(&mut conn).await;
     let waited = started.elapsed();
-    assert!(waited >= Duration::from_millis(900), "closed after {waited:?}, before the idle timeout");
+    assert!(waited >= IDLE, "closed {waited:?} after the message, before the idle timeout");
+    assert!(waited < 2 * IDLE, "closed only {waited:?} after the message");
+    logs.wait_for(&["connection closed", &format!("peer={peer}"), "reason=idle for"]).await;
     let mut again = server.connect("lab").await;
-    send(&mut again, &numbered(2)).await;
-    assert_eq!(msa(&read_frame(&mut again).await).1, "N2");
+    send(&mut again, &numbered(3)).await;
+    assert_eq!(msa(&read_frame(&mut again).await).1, "N3");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn stalled_frame_is_closed_by_the_frame_timeout() {
+    const FRAME: Duration = Duration::from_secs(1);
+    let logs = Logs::capture();
     let mut l = plain("lab");
-    l.frame_timeout = Duration::from_secs(1);
+    l.frame_timeout = FRAME;
+    // Far longer: only the frame timeout can end this connection in time.
+    l.idle_timeout = Duration::from_secs(60);
     let server = TestServer::start(vec![l]).await;
     let mut conn = server.connect("lab").await;
+    let peer = conn.local_addr().unwrap();
+    send(&mut conn, &numbered(1)).await;
+    read_frame(&mut conn).await;
+    // Half the frame time later, half a frame: the frame time counts from its first byte,
+    // not from the message before or from the connect.
+    tokio::time::sleep(FRAME / 2).await;
+    let started = Instant::now();
     conn.write_all(b"\x0bMSH|^~\\&|half a message").await.unwrap();
     expect_closed(&mut conn).await;
-    assert_eq!(server.store.accepted(), 0);
+    let waited = started.elapsed();
+    assert!(waited >= FRAME, "closed {waited:?} after the frame began, before the frame timeout");
+    assert!(waited < 2 * FRAME, "closed only {waited:?} after the frame began");
+    logs.wait_for(&["connection closed", &format!("peer={peer}"), "reason=frame not completed within 1s"])
+        .await;
+    assert_eq!(server.store.accepted(), 1);
 }
 
 #[tokio::test]
@@ -347,7 +378,8 @@ async fn several_listeners_in_one_process_keep_their_own_policies() {
     assert_eq!(msa(&read_frame(&mut conn).await), ("AR".into(), "U16".into()));
 }
 
-#[tokio::test]
+// Paused: each sleep lasts until the server has done all it can with what it was sent.
+#[tokio::test(start_paused = true)]
 async fn graceful_shutdown_finishes_the_message_in_flight() {
     let mut server = TestServer::start(vec![plain("lab")]).await;
     let mut idle = server.connect("lab").await;

@@ -105,7 +105,8 @@ async fn dropped_connection_before_the_ack_is_retried() {
     assert_eq!(delivery.ack.unwrap().code, AckCode::ApplicationAccept);
 }
 
-#[tokio::test]
+// Paused clock: the client's ACK timeouts cost no real time.
+#[tokio::test(start_paused = true)]
 async fn a_mismatched_ack_is_never_taken() {
     let addr = fake_listener(|_, _| Some(ack_for("AA", "SOMEONE-ELSE"))).await;
     let mut client = Client::new(ClientOptions { retries: 1, ..quick(addr.to_string()) });

@@ -47,15 +47,24 @@ impl TestServer {
         self.server.as_ref().unwrap().local_addr(name).expect("listener exists")
     }
 
-    /// Connects to the named listener.
+    /// Connects to the named listener (Nagle off, see [`connect_nodelay`]).
     pub async fn connect(&self, name: &str) -> TcpStream {
-        TcpStream::connect(self.addr(name)).await.expect("connect")
+        connect_nodelay(self.addr(name)).await.expect("connect")
     }
 
     /// Graceful shutdown; returns the number of abandoned connections.
     pub async fn stop(&mut self) -> usize {
         self.server.take().unwrap().shutdown(WAIT).await
     }
+}
+
+/// Connects with Nagle's algorithm off, as the server's own sockets are. On tokio's paused
+/// clock this matters: a small write held back by Nagle until the peer's delayed ACK (a
+/// kernel timer) looks like silence, and the clock would jump past it to the next timeout.
+pub async fn connect_nodelay(addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let stream = TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
 }
 
 /// Starts a server over any store.
@@ -400,6 +409,12 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
 
 impl Logs {
     pub fn capture() -> Logs {
+        // tracing-core caches each callsite's interest process-wide, and while exactly one
+        // dispatcher exists it asks the *current thread's* one: a parallel test without a
+        // subscriber that reaches a shared callsite first would switch it off for this
+        // test too. A second, idle dispatcher makes it ask every live one.
+        static SECOND: std::sync::OnceLock<tracing::Dispatch> = std::sync::OnceLock::new();
+        SECOND.get_or_init(|| tracing::Dispatch::new(tracing_subscriber::registry()));
         let buffer = Arc::new(Mutex::new(Vec::new()));
         let subscriber = tracing_subscriber::fmt()
             .with_max_level(tracing::Level::DEBUG)
@@ -421,11 +436,16 @@ impl Logs {
     /// Waits (bounded, on tokio's clock, so that a paused test fails fast) for a line
     /// containing every one of `parts`.
     pub async fn wait_for(&self, parts: &[&str]) {
+        self.wait_for_n(parts, 1).await;
+    }
+
+    /// Waits (bounded, as [`Logs::wait_for`]) for `n` lines containing every one of `parts`.
+    pub async fn wait_for_n(&self, parts: &[&str], n: usize) {
         let deadline = tokio::time::Instant::now() + WAIT;
-        while self.count(parts) == 0 {
+        while self.count(parts) < n {
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "no log line with {parts:?} in:\n{}",
+                "fewer than {n} log lines with {parts:?} in:\n{}",
                 self.text()
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
