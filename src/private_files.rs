@@ -173,15 +173,10 @@ mod tests {
         std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
     }
 
-    fn temp_dir(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("hl7d-private-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        dir
-    }
-
     #[test]
     fn secure_dir_creates_0700_and_tightens_an_open_directory() {
-        let base = temp_dir("dir");
+        let tmp = tempfile::tempdir().unwrap();
+        let base = tmp.path().join("dir");
         let dir = base.join("a/b");
         secure_dir(&dir).unwrap();
         assert_eq!(mode(&dir), 0o700);
@@ -191,12 +186,12 @@ mod tests {
         assert_eq!(mode(&dir), 0o700);
         std::fs::write(base.join("file"), b"x").unwrap();
         assert!(matches!(secure_dir(&base.join("file")), Err(PrivateDirError::NotADirectory { .. })));
-        std::fs::remove_dir_all(&base).unwrap();
     }
 
     #[test]
     fn write_and_secure_file_leave_0600() {
-        let dir = temp_dir("file");
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("file");
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("secret");
         std::fs::write(&path, b"old").unwrap();
@@ -216,6 +211,5 @@ mod tests {
         secure_file_if_present(&db).unwrap();
         assert_eq!(mode(&db), 0o600);
         assert_eq!(std::fs::read(&db).unwrap(), b"keep");
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -147,8 +147,8 @@ mod tests {
 
     #[test]
     fn thumbprint_and_inspect_of_a_dev_pki() {
-        let dir = std::env::temp_dir().join(format!("hl7d-cert-cmd-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("dir");
         let mut out = Vec::new();
         dev_pki(&dir, &["lab.example".to_owned()], false, &mut out).unwrap();
         let text = String::from_utf8(out).unwrap();
@@ -187,6 +187,5 @@ mod tests {
 
         let err = inspect(&dir.join("missing.pem"), 0, &mut Vec::new()).unwrap_err();
         assert!(err.to_string().starts_with("cannot read"), "{err}");
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -113,7 +113,8 @@ mod tests {
 
     #[test]
     fn load_resolves_relative_paths_against_the_config_directory() {
-        let dir = std::env::temp_dir().join(format!("hl7d-config-test-{}", std::process::id()));
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("dir");
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("hl7d.toml");
         std::fs::write(

@@ -217,7 +217,8 @@ mod tests {
 
     #[test]
     fn a_key_others_can_read_is_refused_with_the_chmod_to_run() {
-        let dir = std::env::temp_dir().join(format!("hl7d-load-key-{}", std::process::id()));
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("dir");
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("server.key");
         let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
@@ -241,6 +242,5 @@ mod tests {
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
             assert!(matches!(private_key(&path), Err(TlsError::KeyPermissions { mode: 0o644, .. })));
         }
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

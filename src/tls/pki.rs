@@ -458,15 +458,10 @@ mod tests {
 
     const DAY: i64 = 86_400;
 
-    fn temp_dir(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("hl7d-pki-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        dir
-    }
-
     #[test]
     fn local_tls_is_generated_once_and_renewed_from_the_same_ca() {
-        let dir = temp_dir("local");
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("local");
         let first = ensure_local_tls(&dir, Some("hl7-box.example")).unwrap();
         assert_eq!(first.created.len(), 4);
         let summary = CertSummary::parse(&load::certificates(&first.server_cert).unwrap()[0]).unwrap();
@@ -494,7 +489,6 @@ mod tests {
             let mode = std::fs::metadata(&third.server_key).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
         }
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// pathlen, permitted subtrees (as "DNS:name" / "IP:addr/mask") and excluded subtrees
@@ -536,7 +530,8 @@ mod tests {
     #[cfg(unix)]
     fn local_ca_is_limited_to_its_names_and_the_server_certificate_to_398_days() {
         use std::os::unix::fs::PermissionsExt;
-        let dir = temp_dir("limits");
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("limits");
         let local = ensure_local_tls(&dir, Some("hl7-box.example")).unwrap();
         let ca_der = load::certificates(&local.ca_cert).unwrap().remove(0);
         let (pathlen, permitted, excluded) = ca_constraints(&ca_der);
@@ -561,7 +556,6 @@ mod tests {
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
         ensure_local_tls(&dir, Some("hl7-box.example")).unwrap();
         assert_eq!(mode(&dir), 0o700);
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// The constraints do what they say for a client that verifies the chain (rustls).
@@ -569,7 +563,8 @@ mod tests {
     fn clients_refuse_a_certificate_from_the_local_ca_for_another_name() {
         use rustls::client::danger::ServerCertVerifier;
         use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-        let dir = temp_dir("constrained");
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("constrained");
         let local = ensure_local_tls(&dir, Some("hl7-box.example")).unwrap();
         let mut roots = rustls::RootCertStore::empty();
         roots.add(load::certificates(&local.ca_cert).unwrap().remove(0)).unwrap();
@@ -593,13 +588,13 @@ mod tests {
         let foreign = ca.issue(CertKind::Server, "bank", &names, Validity::days_from_now(30)).unwrap();
         let error = verify(&CertificateDer::from(foreign.der), "bank.example").unwrap_err();
         assert!(error.to_string().contains("NameConstraint"), "{error}");
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     #[cfg(unix)]
     fn a_server_certificate_with_less_than_30_days_left_is_renewed_at_start() {
-        let dir = temp_dir("renew");
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("renew");
         let first = ensure_local_tls(&dir, None).unwrap();
         let ca_pem = read_text(&first.ca_cert).unwrap();
         let ca = Ca::from_pem(&ca_pem, &read_text(&dir.join("ca.key")).unwrap()).unwrap();
@@ -629,35 +624,35 @@ mod tests {
         assert_eq!(read_text(&renewed.ca_cert).unwrap(), ca_pem);
         assert_eq!(server.issuer, leaf(&renewed.ca_cert).subject);
         assert_eq!(mode(&renewed.server_key), 0o600);
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn a_new_host_name_outside_the_local_ca_is_left_out_of_a_renewed_certificate() {
-        let dir = temp_dir("rename");
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("rename");
         let first = ensure_local_tls(&dir, Some("old-name.example")).unwrap();
         std::fs::remove_file(&first.server_cert).unwrap();
         let renewed = ensure_local_tls(&dir, Some("new-name.example")).unwrap();
         assert_eq!(leaf(&renewed.server_cert).sans, ["DNS:localhost", "IP:127.0.0.1", "IP:::1"]);
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     #[cfg(unix)]
     fn a_local_ca_key_that_others_can_read_is_refused() {
         use std::os::unix::fs::PermissionsExt;
-        let dir = temp_dir("ca-key-mode");
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("ca-key-mode");
         ensure_local_tls(&dir, None).unwrap();
         let ca_key = dir.join("ca.key");
         std::fs::set_permissions(&ca_key, std::fs::Permissions::from_mode(0o644)).unwrap();
         let error = ensure_local_tls(&dir, None).unwrap_err().to_string();
         assert!(error.contains(&format!("chmod 600 {}", ca_key.display())), "{error}");
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn dev_pki_refuses_to_overwrite() {
-        let dir = temp_dir("dev");
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("dev");
         let pki = dev_pki(&dir, &["lab.example".to_owned()], false).unwrap();
         assert_eq!(pki.files.len(), 7);
         assert!(pki.server_names.contains(&"lab.example".to_owned()));
@@ -670,6 +665,5 @@ mod tests {
         assert_eq!(pathlen, Some(0));
         assert_eq!(permitted[0], "DNS:localhost");
         assert_eq!(permitted.len(), 3, "{permitted:?}");
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

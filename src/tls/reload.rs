@@ -332,7 +332,8 @@ mod tests {
     /// (it used a fixed 30 days, while the daily check used the configured one).
     #[test]
     fn load_and_reload_check_expiry_against_the_configured_threshold() {
-        let dir = std::env::temp_dir().join(format!("hl7d-reload-expiry-{}", std::process::id()));
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("dir");
         std::fs::create_dir_all(&dir).unwrap();
         let ca = Ca::new("reload expiry CA", Validity::days_from_now(400)).unwrap();
         let leaf =
@@ -359,6 +360,5 @@ mod tests {
         assert_eq!(listener.check_expiry(now, days(60)), 1, "40 days left, warned 60 days ahead");
         assert_eq!(listener.check_expiry(now, days(30)), 0, "40 days left, warned 30 days ahead");
         listener.reload(&settings, days(30)).unwrap();
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }
