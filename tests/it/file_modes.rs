@@ -11,7 +11,7 @@ use std::sync::mpsc;
 
 use hl7d::store::{SqliteOptions, SqliteStore, StoreError};
 
-use crate::support::{tempdir, WAIT};
+use crate::support::{logged_addr, tempdir, WAIT};
 
 #[test]
 fn patient_data_is_private_under_umask_000() {
@@ -161,14 +161,14 @@ impl Serve {
                 }
             }
         });
+        // Built first, so that its Drop kills the child if no "listening" line comes.
         let mut serve = Serve { child, addr: String::new(), log: Vec::new() };
         while serve.addr.is_empty() {
             let Ok(line) = lines.recv_timeout(WAIT) else {
                 panic!("hl7d serve did not report listening:\n{}", serve.log.join("\n"));
             };
-            if line.contains("listening") {
-                let addr = line.split_whitespace().find_map(|word| word.strip_prefix("addr="));
-                serve.addr = addr.unwrap_or_else(|| panic!("no addr= in {line}")).to_owned();
+            if let Some(addr) = logged_addr(&line, "listening") {
+                serve.addr = addr.to_string();
             }
             serve.log.push(line);
         }
