@@ -5,13 +5,15 @@ mod cmd;
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use hl7d::config::{LogConfig, LogLevel};
 
 use cmd::{Cli, Command};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli: Cli = match cmd::parse_args() {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
     match cli.command {
         Command::Serve(args) => cmd::serve::run(&args, cli.log_format),
         Command::CheckConfig(args) => cmd::check_config::run(&args),

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use clap::Args;
 use hl7d::bench::{self, BenchOptions, Plan, Report, Stop, Template, DEFAULT_MESSAGE};
+use hl7d::sender::with_default_port;
 
 use super::send::{TlsArgs, EXIT_DELIVERY_FAILED, EXIT_NEGATIVE_ACK, EXIT_OK, EXIT_USAGE};
 
@@ -18,7 +19,7 @@ const DEFAULT_DURATION: Duration = Duration::from_secs(10);
 /// `hl7d bench` arguments.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Listener address, HOST:PORT.
+    /// Listener address, HOST:PORT (HOST alone: port 2575).
     #[arg(long)]
     pub to: String,
     /// Concurrent connections, each with one message in flight.
@@ -101,14 +102,15 @@ fn options(args: &BenchArgs) -> Result<BenchOptions, String> {
         Some(path) => Template::new(&std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?),
         None => Template::new(DEFAULT_MESSAGE),
     }?;
-    let tls = args.tls.client_tls(&args.to, "bench")?;
+    let to = with_default_port(&args.to);
+    let tls = args.tls.client_tls(&to, "bench")?;
     let stop = match (args.messages, args.duration) {
         (Some(n), _) => Stop::Messages(n),
         (None, Some(d)) => Stop::Duration(d),
         (None, None) => Stop::Duration(DEFAULT_DURATION),
     };
     Ok(BenchOptions {
-        to: args.to.clone(),
+        to,
         connections: args.connections,
         stop,
         template,

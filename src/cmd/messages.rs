@@ -294,7 +294,7 @@ fn export_file_name(message: &StoredMessage) -> String {
 
 /// Replaces control characters (except tab) with visible stand-ins: C0 controls by their
 /// Unicode control pictures (ESC → ␛), DEL by ␡, C1 controls by U+FFFD.
-fn printable(text: &str) -> String {
+pub fn printable(text: &str) -> String {
     text.chars()
         .map(|c| match c {
             '\t' => c,

@@ -12,10 +12,29 @@ pub mod messages;
 pub mod send;
 pub mod serve;
 
+use std::process::ExitCode;
+
 use clap::{Parser, Subcommand, ValueEnum};
 
 /// Exit code for a bad configuration (sysexits EX_CONFIG).
 pub const EXIT_CONFIG: u8 = 78;
+/// Exit code for a usage error: bad arguments, unreadable input (sysexits EX_USAGE). Not
+/// clap's own 2, which `send` and `bench` use for "delivery failed".
+pub const EXIT_USAGE: u8 = 64;
+
+/// Parses the command line. On a usage error clap's message goes to stderr and the exit
+/// code is [`EXIT_USAGE`]; `--help` and `--version` print to stdout and exit 0.
+pub fn parse_args() -> Result<Cli, ExitCode> {
+    Cli::try_parse().map_err(|error| {
+        // Printing can only fail when stdout/stderr is gone; the exit code still tells.
+        let _ = error.print();
+        if error.use_stderr() {
+            ExitCode::from(EXIT_USAGE)
+        } else {
+            ExitCode::SUCCESS
+        }
+    })
+}
 
 /// hl7d — a secure HL7 v2 listener (MLLP over TLS 1.2/1.3, mutual TLS, durable store, ACKs).
 #[derive(Debug, Parser)]

@@ -1,6 +1,7 @@
 //! `hl7d send`: feed files (or stdin) to any MLLP listener and check every ACK.
 //!
-//! Exit codes: 0 every message accepted (AA/CA); 1 any AE/AR/CE/CR; 2 delivery failed
+//! Exit codes: 0 every message accepted (AA/CA, or no ACK within `--error-wait` for a
+//! message whose MSH-15 asks for none on success); 1 any AE/AR/CE/CR; 2 delivery failed
 //! (timeouts, connection, TLS); 64 usage error (bad arguments, unreadable input).
 
 use std::io::{Read, Write};
@@ -15,10 +16,12 @@ use hl7_proto::charset::Charset;
 use hl7_proto::hex;
 use hl7_proto::mllp::Framing;
 use hl7d::sender::tls::{client_config, server_name, ClientTlsOptions};
-use hl7d::sender::{normalise_line_ends, Client, ClientOptions, Delivery, DeliveryFailed};
+use hl7d::sender::{normalise_line_ends, with_default_port, Client, ClientOptions, Delivery, DeliveryFailed};
 use hl7d::tls::thumbprint::Thumbprint;
 use rustls::pki_types::ServerName;
 use rustls::ClientConfig;
+
+use super::messages::printable;
 
 /// Exit code: every message accepted.
 pub const EXIT_OK: u8 = 0;
@@ -26,13 +29,13 @@ pub const EXIT_OK: u8 = 0;
 pub const EXIT_NEGATIVE_ACK: u8 = 1;
 /// Exit code: delivery failed.
 pub const EXIT_DELIVERY_FAILED: u8 = 2;
-/// Exit code: usage error.
-pub const EXIT_USAGE: u8 = 64;
+/// Exit code: usage error (the one for the whole command line).
+pub use super::EXIT_USAGE;
 
 /// `hl7d send` arguments.
 #[derive(Debug, Args)]
 pub struct SendArgs {
-    /// Listener address, HOST:PORT.
+    /// Listener address, HOST:PORT (HOST alone: port 2575).
     #[arg(long)]
     pub to: String,
     /// Files or directories (sent in name order) of HL7 messages; `-` reads stdin.
@@ -44,6 +47,10 @@ pub struct SendArgs {
     /// How long to wait for each ACK.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub ack_timeout: Duration,
+    /// For a message whose MSH-15 asks for no ACK on success (NE, ER): how long to listen
+    /// for an error ACK before counting it as accepted (0s: do not wait).
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub error_wait: Duration,
     /// Resends after a timeout or lost connection.
     #[arg(long, default_value_t = 3)]
     pub retries: u32,
@@ -68,6 +75,9 @@ pub struct SendArgs {
     /// One JSON result line per message.
     #[arg(long)]
     pub json: bool,
+    /// Print each ACK received in full, one segment per line (with --json: an `ack` array).
+    #[arg(long)]
+    pub show_ack: bool,
 }
 
 /// TLS, trust and client-identity options, shared by `hl7d send` and `hl7d bench`.
@@ -165,7 +175,8 @@ fn prepare(args: &SendArgs) -> Result<Prepared, String> {
     .map_err(|e| format!("framing: {e}"))?;
     let charset = Charset::from_config_name(&args.encoding)
         .ok_or_else(|| format!("--encoding: unknown character set {:?}", args.encoding))?;
-    let tls = args.tls.client_tls(&args.to, "send")?.map(|(config, name)| (Arc::new(config), name));
+    let to = with_default_port(&args.to);
+    let tls = args.tls.client_tls(&to, "send")?.map(|(config, name)| (Arc::new(config), name));
     let mut messages = Vec::new();
     for input in &args.inputs {
         for (name, bytes) in read_input(input)? {
@@ -176,9 +187,10 @@ fn prepare(args: &SendArgs) -> Result<Prepared, String> {
         return Err("no messages found in the inputs".into());
     }
     let options = ClientOptions {
-        to: args.to.clone(),
+        to,
         framing,
         ack_timeout: args.ack_timeout,
+        error_wait: args.error_wait,
         connect_timeout: Duration::from_secs(10),
         retries: args.retries,
         retry_delay: args.retry_delay,
@@ -247,7 +259,7 @@ async fn send_all(prepared: Prepared, args: &SendArgs) -> u8 {
                 } else {
                     negative += 1;
                 }
-                let _ = writeln!(stdout, "{}", describe(&delivery, file, args.json));
+                let _ = writeln!(stdout, "{}", describe(&delivery, file, args));
             }
             Err(failure) => {
                 resent += failure.attempts.saturating_sub(1);
@@ -282,16 +294,25 @@ async fn send_all(prepared: Prepared, args: &SendArgs) -> u8 {
     }
 }
 
-fn describe(delivery: &Delivery, file: &str, json: bool) -> String {
+/// One result line (or JSON object) for a delivered message; with `--show-ack`, followed by
+/// the ACK's segments (or with an `ack` array of them).
+fn describe(delivery: &Delivery, file: &str, args: &SendArgs) -> String {
     let latency_ms = delivery.latency.as_secs_f64() * 1000.0;
     let (code, text) = match &delivery.ack {
         Some(ack) => (ack.code.as_str(), ack.text.clone()),
-        None => ("none", "no ACK requested (MSH-15 = NE)".to_string()),
+        None => ("none", no_ack_text(delivery, args.error_wait)),
     };
-    if json {
-        serde_json::json!({"file": file, "control_id": delivery.control_id, "result": code,
-            "text": text, "attempts": delivery.attempts, "latency_ms": latency_ms})
-        .to_string()
+    let segments: Vec<String> = match (&delivery.ack, args.show_ack) {
+        (Some(ack), true) => ack.segments().iter().map(|segment| printable(segment)).collect(),
+        _ => Vec::new(),
+    };
+    if args.json {
+        let mut line = serde_json::json!({"file": file, "control_id": delivery.control_id, "result": code,
+            "text": text, "attempts": delivery.attempts, "latency_ms": latency_ms});
+        if args.show_ack {
+            line["ack"] = serde_json::json!(segments);
+        }
+        line.to_string()
     } else {
         let mut line = format!("{:<24} {code:<4} {latency_ms:>8.1} ms", delivery.control_id);
         if delivery.attempts > 1 {
@@ -299,8 +320,25 @@ fn describe(delivery: &Delivery, file: &str, json: bool) -> String {
         }
         if !text.is_empty() {
             line.push_str("  ");
-            line.push_str(&text);
+            line.push_str(&printable(&text));
+        }
+        for segment in segments {
+            line.push_str("\n    ");
+            line.push_str(&segment);
         }
         line
+    }
+}
+
+/// Why a delivered message has no ACK: it asked for none on success (MSH-15) and none came.
+fn no_ack_text(delivery: &Delivery, error_wait: Duration) -> String {
+    let asked = delivery.accept_ack.map_or("NE", |condition| condition.code());
+    if error_wait.is_zero() {
+        format!("MSH-15 = {asked}: no ACK on success; not waited for (--error-wait 0s)")
+    } else {
+        format!(
+            "MSH-15 = {asked}: no ACK on success, and no error ACK within {}",
+            humantime::format_duration(error_wait)
+        )
     }
 }

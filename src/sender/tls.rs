@@ -234,8 +234,9 @@ pub enum TlsFailure {
     /// No TLS version in common (the server wants something we do not offer, or v.v.).
     #[error("no TLS version in common with the server")]
     ProtocolVersion,
-    /// The peer did not answer in TLS: likely a plaintext port.
-    #[error("the server did not answer in TLS (plaintext port?)")]
+    /// The server is a plaintext port: it answered the hello with something other than
+    /// TLS, or closed without a word and waits for MLLP.
+    #[error("the server does not speak TLS: drop --tls")]
     NotTls,
     /// The handshake did not complete in time.
     #[error("handshake timed out")]

@@ -1,5 +1,5 @@
-//! The command line: `check-config` names the listener and key at fault; `serve` refuses a
-//! bad configuration before binding anything.
+//! The command line: usage errors exit 64; `check-config` names the listener and key at
+//! fault; `serve` refuses a bad configuration before binding anything.
 
 use std::process::Command;
 
@@ -75,4 +75,28 @@ fn serve_refuses_a_bad_config() {
     let (code, out) = hl7d(&["serve", "--config", path.to_str().unwrap()]);
     assert_eq!(code, 78, "{out}");
     assert!(out.contains("lab") && out.contains("plaintext"), "{out}");
+}
+
+/// #13 item 8: clap's usage errors exited 2, the code `send` and `bench` use for "delivery
+/// failed"; the README promises 64. `--help` and `--version` are not errors.
+#[test]
+fn usage_errors_exit_64_and_help_exits_0() {
+    for args in [
+        &["send"][..],
+        &["send", "--to", "127.0.0.1:1"],
+        &["send", "--to", "127.0.0.1:1", "--ack-timeout", "soon", "x.hl7"],
+        &["bench", "--connections", "0", "--to", "127.0.0.1:1"],
+        &["messages", "list", "--limit", "many"],
+        &["--no-such-flag"],
+        &["no-such-command"],
+        &[],
+    ] {
+        let (code, out) = hl7d(args);
+        assert_eq!(code, 64, "hl7d {args:?}: {out}");
+        assert!(!out.is_empty(), "hl7d {args:?} says why");
+    }
+    for args in [&["--help"][..], &["--version"], &["send", "--help"]] {
+        let (code, out) = hl7d(args);
+        assert_eq!(code, 0, "hl7d {args:?}: {out}");
+    }
 }

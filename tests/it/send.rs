@@ -4,6 +4,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use hl7_proto::ack::AckCode;
+use hl7d::sender::tls::{client_config, server_name, ClientTlsOptions, TlsFailure};
 use hl7d::sender::{Client, ClientOptions, SendError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -13,6 +14,7 @@ use crate::support::*;
 fn quick(to: String) -> ClientOptions {
     ClientOptions {
         ack_timeout: Duration::from_millis(500),
+        error_wait: Duration::from_millis(200),
         retries: 2,
         retry_delay: Duration::from_millis(20),
         ..ClientOptions::plain(to)
@@ -235,4 +237,141 @@ async fn batch_file_with_batch_flag() {
     assert_eq!(code, 0);
     assert_eq!(stdout.lines().count(), 3, "{stdout}");
     assert_eq!(server.store.accepted(), 3);
+}
+
+/// An enhanced-mode message whose MSH-15 is ER: the receiver answers only when it refuses.
+const ER_MESSAGE: &[u8] = b"MSH|^~\\&|A|B|C|D|20261128||ADT^A01|ER-1|P|2.5|||ER|NE\rPID|1\r";
+
+/// #13 item 7: `hl7d send` waited 30 s for an ACK that an ER message never gets, resent it
+/// three times (stored three times) and reported failure. Now silence for `--error-wait`
+/// on an open connection is acceptance, and the message is stored exactly once.
+#[tokio::test]
+async fn er_message_is_accepted_after_the_error_wait_and_stored_once() {
+    let server = TestServer::start(vec![plain("lab")]).await;
+    let to = server.addr("lab").to_string();
+    let dir = tempdir("send-er");
+    let path = dir.join("er.hl7");
+    std::fs::write(&path, ER_MESSAGE).unwrap();
+    let started = std::time::Instant::now();
+    let (code, stdout, stderr) = tokio::task::spawn_blocking(move || {
+        hl7d_send(&["--to", &to, "--json", "--error-wait", "300ms", path.to_str().unwrap()])
+    })
+    .await
+    .unwrap();
+    let took = started.elapsed();
+    assert_eq!(code, 0, "{stdout} {stderr}");
+    let line: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(line["control_id"], "ER-1");
+    assert_eq!(line["result"], "none");
+    assert_eq!(line["attempts"], 1, "{line}");
+    assert!(line["text"].as_str().unwrap().contains("MSH-15 = ER"), "{line}");
+    assert_eq!(server.store.accepted(), 1, "stored exactly once");
+    assert!(took >= Duration::from_millis(300), "listened for the error wait: {took:?}");
+    assert!(took < Duration::from_secs(10), "did not wait for the ACK timeout: {took:?}");
+}
+
+/// The other half of item 7: an ER message that is refused gets its error ACK, and that
+/// ACK is reported (not mistaken for silence).
+#[tokio::test]
+async fn an_error_ack_to_an_er_message_is_reported() {
+    let server = TestServer::start(vec![plain("lab")]).await;
+    // No MSH-10: hl7d refuses it with CR (MSA-2 empty, matching the empty control id).
+    let refused = b"MSH|^~\\&|A|B|C|D|20261128||ADT^A01||P|2.5|||ER|NE\rPID|1\r";
+    let options =
+        ClientOptions { error_wait: Duration::from_secs(5), ..quick(server.addr("lab").to_string()) };
+    let mut client = Client::new(options);
+    let started = std::time::Instant::now();
+    let delivery = client.send(refused).await.unwrap();
+    let ack = delivery.ack.expect("the CR is reported");
+    assert_eq!(ack.code, AckCode::CommitReject);
+    assert!(started.elapsed() < Duration::from_secs(5), "taken as soon as it came");
+    assert_eq!(server.store.accepted(), 0);
+    // The same connection then sends an ER message that is taken: silence, one attempt.
+    let delivery = client.send(ER_MESSAGE).await.unwrap();
+    assert!(delivery.ack.is_none());
+    assert_eq!(delivery.accept_ack, Some(hl7_proto::msh::AckCondition::ErrorOnly));
+    assert_eq!(delivery.attempts, 1);
+    assert_eq!(server.store.accepted(), 1);
+}
+
+/// A connection that closes during the error wait is not silence: the message is resent.
+#[tokio::test]
+async fn a_close_during_the_error_wait_is_not_acceptance() {
+    let addr = fake_listener(|conn, _| if conn == 0 { None } else { Some(Vec::new()) }).await;
+    let mut client = Client::new(quick(addr.to_string()));
+    let delivery = client.send(ER_MESSAGE).await.expect("taken on the second connection");
+    assert_eq!(delivery.attempts, 2);
+    assert!(delivery.ack.is_none());
+}
+
+/// `--show-ack` prints every segment of the ACK, one per line (#13 item 11).
+#[tokio::test]
+async fn show_ack_prints_the_whole_ack() {
+    let server = TestServer::start(vec![plain("lab")]).await;
+    let to = server.addr("lab").to_string();
+    let path = fixture_path("invalid_missing_control_id.hl7");
+    let (code, stdout, _) =
+        tokio::task::spawn_blocking(move || hl7d_send(&["--to", &to, "--show-ack", &path])).await.unwrap();
+    assert_eq!(code, 1, "{stdout}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(lines[0].contains("AR"), "{stdout}");
+    let segments: Vec<&str> = lines[1..].iter().map(|l| l.trim_start()).collect();
+    assert!(segments[0].starts_with("MSH|"), "{stdout}");
+    assert!(segments.iter().any(|s| s.starts_with("MSA|AR")), "{stdout}");
+    assert!(segments.iter().any(|s| s.starts_with("ERR|")), "{stdout}");
+
+    let to = server.addr("lab").to_string();
+    let path = fixture_path("adt_a01_v25.hl7");
+    let (code, stdout, _) =
+        tokio::task::spawn_blocking(move || hl7d_send(&["--to", &to, "--show-ack", "--json", &path]))
+            .await
+            .unwrap();
+    assert_eq!(code, 0, "{stdout}");
+    let line: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let ack: Vec<&str> = line["ack"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect();
+    assert_eq!(ack.len(), 2, "{line}");
+    assert!(ack[0].starts_with("MSH|") && ack[1].starts_with("MSA|CA|MSG00001"), "{line}");
+}
+
+/// A TLS server answering a plaintext MLLP frame with an alert (as rustls-based servers
+/// do): the reply itself says "TLS", no probe needed, no resend (#13 item 8).
+#[tokio::test]
+async fn a_tls_alert_in_reply_to_mllp_says_add_tls() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let mut buf = [0u8; 64];
+            let _ = conn.read(&mut buf).await;
+            let _ = conn.write_all(&hl7_proto::sniff::PROTOCOL_VERSION_ALERT).await;
+        }
+    });
+    let mut client = Client::new(quick(addr.to_string()));
+    let failed = client.send(MSG).await.expect_err("not an MLLP server");
+    assert!(matches!(failed.last, SendError::ServerSpeaksTls), "{failed}");
+    assert_eq!(failed.attempts, 1);
+    assert!(failed.to_string().contains("the server speaks TLS: add --tls"), "{failed}");
+}
+
+/// An MLLP server answering a TLS hello with an MLLP frame (a NAK for junk): the bytes say
+/// "not TLS" (#13 item 8).
+#[tokio::test]
+async fn an_mllp_reply_to_a_tls_hello_says_drop_tls() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let mut buf = [0u8; 512];
+            let _ = conn.read(&mut buf).await;
+            let _ = conn.write_all(&ack_for("AR", "")).await;
+        }
+    });
+    let config = client_config(&ClientTlsOptions { danger_insecure: true, ..Default::default() }).unwrap();
+    let to = addr.to_string();
+    let tls = Some((std::sync::Arc::new(config), server_name(&to, None).unwrap()));
+    let mut client = Client::new(ClientOptions { tls, ..quick(to) });
+    let failed = client.send(MSG).await.expect_err("not a TLS server");
+    assert!(matches!(failed.last, SendError::Tls(TlsFailure::NotTls)), "{failed}");
+    assert_eq!(failed.attempts, 1);
+    assert!(failed.to_string().contains("the server does not speak TLS: drop --tls"), "{failed}");
 }

@@ -114,7 +114,7 @@ async fn trust_by_ca_by_pin_and_the_reasons_for_refusal() {
     let plain_port = server.addr("plain").port();
     let (code, out) = send(format!("localhost:{plain_port}"), args(&["--tls", "--ca", &ca])).await;
     assert_eq!(code, 2, "{out}");
-    assert!(out.contains("tls:"), "{out}");
+    assert!(out.contains("the server does not speak TLS: drop --tls"), "{out}");
 
     // --insecure works, loudly.
     let (code, out) = send(localhost.clone(), args(&["--tls", "--insecure"])).await;
@@ -167,4 +167,54 @@ async fn mutual_tls_with_an_approved_client_certificate() {
     .await;
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("client certificate refused"), "{out}");
+}
+
+/// Runs `hl7d send --json` with the default retries (3, from 2 s) and returns the exit code,
+/// the one JSON result line, stderr and how long it took.
+async fn send_default_retries(to: String, extra: Vec<String>) -> (i32, serde_json::Value, String, Duration) {
+    let message = format!("{}/crates/hl7-proto/tests/fixtures/adt_a01_v25.hl7", env!("CARGO_MANIFEST_DIR"));
+    tokio::task::spawn_blocking(move || {
+        let started = std::time::Instant::now();
+        let out = Command::new(env!("CARGO_BIN_EXE_hl7d"))
+            .args(["send", "--json", "--to", &to])
+            .args(&extra)
+            .arg(&message)
+            .output()
+            .expect("run hl7d send");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        let line = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout:?} {stderr}"));
+        (out.status.code().unwrap_or(-1), line, stderr, started.elapsed())
+    })
+    .await
+    .unwrap()
+}
+
+/// #13 item 8: a plaintext send to a TLS port was retried for 14 s (2 + 4 + 8) and then
+/// blamed on a lost connection; hl7d's TLS port closes on the first plaintext byte.
+#[tokio::test]
+async fn plaintext_send_to_a_tls_port_says_add_tls_at_once() {
+    let files = Files::new();
+    let server = TestServer::start(vec![files.listener("tls", ClientAuth::None)]).await;
+    let (code, line, stderr, took) = send_default_retries(server.addr("tls").to_string(), Vec::new()).await;
+    assert_eq!(code, 2, "{line} {stderr}");
+    assert!(stderr.contains("the server speaks TLS: add --tls"), "{stderr}");
+    assert_eq!(line["result"], "failed");
+    assert_eq!(line["attempts"], 1, "not resent: {line}");
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    assert_eq!(server.store.accepted(), 0);
+}
+
+/// #13 item 8: a TLS send to a plaintext port said only "tls: …"; hl7d's plaintext port
+/// closes on a TLS hello without a word.
+#[tokio::test]
+async fn tls_send_to_a_plaintext_port_says_drop_tls_at_once() {
+    let server = TestServer::start(vec![plain("plain")]).await;
+    let to = server.addr("plain").to_string();
+    let (code, line, stderr, took) = send_default_retries(to, args(&["--tls", "--insecure"])).await;
+    assert_eq!(code, 2, "{line} {stderr}");
+    assert!(stderr.contains("the server does not speak TLS: drop --tls"), "{stderr}");
+    assert_eq!(line["attempts"], 1, "not resent: {line}");
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    assert_eq!(server.store.accepted(), 0);
 }

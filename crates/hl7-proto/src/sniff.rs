@@ -3,14 +3,19 @@
 //!
 //! Owns the recognition of a peer that speaks the wrong protocol: TLS or HTTP on a
 //! plaintext MLLP port ([`plaintext`]), plaintext MLLP, HL7 or HTTP on a TLS port, and the
-//! `client_version` of a ClientHello ([`tls`]). It must not do I/O: the caller peeks at the
-//! socket and passes the bytes in; deciding what to do about a verdict (close, refuse,
-//! answer with an alert) is the caller's.
+//! `client_version` of a ClientHello ([`tls`]); and, for a client, whether a server's reply
+//! is TLS at all ([`server_reply`]). It must not do I/O: the caller peeks at the socket and
+//! passes the bytes in; deciding what to do about a verdict (close, refuse, answer with an
+//! alert, tell the operator to add or drop `--tls`) is the caller's.
 
 use std::fmt;
 
 /// First byte of a TLS record carrying a handshake message (content type 22, RFC 8446 §5.1).
 pub const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+/// First byte of a TLS record carrying an alert (content type 21, RFC 8446 §5.1).
+pub const TLS_ALERT_RECORD: u8 = 0x15;
+/// Major byte of every TLS record version (`0x03`: SSL 3.0 to TLS 1.3 on the wire).
+const TLS_RECORD_MAJOR: u8 = 0x03;
 /// `legacy_version` of TLS 1.2 (RFC 5246); TLS 1.3 clients send it too (RFC 8446 §4.1.2).
 pub const TLS12_WIRE_VERSION: u16 = 0x0303;
 /// A plaintext fatal `protocol_version` alert record (RFC 8446 §6): what a TLS server
@@ -133,6 +138,27 @@ pub fn hello_version(bytes: &[u8]) -> HelloVersion {
     }
 }
 
+/// What a server's first bytes say about the protocol it speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerReply {
+    /// A TLS record: a handshake message (a ServerHello) or an alert, record version 3.x.
+    /// What a TLS server answers a ClientHello, and what many answer plaintext with.
+    Tls,
+    /// Anything else, and what it looks like (an MLLP frame, HTTP, …).
+    NotTls(PeerKind),
+}
+
+/// Judges the first bytes a server sent, for a client that wonders whether it chose TLS
+/// rightly: a plaintext MLLP client that gets a TLS record back is talking to a TLS port, a
+/// TLS client that gets an MLLP frame back is talking to a plaintext one. `None` when
+/// `bytes` is empty. `start_block` is the first byte of the MLLP start sequence in use.
+pub fn server_reply(bytes: &[u8], start_block: u8) -> Option<ServerReply> {
+    let first = *bytes.first()?;
+    let record = matches!(first, TLS_HANDSHAKE_RECORD | TLS_ALERT_RECORD)
+        && bytes.get(1).is_none_or(|&major| major == TLS_RECORD_MAJOR);
+    Some(if record { ServerReply::Tls } else { ServerReply::NotTls(kind(bytes, start_block)) })
+}
+
 /// The name of a TLS wire version older than TLS 1.2, e.g. `TLS 1.0`.
 pub fn wire_version_name(version: u16) -> String {
     match version {
@@ -233,6 +259,29 @@ mod tests {
         assert_eq!(hello_version(&[0x16, 0x03, 0x03, 0x00, 0x10, 0x02]), HelloVersion::NotClientHello);
         assert_eq!(hello_version(&[0x17; 11]), HelloVersion::NotClientHello);
         assert!(!HelloVersion::Incomplete.is_before_tls12());
+    }
+
+    #[test]
+    fn server_reply_verdicts() {
+        let cases: &[(&[u8], Option<ServerReply>)] = &[
+            (b"", None),
+            // A ServerHello, and a fatal alert (rustls answering plaintext bytes).
+            (&[0x16, 0x03, 0x03, 0x00, 0x7A, 0x02], Some(ServerReply::Tls)),
+            (&[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x32], Some(ServerReply::Tls)),
+            (&PROTOCOL_VERSION_ALERT, Some(ServerReply::Tls)),
+            // One byte so far: judged by the content type.
+            (&[0x16], Some(ServerReply::Tls)),
+            (&[0x15], Some(ServerReply::Tls)),
+            // Not version 3.x: not a TLS record.
+            (&[0x15, 0x41], Some(ServerReply::NotTls(PeerKind::Unrecognised))),
+            (b"\x0bMSH|^~\\&|", Some(ServerReply::NotTls(PeerKind::Mllp))),
+            (b"MSH|^~\\&|", Some(ServerReply::NotTls(PeerKind::Hl7WithoutMllp))),
+            (b"\r\n", Some(ServerReply::NotTls(PeerKind::Unrecognised))),
+        ];
+        for (bytes, expected) in cases {
+            assert_eq!(server_reply(bytes, VT), *expected, "{bytes:02X?}");
+        }
+        assert_eq!(server_reply(b"\x1cMSH", 0x1C), Some(ServerReply::NotTls(PeerKind::Mllp)));
     }
 
     #[test]
