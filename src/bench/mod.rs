@@ -4,7 +4,10 @@
 //! next, as HL7 senders do, so per-message latency *is* throughput. Every message gets a fresh
 //! MSH-10 (written into a copy of the template; nothing else changes) and its ACK must echo it
 //! in MSA-2 (HL7 v2: "MSA-2 echoes the inbound MSH-10"). An ACK for another control id is an
-//! error, never a success.
+//! error, never a success. Every message says it is a benchmark's: MSH-3 is
+//! [`BENCH_SENDING_APPLICATION`] and MSH-11 [`BENCH_PROCESSING_ID`], so that a run against a
+//! production store can be found and removed (`hl7d messages purge --sending-application
+//! HL7D-BENCH`) and a receiver that routes by processing id keeps it out of production.
 //!
 //! The loop is deliberately leaner than [`crate::sender::Client`]: no resends (a benchmark
 //! reports failures instead of hiding them), no ACK text decoding, and no allocation per
@@ -43,8 +46,14 @@ use tokio_util::sync::CancellationToken;
 use self::histogram::{round3, Histogram};
 use crate::sender::{normalise_line_ends, TlsFailure};
 
-/// The default message: a realistic ADT^A01 v2.5 (608 bytes, enhanced mode, MSH-15 = AL).
+/// The default message: a realistic ADT^A01 v2.5 (608 bytes, enhanced mode, MSH-15 = AL;
+/// 612 bytes as sent, with MSH-3 = `HL7D-BENCH`).
 pub const DEFAULT_MESSAGE: &[u8] = include_bytes!("../../crates/hl7-proto/tests/fixtures/adt_a01_v25.hl7");
+/// MSH-3 (sending application) of every message `hl7d bench` sends.
+pub const BENCH_SENDING_APPLICATION: &str = "HL7D-BENCH";
+/// MSH-11 (processing id) of every message `hl7d bench` sends: `T`, training (HL7 table
+/// 0103), not `P`roduction.
+pub const BENCH_PROCESSING_ID: &str = "T";
 
 /// Largest ACK accepted; anything bigger is not an ACK of ours.
 const MAX_ACK_SIZE: usize = 64 * 1024;
@@ -143,9 +152,10 @@ pub struct Template {
 
 impl Template {
     /// Checks that the message has an MSH with a tenth field and asks for an ACK. `\n` and
-    /// `\r\n` line ends become `\r` first.
+    /// `\r\n` line ends become `\r` first; MSH-3 and MSH-11 become the benchmark's
+    /// ([`BENCH_SENDING_APPLICATION`], [`BENCH_PROCESSING_ID`]).
     pub fn new(message: &[u8]) -> Result<Template, String> {
-        let message = normalise_line_ends(message);
+        let message = mark_as_bench(&normalise_line_ends(message))?;
         let parsed = Message::parse(&message).map_err(|e| format!("--message: {e}"))?;
         let msh = Msh::new(&parsed);
         if !ack::wants_accept_ack(&msh, Outcome::Accepted) {
@@ -177,6 +187,34 @@ impl Template {
         out.extend_from_slice(framing.end());
         id
     }
+}
+
+/// `message` with MSH-3 = [`BENCH_SENDING_APPLICATION`] and MSH-11 = [`BENCH_PROCESSING_ID`]
+/// (added when the MSH ends before it). An MSH without MSH-10 is left as it is, for
+/// [`Template::new`] to refuse.
+fn mark_as_bench(message: &[u8]) -> Result<Vec<u8>, String> {
+    /// `fields[n - 1]` is MSH-n: MSH-1 is the separator itself, so splitting the segment
+    /// at it gives `MSH`, MSH-2, MSH-3, …
+    const MSH3: usize = 2;
+    const MSH10: usize = 9;
+    const MSH11: usize = 10;
+    let parsed = Message::parse(message).map_err(|e| format!("--message: {e}"))?;
+    let segment = parsed.msh().raw();
+    let separator = parsed.delimiters().field;
+    let mut fields: Vec<&[u8]> = segment.split(|&b| b == separator).collect();
+    if fields.len() <= MSH10 {
+        return Ok(message.to_vec());
+    }
+    fields.resize(fields.len().max(MSH11 + 1), b"");
+    fields[MSH3] = BENCH_SENDING_APPLICATION.as_bytes();
+    fields[MSH11] = BENCH_PROCESSING_ID.as_bytes();
+    // `Message::parse` may skip leading line ends; the MSH segment is a subslice.
+    let start = segment.as_ptr() as usize - message.as_ptr() as usize;
+    let mut out = Vec::with_capacity(message.len() + BENCH_SENDING_APPLICATION.len() + 2);
+    out.extend_from_slice(&message[..start]);
+    out.extend_from_slice(&fields.join(&separator));
+    out.extend_from_slice(&message[start + segment.len()..]);
+    Ok(out)
 }
 
 /// Byte range of MSH-10 within the MSH segment: after the ninth field separator (the first
@@ -794,8 +832,11 @@ mod tests {
         let payload = &out[1..out.len() - 2];
         let msh = Msh::parse(payload).unwrap();
         assert_eq!(msh.control_id, b"BTAG3.1");
-        let expected = String::from_utf8_lossy(DEFAULT_MESSAGE).replacen("|MSG00001|", "|BTAG3.1|", 1);
+        let expected = String::from_utf8_lossy(DEFAULT_MESSAGE)
+            .replacen("|REGADT|", "|HL7D-BENCH|", 1)
+            .replacen("|MSG00001|P|", "|BTAG3.1|T|", 1);
         assert_eq!(String::from_utf8_lossy(payload), expected);
+        assert_eq!(template.message.len(), 612);
         // The buffer is reused: the next message has the next id and the same length.
         let id2 = template.write_framed(&mut ids, &mut out);
         assert_eq!(&out[id2], b"BTAG3.2");
@@ -805,9 +846,26 @@ mod tests {
     fn template_handles_last_field_and_custom_separator() {
         let template = Template::new(b"MSH#^~\\&#A#B#C#D#2026##ADT^A01#ID9").unwrap();
         assert_eq!(&template.message[template.control_id.clone()], b"ID9");
+        assert_eq!(template.message, b"MSH#^~\\&#HL7D-BENCH#B#C#D#2026##ADT^A01#ID9#T");
         let template = Template::new(b"\r\nMSH|^~\\&|A|B|C|D|2026||ADT^A01||P|2.5\rPID|1\r").unwrap();
         assert!(template.control_id.is_empty());
-        assert_eq!(&template.message[template.control_id.start - 1..template.control_id.start + 2], b"||P");
+        assert_eq!(&template.message[template.control_id.start - 1..template.control_id.start + 2], b"||T");
+    }
+
+    /// #13 item 12: bench messages looked like production ones (the template's MSH-3 and
+    /// MSH-11 as given), so a run against a production store could not be told apart.
+    #[test]
+    fn bench_messages_say_what_they_are() {
+        for raw in [DEFAULT_MESSAGE, b"MSH|^~\\&|LAB|F|C|D|2026||ORU^R01|X1|P^T|2.5\rOBX|1\r"] {
+            let template = Template::new(raw).unwrap();
+            let msh = Msh::parse(&template.message).unwrap();
+            assert_eq!(msh.sending_application, BENCH_SENDING_APPLICATION.as_bytes());
+            assert_eq!(msh.processing_id, BENCH_PROCESSING_ID.as_bytes());
+            // Everything else as given.
+            let given = Msh::parse(raw).unwrap();
+            assert_eq!(msh.sending_facility, given.sending_facility);
+            assert_eq!(msh.message_type.code, given.message_type.code);
+        }
     }
 
     #[test]

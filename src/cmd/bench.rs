@@ -34,7 +34,8 @@ pub struct BenchArgs {
     #[arg(long, short = 'd', value_parser = humantime::parse_duration)]
     pub duration: Option<Duration>,
     /// HL7 message to send (default: a built-in 608-byte ADT^A01 v2.5). Its MSH-10 is
-    /// replaced by a unique control id for every message; `\n` line ends become `\r`.
+    /// replaced by a unique control id for every message, MSH-3 by HL7D-BENCH and MSH-11 by
+    /// T (training), so that a run can be told apart and purged; `\n` line ends become `\r`.
     #[arg(long, value_name = "FILE")]
     pub message: Option<PathBuf>,
     /// A new connection (with --tls: a full TLS handshake) for every message; reports

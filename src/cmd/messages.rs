@@ -1,10 +1,17 @@
-//! `hl7d messages list|show|export`: read the message store while the server runs.
+//! `hl7d messages list|show|export|purge`: read (and on request delete from) the message
+//! store while the server runs.
 //!
-//! Everything here goes through [`Reader`], a read-only connection of its own, so it never
-//! blocks the server's writes. Text shown on a terminal has control characters replaced by
-//! visible symbols: message contents and peer-supplied fields must not be able to send
-//! escape sequences to an operator's terminal. `--raw` and `export` write the bytes exactly
-//! as received.
+//! Reading goes through [`Reader`], a read-only connection of its own, so it never blocks
+//! the server's writes; `purge` through [`store::purge`], in small transactions. Text
+//! shown on a terminal has control characters replaced by visible symbols: message
+//! contents and peer-supplied fields must not be able to send escape sequences to an
+//! operator's terminal. `--raw` and `export` write the bytes exactly as received.
+//!
+//! `--limit N` takes the N newest matching messages in `list` and `export` alike; `list`
+//! shows them newest first, `export` writes them oldest first.
+//!
+//! Exit codes: 0 done; 1 the store could not be read or written; 64 usage error (an
+//! unknown `--listener`, a purge without a filter or `--all`); 78 the configuration.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -13,11 +20,21 @@ use std::time::SystemTime;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
+use hl7d::audit::AuditTrail;
+use hl7d::config::Config;
 use hl7d::private_files;
-use hl7d::store::{Filter, Reader, StoredMessage};
+use hl7d::store::{self, Filter, Reader, StoredMessage};
 use serde_json::json;
 
-use super::EXIT_CONFIG;
+use super::{EXIT_CONFIG, EXIT_USAGE};
+
+/// How many messages `list` shows without `--limit`.
+const DEFAULT_LIST_LIMIT: u64 = 100;
+/// Digits of the zero-padded id that starts an exported file's name, so that name order is
+/// store order (up to 10^12 messages).
+const EXPORT_ID_DIGITS: usize = 12;
+/// Longest wait at exit for the audit syslog collector to take the purge line.
+const AUDIT_FLUSH_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// `hl7d messages`: read the message store (works while the server runs).
 #[derive(Debug, Args)]
@@ -35,7 +52,8 @@ pub struct MessagesArgs {
 /// The `hl7d messages` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum MessagesCommand {
-    /// List stored messages, newest first (at most 100 unless --limit says otherwise).
+    /// List stored messages, newest first (the newest 100 unless --limit says otherwise;
+    /// stderr says when the list was cut).
     List {
         /// Which messages.
         #[command(flatten)]
@@ -53,7 +71,9 @@ pub enum MessagesCommand {
         #[arg(long)]
         raw: bool,
     },
-    /// Write one `.hl7` file per message (the bytes exactly as received) into a directory.
+    /// Write one `.hl7` file per message (the bytes exactly as received) into a directory,
+    /// named `<id, 12 digits>-<control id>.hl7` so that name order is store order (and
+    /// `hl7d send DIR` sends them in it).
     Export {
         /// Directory to write into (created if missing; files of the same name are replaced).
         #[arg(long)]
@@ -62,40 +82,92 @@ pub enum MessagesCommand {
         #[command(flatten)]
         filter: MessageFilterArgs,
     },
+    /// Delete the messages a filter selects (e.g. a benchmark's: --sending-application
+    /// HL7D-BENCH), in small transactions while the server runs; one audit line (event
+    /// `purge`) names the filter, the count and the OS user.
+    Purge {
+        /// Which messages.
+        #[command(flatten)]
+        select: SelectArgs,
+        /// Delete every message (refused without it when no filter is given).
+        #[arg(long, conflicts_with_all = ["listener", "sending_application", "since", "until", "control_id"])]
+        all: bool,
+        /// Only count what would be deleted; delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
-/// Selection of stored messages.
+/// Selection of stored messages, for `list` and `export`.
 #[derive(Debug, Args)]
 pub struct MessageFilterArgs {
-    /// Only messages received on this listener.
-    #[arg(long)]
-    pub listener: Option<String>,
-    /// Only messages received since this time: RFC 3339 (`2026-11-28T09:00:00Z`), a date
-    /// (`2026-11-28`, UTC), or an age (`90m`, `2h`, `7d`).
-    #[arg(long, value_parser = parse_since)]
-    pub since: Option<std::time::SystemTime>,
-    /// Only messages with this MSH-10 control id.
-    #[arg(long)]
-    pub control_id: Option<String>,
-    /// At most this many messages.
+    /// Which messages.
+    #[command(flatten)]
+    pub select: SelectArgs,
+    /// At most this many: the newest that match (`list` shows them newest first, `export`
+    /// writes them oldest first).
     #[arg(long)]
     pub limit: Option<u64>,
 }
 
-impl MessageFilterArgs {
-    /// The store filter, with `default_limit` when `--limit` is not given.
-    pub fn filter(&self, default_limit: Option<u64>) -> Filter {
+/// The conditions of a selection, shared by `list`, `export` and `purge`.
+#[derive(Debug, Args)]
+pub struct SelectArgs {
+    /// Only messages received on this listener.
+    #[arg(long)]
+    pub listener: Option<String>,
+    /// Only messages with this MSH-3 sending application (e.g. HL7D-BENCH, what `hl7d
+    /// bench` sends).
+    #[arg(long)]
+    pub sending_application: Option<String>,
+    /// Only messages received since this time: RFC 3339 (`2026-11-28T09:00:00Z`), a date
+    /// (`2026-11-28`, UTC), or an age (`90m`, `2h`, `7d`).
+    #[arg(long, value_parser = parse_since)]
+    pub since: Option<SystemTime>,
+    /// Only messages received before this time (same forms as --since).
+    #[arg(long, value_parser = parse_since)]
+    pub until: Option<SystemTime>,
+    /// Only messages with this MSH-10 control id.
+    #[arg(long)]
+    pub control_id: Option<String>,
+}
+
+impl SelectArgs {
+    /// The store filter: these conditions, no limit, newest first.
+    pub fn filter(&self) -> Filter {
         Filter {
             listener: self.listener.clone(),
+            sending_application: self.sending_application.clone(),
             since: self.since,
+            until: self.until,
             control_id: self.control_id.clone(),
-            limit: self.limit.or(default_limit),
+            limit: None,
             oldest_first: false,
         }
     }
 }
 
-/// Runs `hl7d messages`: list, show or export from the store named by the configuration.
+impl MessageFilterArgs {
+    /// The store filter, with `default_limit` when `--limit` is not given.
+    pub fn filter(&self, default_limit: Option<u64>) -> Filter {
+        Filter { limit: self.limit.or(default_limit), ..self.select.filter() }
+    }
+}
+
+/// Why a `hl7d messages` command failed: the operator's request, or the store.
+enum Failure {
+    Usage(String),
+    Other(anyhow::Error),
+}
+
+impl<E: Into<anyhow::Error>> From<E> for Failure {
+    fn from(error: E) -> Self {
+        Failure::Other(error.into())
+    }
+}
+
+/// Runs `hl7d messages`: list, show, export or purge in the store named by the
+/// configuration.
 pub fn run(args: MessagesArgs) -> ExitCode {
     let config = match hl7d::serve::load_config(args.config.as_deref()) {
         Ok(config) => config,
@@ -107,29 +179,60 @@ pub fn run(args: MessagesArgs) -> ExitCode {
     let store = &config.store.path;
     let stdout = &mut std::io::stdout().lock();
     let result = match args.command {
-        MessagesCommand::List { filter, json } => list(store, &filter.filter(Some(100)), json, stdout),
-        MessagesCommand::Show { id, raw } => show(store, id, raw, stdout),
-        MessagesCommand::Export { out, filter } => export(store, &filter.filter(None), &out)
-            .map(|n| eprintln!("exported {n} message(s) to {}", out.display())),
+        MessagesCommand::List { filter, json } => known_listener(&config, &filter.select)
+            .and_then(|()| Ok(list(store, &filter.filter(Some(DEFAULT_LIST_LIMIT)), json, stdout)?)),
+        MessagesCommand::Show { id, raw } => show(store, id, raw, stdout).map_err(Failure::from),
+        MessagesCommand::Export { out, filter } => known_listener(&config, &filter.select).and_then(|()| {
+            let exported = export(store, &filter.filter(None), &out)?;
+            eprintln!("exported {} to {}", exported.describe(), out.display());
+            Ok(())
+        }),
+        MessagesCommand::Purge { select, all, dry_run } => known_listener(&config, &select)
+            .and_then(|()| purge(&config, &select.filter(), all, dry_run, stdout)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Usage(message)) => {
+            eprintln!("hl7d messages: {message}");
+            ExitCode::from(EXIT_USAGE)
+        }
         // `hl7d messages list | head`: the reader left; not an error.
-        Err(e)
+        Err(Failure::Other(e))
             if e.downcast_ref::<std::io::Error>()
                 .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) =>
         {
             ExitCode::SUCCESS
         }
-        Err(e) => {
+        Err(Failure::Other(e)) => {
             eprintln!("hl7d messages: {e:#}");
             ExitCode::FAILURE
         }
     }
 }
 
+/// A `--listener` must name a listener of the configuration or one that stored messages
+/// carry (it may have been removed since); anything else is a typo, and the error names
+/// the known ones.
+fn known_listener(config: &Config, select: &SelectArgs) -> Result<(), Failure> {
+    let Some(name) = &select.listener else { return Ok(()) };
+    if config.listener(name).is_some() {
+        return Ok(());
+    }
+    let stored = Reader::open(&config.store.path)?.listeners()?;
+    if stored.contains(name) {
+        return Ok(());
+    }
+    let mut known: Vec<&str> = config.listeners.iter().map(|l| l.name.as_str()).collect();
+    known.extend(stored.iter().map(String::as_str));
+    known.sort_unstable();
+    known.dedup();
+    let known = if known.is_empty() { "none".to_owned() } else { known.join(", ") };
+    Err(Failure::Usage(format!("--listener: unknown listener {:?}; known: {known}", printable(name))))
+}
+
 /// `hl7d messages list`: one line per message, newest first (a table, or with `json` one
-/// JSON object per line).
+/// JSON object per line). When the limit cut the list, stderr says how many of how many
+/// were shown.
 pub fn list(store_dir: &Path, filter: &Filter, json: bool, out: &mut dyn Write) -> anyhow::Result<()> {
     let reader = Reader::open(store_dir)?;
     let messages = reader.list(filter)?;
@@ -161,6 +264,17 @@ pub fn list(store_dir: &Path, filter: &Filter, json: bool, out: &mut dyn Write) 
         }
     }
     out.flush()?;
+    let shown = messages.len() as u64;
+    if filter.limit == Some(shown) {
+        let total = reader.count_matching(filter)?;
+        if total > shown {
+            eprintln!(
+                "{} of {} shown; --limit N shows more (the newest N)",
+                thousands(shown),
+                thousands(total)
+            );
+        }
+    }
     Ok(())
 }
 
@@ -216,9 +330,10 @@ pub fn show(store_dir: &Path, id: i64, raw: bool, out: &mut dyn Write) -> anyhow
     Ok(())
 }
 
-/// `hl7d messages export --out DIR`: one `<id>-<control id>.hl7` file per message, holding
-/// the bytes exactly as received, oldest first. Returns the number of files written.
-pub fn export(store_dir: &Path, filter: &Filter, out_dir: &Path) -> anyhow::Result<u64> {
+/// `hl7d messages export --out DIR`: one `<id>-<control id>.hl7` file per message (the id
+/// zero-padded to [`EXPORT_ID_DIGITS`]), holding the bytes exactly as received, oldest
+/// first.
+pub fn export(store_dir: &Path, filter: &Filter, out_dir: &Path) -> anyhow::Result<Exported> {
     let reader = Reader::open(store_dir)?;
     // Exports hold patient data: a new directory is 0700 and every file 0600.
     private_files::create_dir_all(out_dir).with_context(|| format!("cannot create {}", out_dir.display()))?;
@@ -231,7 +346,122 @@ pub fn export(store_dir: &Path, filter: &Filter, out_dir: &Path) -> anyhow::Resu
         written += 1;
         Ok(())
     })?;
-    Ok(written)
+    let matching = match filter.limit {
+        Some(limit) if written == limit => reader.count_matching(&filter)?,
+        _ => written,
+    };
+    Ok(Exported { written, matching })
+}
+
+/// What an export wrote.
+pub struct Exported {
+    /// Files written.
+    pub written: u64,
+    /// Messages the filter selects without its limit.
+    pub matching: u64,
+}
+
+impl Exported {
+    /// `3 message(s)`, or `3 of 10 message(s) (the newest; --limit)` when the limit cut.
+    fn describe(&self) -> String {
+        if self.matching > self.written {
+            format!(
+                "{} of {} message(s) (the newest; --limit)",
+                thousands(self.written),
+                thousands(self.matching)
+            )
+        } else {
+            format!("{} message(s)", thousands(self.written))
+        }
+    }
+}
+
+/// `hl7d messages purge`: with `dry_run` prints how many messages the filter selects;
+/// otherwise deletes them and writes one audit line (event `purge`: the filter, the count,
+/// the OS user) to the log and the configured audit trail. An empty filter needs `all`.
+fn purge(
+    config: &Config,
+    filter: &Filter,
+    all: bool,
+    dry_run: bool,
+    out: &mut dyn Write,
+) -> Result<(), Failure> {
+    if filter.selects_all() && !all {
+        return Err(Failure::Usage(
+            "purge needs a filter (--listener, --sending-application, --since, --until, --control-id), \
+             or --all to delete every message"
+                .into(),
+        ));
+    }
+    let store_dir = &config.store.path;
+    if dry_run {
+        let count = Reader::open(store_dir)?.count_matching(filter)?;
+        writeln!(out, "would delete {} message(s)", thousands(count))?;
+        return Ok(());
+    }
+    // The audit trail first: a purge that cannot be recorded does not run.
+    let audit = config.audit.as_ref().map(AuditTrail::open).transpose()?;
+    hl7d::logging::init_with_audit(config.log, audit.as_ref());
+    let result = store::purge(store_dir, filter);
+    let user = os_user();
+    let description = if filter.selects_all() { "all".to_owned() } else { filter.describe() };
+    match &result {
+        Ok(count) => tracing::info!(target: "audit", event = "purge", filter = %description, count,
+            user = %user.name, uid = user.uid, sudo_user = user.sudo_user.as_deref(),
+            store = %store_dir.display(), "stored messages purged"),
+        Err(e) => tracing::warn!(target: "audit", event = "purge", filter = %description, count = 0u64,
+            user = %user.name, uid = user.uid, sudo_user = user.sudo_user.as_deref(),
+            store = %store_dir.display(), error = %e, "purge failed"),
+    }
+    if let Some(audit) = &audit {
+        audit.flush(AUDIT_FLUSH_LIMIT);
+    }
+    writeln!(out, "deleted {} message(s)", thousands(result?))?;
+    Ok(())
+}
+
+/// Who runs this command, for the audit trail.
+struct OsUser {
+    /// The account name of the process's user (from `/etc/passwd`), or `uid N`.
+    name: String,
+    /// The numeric user id, when it can be read.
+    uid: Option<u32>,
+    /// `SUDO_USER`: who ran `sudo hl7d …`.
+    sudo_user: Option<String>,
+}
+
+/// The process's user: its uid is the owner of `/proc/self` (Linux); the name is looked up
+/// in `/etc/passwd`, with `$USER` where neither can be read.
+fn os_user() -> OsUser {
+    use std::os::unix::fs::MetadataExt;
+    let uid = std::fs::metadata("/proc/self").ok().map(|m| m.uid());
+    let from_passwd = |uid: u32| {
+        let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+        passwd.lines().find_map(|line| {
+            let mut fields = line.split(':');
+            let name = fields.next()?;
+            (fields.nth(1)?.parse::<u32>().ok()? == uid).then(|| name.to_owned())
+        })
+    };
+    let name = match uid {
+        Some(uid) => from_passwd(uid).unwrap_or_else(|| format!("uid {uid}")),
+        None => std::env::var("USER").unwrap_or_else(|_| "unknown".to_owned()),
+    };
+    let sudo_user = std::env::var("SUDO_USER").ok().filter(|user| !user.is_empty());
+    OsUser { name, uid, sudo_user }
+}
+
+/// `26498` → `26,498`.
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    out
 }
 
 /// Parses `--since`: an RFC 3339 time (`2026-11-28T09:00:00Z`, also with a space, without
@@ -276,8 +506,9 @@ fn summary_json(m: &StoredMessage) -> serde_json::Value {
     })
 }
 
-/// `<id>-<control id>.hl7`, the control id reduced to characters safe in any file system
-/// (it comes from the peer) and to 64 of them.
+/// `<id>-<control id>.hl7` with the id zero-padded (`000000000042-CTRL.hl7`), the control
+/// id reduced to characters safe in any file system (it comes from the peer) and to 64 of
+/// them.
 fn export_file_name(message: &StoredMessage) -> String {
     let safe: String = message
         .control_id
@@ -285,10 +516,11 @@ fn export_file_name(message: &StoredMessage) -> String {
         .take(64)
         .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '_' })
         .collect();
+    let id = format!("{:0width$}", message.id, width = EXPORT_ID_DIGITS);
     if safe.is_empty() {
-        format!("{}.hl7", message.id)
+        format!("{id}.hl7")
     } else {
-        format!("{}-{safe}.hl7", message.id)
+        format!("{id}-{safe}.hl7")
     }
 }
 
@@ -329,9 +561,8 @@ mod tests {
         assert!(parse_since("yesterday-ish").is_err());
     }
 
-    #[test]
-    fn export_names_are_safe() {
-        let mut m = StoredMessage {
+    fn stored_message() -> StoredMessage {
+        StoredMessage {
             id: 7,
             listener: "lab".into(),
             peer: "127.0.0.1:1".into(),
@@ -350,9 +581,37 @@ mod tests {
             duplicate_count: 0,
             last_duplicate_at: None,
             raw: None,
-        };
-        assert_eq!(export_file_name(&m), "7-.._.._etc_x_y.hl7");
+        }
+    }
+
+    #[test]
+    fn export_names_are_safe() {
+        let mut m = stored_message();
+        assert_eq!(export_file_name(&m), "000000000007-.._.._etc_x_y.hl7");
         m.control_id.clear();
-        assert_eq!(export_file_name(&m), "7.hl7");
+        assert_eq!(export_file_name(&m), "000000000007.hl7");
+    }
+
+    /// #13 item 11: names were `9-…`, `10-…`, so name order (what `hl7d send DIR` uses)
+    /// put message 10 before message 9.
+    #[test]
+    fn export_names_sort_in_store_order() {
+        let names: Vec<String> = [9, 10, 11, 100, 1_000_000]
+            .into_iter()
+            .map(|id| export_file_name(&StoredMessage { id, control_id: "X".into(), ..stored_message() }))
+            .collect();
+        let mut sorted = names.clone();
+        sorted.sort();
+        assert_eq!(sorted, names);
+        assert_eq!(names[1], "000000000010-X.hl7");
+    }
+
+    #[test]
+    fn thousands_separators() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(100), "100");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(26_498), "26,498");
+        assert_eq!(thousands(1_234_567), "1,234,567");
     }
 }

@@ -5,16 +5,19 @@
 //! (`<store.path>/messages.db`): `Ok` means the message is committed and fsynced.
 //! [`AcceptAfterParse`] keeps nothing and only counts; tests use it where storage is beside
 //! the point. Reading stored messages goes through [`Reader`], on its own read-only
-//! connection, never through the writer.
+//! connection, never through the writer; deleting them on request through [`purge`], on
+//! a connection of its own, in small transactions.
 //!
 //! This module owns the database file (0600 in a 0700 directory whatever the umask, see
 //! [`crate::private_files`]), its schema and its one writer thread. It must not
 //! decide ACK codes: the listener decides them and passes the one it will send along.
 
+mod purge;
 mod read;
 mod schema;
 mod sqlite;
 
+pub use purge::{purge, PURGE_BATCH};
 pub use read::{Filter, Reader, StoredMessage};
 pub use schema::SCHEMA_VERSION;
 pub use sqlite::{ConnectionSetup, Durability, SqliteOptions, SqliteStore, StoreStats, DATABASE_FILE};

@@ -1,4 +1,5 @@
-//! [`Reader`]: read-only access to stored messages, for `hl7d messages` and tests.
+//! [`Reader`]: read-only access to stored messages, for `hl7d messages` and tests; and
+//! [`Filter`], the one selection of stored messages that listing, export and purge share.
 //!
 //! A reader opens its own read-only connection. In WAL mode it sees the last committed
 //! state and never blocks the writer (a long read only delays the WAL checkpoint).
@@ -23,14 +24,83 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct Filter {
     /// Only this listener.
     pub listener: Option<String>,
+    /// Only this MSH-3 sending application (as stored: the raw field).
+    pub sending_application: Option<String>,
     /// Only messages received at or after this time.
     pub since: Option<SystemTime>,
+    /// Only messages received before this time.
+    pub until: Option<SystemTime>,
     /// Only this MSH-10 control id.
     pub control_id: Option<String>,
-    /// At most this many messages.
+    /// At most this many messages: always the newest that match, whatever the order they
+    /// come in, so that `list` and `export` with the same limit select the same messages.
     pub limit: Option<u64>,
     /// Oldest first (export) instead of newest first (list).
     pub oldest_first: bool,
+}
+
+impl Filter {
+    /// Whether the filter selects every message (no condition; the limit aside).
+    pub fn selects_all(&self) -> bool {
+        let Filter { listener, sending_application, since, until, control_id, limit: _, oldest_first: _ } =
+            self;
+        listener.is_none()
+            && sending_application.is_none()
+            && since.is_none()
+            && until.is_none()
+            && control_id.is_none()
+    }
+
+    /// The conditions as `name=value` pairs, for logs and the audit trail (times in RFC
+    /// 3339); empty when the filter selects all.
+    pub fn describe(&self) -> String {
+        let time = |t: SystemTime| humantime::format_rfc3339_seconds(t).to_string();
+        let mut parts = Vec::new();
+        if let Some(listener) = &self.listener {
+            parts.push(format!("listener={listener}"));
+        }
+        if let Some(application) = &self.sending_application {
+            parts.push(format!("sending_application={application}"));
+        }
+        if let Some(since) = self.since {
+            parts.push(format!("since={}", time(since)));
+        }
+        if let Some(until) = self.until {
+            parts.push(format!("until={}", time(until)));
+        }
+        if let Some(control_id) = &self.control_id {
+            parts.push(format!("control_id={control_id}"));
+        }
+        parts.join(" ")
+    }
+
+    /// The SQL condition (`1` for none) and its values, numbered from `?1`. The limit and
+    /// the order are the caller's.
+    pub(super) fn condition(&self) -> (String, Vec<Value>) {
+        let mut conditions = Vec::new();
+        let mut values = Vec::new();
+        let mut add = |column: &str, operator: &str, value: Value| {
+            values.push(value);
+            conditions.push(format!("{column} {operator} ?{}", values.len()));
+        };
+        if let Some(listener) = &self.listener {
+            add("listener", "=", Value::Text(listener.clone()));
+        }
+        if let Some(application) = &self.sending_application {
+            add("sending_application", "=", Value::Text(application.clone()));
+        }
+        if let Some(since) = self.since {
+            add("received_at", ">=", Value::Integer(micros(since)));
+        }
+        if let Some(until) = self.until {
+            add("received_at", "<", Value::Integer(micros(until)));
+        }
+        if let Some(control_id) = &self.control_id {
+            add("control_id", "=", Value::Text(control_id.clone()));
+        }
+        let condition = if conditions.is_empty() { "1".to_owned() } else { conditions.join(" AND ") };
+        (condition, values)
+    }
 }
 
 /// One stored message with its metadata.
@@ -157,10 +227,29 @@ impl Reader {
 
     /// Number of stored messages.
     pub fn count(&self) -> Result<u64, StoreError> {
+        self.count_matching(&Filter::default())
+    }
+
+    /// Number of stored messages that `filter` selects, its limit aside.
+    pub fn count_matching(&self, filter: &Filter) -> Result<u64, StoreError> {
+        let (condition, values) = filter.condition();
+        let sql = format!("SELECT count(*) FROM messages WHERE {condition}");
         self.conn
-            .query_row("SELECT count(*) FROM messages", [], |row| row.get::<_, i64>(0))
+            .query_row(&sql, params_from_iter(values.iter()), |row| row.get::<_, i64>(0))
             .map(|n| n as u64)
             .map_err(|e| self.error(&e))
+    }
+
+    /// The listener names that stored messages carry, sorted (a listener may have been
+    /// removed from the configuration since).
+    pub fn listeners(&self) -> Result<Vec<String>, StoreError> {
+        let run = || -> rusqlite::Result<Vec<String>> {
+            let mut statement =
+                self.conn.prepare("SELECT DISTINCT listener FROM messages ORDER BY listener")?;
+            let names = statement.query_map([], |row| row.get(0))?.collect();
+            names
+        };
+        run().map_err(|e| self.error(&e))
     }
 
     /// SQLite's `PRAGMA integrity_check`: `"ok"` for a sound file, else the problems found.
@@ -179,30 +268,18 @@ impl Reader {
         with_raw: bool,
         mut each: impl FnMut(StoredMessage) -> bool,
     ) -> Result<(), StoreError> {
-        let mut conditions = Vec::new();
-        let mut values = Vec::new();
-        if let Some(listener) = &filter.listener {
-            values.push(Value::Text(listener.clone()));
-            conditions.push(format!("listener = ?{}", values.len()));
-        }
-        if let Some(since) = filter.since {
-            values.push(Value::Integer(micros(since)));
-            conditions.push(format!("received_at >= ?{}", values.len()));
-        }
-        if let Some(control_id) = &filter.control_id {
-            values.push(Value::Text(control_id.clone()));
-            conditions.push(format!("control_id = ?{}", values.len()));
-        }
-        let mut sql = format!("SELECT {COLUMNS}{} FROM messages", if with_raw { ", raw" } else { "" });
-        if !conditions.is_empty() {
-            sql.push_str(" WHERE ");
-            sql.push_str(&conditions.join(" AND "));
-        }
-        sql.push_str(if filter.oldest_first { " ORDER BY id ASC" } else { " ORDER BY id DESC" });
+        let (mut condition, mut values) = filter.condition();
         if let Some(limit) = filter.limit {
+            // The newest `limit` that match, in either order.
             values.push(Value::Integer(i64::try_from(limit).unwrap_or(i64::MAX)));
-            sql.push_str(&format!(" LIMIT ?{}", values.len()));
+            condition = format!(
+                "id IN (SELECT id FROM messages WHERE {condition} ORDER BY id DESC LIMIT ?{})",
+                values.len()
+            );
         }
+        let raw = if with_raw { ", raw" } else { "" };
+        let order = if filter.oldest_first { "ASC" } else { "DESC" };
+        let sql = format!("SELECT {COLUMNS}{raw} FROM messages WHERE {condition} ORDER BY id {order}");
         let mut run = || -> rusqlite::Result<()> {
             let mut statement = self.conn.prepare(&sql)?;
             let mut rows = statement.query(params_from_iter(values.iter()))?;

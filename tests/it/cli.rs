@@ -95,7 +95,7 @@ fn usage_errors_exit_64_and_help_exits_0() {
         assert_eq!(code, 64, "hl7d {args:?}: {out}");
         assert!(!out.is_empty(), "hl7d {args:?} says why");
     }
-    for args in [&["--help"][..], &["--version"], &["send", "--help"]] {
+    for args in [&["--help"][..], &["--version"], &["send", "--help"], &["messages", "purge", "--help"]] {
         let (code, out) = hl7d(args);
         assert_eq!(code, 0, "hl7d {args:?}: {out}");
     }

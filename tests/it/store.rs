@@ -157,7 +157,7 @@ async fn messages_round_trip_through_list_show_and_export() {
     exported.sort_by_key(|(name, _)| name.split('-').next().unwrap().parse::<i64>().unwrap());
     assert_eq!(exported.len(), 4);
     for ((name, bytes), (row, sent)) in exported.iter().zip(listed.iter().zip(&messages)) {
-        assert!(name.starts_with(&format!("{}-", row.id)) && name.ends_with(".hl7"), "{name}");
+        assert!(name.starts_with(&format!("{:012}-", row.id)) && name.ends_with(".hl7"), "{name}");
         assert_eq!(bytes, sent, "{name} holds the exact bytes");
     }
 
@@ -557,4 +557,216 @@ async fn sigkill_under_load_loses_no_acknowledged_message() {
         server.kill();
     }
     assert!(started.elapsed() < Duration::from_secs(60), "crash test took {:?}", started.elapsed());
+}
+
+/// Runs `hl7d` and returns (exit code, stdout, stderr), whatever the outcome.
+fn hl7d_output(args: &[&str]) -> (i32, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_hl7d")).args(args).output().expect("run hl7d");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Control ids of the stored messages, oldest first.
+fn stored_control_ids(dir: &Path) -> Vec<String> {
+    let reader = Reader::open(dir).unwrap();
+    let all = reader.list(&Filter { oldest_first: true, ..Filter::default() }).unwrap();
+    all.into_iter().map(|m| m.control_id).collect()
+}
+
+/// #13 item 11: export named files `9-…`, `10-…`, so `hl7d send DIR` (name order) sent
+/// message 10 before message 9. Now the ids are zero-padded and name order is store order.
+#[tokio::test]
+async fn export_names_keep_store_order_and_send_dir_sends_in_it() {
+    let tmp = tempdir("export-order");
+    let store_dir = tmp.path().join("data");
+    let store = open_store(&store_dir);
+    let server = start_with_store(vec![plain("lab")], store.clone()).await;
+    let mut conn = TcpStream::connect(server.local_addr("lab").unwrap()).await.unwrap();
+    let sent: Vec<String> = (1..=12).map(|n| format!("ORDER-{n}")).collect();
+    for control_id in &sent {
+        assert_eq!(exchange(&mut conn, &original(control_id)).await.0, "AA");
+    }
+    let config = write_config(tmp.path(), &store_dir, "127.0.0.1:0".parse().unwrap());
+    let out = tmp.path().join("export");
+    hl7d(&["messages", "export", "--config", config.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    let mut names: Vec<String> =
+        std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    names.sort();
+    let ids: Vec<i64> = names.iter().map(|n| n.split('-').next().unwrap().parse().unwrap()).collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "name order is store order: {names:?}");
+    assert!(names.iter().all(|n| n.split('-').next().unwrap().len() == 12), "{names:?}");
+
+    // Sending the directory replays the messages in store order.
+    let replay_dir = tmp.path().join("replay");
+    let replay = open_store(&replay_dir);
+    let second = start_with_store(vec![plain("lab")], replay.clone()).await;
+    let to = second.local_addr("lab").unwrap().to_string();
+    let out_arg = out.to_str().unwrap().to_owned();
+    tokio::task::spawn_blocking(move || hl7d(&["send", "--to", &to, &out_arg])).await.unwrap();
+    assert_eq!(stored_control_ids(&replay_dir), sent);
+    second.shutdown(WAIT).await;
+    server.shutdown(WAIT).await;
+}
+
+/// #13 item 11: `list --limit` took the newest, `export --limit` the oldest; and `list`
+/// cut at 100 without saying so.
+#[tokio::test]
+async fn limit_takes_the_newest_in_list_and_export_and_list_says_it_cut() {
+    let tmp = tempdir("limit");
+    let store_dir = tmp.path().join("data");
+    let store = open_store(&store_dir);
+    let server = start_with_store(vec![plain("lab")], store.clone()).await;
+    let mut conn = TcpStream::connect(server.local_addr("lab").unwrap()).await.unwrap();
+    for n in 1..=5 {
+        exchange(&mut conn, &original(&format!("LIMIT-{n}"))).await;
+    }
+    let config = write_config(tmp.path(), &store_dir, "127.0.0.1:0".parse().unwrap());
+    let config = config.to_str().unwrap();
+
+    let (code, stdout, stderr) =
+        hl7d_output(&["messages", "list", "--config", config, "--json", "--limit", "2"]);
+    assert_eq!(code, 0, "{stderr}");
+    let listed: Vec<String> = stdout
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["control_id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(listed, ["LIMIT-5", "LIMIT-4"]);
+    assert!(stderr.contains("2 of 5 shown; --limit"), "{stderr}");
+
+    let out = tmp.path().join("export");
+    let (code, _, stderr) = hl7d_output(&[
+        "messages",
+        "export",
+        "--config",
+        config,
+        "--out",
+        out.to_str().unwrap(),
+        "--limit",
+        "2",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("2 of 5"), "{stderr}");
+    let mut names: Vec<String> =
+        std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    names.sort();
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert!(names[0].ends_with("-LIMIT-4.hl7") && names[1].ends_with("-LIMIT-5.hl7"), "{names:?}");
+
+    // Not cut: nothing said.
+    let (code, stdout, stderr) = hl7d_output(&["messages", "list", "--config", config, "--limit", "5"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout.lines().count(), 6, "{stdout}");
+    assert!(!stderr.contains("shown"), "{stderr}");
+    server.shutdown(WAIT).await;
+}
+
+/// #13 item 11: a misspelt `--listener` listed nothing, as if the listener had no
+/// messages. A listener the configuration no longer has but the store does is still known.
+#[tokio::test]
+async fn an_unknown_listener_is_a_usage_error_naming_the_known_ones() {
+    let tmp = tempdir("listener-name");
+    let store_dir = tmp.path().join("data");
+    let store = open_store(&store_dir);
+    let server = start_with_store(vec![plain("lab"), plain("retired")], store.clone()).await;
+    let mut conn = TcpStream::connect(server.local_addr("retired").unwrap()).await.unwrap();
+    exchange(&mut conn, &original("OLD-1")).await;
+    // The CLI's configuration names only `lab`.
+    let config = write_config(tmp.path(), &store_dir, "127.0.0.1:0".parse().unwrap());
+    let config = config.to_str().unwrap();
+    for command in ["list", "purge"] {
+        let (code, _, stderr) = hl7d_output(&["messages", command, "--config", config, "--listener", "lba"]);
+        assert_eq!(code, 64, "{command}: {stderr}");
+        assert!(stderr.contains("\"lba\"") && stderr.contains("lab, retired"), "{command}: {stderr}");
+    }
+    let (code, stdout, stderr) =
+        hl7d_output(&["messages", "list", "--config", config, "--listener", "retired"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("OLD-1"), "{stdout}");
+    let (code, stdout, _) = hl7d_output(&["messages", "list", "--config", config, "--listener", "lab"]);
+    assert_eq!((code, stdout.lines().count()), (0, 1), "known, no messages: the header only");
+    server.shutdown(WAIT).await;
+}
+
+/// #13 item 12: a benchmark against a production store left its messages there, looking
+/// like real ones, with no way to remove them. Now they carry MSH-3 HL7D-BENCH and MSH-11
+/// T, and `messages purge` deletes them by filter while `hl7d serve` keeps running,
+/// leaving an audit line.
+#[tokio::test]
+async fn bench_messages_are_purged_from_a_running_server() {
+    let tmp = tempdir("purge");
+    let store_dir = tmp.path().join("data");
+    let serve = ServeProcess::start(tmp.path(), &store_dir);
+    let mut conn = TcpStream::connect(serve.addr).await.unwrap();
+    for n in 1..=3 {
+        assert_eq!(exchange(&mut conn, &original(&format!("REAL-{n}"))).await.0, "AA");
+    }
+    let to = serve.addr.to_string();
+    let bench = tokio::task::spawn_blocking(move || {
+        hl7d_output(&["bench", "--to", &to, "--messages", "40", "--connections", "2", "--quiet", "--json"])
+    })
+    .await
+    .unwrap();
+    assert_eq!(bench.0, 0, "{} {}", bench.1, bench.2);
+    let reader = Reader::open(&store_dir).unwrap();
+    let bench_filter = Filter { sending_application: Some("HL7D-BENCH".into()), ..Filter::default() };
+    let benched = reader.list(&bench_filter).unwrap();
+    assert_eq!(benched.len(), 40);
+    assert!(benched.iter().all(|m| m.processing_id == "T"), "MSH-11 = T");
+
+    // A configuration for the CLI: the same store, and an audit file.
+    let audit = tmp.path().join("audit.jsonl");
+    let config = tmp.path().join("cli.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[store]\npath = {store_dir:?}\n\n[audit]\nfile = {audit:?}\n\n\
+             [[listener]]\nname = \"lab\"\nlisten = \"127.0.0.1:0\"\nplaintext = true\n"
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let purge = |extra: &[&str]| {
+        let mut args = vec!["messages", "purge", "--config", config];
+        args.extend_from_slice(extra);
+        hl7d_output(&args)
+    };
+
+    // No filter: refused unless --all.
+    let (code, _, stderr) = purge(&[]);
+    assert_eq!(code, 64, "{stderr}");
+    assert!(stderr.contains("--all"), "{stderr}");
+    let (code, _, stderr) = purge(&["--all", "--listener", "lab"]);
+    assert_eq!(code, 64, "--all with a filter: {stderr}");
+
+    let (code, stdout, stderr) = purge(&["--sending-application", "HL7D-BENCH", "--dry-run"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout.trim(), "would delete 40 message(s)");
+    assert_eq!(reader.count().unwrap(), 43, "a dry run deletes nothing");
+    assert!(read_audit(&audit).is_empty(), "a dry run is not audited");
+
+    // While the server runs and a sender stays connected.
+    let (code, stdout, stderr) = purge(&["--sending-application", "HL7D-BENCH", "--since", "1h"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout.trim(), "deleted 40 message(s)");
+    assert_eq!(stored_control_ids(&store_dir), ["REAL-1", "REAL-2", "REAL-3"]);
+    let line = find_line(&read_audit(&audit), &[("event", "purge")]).expect("an audit line");
+    assert_eq!(line["count"], 40, "{line}");
+    let filter = line["filter"].as_str().unwrap();
+    assert!(filter.contains("sending_application=HL7D-BENCH") && filter.contains("since="), "{line}");
+    assert!(!line["user"].as_str().unwrap_or_default().is_empty(), "{line}");
+
+    // The server goes on storing.
+    assert_eq!(exchange(&mut conn, &original("REAL-4")).await.0, "AA");
+    assert_eq!(reader.count().unwrap(), 4);
+    let (code, stdout, _) = purge(&["--all", "--dry-run"]);
+    assert_eq!((code, stdout.trim()), (0, "would delete 4 message(s)"));
+    let (code, stdout, _) = purge(&["--listener", "lab", "--until", "2000-01-01"]);
+    assert_eq!((code, stdout.trim()), (0, "deleted 0 message(s)"));
+    assert_eq!(reader.count().unwrap(), 4);
+    serve.kill();
 }
