@@ -12,9 +12,10 @@
 //! subject and thumbprint, counts, file names. Never message contents. The events come
 //! from the accept loop (`listener/mod.rs`: connections accepted or refused), the TLS
 //! module (`tls/accept.rs`, `tls/refusal.rs`, `tls/reload.rs`: handshakes, refusals,
-//! reloads, revoked client certificates), `serve.rs` (start, stop, configuration reloads)
-//! and the admin endpoint (`admin.rs`: a reload requested over HTTP); none of them holds a
-//! message.
+//! reloads, revoked client certificates), `serve.rs` (start, stop, configuration reloads),
+//! the admin endpoint (`admin.rs`: a reload requested over HTTP) and the `hl7d messages
+//! purge` command (in the binary's `cmd/messages.rs`: what was deleted, by whom); none of
+//! them holds a message.
 //!
 //! The file is written synchronously (one `write` per line, `O_APPEND`), so an event is in
 //! the file when the call that logged it returns. Syslog goes through a bounded queue to a
