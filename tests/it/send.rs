@@ -271,8 +271,9 @@ async fn er_message_is_accepted_after_the_error_wait_and_stored_once() {
 }
 
 /// The other half of item 7: an ER message that is refused gets its error ACK, and that
-/// ACK is reported (not mistaken for silence).
-#[tokio::test]
+/// ACK is reported (not mistaken for silence). On the paused clock: the 5 s error wait
+/// passes at once when nothing comes, and not at all when the ACK does.
+#[tokio::test(start_paused = true)]
 async fn an_error_ack_to_an_er_message_is_reported() {
     let server = TestServer::start(vec![plain("lab")]).await;
     // No MSH-10: hl7d refuses it with CR (MSA-2 empty, matching the empty control id).
@@ -280,22 +281,28 @@ async fn an_error_ack_to_an_er_message_is_reported() {
     let options =
         ClientOptions { error_wait: Duration::from_secs(5), ..quick(server.addr("lab").to_string()) };
     let mut client = Client::new(options);
-    let started = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
     let delivery = client.send(refused).await.unwrap();
     let ack = delivery.ack.expect("the CR is reported");
     assert_eq!(ack.code, AckCode::CommitReject);
     assert!(started.elapsed() < Duration::from_secs(5), "taken as soon as it came");
+    let started = tokio::time::Instant::now();
     assert_eq!(server.store.accepted(), 0);
     // The same connection then sends an ER message that is taken: silence, one attempt.
     let delivery = client.send(ER_MESSAGE).await.unwrap();
     assert!(delivery.ack.is_none());
     assert_eq!(delivery.accept_ack, Some(hl7_proto::msh::AckCondition::ErrorOnly));
     assert_eq!(delivery.attempts, 1);
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(5) && waited < Duration::from_secs(6),
+        "the error wait: {waited:?}"
+    );
     assert_eq!(server.store.accepted(), 1);
 }
 
 /// A connection that closes during the error wait is not silence: the message is resent.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_close_during_the_error_wait_is_not_acceptance() {
     let addr = fake_listener(|conn, _| if conn == 0 { None } else { Some(Vec::new()) }).await;
     let mut client = Client::new(quick(addr.to_string()));
