@@ -1,9 +1,10 @@
 //! hl7d: a secure HL7 v2 listener.
 //!
 //! The server's parts: [`listener`] (accept loop, one task per connection), [`tls`],
-//! [`store`], [`config`], [`admin`], [`metrics`], [`audit`], [`expiry`], [`logging`] and
-//! [`private_files`], put together by [`serve`]. Beside them the clients: [`sender`] (the MLLP client of `hl7d send`
-//! and the tests) and [`mod@bench`] (the load generator). The command line is not here: it is the
+//! [`store`], [`config`], [`admin`], [`metrics`], [`audit`], [`expiry`], [`logging`],
+//! [`peer_text`] (peer-chosen text capped for logs) and [`private_files`], put together by
+//! [`serve`]. Beside them the clients: [`sender`] (the MLLP client of `hl7d send` and the
+//! tests) and [`mod@bench`] (the load generator). The command line is not here: it is the
 //! binary's `cmd/` module, which this library cannot import, so no argument parser reaches
 //! the server's code.
 
@@ -15,6 +16,7 @@ pub mod expiry;
 pub mod listener;
 pub mod logging;
 pub mod metrics;
+pub mod peer_text;
 pub mod private_files;
 pub mod sender;
 pub mod serve;

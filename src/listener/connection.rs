@@ -24,6 +24,7 @@ use tracing::{debug, info, warn};
 
 use super::deadlines::{Close, Deadlines, Handled, Limits, Read, MAX_JUNK_RUN};
 use super::Profile;
+use crate::peer_text;
 use crate::store::{Appended, MessageStore, NewMessage};
 
 /// Bytes read per `read` call.
@@ -370,12 +371,10 @@ impl Connection {
     /// its contents; the reason; the answer) and builds the answer, if any.
     fn refuse(&self, refused: &Refused<'_>, size: usize, what: &'static str) -> Option<(AckCode, Vec<u8>)> {
         let code = ack::decide(refused.msh.as_ref(), self.profile.config.ack, refused.reason.outcome());
-        let message_type = refused.msh.as_ref().map(|m| m.message_type.to_string()).unwrap_or_default();
-        let control_id = refused
-            .msh
-            .as_ref()
-            .map(|m| String::from_utf8_lossy(m.control_id).into_owned())
-            .unwrap_or_default();
+        let (message_type, control_id) = match &refused.msh {
+            Some(msh) => header_for_log(msh),
+            None => Default::default(),
+        };
         warn!(listener = &*self.profile.name, peer = %self.info.peer, message_type, control_id, size,
             ack = code.map_or("none", AckCode::as_str), reason = %refused.reason, "{what}");
         Some(self.build_ack(refused.msh.as_ref(), refused.charset, code?, Some(refused.reason.ack_error())))
@@ -402,8 +401,7 @@ impl Connection {
     }
 
     fn log_accepted(&self, msh: &Msh<'_>, size: usize, code: Option<AckCode>, duplicate: bool) {
-        let message_type = msh.message_type.to_string();
-        let control_id = String::from_utf8_lossy(msh.control_id);
+        let (message_type, control_id) = header_for_log(msh);
         let ack = code.map_or("none", AckCode::as_str);
         let listener = &*self.profile.name;
         let peer = self.info.peer;
@@ -434,4 +432,11 @@ impl Connection {
         };
         self.refuse(&refused, error.prefix().len(), "frame refused")
     }
+}
+
+/// MSH-9 (`ADT^A01`) and MSH-10 as log fields: the sender chose both, so both are capped
+/// ([`peer_text::cap`]).
+fn header_for_log(msh: &Msh<'_>) -> (String, String) {
+    let message_type = peer_text::cap(&msh.message_type.to_string()).into_owned();
+    (message_type, peer_text::cap_bytes(msh.control_id).into_owned())
 }

@@ -27,6 +27,7 @@ use super::refusal::{Refusal, RefusalReason};
 use super::reload::{Registration, TlsListener};
 use super::server_config::{server_config, TlsState};
 use super::verifier::{ClientCertRefusal, ConnectionVerifier};
+use crate::peer_text;
 
 /// Facts about an established TLS session.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,7 +57,8 @@ impl Accepted {
     /// Logs (info) the negotiated version and suite and the client certificate.
     pub fn log_opened(&self, listener: &str, peer: SocketAddr) {
         let session = &self.session;
-        let client_subject = session.client.as_ref().map(|c| c.subject.as_str());
+        let client_subject = session.client.as_ref().map(|c| peer_text::cap(&c.subject));
+        let client_subject = client_subject.as_deref();
         let client_thumbprint = session.client.as_ref().map(|c| c.digests.sha256().to_string());
         info!(target: "audit", event = "connection_accepted", listener, %peer, tls_version = session.version,
             cipher_suite = session.cipher_suite, client_subject, client_thumbprint, "connection opened");

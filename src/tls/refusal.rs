@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use tracing::{debug, warn};
 
 use super::cert::ClientCert;
+use crate::peer_text;
 
 /// Why a TLS connection was not established. The string form ([`RefusalReason::as_str`])
 /// is the `reason` field of the audit line and, later, a metric label.
@@ -102,11 +103,16 @@ impl Refusal {
     }
 
     /// Logs the refusal: security events as an `audit` warning with the reason, the peer and
-    /// the client certificate's subject and SHA-256 thumbprint; routine ones at debug.
+    /// the client certificate's subject (capped, [`peer_text::cap`]) and SHA-256 thumbprint;
+    /// routine ones at debug. How often a peer's refusals are logged is the caller's
+    /// (`listener::refusal_log`).
     pub fn log(&self, listener: &str, peer: SocketAddr) {
         let reason = self.reason.as_str();
-        let detail = &self.detail;
-        let client_subject = self.client.as_ref().map(|c| c.subject.as_str());
+        // The subject is the peer's to choose, and so may be the detail (it can quote the
+        // certificate parser or rustls): both are capped.
+        let detail = &*peer_text::cap(&self.detail);
+        let client_subject = self.client.as_ref().map(|c| peer_text::cap(&c.subject));
+        let client_subject = client_subject.as_deref();
         let client_thumbprint = self.client.as_ref().map(|c| c.digests.sha256().to_string());
         if self.reason.is_audited() {
             // client_cert_missing/unapproved/expired/…, client_signature_invalid

@@ -23,6 +23,7 @@ use super::server_config::{provider, TlsState};
 use super::thumbprint::Thumbprint;
 use crate::config::{Config, TlsConfig, Transport};
 use crate::metrics::ListenerCertificates;
+use crate::peer_text;
 
 /// What a successful reload changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,6 +105,8 @@ impl TlsListener {
         });
         let mut logged = 0;
         for (kind, subject, digests, validity) in std::iter::once(server).chain(clients) {
+            // A client certificate's subject is its holder's to choose.
+            let subject = &*peer_text::cap(&subject);
             let Some(notice) = cert::expiry_notice(kind, &subject, validity, now, warn_within) else {
                 continue;
             };
@@ -149,11 +152,11 @@ impl TlsListener {
                 continue;
             }
             if let Err(refusal) = policy.check(&client.chain[0], &client.chain[1..], now) {
-                let client_subject = refusal.cert.as_ref().map(|c| c.subject.clone());
+                let client_subject = refusal.cert.as_ref().map(|c| peer_text::cap(&c.subject).into_owned());
                 let client_thumbprint = refusal.cert.as_ref().map(|c| c.digests.sha256().to_string());
                 warn!(target: "audit", event = "client_cert_revoked", listener = &*self.name, peer = %client.peer,
                     reason = refusal.reason.as_str(),
-                    client_subject, client_thumbprint, detail = %refusal.detail,
+                    client_subject, client_thumbprint, detail = %peer_text::cap(&refusal.detail),
                     "closing connection: client certificate no longer approved after reload");
                 client.close.cancel();
                 closed += 1;
