@@ -69,6 +69,8 @@ pub(super) struct RawListener {
     pub(super) write_timeout: Option<Spanned<String>>,
     pub(super) max_message_size: Option<Spanned<RawSize>>,
     pub(super) max_connections: Option<Spanned<i64>>,
+    pub(super) max_connections_per_ip: Option<Spanned<i64>>,
+    pub(super) max_pending: Option<Spanned<i64>>,
     #[serde(default)]
     pub(super) allow_ips: Vec<Spanned<String>>,
     pub(super) framing: Option<RawFraming>,

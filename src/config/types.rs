@@ -31,6 +31,10 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = MIB;
 /// Default `max_connections`.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 100;
+/// Default `max_connections_per_ip` (`max_connections` when that is lower).
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 32;
+/// Default `max_pending` (`max_connections` when that is lower).
+pub const DEFAULT_MAX_PENDING: usize = 16;
 /// Default `[log] cert_expiry_warning`: 30 days.
 pub const DEFAULT_CERT_EXPIRY_WARNING: Duration = Duration::from_secs(30 * 24 * 60 * 60);
 /// The whole configuration of one hl7d process.
@@ -187,6 +191,13 @@ pub struct ListenerConfig {
     pub max_message_size: usize,
     /// `max_connections`: concurrent connections on this listener (1 ..= 100 000).
     pub max_connections: usize,
+    /// `max_connections_per_ip`: concurrent connections from one peer address
+    /// (1 ..= `max_connections`); the next one from that address is refused.
+    pub max_connections_per_ip: usize,
+    /// `max_pending`: concurrent connections that have not finished their TLS handshake
+    /// or (plaintext) sent their first MLLP byte (1 ..= `max_connections`); beyond it the
+    /// oldest pending connection is dropped, never an established one.
+    pub max_pending: usize,
     /// `allow_ips`: networks allowed to connect (host bits cleared); empty = any. Use
     /// [`ListenerConfig::allows`] rather than matching these directly.
     pub allow_ips: Vec<IpNet>,
@@ -278,6 +289,8 @@ impl ListenerConfig {
             write_timeout: DEFAULT_WRITE_TIMEOUT,
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
+            max_pending: DEFAULT_MAX_PENDING,
             allow_ips: Vec::new(),
             framing: Framing::DEFAULT,
             lenient_framing: false,

@@ -19,7 +19,7 @@ use crate::config::raw::{RawFraming, RawListener, RawSize, RawTls};
 use crate::config::types::{
     ClientAuth, ListenerConfig, TlsConfig, TlsVersion, Transport, DEFAULT_DUPLICATE_WINDOW,
     DEFAULT_FRAME_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_WRITE_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS_PER_IP, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MAX_PENDING, DEFAULT_WRITE_TIMEOUT,
 };
 use crate::config::units::{format_size, parse_size, DAY, HOUR, KIB, MIB, MINUTE, SECOND};
 use crate::tls::thumbprint::Thumbprint;
@@ -135,6 +135,20 @@ impl Builder<'_> {
                 }
             }
         });
+        let max_connections_per_ip = self.share_of_connections(
+            &section,
+            "max_connections_per_ip",
+            raw.max_connections_per_ip,
+            DEFAULT_MAX_CONNECTIONS_PER_IP,
+            max_connections,
+        );
+        let max_pending = self.share_of_connections(
+            &section,
+            "max_pending",
+            raw.max_pending,
+            DEFAULT_MAX_PENDING,
+            max_connections,
+        );
 
         let allow_ips = raw
             .allow_ips
@@ -185,11 +199,40 @@ impl Builder<'_> {
             write_timeout,
             max_message_size,
             max_connections,
+            max_connections_per_ip,
+            max_pending,
             allow_ips,
             framing,
             lenient_framing: raw.lenient_framing,
             duplicate_window,
         }
+    }
+
+    /// A limit on part of the listener's connections (`max_connections_per_ip`,
+    /// `max_pending`): 1 ..= `max_connections`, since a larger one could never apply. Unset,
+    /// it is `default`, or `max_connections` when that is lower, so that a small
+    /// `max_connections` alone stays a valid configuration.
+    fn share_of_connections(
+        &mut self,
+        section: &Section,
+        key: &str,
+        raw: Option<Spanned<i64>>,
+        default: usize,
+        max_connections: usize,
+    ) -> usize {
+        let fallback = default.min(max_connections);
+        let Some(value) = raw else { return fallback };
+        let span = value.span();
+        let message = match usize::try_from(*value.get_ref()) {
+            Ok(count) if (1..=max_connections).contains(&count) => return count,
+            Ok(count) if count > max_connections && count <= MAX_CONNECTIONS => format!(
+                "{count} is above max_connections ({max_connections}), so it could never apply: \
+                 lower it or raise max_connections"
+            ),
+            _ => format!("{} is out of range 1..=max_connections ({max_connections})", value.get_ref()),
+        };
+        self.problem(section, key, Some(span), message);
+        fallback
     }
 
     fn check_name(&mut self, section: &Section, name: &Spanned<String>) {
@@ -630,6 +673,41 @@ client_ca = "tls/clients-ca.pem" # optional: additionally require a chain to thi
             );
         }
         assert_eq!(parse_ok(&lab("max_connections = 1")).listeners[0].max_connections, 1);
+    }
+
+    #[test]
+    fn per_ip_and_pending_limits_default_within_max_connections() {
+        let listener = &parse_ok(&lab("")).listeners[0];
+        assert_eq!((listener.max_connections_per_ip, listener.max_pending), (32, 16));
+        // A small max_connections alone stays valid: the defaults follow it down.
+        let listener = &parse_ok(&lab("max_connections = 10")).listeners[0];
+        assert_eq!((listener.max_connections_per_ip, listener.max_pending), (10, 10));
+        let listener =
+            &parse_ok(&lab("max_connections = 500\nmax_connections_per_ip = 500\nmax_pending = 1")).listeners
+                [0];
+        assert_eq!((listener.max_connections_per_ip, listener.max_pending), (500, 1));
+    }
+
+    #[test]
+    fn per_ip_and_pending_limits_are_bounded_by_max_connections() {
+        for key in ["max_connections_per_ip", "max_pending"] {
+            for bad in ["0", "-5", "100001"] {
+                assert_eq!(
+                    parse_err(&lab(&format!("{key} = {bad}"))),
+                    format!(
+                        "listener \"lab\": {key}: {bad} is out of range 1..=max_connections (100) (line 5)"
+                    )
+                );
+            }
+            assert_eq!(
+                parse_err(&lab(&format!("max_connections = 20\n{key} = 21"))),
+                format!(
+                    "listener \"lab\": {key}: 21 is above max_connections (20), so it could never apply: \
+                     lower it or raise max_connections (line 6)"
+                )
+            );
+        }
+        assert!(parse_err(&lab("max_pending = \"16\"")).contains("invalid type"));
     }
 
     #[test]

@@ -517,6 +517,8 @@ frame_timeout = "15s"
 write_timeout = "5s"
 max_message_size = 65536
 max_connections = 100000
+max_connections_per_ip = 64
+max_pending = 8
 allow_ips = ["10.0.0.0/8", "192.168.1.7", "2001:db8::/32"]
 lenient_framing = true
 duplicate_window = "0"
@@ -540,6 +542,7 @@ end = "1c0d"
         assert_eq!(listener.write_timeout, Duration::from_secs(5));
         assert_eq!(listener.max_message_size, 65536);
         assert_eq!(listener.max_connections, 100_000);
+        assert_eq!((listener.max_connections_per_ip, listener.max_pending), (64, 8));
         assert_eq!(listener.allow_ips.len(), 3);
         assert_eq!(listener.allow_ips[1], "192.168.1.7/32".parse::<IpNet>().unwrap());
         assert!(listener.lenient_framing);
