@@ -25,10 +25,20 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// TCP connections that passed the allowlist and the connection limit. `{listener}`
 pub const CONNECTIONS_ACCEPTED: &str = "hl7d_connections_accepted_total";
-/// Connections refused at accept. `{listener, reason}`: `ip_not_allowed`, `max_connections`.
+/// Connections refused at accept. `{listener, reason}`: `ip_not_allowed`, `max_connections`,
+/// `max_connections_per_ip`.
 pub const CONNECTIONS_REFUSED: &str = "hl7d_connections_refused_total";
 /// Connections open now (TLS handshakes in progress included). `{listener}`
 pub const CONNECTIONS_OPEN: &str = "hl7d_connections_open";
+/// Connections open now that have not finished their TLS handshake or (plaintext) sent
+/// their first MLLP byte. `{listener}`
+pub const CONNECTIONS_PENDING: &str = "hl7d_connections_pending";
+/// Pending connections dropped to make room for a newer one (`max_pending`, or a full
+/// `max_connections`). `{listener}`
+pub const CONNECTIONS_PENDING_DROPPED: &str = "hl7d_connections_pending_dropped_total";
+/// Refusal log lines (and audit events) left out by the per-address rate limit; each
+/// address's are told in one summary line a minute. `{listener}`
+pub const REFUSAL_LINES_SUPPRESSED: &str = "hl7d_refusal_lines_suppressed_total";
 /// Connections closed after accept, by why. `{listener, reason}`: the connection's
 /// `CloseReason::label`, `client_cert_revoked` or `closed_before_data`.
 pub const CONNECTIONS_CLOSED: &str = "hl7d_connections_closed_total";
@@ -116,6 +126,12 @@ fn describe() {
     describe_counter!(CONNECTIONS_ACCEPTED, "TCP connections that passed allow_ips and max_connections");
     describe_counter!(CONNECTIONS_REFUSED, "connections refused at accept, by reason");
     describe_gauge!(CONNECTIONS_OPEN, "connections open now");
+    describe_gauge!(
+        CONNECTIONS_PENDING,
+        "connections open now without a finished TLS handshake or first MLLP byte"
+    );
+    describe_counter!(CONNECTIONS_PENDING_DROPPED, "pending connections dropped to make room for newer ones");
+    describe_counter!(REFUSAL_LINES_SUPPRESSED, "refusal log lines left out by the per-address rate limit");
     describe_counter!(CONNECTIONS_CLOSED, "connections closed after accept, by reason");
     describe_counter!(TLS_HANDSHAKES, "successful TLS handshakes by version");
     describe_counter!(TLS_HANDSHAKE_FAILURES, "failed TLS handshakes by reason");
@@ -237,6 +253,12 @@ pub struct ListenerMetrics {
     pub accepted: Counter,
     /// [`CONNECTIONS_OPEN`]
     pub open: Gauge,
+    /// [`CONNECTIONS_PENDING`]
+    pub pending: Gauge,
+    /// [`CONNECTIONS_PENDING_DROPPED`]
+    pub pending_dropped: Counter,
+    /// [`REFUSAL_LINES_SUPPRESSED`]
+    pub refusal_lines_suppressed: Counter,
     /// [`MESSAGES_RECEIVED`]
     pub messages: Counter,
     /// [`DUPLICATES`]
@@ -271,6 +293,9 @@ impl ListenerMetrics {
         ListenerMetrics {
             accepted: counter!(CONNECTIONS_ACCEPTED, "listener" => l()),
             open: gauge!(CONNECTIONS_OPEN, "listener" => l()),
+            pending: gauge!(CONNECTIONS_PENDING, "listener" => l()),
+            pending_dropped: counter!(CONNECTIONS_PENDING_DROPPED, "listener" => l()),
+            refusal_lines_suppressed: counter!(REFUSAL_LINES_SUPPRESSED, "listener" => l()),
             messages: counter!(MESSAGES_RECEIVED, "listener" => l()),
             duplicates: counter!(DUPLICATES, "listener" => l()),
             bytes_in: counter!(BYTES_RECEIVED, "listener" => l()),
@@ -287,7 +312,8 @@ impl ListenerMetrics {
         &self.acks[index]
     }
 
-    /// Counts a connection refused at accept (`ip_not_allowed`, `max_connections`).
+    /// Counts a connection refused at accept (`ip_not_allowed`, `max_connections`,
+    /// `max_connections_per_ip`).
     pub fn refused(&self, reason: &'static str) {
         counter!(CONNECTIONS_REFUSED, "listener" => self.listener.clone(), "reason" => reason).increment(1);
     }

@@ -22,6 +22,7 @@ use tokio::time::{timeout, timeout_at, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::admission::Slot;
 use super::deadlines::{Close, Deadlines, Handled, Limits, Read, MAX_JUNK_RUN};
 use super::Profile;
 use crate::peer_text;
@@ -127,6 +128,9 @@ pub struct ConnectionInfo {
     pub peer: SocketAddr,
     /// SHA-256 thumbprint of the verified client certificate, if any.
     pub client_thumbprint: Option<String>,
+    /// The connection's admission slot while it is pending: a plaintext connection is
+    /// established by its first MLLP byte (see [`super::admission`]).
+    pub pending: Option<Slot>,
 }
 
 /// Serves one connection until the peer leaves, a limit is hit, or shutdown is asked for
@@ -248,6 +252,9 @@ impl Connection {
         match sniff::plaintext(chunk, start_block)? {
             PeerKind::Mllp => {
                 self.seen_first_byte = true;
+                if let Some(slot) = self.info.pending.take() {
+                    slot.established();
+                }
                 None
             }
             other => Some(CloseReason::NotMllp(other)),

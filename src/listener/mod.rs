@@ -1,12 +1,15 @@
 //! Listeners: one accept loop per profile, each connection in its own task.
 //!
-//! Owns binding, the IP allowlist, the connection limit, and shutdown: on shutdown the accept
-//! loops stop at once, idle connections close, and a message in flight is read, stored and
-//! acknowledged before its connection closes. One connection's failure never reaches the
-//! accept loop or another connection.
+//! Owns binding, the IP allowlist, the connection limits (`admission.rs`: per listener, per
+//! address, pending connections), the rate limit of refusal lines (`refusal_log.rs`), and
+//! shutdown: on shutdown the accept loops stop at once, idle connections close, and a
+//! message in flight is read, stored and acknowledged before its connection closes. One
+//! connection's failure never reaches the accept loop or another connection.
 
+pub mod admission;
 pub mod connection;
 pub mod deadlines;
+pub mod refusal_log;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,7 +20,6 @@ use hl7_proto::mllp::DecoderConfig;
 use metrics::Gauge;
 use thiserror::Error;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -27,7 +29,9 @@ use crate::config::{Config, ListenerConfig};
 use crate::metrics::ListenerMetrics;
 use crate::store::MessageStore;
 use crate::tls::{Reloader, TlsError, TlsListener};
+use admission::{Admission, Admitted, Dropped, Limits, Refused, Slot};
 use connection::ConnectionInfo;
+use refusal_log::RefusalLog;
 
 /// A listener profile at run time: its configuration and the ACK control-id counter.
 pub struct Profile {
@@ -205,8 +209,12 @@ async fn accept_loop(
     shutdown: CancellationToken,
     connections: TaskTracker,
 ) {
-    let limit = Arc::new(Semaphore::new(profile.config.max_connections));
     let listener = &*profile.name;
+    // Who is let in, and how often refusals are logged: per listener, for as long as it runs.
+    let admission = Admission::new(profile.metrics.pending.clone());
+    let refusals =
+        Arc::new(RefusalLog::new(profile.name.clone(), profile.metrics.refusal_lines_suppressed.clone()));
+    connections.spawn(refusals.clone().sweep_until(shutdown.clone()));
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -223,17 +231,27 @@ async fn accept_loop(
         };
         if !profile.config.allows(peer.ip()) {
             profile.metrics.refused("ip_not_allowed");
-            warn!(target: "audit", event = "connection_refused", listener, %peer, reason = "ip_not_allowed",
-                "connection refused: address not in allow_ips");
+            if refusals.allow(peer.ip(), "ip_not_allowed") {
+                warn!(target: "audit", event = "connection_refused", listener, %peer, reason = "ip_not_allowed",
+                    "connection refused: address not in allow_ips");
+            }
             drop(stream);
             continue;
         }
-        let Ok(permit) = limit.clone().try_acquire_owned() else {
-            profile.metrics.refused("max_connections");
-            warn!(target: "audit", event = "connection_refused", listener, %peer, reason = "max_connections",
-                max_connections = profile.config.max_connections, "connection refused: max_connections reached");
-            drop(stream);
-            continue;
+        let limits = Limits::of(&profile.config);
+        let now = tokio::time::Instant::now().into_std();
+        let slot = match admission.admit(peer, limits, shutdown.child_token(), now) {
+            Ok(Admitted { slot, dropped }) => {
+                if let Some(dropped) = dropped {
+                    log_dropped(&profile, &refusals, &dropped, limits);
+                }
+                slot
+            }
+            Err(refused) => {
+                log_refused(&profile, &refusals, peer, refused, limits);
+                drop(stream);
+                continue;
+            }
         };
         let _ = stream.set_nodelay(true);
         profile.metrics.accepted.increment(1);
@@ -241,15 +259,58 @@ async fn accept_loop(
         let profile = profile.clone();
         let tls = tls.clone();
         let store = store.clone();
-        let shutdown = shutdown.clone();
+        let gate = Gate { shutdown: shutdown.clone(), slot, refusals: refusals.clone() };
         connections.spawn(async move {
-            // Both are released when the task ends, however it ends (a panic included).
-            let _permit = permit;
+            // Both are released when the task ends, however it ends (a panic included); the
+            // slot's counts too (it is in `gate`).
             let _open = open;
-            handle_tcp(stream, peer, profile, tls, store, shutdown).await;
+            handle_tcp(stream, peer, profile, tls, store, gate).await;
         });
     }
     debug!(listener, "accept loop stopped");
+}
+
+/// A connection refused at accept: counted always, logged as the refusal log allows.
+fn log_refused(profile: &Profile, refusals: &RefusalLog, peer: SocketAddr, refused: Refused, limits: Limits) {
+    let reason = refused.as_str();
+    profile.metrics.refused(reason);
+    if !refusals.allow(peer.ip(), reason) {
+        return;
+    }
+    let listener = &*profile.name;
+    match refused {
+        Refused::MaxConnections => {
+            warn!(target: "audit", event = "connection_refused", listener, %peer, reason,
+                max_connections = limits.max_connections, "connection refused: max_connections reached");
+        }
+        Refused::MaxConnectionsPerIp => {
+            warn!(target: "audit", event = "connection_refused", listener, %peer, reason,
+                max_connections_per_ip = limits.max_per_ip,
+                "connection refused: max_connections_per_ip reached for this address");
+        }
+    }
+}
+
+/// A pending connection dropped to make room for a newcomer: counted always, logged as the
+/// refusal log allows (under the dropped connection's address).
+fn log_dropped(profile: &Profile, refusals: &RefusalLog, dropped: &Dropped, limits: Limits) {
+    profile.metrics.pending_dropped.increment(1);
+    if !refusals.allow(dropped.peer.ip(), dropped.reason) {
+        return;
+    }
+    let pending_ms = u64::try_from(dropped.pending_for.as_millis()).unwrap_or(u64::MAX);
+    warn!(target: "audit", event = "connection_dropped", listener = &*profile.name, peer = %dropped.peer,
+        reason = dropped.reason, pending_ms, max_pending = limits.max_pending,
+        max_connections = limits.max_connections,
+        "oldest pending connection dropped to make room: no TLS handshake or first MLLP byte yet");
+}
+
+/// What a connection task holds of its listener besides the socket: the server's shutdown,
+/// its admission slot (released when the task ends) and the listener's refusal log.
+struct Gate {
+    shutdown: CancellationToken,
+    slot: Slot,
+    refusals: Arc<RefusalLog>,
 }
 
 /// One connection counted in the open-connections gauge: incremented when made,
@@ -275,32 +336,57 @@ async fn handle_tcp(
     profile: Arc<Profile>,
     tls: Option<Arc<TlsListener>>,
     store: Arc<dyn MessageStore>,
-    shutdown: CancellationToken,
+    gate: Gate,
 ) {
+    let Gate { shutdown, slot, refusals } = gate;
     let listener = profile.name.clone();
     let listener_metrics = profile.metrics.clone();
     let (reason, stats, revoked) = match tls {
         None => {
-            if closed_before_data(&stream, &profile, &shutdown).await {
+            // A child of `shutdown`, cancelled too if the connection is dropped to make room
+            // while it has sent no MLLP byte (it is pending until then).
+            let close = slot.close_token().clone();
+            if closed_before_data(&stream, &profile, &close).await {
                 debug!(listener = &*listener, %peer, "connection closed before sending data (health check?)");
                 profile.metrics.closed("closed_before_data");
                 return;
             }
+            if slot.was_dropped() {
+                // The accept loop logged it.
+                return;
+            }
             info!(target: "audit", event = "connection_accepted", listener = &*listener, %peer, "connection opened");
-            let info = ConnectionInfo { peer, client_thumbprint: None };
-            let (reason, stats) = connection::serve(stream, info, profile, store, shutdown.clone()).await;
+            let info = ConnectionInfo { peer, client_thumbprint: None, pending: Some(slot.clone()) };
+            let (reason, stats) = connection::serve(stream, info, profile, store, close).await;
             (reason, stats, false)
         }
         Some(tls) => {
-            let accepted = match tls.accept(stream, peer, &shutdown).await {
+            let accepted = tokio::select! {
+                biased;
+                // On shutdown this branch is ready first and says so (a routine refusal).
+                accepted = tls.accept(stream, peer, &shutdown) => accepted,
+                // Dropped to make room for a newer connection (the accept loop logged it):
+                // the handshake is abandoned, the socket closed.
+                _ = slot.close_token().cancelled() => return,
+            };
+            let accepted = match accepted {
+                Ok(accepted) if slot.was_dropped() => {
+                    // Dropped as its handshake finished: its place is taken already.
+                    drop(accepted);
+                    return;
+                }
                 Ok(accepted) => accepted,
                 Err(refusal) => {
-                    refusal.log(&listener, peer);
+                    if !refusal.reason.is_audited() || refusals.allow(peer.ip(), refusal.reason.as_str()) {
+                        refusal.log(&listener, peer);
+                    }
                     return;
                 }
             };
+            slot.established();
             accepted.log_opened(&listener, peer);
-            let info = ConnectionInfo { peer, client_thumbprint: accepted.client_thumbprint() };
+            let info =
+                ConnectionInfo { peer, client_thumbprint: accepted.client_thumbprint(), pending: None };
             // `close` is a child of `shutdown`, also cancelled when a reload withdraws
             // approval of this client's certificate.
             let close = accepted.close.clone();
@@ -309,9 +395,13 @@ async fn handle_tcp(
             (reason, stats, close.is_cancelled() && !shutdown.is_cancelled())
         }
     };
-    count_close(&listener_metrics, &reason, revoked);
+    // Only a plaintext connection that has sent no MLLP byte yet can be dropped here.
+    let dropped = slot.was_dropped();
+    count_close(&listener_metrics, &reason, revoked, dropped);
     let reason = if revoked {
         "client certificate no longer approved (reload)".to_owned()
+    } else if dropped {
+        "dropped while pending, to make room for a newer connection".to_owned()
     } else {
         reason.to_string()
     };
@@ -342,6 +432,10 @@ async fn closed_before_data(stream: &TcpStream, profile: &Profile, shutdown: &Ca
 /// How long a silent plaintext connection is watched for a health check's close.
 const HEALTH_CHECK_WAIT: Duration = Duration::from_secs(1);
 
-fn count_close(metrics: &ListenerMetrics, reason: &connection::CloseReason, revoked: bool) {
-    metrics.closed(if revoked { "client_cert_revoked" } else { reason.label() });
+fn count_close(metrics: &ListenerMetrics, reason: &connection::CloseReason, revoked: bool, dropped: bool) {
+    metrics.closed(match (revoked, dropped) {
+        (true, _) => "client_cert_revoked",
+        (false, true) => "pending_dropped",
+        (false, false) => reason.label(),
+    });
 }

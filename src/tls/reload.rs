@@ -107,7 +107,7 @@ impl TlsListener {
         for (kind, subject, digests, validity) in std::iter::once(server).chain(clients) {
             // A client certificate's subject is its holder's to choose.
             let subject = &*peer_text::cap(&subject);
-            let Some(notice) = cert::expiry_notice(kind, &subject, validity, now, warn_within) else {
+            let Some(notice) = cert::expiry_notice(kind, subject, validity, now, warn_within) else {
                 continue;
             };
             let listener = &*self.name;

@@ -9,6 +9,7 @@ mod file_modes;
 mod fuzz_app;
 mod hostile;
 mod interop;
+mod limits;
 mod listener;
 mod send;
 mod send_tls;
