@@ -105,6 +105,10 @@ start_hl7d() {   # start_hl7d NAME TLS(yes|no) DATA_DIR
         echo "name = \"$name\""
         echo "listen = \"127.0.0.1:$port\""
         echo "max_connections = $((IDLE_CONNECTIONS + 100))"
+        # Every client is on 127.0.0.1, and bench connections wait for each other before
+        # their first message: lift the per-address and pending caps to the same number.
+        echo "max_connections_per_ip = $((IDLE_CONNECTIONS + 100))"
+        echo "max_pending = $((IDLE_CONNECTIONS + 100))"
         if [[ $tls == yes ]]; then
             echo '[listener.tls]'
             echo "cert = \"$WORK/pki/server.pem\""

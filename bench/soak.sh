@@ -84,6 +84,8 @@ idle_timeout = "5s"
 frame_timeout = "2s"
 write_timeout = "2s"
 max_connections = 200
+max_connections_per_ip = 200   # every client is on 127.0.0.1
+max_pending = 200              # bench connections wait for each other before sending
 duplicate_window = "5m"    # within the retention
 
 [[listener]]
@@ -93,6 +95,8 @@ idle_timeout = "5s"
 frame_timeout = "2s"
 write_timeout = "2s"
 max_connections = 200
+max_connections_per_ip = 200
+max_pending = 200
 duplicate_window = "5m"
 [listener.tls]
 cert = "$WORK/pki/server.pem"
