@@ -67,6 +67,14 @@ pub enum AuditError {
         /// The OS error.
         source: io::Error,
     },
+    /// The audit file cannot be created or appended to (found by [`AuditTrail::check`]).
+    #[error("audit file {}: {reason}", path.display())]
+    Unusable {
+        /// The file.
+        path: PathBuf,
+        /// Why, e.g. that its directory does not exist.
+        reason: String,
+    },
     /// The syslog TLS settings cannot be used (e.g. an unreadable `syslog_ca`).
     #[error("audit syslog: {0}")]
     SyslogTls(String),
@@ -117,6 +125,26 @@ impl AuditTrail {
         trails.retain(|trail| trail.strong_count() > 0);
         trails.push(Arc::downgrade(&inner));
         Ok(AuditTrail { inner })
+    }
+
+    /// Checks, without creating or opening anything, what [`AuditTrail::open`] needs: that
+    /// the file exists and this process may append to it, or that its directory exists and
+    /// this process may create it there (hl7d creates the file, not its directory); and that
+    /// the syslog TLS settings load. The collector is not contacted: an unreachable one does
+    /// not stop start-up either. Every problem found is returned.
+    pub fn check(config: &AuditConfig) -> Vec<AuditError> {
+        let mut problems = Vec::new();
+        if let Some(path) = &config.file {
+            if let Err(reason) = check_file(path) {
+                problems.push(AuditError::Unusable { path: path.clone(), reason });
+            }
+        }
+        if let Some(syslog) = &config.syslog {
+            if let Err(e) = syslog_tls(syslog) {
+                problems.push(e);
+            }
+        }
+        problems
     }
 
     /// The `tracing` layer that writes every [`TARGET`] event to the sinks, at any level
@@ -334,6 +362,35 @@ impl FileSink {
     }
 }
 
+/// What [`AuditTrail::check`] asks of the file: see there.
+fn check_file(path: &Path) -> Result<(), String> {
+    match std::fs::metadata(path) {
+        Ok(metadata) if metadata.is_dir() => Err("is a directory".to_owned()),
+        Ok(_) => crate::private_files::can_read_write(path)
+            .map_err(|e| format!("this process cannot append to it: {e}")),
+        Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => {
+            let dir = match path.parent() {
+                Some(dir) if !dir.as_os_str().is_empty() => dir,
+                _ => Path::new("."),
+            };
+            match std::fs::metadata(dir) {
+                Ok(metadata) if metadata.is_dir() => crate::private_files::can_create_in(dir)
+                    .map_err(|e| format!("this process cannot create it in {}: {e}", dir.display())),
+                Ok(_) => Err(format!("{} is not a directory", dir.display())),
+                Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => {
+                    Err(format!(
+                        "directory {} does not exist (hl7d creates the file, not its directory; \
+                         under systemd LogsDirectory= makes it)",
+                        dir.display()
+                    ))
+                }
+                Err(e) => Err(format!("{}: {e}", dir.display())),
+            }
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 fn open_append(path: &Path) -> io::Result<File> {
     let mut options = OpenOptions::new();
     options.append(true).create(true);
@@ -347,16 +404,7 @@ fn open_append(path: &Path) -> io::Result<File> {
 
 impl SyslogSink {
     fn start(config: &SyslogConfig) -> Result<SyslogSink, AuditError> {
-        let tls = if config.tls {
-            let options =
-                crate::sender::tls::ClientTlsOptions { ca: config.ca.clone(), ..Default::default() };
-            let client = crate::sender::tls::client_config(&options)
-                .map_err(|e| AuditError::SyslogTls(e.to_string()))?;
-            let name = crate::sender::tls::server_name(&config.host, None).map_err(AuditError::SyslogTls)?;
-            Some((Arc::new(client), name))
-        } else {
-            None
-        };
+        let tls = syslog_tls(config)?;
         let (queue, lines) = mpsc::sync_channel(SYSLOG_QUEUE);
         let (done, finished) = mpsc::channel();
         let collector = Collector { host: config.host.clone(), port: config.port, tls };
@@ -401,11 +449,25 @@ impl SyslogSink {
     }
 }
 
+/// The client TLS settings for a `tls://` collector (`None` for `tcp://`).
+fn syslog_tls(config: &SyslogConfig) -> Result<Option<CollectorTls>, AuditError> {
+    if !config.tls {
+        return Ok(None);
+    }
+    let options = crate::sender::tls::ClientTlsOptions { ca: config.ca.clone(), ..Default::default() };
+    let client =
+        crate::sender::tls::client_config(&options).map_err(|e| AuditError::SyslogTls(e.to_string()))?;
+    let name = crate::sender::tls::server_name(&config.host, None).map_err(AuditError::SyslogTls)?;
+    Ok(Some((Arc::new(client), name)))
+}
+
+type CollectorTls = (Arc<rustls::ClientConfig>, rustls::pki_types::ServerName<'static>);
+
 /// The syslog writer thread's view of the collector.
 struct Collector {
     host: String,
     port: u16,
-    tls: Option<(Arc<rustls::ClientConfig>, rustls::pki_types::ServerName<'static>)>,
+    tls: Option<CollectorTls>,
 }
 
 type Connection = Box<dyn Write + Send>;
@@ -543,6 +605,37 @@ mod tests {
             std::process::id()
         );
         assert_eq!(message, expected);
+    }
+
+    #[test]
+    fn check_names_a_missing_directory_and_an_unreadable_syslog_ca_and_creates_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        let good = AuditConfig { file: Some(dir.join("audit.jsonl")), syslog: None };
+        assert!(AuditTrail::check(&good).is_empty());
+        assert!(!dir.join("audit.jsonl").exists(), "check created the file");
+        let config = AuditConfig {
+            file: Some(dir.join("missing/audit.jsonl")),
+            syslog: Some(SyslogConfig {
+                host: "logs.example.org".into(),
+                port: 6514,
+                tls: true,
+                ca: Some(dir.join("no-such-ca.pem")),
+            }),
+        };
+        let problems: Vec<String> = AuditTrail::check(&config).iter().map(ToString::to_string).collect();
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0].contains("missing") && problems[0].contains("does not exist"), "{problems:?}");
+        assert!(
+            problems[1].starts_with("audit syslog: ") && problems[1].contains("no-such-ca.pem"),
+            "{problems:?}"
+        );
+        // open agrees on the file.
+        let open = AuditConfig { file: Some(dir.join("missing/audit.jsonl")), syslog: None };
+        assert!(AuditTrail::open(&open).is_err());
+        // A directory where the file should be.
+        let as_dir = AuditConfig { file: Some(dir.clone()), syslog: None };
+        assert!(AuditTrail::check(&as_dir)[0].to_string().contains("is a directory"));
     }
 
     #[test]

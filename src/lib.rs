@@ -3,8 +3,9 @@
 //! The server's parts: [`listener`] (accept loop, one task per connection), [`tls`],
 //! [`store`], [`config`], [`admin`], [`metrics`], [`audit`], [`expiry`], [`logging`],
 //! [`peer_text`] (peer-chosen text capped for logs) and [`private_files`], put together by
-//! [`serve`]. Beside them the clients: [`sender`] (the MLLP client of `hl7d send` and the
-//! tests) and [`mod@bench`] (the load generator). The command line is not here: it is the
+//! [`serve`] after [`preflight`] has checked what the configuration names. Beside them the
+//! clients: [`sender`] (the MLLP client of `hl7d send` and the tests) and [`mod@bench`] (the
+//! load generator). The command line is not here: it is the
 //! binary's `cmd/` module, which this library cannot import, so no argument parser reaches
 //! the server's code.
 
@@ -17,6 +18,7 @@ pub mod listener;
 pub mod logging;
 pub mod metrics;
 pub mod peer_text;
+pub mod preflight;
 pub mod private_files;
 pub mod sender;
 pub mod serve;

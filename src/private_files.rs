@@ -2,7 +2,9 @@
 //! keys is created 0700 (directories) and 0600 (files) whatever the process umask.
 //!
 //! Owns the Unix permission rules and nothing else: callers decide which paths are private.
-//! On other platforms the functions create what is asked and check nothing.
+//! [`check_dir`], [`can_create_in`] and [`can_read_write`] answer the same questions without
+//! creating or changing anything, for the start-up checks (`preflight`). On other platforms
+//! the functions create what is asked and check nothing.
 
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
@@ -49,6 +51,15 @@ pub enum PrivateDirError {
         /// This process's effective uid.
         uid: u32,
     },
+    /// This process may not create files in it (or, when it is missing, in the existing
+    /// directory it would be created under).
+    #[error("{}: this process cannot create files here: {source}", path.display())]
+    NotWritable {
+        /// The directory checked.
+        path: PathBuf,
+        /// What `access(2)` answered.
+        source: io::Error,
+    },
 }
 
 /// Makes `dir` a private directory: creates it (and missing parents) 0700, or, when it
@@ -81,6 +92,94 @@ pub fn secure_dir(dir: &Path) -> Result<(), PrivateDirError> {
             "directory was open to other users; tightened (it holds patient data or keys)");
     }
     Ok(())
+}
+
+/// What [`secure_dir`] would do with `dir`, checked without creating or changing anything:
+/// `Ok` when it would succeed and this process could then create files in `dir`; otherwise
+/// the error it would give, or [`PrivateDirError::NotWritable`].
+///
+/// A missing `dir` is checked at the nearest directory that exists above it (where it and
+/// its missing parents would be created); a file in the way is
+/// [`PrivateDirError::NotADirectory`]. A directory of ours that is open to others passes:
+/// [`secure_dir`] tightens it.
+pub fn check_dir(dir: &Path) -> Result<(), PrivateDirError> {
+    let io_error = |path: &Path, source| PrivateDirError::Io { path: path.to_owned(), source };
+    let not_writable = |path: &Path, source| PrivateDirError::NotWritable { path: path.to_owned(), source };
+    match std::fs::metadata(dir) {
+        Ok(metadata) if !metadata.is_dir() => Err(PrivateDirError::NotADirectory { path: dir.to_owned() }),
+        Ok(metadata) => {
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::MetadataExt;
+                let mode = metadata.mode() & 0o7777;
+                let uid = rustix::process::geteuid().as_raw();
+                if mode & 0o077 != 0 && metadata.uid() != uid {
+                    let owner = metadata.uid();
+                    return Err(PrivateDirError::NotOurs { path: dir.to_owned(), mode, owner, uid });
+                }
+            }
+            #[cfg(not(unix))]
+            let _ = metadata;
+            can_create_in(dir).map_err(|e| not_writable(dir, e))
+        }
+        Err(e) if missing(&e) => {
+            let mut above = dir.parent();
+            while let Some(parent) = above {
+                // The parent of a bare relative name is "": the working directory.
+                let parent = if parent.as_os_str().is_empty() { Path::new(".") } else { parent };
+                match std::fs::metadata(parent) {
+                    Ok(metadata) if metadata.is_dir() => {
+                        return can_create_in(parent).map_err(|e| not_writable(parent, e));
+                    }
+                    Ok(_) => return Err(PrivateDirError::NotADirectory { path: parent.to_owned() }),
+                    Err(e) if missing(&e) && parent != Path::new(".") => above = parent.parent(),
+                    Err(e) => return Err(io_error(parent, e)),
+                }
+            }
+            Err(io_error(dir, e))
+        }
+        Err(e) => Err(io_error(dir, e)),
+    }
+}
+
+/// Whether this process (its effective uid and groups) may create entries in the directory
+/// `dir`: write and search permission, on a file system mounted read-write.
+pub fn can_create_in(dir: &Path) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        use rustix::fs::Access;
+        access(dir, Access::WRITE_OK | Access::EXEC_OK)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+        Ok(())
+    }
+}
+
+/// Whether this process (its effective uid and groups) may read and write the file `path`.
+pub fn can_read_write(path: &Path) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        use rustix::fs::Access;
+        access(path, Access::READ_OK | Access::WRITE_OK)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        Ok(())
+    }
+}
+
+#[cfg(unix)]
+fn access(path: &Path, access: rustix::fs::Access) -> io::Result<()> {
+    // AT_EACCESS: the effective ids, the ones that will open the file.
+    rustix::fs::accessat(rustix::fs::CWD, path, access, rustix::fs::AtFlags::EACCESS).map_err(io::Error::from)
+}
+
+/// Not there: the path, or a directory on the way to it, is missing (or is a file).
+fn missing(error: &io::Error) -> bool {
+    matches!(error.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory)
 }
 
 /// Creates `dir` and any missing parents with mode 0700; an existing directory is left as
@@ -186,6 +285,49 @@ mod tests {
         assert_eq!(mode(&dir), 0o700);
         std::fs::write(base.join("file"), b"x").unwrap();
         assert!(matches!(secure_dir(&base.join("file")), Err(PrivateDirError::NotADirectory { .. })));
+    }
+
+    #[test]
+    fn check_dir_answers_as_secure_dir_would_without_creating_anything() {
+        let tmp = tempfile::tempdir().unwrap();
+        let base = tmp.path().join("check");
+        std::fs::create_dir_all(&base).unwrap();
+        // Missing, with missing parents: checked where it would be created.
+        let deep = base.join("a/b/c");
+        check_dir(&deep).unwrap();
+        assert!(!base.join("a").exists(), "check_dir created something");
+        // A file in the way, at the directory itself or above it.
+        std::fs::write(base.join("file"), b"x").unwrap();
+        let error = check_dir(&base.join("file")).unwrap_err();
+        assert!(
+            matches!(&error, PrivateDirError::NotADirectory { path } if path == &base.join("file")),
+            "{error}"
+        );
+        let error = check_dir(&base.join("file/data")).unwrap_err();
+        assert!(
+            matches!(&error, PrivateDirError::NotADirectory { path } if path == &base.join("file")),
+            "{error}"
+        );
+        // An existing directory of ours, open to others: secure_dir tightens it, so it passes.
+        std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o755)).unwrap();
+        check_dir(&base).unwrap();
+        assert_eq!(mode(&base), 0o755, "check_dir changed the mode");
+        // Another user's open directory is refused, as secure_dir refuses it.
+        let theirs = base.join("theirs");
+        std::fs::create_dir(&theirs).unwrap();
+        std::fs::set_permissions(&theirs, std::fs::Permissions::from_mode(0o777)).unwrap();
+        if std::os::unix::fs::chown(&theirs, Some(65534), None).is_ok() {
+            assert!(matches!(check_dir(&theirs), Err(PrivateDirError::NotOurs { owner: 65534, .. })));
+            assert!(matches!(secure_dir(&theirs), Err(PrivateDirError::NotOurs { owner: 65534, .. })));
+        }
+        // Not writable: only observable when not running as root (root may write anywhere).
+        if rustix::process::geteuid().as_raw() != 0 {
+            let locked = base.join("locked");
+            std::fs::create_dir(&locked).unwrap();
+            std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o500)).unwrap();
+            assert!(matches!(check_dir(&locked.join("data")), Err(PrivateDirError::NotWritable { .. })));
+            std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o700)).unwrap();
+        }
     }
 
     #[test]

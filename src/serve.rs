@@ -1,7 +1,8 @@
 //! `hl7d serve`: load the configuration, start every listener, run until SIGTERM/Ctrl-C;
 //! SIGHUP reloads TLS certificates, keys and client approvals.
 
-use std::path::Path;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,7 +11,7 @@ use tracing::{error, info, warn};
 
 use crate::admin::{Admin, Running};
 use crate::config::{Config, Transport};
-use crate::listener::Server;
+use crate::listener::{ServeError, Server};
 use crate::store::{MessageStore, SqliteOptions, SqliteStore};
 use crate::tls::pki::{self, LocalTls};
 use crate::tls::{ReloadReport, Reloader};
@@ -18,20 +19,93 @@ use crate::tls::{ReloadReport, Reloader};
 /// Upper bound on how long shutdown waits for messages in flight.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
-/// Loads the config file, or the embedded default when `path` is `None`.
-pub fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
-    match path {
-        Some(path) => Config::load(path).with_context(|| format!("configuration {}", path.display())),
-        None => Ok(Config::embedded_default()),
+/// Where the configuration comes from. A reload reads it again from the same place, so the
+/// embedded default keeps a `--listen` address across reloads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigSource {
+    /// A file (`--config`).
+    File(PathBuf),
+    /// The embedded default ([`Config::embedded_default`]), its listener moved to `listen`
+    /// when that is given (`serve --listen`).
+    Embedded {
+        /// The listener's address instead of the default's 0.0.0.0:2575.
+        listen: Option<SocketAddr>,
+    },
+}
+
+impl ConfigSource {
+    /// Reads the configuration: the file, or the embedded default with its address.
+    pub fn load(&self) -> anyhow::Result<Config> {
+        match self {
+            ConfigSource::File(path) => {
+                Config::load(path).with_context(|| format!("configuration {}", path.display()))
+            }
+            ConfigSource::Embedded { listen } => {
+                let mut config = Config::embedded_default();
+                if let Some(listen) = listen {
+                    for listener in &mut config.listeners {
+                        listener.listen = *listen;
+                    }
+                }
+                Ok(config)
+            }
+        }
+    }
+
+    /// The file, or `None` for the embedded default.
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            ConfigSource::File(path) => Some(path),
+            ConfigSource::Embedded { .. } => None,
+        }
     }
 }
 
-/// Runs the server until a termination signal, then shuts down gracefully. `config_path`
-/// is the file `config` came from, `None` for the embedded default (whose local CA and
-/// server certificate are generated here on first start); SIGHUP re-reads it and reloads
-/// TLS (see [`reload`]).
-pub async fn run(config: Config, config_path: Option<&Path>) -> anyhow::Result<()> {
-    let embedded = config_path.is_none();
+/// Loads the config file, or the embedded default when `path` is `None`.
+pub fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
+    match path {
+        Some(path) => ConfigSource::File(path.to_path_buf()).load(),
+        None => ConfigSource::Embedded { listen: None }.load(),
+    }
+}
+
+/// How [`run`] starts, besides the configuration.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Where the configuration came from: the embedded default has its local CA and server
+    /// certificate generated on first start, and SIGHUP reads the source again (see
+    /// [`reload`]).
+    pub source: ConfigSource,
+    /// Written (0600, whole: written aside and renamed) once every listener listens, one
+    /// `NAME ADDRESS` line per listener; removed at stop (`serve --ready-file`).
+    pub ready_file: Option<PathBuf>,
+}
+
+/// Whether `error`, from [`run`], is an address that another socket holds: something of the
+/// moment rather than of the configuration (see [`ServeError::is_address_in_use`]).
+pub fn is_address_in_use(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause.downcast_ref::<ServeError>().is_some_and(ServeError::is_address_in_use)
+            || cause
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::AddrInUse)
+    })
+}
+
+/// Runs the server until a termination signal, then shuts down gracefully. Every error it
+/// returns happened at start-up, before the listeners took a connection. The configuration
+/// should have passed [`crate::preflight::check`] first: this creates the data directory,
+/// the database and (embedded default) the local TLS files as it goes.
+pub async fn run(config: Config, options: &RunOptions) -> anyhow::Result<()> {
+    let embedded = options.source.path().is_none();
+    if let Some(file) = &options.ready_file {
+        // One left by a process that was killed would announce a server not there.
+        match std::fs::remove_file(file) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("--ready-file {}", file.display())),
+        }
+    }
     for warning in &config.warnings {
         warn!("configuration: {warning}");
     }
@@ -45,8 +119,8 @@ pub async fn run(config: Config, config_path: Option<&Path>) -> anyhow::Result<(
         None => None,
     };
     let local_tls = if embedded { prepare_local_tls(&config)? } else { None };
-    let options = SqliteOptions { retention: config.store.retention, ..SqliteOptions::default() };
-    let sqlite = Arc::new(SqliteStore::open(&config.store.path, options)?);
+    let store_options = SqliteOptions { retention: config.store.retention, ..SqliteOptions::default() };
+    let sqlite = Arc::new(SqliteStore::open(&config.store.path, store_options)?);
     info!(path = %sqlite.file().display(), "message store open");
     let store: Arc<dyn MessageStore> = sqlite.clone();
     let server = Server::start(&config, store).await?;
@@ -75,13 +149,17 @@ pub async fn run(config: Config, config_path: Option<&Path>) -> anyhow::Result<(
     }
     if let Some(admin) = &admin {
         let reloader = server.reloader();
-        let config_path = config_path.map(Path::to_path_buf);
-        let reload = Arc::new(move || reload(&reloader, config_path.as_deref()));
+        let source = options.source.clone();
+        let reload = Arc::new(move || reload(&reloader, &source));
         admin.attach(Running { reloader: server.reloader(), reload });
         admin.readiness().set(true);
     }
     info!(target: "audit", event = "start", version = env!("CARGO_PKG_VERSION"),
         listeners = config.listeners.len(), "hl7d started");
+    if let Some(file) = &options.ready_file {
+        write_ready_file(file, server.local_addrs())
+            .with_context(|| format!("--ready-file {}", file.display()))?;
+    }
     tokio::spawn(crate::expiry::watch(
         server.reloader(),
         config.log.cert_expiry_warning,
@@ -90,7 +168,7 @@ pub async fn run(config: Config, config_path: Option<&Path>) -> anyhow::Result<(
     #[cfg(unix)]
     match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         Ok(hangup) => {
-            tokio::spawn(reload_on_hangup(hangup, server.reloader(), config_path.map(Path::to_path_buf)));
+            tokio::spawn(reload_on_hangup(hangup, server.reloader(), options.source.clone()));
         }
         Err(e) => warn!(error = %e, "cannot listen for SIGHUP: TLS reload by signal unavailable"),
     }
@@ -111,18 +189,31 @@ pub async fn run(config: Config, config_path: Option<&Path>) -> anyhow::Result<(
     if let Some(admin) = admin {
         admin.stop().await;
     }
+    if let Some(file) = &options.ready_file {
+        let _ = std::fs::remove_file(file);
+    }
     info!(target: "audit", event = "stop", abandoned, "hl7d stopped");
     Ok(())
 }
 
-/// Re-reads the configuration (the file at `path`, or the embedded default) and applies
-/// its `[listener.tls]` tables to the running listeners: SIGHUP and the admin
-/// `POST /reload` both come here. A configuration that no longer loads changes nothing
-/// (`None`); a listener whose new files are broken keeps its previous ones (see the report).
-pub fn reload(reloader: &Reloader, path: Option<&Path>) -> Option<ReloadReport> {
+/// Writes `NAME ADDRESS` lines to `file` whole: aside, then renamed over it, so a reader
+/// never sees half of it.
+fn write_ready_file(file: &Path, addrs: &[(String, SocketAddr)]) -> std::io::Result<()> {
+    let text: String = addrs.iter().map(|(name, addr)| format!("{name} {addr}\n")).collect();
+    let mut aside = file.as_os_str().to_owned();
+    aside.push(".tmp");
+    crate::private_files::write(Path::new(&aside), text.as_bytes(), true)?;
+    std::fs::rename(&aside, file)
+}
+
+/// Re-reads the configuration from `source` and applies its `[listener.tls]` tables to the
+/// running listeners: SIGHUP and the admin `POST /reload` both come here. A configuration
+/// that no longer loads changes nothing (`None`); a listener whose new files are broken
+/// keeps its previous ones (see the report).
+pub fn reload(reloader: &Reloader, source: &ConfigSource) -> Option<ReloadReport> {
     // After logrotate moved the audit file away.
     crate::audit::reopen_files();
-    match load_config(path) {
+    match source.load() {
         Ok(config) => {
             let report = reloader.reload(&config);
             info!(target: "audit", event = "config_reloaded", reloaded = report.reloaded.len(),
@@ -138,15 +229,11 @@ pub fn reload(reloader: &Reloader, path: Option<&Path>) -> Option<ReloadReport> 
 }
 
 #[cfg(unix)]
-async fn reload_on_hangup(
-    mut hangup: tokio::signal::unix::Signal,
-    reloader: Reloader,
-    path: Option<std::path::PathBuf>,
-) {
+async fn reload_on_hangup(mut hangup: tokio::signal::unix::Signal, reloader: Reloader, source: ConfigSource) {
     while hangup.recv().await.is_some() {
         info!(target: "audit", event = "reload_requested", source = "SIGHUP", "SIGHUP: reloading TLS certificates, keys and client approvals");
         // Small file reads: not worth a blocking-pool hop.
-        reload(&reloader, path.as_deref());
+        reload(&reloader, &source);
     }
 }
 

@@ -4,16 +4,21 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use hl7d::tls::cert::{format_time, CertSummary};
+use hl7d::tls::cert::{format_time, CertSummary, ValidityStatus};
 use hl7d::tls::{load, pki};
+use serde_json::{json, Value};
+
+use super::{rfc3339, unix_now};
 
 /// `hl7d cert` arguments.
 #[derive(Debug, Args)]
 pub struct CertArgs {
+    /// Print one JSON object instead of text (fields in docs/operations.md).
+    #[arg(long, global = true)]
+    pub json: bool,
     /// What to do.
     #[command(subcommand)]
     pub command: CertCommand,
@@ -55,9 +60,19 @@ pub enum CertCommand {
 /// Runs `hl7d cert`, printing to stdout; errors go to stderr with exit code 1.
 pub fn run(args: CertArgs) -> ExitCode {
     let stdout = &mut std::io::stdout().lock();
+    let json = args.json;
     let result = match args.command {
+        CertCommand::Thumbprint { file } if json => {
+            thumbprint_json(&file).and_then(|v| print_json(&v, stdout))
+        }
         CertCommand::Thumbprint { file } => thumbprint(&file, stdout),
+        CertCommand::Inspect { file } if json => {
+            inspect_json(&file, unix_now()).and_then(|v| print_json(&v, stdout))
+        }
         CertCommand::Inspect { file } => inspect(&file, unix_now(), stdout),
+        CertCommand::DevPki { out, sans, force } if json => {
+            dev_pki_json(&out, &sans, force).and_then(|v| print_json(&v, stdout))
+        }
         CertCommand::DevPki { out, sans, force } => dev_pki(&out, &sans, force, stdout),
     };
     match result {
@@ -98,9 +113,9 @@ pub fn inspect(file: &Path, now: i64, out: &mut dyn Write) -> anyhow::Result<()>
             CertSummary::parse(der).with_context(|| format!("{}: certificate {}", file.display(), i + 1))?;
         let days = cert.days_until_expiry(now);
         let status = match cert.validity_at(now) {
-            hl7d::tls::cert::ValidityStatus::NotYetValid => "NOT VALID YET".to_owned(),
-            hl7d::tls::cert::ValidityStatus::Expired => format!("EXPIRED {} days ago", -days),
-            hl7d::tls::cert::ValidityStatus::Valid => format!("expires in {days} days"),
+            ValidityStatus::NotYetValid => "NOT VALID YET".to_owned(),
+            ValidityStatus::Expired => format!("EXPIRED {} days ago", -days),
+            ValidityStatus::Valid => format!("expires in {days} days"),
         };
         let sans = if cert.sans.is_empty() { "(none)".to_owned() } else { cert.sans.join(", ") };
         writeln!(out, "  subject:      {}", cert.subject)?;
@@ -137,8 +152,78 @@ pub fn dev_pki(dir: &Path, sans: &[String], force: bool, out: &mut dyn Write) ->
     Ok(())
 }
 
-fn unix_now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+/// `hl7d cert thumbprint --json FILE`: `{"file", "certificates": [{"subject", "sha256",
+/// "sha1", "sha1_windows"}]}`.
+pub fn thumbprint_json(file: &Path) -> anyhow::Result<Value> {
+    let chain = load::certificates(file)?;
+    let certificates: Vec<Value> = chain
+        .iter()
+        .map(|der| {
+            let digests = hl7d::tls::cert::Digests::of(der);
+            // A DER blob that is not X.509 still has thumbprints; its subject is then null.
+            let subject = CertSummary::parse(der).ok().map(|cert| cert.subject);
+            json!({
+                "subject": subject,
+                "sha256": digests.sha256().to_string(),
+                "sha1": digests.sha1().to_string(),
+                "sha1_windows": digests.sha1_windows(),
+            })
+        })
+        .collect();
+    Ok(json!({ "file": file.display().to_string(), "certificates": certificates }))
+}
+
+/// `hl7d cert inspect --json FILE`, with `now` in seconds since the Unix epoch: the fields
+/// of the text form, times in RFC 3339 (UTC), one object per certificate of the file.
+pub fn inspect_json(file: &Path, now: i64) -> anyhow::Result<Value> {
+    let chain = load::certificates(file)?;
+    let mut certificates = Vec::with_capacity(chain.len());
+    for (i, der) in chain.iter().enumerate() {
+        let cert =
+            CertSummary::parse(der).with_context(|| format!("{}: certificate {}", file.display(), i + 1))?;
+        let status = match cert.validity_at(now) {
+            ValidityStatus::NotYetValid => "not_yet_valid",
+            ValidityStatus::Valid => "valid",
+            ValidityStatus::Expired => "expired",
+        };
+        certificates.push(json!({
+            "subject": cert.subject,
+            "issuer": cert.issuer,
+            "serial": cert.serial,
+            "not_before": rfc3339(cert.not_before),
+            "not_after": rfc3339(cert.not_after),
+            "status": status,
+            "days_until_expiry": cert.days_until_expiry(now),
+            "sans": cert.sans,
+            "key": cert.key,
+            "signature_algorithm": cert.signature_algorithm,
+            "is_ca": cert.is_ca,
+            "sha256": cert.digests.sha256().to_string(),
+            "sha1": cert.digests.sha1().to_string(),
+            "sha1_windows": cert.digests.sha1_windows(),
+        }));
+    }
+    Ok(json!({ "file": file.display().to_string(), "certificates": certificates }))
+}
+
+/// `hl7d cert dev-pki --json --out DIR …`: `{"directory", "files", "server_names",
+/// "server_sha256", "client_sha256", "client_sha1"}`.
+pub fn dev_pki_json(dir: &Path, sans: &[String], force: bool) -> anyhow::Result<Value> {
+    let pki = pki::dev_pki(dir, sans, force)?;
+    let files: Vec<String> = pki.files.iter().map(|file| file.display().to_string()).collect();
+    Ok(json!({
+        "directory": dir.display().to_string(),
+        "files": files,
+        "server_names": pki.server_names,
+        "server_sha256": pki.server.sha256().to_string(),
+        "client_sha256": pki.client.sha256().to_string(),
+        "client_sha1": pki.client.sha1().to_string(),
+    }))
+}
+
+fn print_json(value: &Value, out: &mut dyn Write) -> anyhow::Result<()> {
+    writeln!(out, "{value}")?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -187,5 +272,28 @@ mod tests {
 
         let err = inspect(&dir.join("missing.pem"), 0, &mut Vec::new()).unwrap_err();
         assert!(err.to_string().starts_with("cannot read"), "{err}");
+
+        // --json: the same facts as fields.
+        let now = unix_now();
+        let value = inspect_json(&chain, now).unwrap();
+        let certs = value["certificates"].as_array().unwrap();
+        assert_eq!(certs.len(), 2, "{value}");
+        let server = CertSummary::parse(&load::certificates(&dir.join("server.pem")).unwrap()[0]).unwrap();
+        assert_eq!(certs[0]["subject"], server.subject.as_str());
+        assert_eq!(certs[0]["sha256"], server.digests.sha256().to_string().as_str());
+        assert_eq!(certs[0]["sha1_windows"], server.digests.sha1_windows().as_str());
+        assert_eq!(certs[0]["days_until_expiry"], server.days_until_expiry(now));
+        assert_eq!(certs[0]["not_after"], rfc3339(server.not_after).as_str());
+        assert_eq!(certs[0]["status"], "valid");
+        assert_eq!(certs[0]["is_ca"], false);
+        assert_eq!(certs[1]["is_ca"], true);
+        assert!(certs[0]["sans"].as_array().unwrap().iter().any(|san| san == "DNS:lab.example"), "{value}");
+        assert_eq!(
+            inspect_json(&chain, server.not_after + 1).unwrap()["certificates"][0]["status"],
+            "expired"
+        );
+        let value = thumbprint_json(&chain).unwrap();
+        assert_eq!(value["certificates"][0]["sha256"], server.digests.sha256().to_string().as_str());
+        assert_eq!(value["certificates"][0]["sha1"], server.digests.sha1().to_string().as_str());
     }
 }

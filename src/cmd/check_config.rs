@@ -1,12 +1,18 @@
-//! `hl7d check-config`: parse and validate a configuration file without starting anything.
+//! `hl7d check-config`: load a configuration file and make every check `serve` makes before
+//! it creates anything ([`hl7d::preflight`]): certificates, keys and CAs read and matched,
+//! store and audit paths creatable and writable; with `--bind`, the addresses free. Nothing
+//! is started, created or changed.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Args;
-use hl7d::config::Config;
+use hl7d::config::{Config, ConfigError};
+use hl7d::preflight::{self, Report};
 
-use super::EXIT_CONFIG;
+use serde_json::{json, Value};
+
+use super::{rfc3339, unix_now, EXIT_CONFIG};
 
 /// `hl7d check-config` arguments.
 #[derive(Debug, Args)]
@@ -14,22 +20,91 @@ pub struct CheckConfigArgs {
     /// Configuration file (TOML).
     #[arg(long, short)]
     pub config: PathBuf,
+    /// Also bind every listener and admin address and release it at once: fails while
+    /// another process (a running hl7d too) holds one.
+    #[arg(long)]
+    pub bind: bool,
+    /// One JSON object on stdout: {"ok":…,"listeners":[…],"warnings":[…],"errors":[…]}.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Runs `hl7d check-config`: prints the warnings and "ok", or the problems with exit code 78.
 pub fn run(args: &CheckConfigArgs) -> ExitCode {
     let path = &args.config;
-    match Config::load(path) {
-        Ok(config) => {
-            for warning in &config.warnings {
+    let outcome = Config::load(path).map(|config| {
+        let options = preflight::Options { bind: args.bind, local_tls: false, now: unix_now() };
+        preflight::check(&config, &options)
+    });
+    let ok = matches!(&outcome, Ok(report) if report.is_ok());
+    if args.json {
+        println!("{}", to_json(&outcome));
+    } else {
+        print_human(path, &outcome);
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_CONFIG)
+    }
+}
+
+fn print_human(path: &Path, outcome: &Result<Report, ConfigError>) {
+    match outcome {
+        Ok(report) => {
+            for warning in &report.warnings {
                 eprintln!("warning: {warning}");
             }
-            println!("{}: ok ({} listener(s))", path.display(), config.listeners.len());
-            ExitCode::SUCCESS
+            if report.is_ok() {
+                println!("{}: ok ({} listener(s))", path.display(), report.listeners.len());
+            }
+            for problem in &report.problems {
+                eprintln!("{}: {problem}", path.display());
+            }
+        }
+        Err(e) => eprintln!("{}: {e}", path.display()),
+    }
+}
+
+/// The `--json` object, its keys in the documented order (docs/operations.md).
+fn to_json(outcome: &Result<Report, ConfigError>) -> String {
+    let (ok, listeners, warnings, errors) = match outcome {
+        Ok(report) => {
+            let listeners: Vec<Value> = report
+                .listeners
+                .iter()
+                .map(|listener| {
+                    let certificate = listener.server_certificate.as_ref().map(|cert| {
+                        json!({
+                            "subject": cert.subject,
+                            "sha256": cert.digests.sha256().to_string(),
+                            "not_after": rfc3339(cert.not_after),
+                        })
+                    });
+                    json!({
+                        "name": listener.name,
+                        "listen": listener.listen.to_string(),
+                        "transport": if listener.tls { "tls" } else { "plaintext" },
+                        "server_certificate": certificate,
+                    })
+                })
+                .collect();
+            let errors: Vec<String> = report.problems.iter().map(ToString::to_string).collect();
+            (report.is_ok(), listeners, report.warnings.clone(), errors)
         }
         Err(e) => {
-            eprintln!("{}: {e}", path.display());
-            ExitCode::from(EXIT_CONFIG)
+            // One entry per invalid value; a TOML error is one (multi-line) entry.
+            let errors: Vec<String> = match e {
+                ConfigError::Invalid { problems } => problems.iter().map(ToString::to_string).collect(),
+                other => vec![other.to_string()],
+            };
+            (false, Vec::new(), Vec::new(), errors)
         }
-    }
+    };
+    format!(
+        "{{\"ok\":{ok},\"listeners\":{},\"warnings\":{},\"errors\":{}}}",
+        Value::from(listeners),
+        json!(warnings),
+        json!(errors)
+    )
 }

@@ -13,6 +13,7 @@ pub mod send;
 pub mod serve;
 
 use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -73,4 +74,18 @@ pub enum Command {
     Messages(messages::MessagesArgs),
     /// Load generator for an MLLP listener.
     Bench(bench::BenchArgs),
+}
+
+/// Now, in seconds since the Unix epoch (certificate validity and expiry).
+pub fn unix_now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// A Unix time as RFC 3339 in UTC (`2026-01-31T12:00:00Z`), for JSON output; out-of-range
+/// values as seconds.
+pub fn rfc3339(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_else(|| unix.to_string())
 }

@@ -229,9 +229,12 @@ fn read_input(input: &str) -> Result<Vec<(String, Vec<u8>)>, String> {
     Ok(vec![(input.to_string(), bytes)])
 }
 
-/// Splits a file into messages. `\n` and `\r\n` line ends become `\r`. A batch file (FHS or
-/// BHS first) is refused without `--batch`, since a listener would see one unusable frame.
+/// Splits a file into messages. A UTF-8 byte order mark at the start (editors on Windows
+/// write one) is skipped: it is not part of the message. `\n` and `\r\n` line ends become
+/// `\r`. A batch file (FHS or BHS first) is refused without `--batch`, since a listener would
+/// see one unusable frame.
 fn split_file(name: &str, bytes: &[u8], allow_batch: bool) -> Result<Vec<(String, Vec<u8>)>, String> {
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
     let normalised = normalise_line_ends(bytes);
     if batch::is_batch(&normalised) && !allow_batch {
         return Err(format!("{name}: an FHS/BHS batch file; pass --batch to send its messages"));

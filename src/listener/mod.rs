@@ -88,14 +88,17 @@ impl AckIds {
 #[derive(Debug, Error)]
 pub enum ServeError {
     /// A listen address could not be bound.
-    #[error("listener {listener:?}: cannot listen on {addr}: {source}")]
+    ///
+    /// The OS error is part of the message rather than a `source`, so that `{:#}` does not
+    /// say it twice.
+    #[error("listener {listener:?}: cannot listen on {addr}: {error}")]
     Bind {
         /// Listener name.
         listener: String,
         /// The address.
         addr: SocketAddr,
         /// The OS error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// A listener's certificate, key or client CA cannot be used.
     #[error("listener {listener:?}: {error}")]
@@ -105,6 +108,14 @@ pub enum ServeError {
         /// What is wrong with the files (its message is complete: not a `source`).
         error: TlsError,
     },
+}
+
+impl ServeError {
+    /// Another socket holds the address (`EADDRINUSE`): something of the moment (an hl7d
+    /// still finishing its messages, another service), not of the configuration.
+    pub fn is_address_in_use(&self) -> bool {
+        matches!(self, ServeError::Bind { error, .. } if error.kind() == std::io::ErrorKind::AddrInUse)
+    }
 }
 
 /// The running server: its bound addresses and the means to stop it.
@@ -130,10 +141,10 @@ impl Server {
         let tls = Reloader::new(tls_listeners);
         let mut bound = Vec::new();
         for listener in &config.listeners {
-            let socket = TcpListener::bind(listener.listen).await.map_err(|source| ServeError::Bind {
+            let socket = TcpListener::bind(listener.listen).await.map_err(|error| ServeError::Bind {
                 listener: listener.name.clone(),
                 addr: listener.listen,
-                source,
+                error,
             })?;
             bound.push((socket, Arc::new(Profile::new(listener.clone()))));
         }
@@ -142,10 +153,10 @@ impl Server {
         let mut addrs = Vec::new();
         let mut accept_loops = Vec::new();
         for (socket, profile) in bound {
-            let addr = socket.local_addr().map_err(|source| ServeError::Bind {
+            let addr = socket.local_addr().map_err(|error| ServeError::Bind {
                 listener: profile.name.to_string(),
                 addr: profile.config.listen,
-                source,
+                error,
             })?;
             addrs.push((profile.name.to_string(), addr));
             let tls = tls.listener(&profile.name).cloned();

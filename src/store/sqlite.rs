@@ -494,6 +494,61 @@ impl Writer {
 /// [`crate::private_files`]). The database file is created empty before SQLite opens it
 /// because SQLite creates it 0644 minus the umask, and gives its `-wal` and `-shm` files the
 /// database file's mode.
+impl SqliteStore {
+    /// Checks, without creating or changing anything, what [`SqliteStore::open`] needs of
+    /// `dir`: that it is (or can be created as) a private directory this process can write
+    /// in (see [`private_files::check_dir`]), and that a `messages.db` already there is a
+    /// file this process can read and write, with SQLite's header and a schema version this
+    /// build knows. For `hl7d check-config` and the checks `serve` makes before it creates
+    /// anything.
+    ///
+    /// The version is read from the database header; a migration still in the write-ahead
+    /// log (a newer hl7d killed before its first checkpoint) is not seen there, and `open`
+    /// still refuses it.
+    pub fn check(dir: &Path) -> Result<(), StoreError> {
+        private_files::check_dir(dir)
+            .map_err(|e| StoreError::Open { path: dir.to_path_buf(), reason: e.to_string() })?;
+        let file = dir.join(DATABASE_FILE);
+        let open_error = |reason: String| StoreError::Open { path: file.clone(), reason };
+        let metadata = match std::fs::metadata(&file) {
+            Ok(metadata) => metadata,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(open_error(e.to_string())),
+        };
+        if !metadata.is_file() {
+            return Err(open_error("not a regular file".to_owned()));
+        }
+        private_files::can_read_write(&file).map_err(|e| open_error(e.to_string()))?;
+        let mut header = [0u8; 100];
+        let read = {
+            use std::io::Read as _;
+            let mut handle = std::fs::File::open(&file).map_err(|e| open_error(e.to_string()))?;
+            let mut read = 0;
+            while read < header.len() {
+                match handle.read(&mut header[read..]) {
+                    Ok(0) => break,
+                    Ok(n) => read += n,
+                    Err(e) => return Err(open_error(e.to_string())),
+                }
+            }
+            read
+        };
+        // An empty file is what `open` makes first (see `secure_files`): SQLite fills it.
+        if read == 0 {
+            return Ok(());
+        }
+        if read < header.len() || &header[..16] != b"SQLite format 3\0" {
+            return Err(open_error("not an SQLite database".to_owned()));
+        }
+        // `PRAGMA user_version`: bytes 60..64 of the header, big-endian.
+        let found = i64::from(i32::from_be_bytes([header[60], header[61], header[62], header[63]]));
+        if found > SCHEMA_VERSION {
+            return Err(StoreError::SchemaTooNew { path: file, found, supported: SCHEMA_VERSION });
+        }
+        Ok(())
+    }
+}
+
 fn secure_files(dir: &Path, file: &Path) -> Result<(), StoreError> {
     private_files::secure_dir(dir)
         .map_err(|e| StoreError::Open { path: dir.to_path_buf(), reason: e.to_string() })?;
@@ -670,6 +725,44 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("hl7d-unit-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         dir
+    }
+
+    #[test]
+    fn check_finds_what_open_would_refuse_and_creates_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("check");
+        // Missing: fine, and still missing afterwards.
+        SqliteStore::check(&dir).unwrap();
+        assert!(!dir.exists());
+        // A store that open made and closed.
+        let store = SqliteStore::open(&dir, SqliteOptions::default()).unwrap();
+        store.close();
+        SqliteStore::check(&dir).unwrap();
+        // Not a database.
+        let file = dir.join(DATABASE_FILE);
+        std::fs::write(&file, vec![b'x'; 4096]).unwrap();
+        let error = SqliteStore::check(&dir).unwrap_err().to_string();
+        assert!(error.contains("not an SQLite database"), "{error}");
+        assert!(SqliteStore::open(&dir, SqliteOptions::default()).is_err(), "open agrees");
+        // Written by a newer hl7d.
+        std::fs::remove_file(&file).unwrap();
+        let conn = Connection::open(&file).unwrap();
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1).unwrap();
+        drop(conn);
+        let error = SqliteStore::check(&dir).unwrap_err();
+        assert!(
+            matches!(error, StoreError::SchemaTooNew { found, .. } if found == SCHEMA_VERSION + 1),
+            "{error}"
+        );
+        assert!(matches!(
+            SqliteStore::open(&dir, SqliteOptions::default()),
+            Err(StoreError::SchemaTooNew { .. })
+        ));
+        // The path is a file.
+        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::write(&dir, b"").unwrap();
+        let error = SqliteStore::check(&dir).unwrap_err().to_string();
+        assert!(error.contains("not a directory"), "{error}");
     }
 
     #[test]

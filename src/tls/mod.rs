@@ -40,4 +40,4 @@ pub use load::TlsError;
 pub use refusal::{Refusal, RefusalReason};
 pub(crate) use reload::unix_now;
 pub use reload::{ReloadOutcome, ReloadReport, Reloader, TlsListener};
-pub use server_config::provider;
+pub use server_config::{check_settings, provider};

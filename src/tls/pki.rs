@@ -279,6 +279,20 @@ pub fn ensure_local_tls(dir: &Path, hostname: Option<&str>) -> Result<LocalTls, 
     Ok(LocalTls { ca_cert, server_cert, server_key, server_thumbprint, created })
 }
 
+/// Checks, without writing anything, what [`ensure_local_tls`] needs of `dir`: that it is
+/// (or can be created as) a private directory this process can write in, and that the key
+/// files already there pass [`load::check_key_permissions`].
+pub fn check_local_tls(dir: &Path) -> Result<(), PkiError> {
+    private_files::check_dir(dir)?;
+    for key in ["ca.key", "server.key"] {
+        let path = dir.join(key);
+        if path.exists() {
+            load::check_key_permissions(&path)?;
+        }
+    }
+    Ok(())
+}
+
 /// The names among `names` that `ca`'s name constraints permit (all of them for a CA
 /// without constraints). A certificate with one name outside them would be refused by
 /// clients for every name, so a host name the CA was not made for is left out, with a warning.

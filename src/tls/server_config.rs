@@ -11,6 +11,7 @@ use rustls::server::{NoServerSessionStorage, ServerConfig};
 use rustls::sign::SingleCertAndKey;
 use rustls::SupportedProtocolVersion;
 
+use super::cert::CertSummary;
 use super::load::{self, ServerIdentity, TlsError};
 use super::verifier::{ClientPolicy, ConnectionVerifier};
 use crate::config::{ClientAuth, TlsConfig, TlsVersion};
@@ -36,6 +37,14 @@ pub fn provider() -> Arc<CryptoProvider> {
         suite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
     ];
     Arc::new(provider)
+}
+
+/// Reads and checks the files a TLS listener with `settings` would use, as
+/// [`super::TlsListener::load`] does, without logging anything: the certificate chain, the
+/// key (its permissions, and that it is the leaf's), the client CA, and that rustls takes
+/// the settings. Returns the server (leaf) certificate. For the start-up checks.
+pub fn check_settings(settings: &TlsConfig) -> Result<CertSummary, TlsError> {
+    Ok(TlsState::load(settings, &provider())?.identity.leaf)
 }
 
 /// The settings a handshake uses; replaced whole by a reload.

@@ -481,7 +481,11 @@ fn deploy_example_config_is_valid_and_names_every_table() {
 /// (the configuration at `config_path`, or the embedded default).
 fn running(server: &Server, config_path: Option<PathBuf>) -> Running {
     let reloader = server.reloader();
-    let reload = Arc::new(move || hl7d::serve::reload(&reloader, config_path.as_deref()));
+    let source = match config_path {
+        Some(path) => hl7d::serve::ConfigSource::File(path),
+        None => hl7d::serve::ConfigSource::Embedded { listen: None },
+    };
+    let reload = Arc::new(move || hl7d::serve::reload(&reloader, &source));
     Running { reloader: server.reloader(), reload }
 }
 

@@ -13,6 +13,7 @@ mod limits;
 mod listener;
 mod send;
 mod send_tls;
+mod startup;
 mod store;
 mod support;
 mod tls;
