@@ -86,7 +86,7 @@ pub enum Problem {
     /// An address cannot be bound ([`Options::bind`]).
     #[error("{what}: cannot listen on {addr}: {error}")]
     Bind {
-        /// `listener "lab"` or `[admin]`.
+        /// `listener "lab"` or `admin`.
         what: String,
         /// The address.
         addr: SocketAddr,
@@ -156,7 +156,7 @@ pub fn check(config: &Config, options: &Options) -> Report {
         report.problems.extend(AuditTrail::check(audit).into_iter().map(Problem::Audit));
     }
     if options.bind {
-        let admin = config.admin.iter().map(|admin| ("[admin]".to_owned(), admin.listen));
+        let admin = config.admin.iter().map(|admin| ("admin".to_owned(), admin.listen));
         let listeners = config.listeners.iter().map(|l| (format!("listener {:?}", l.name), l.listen));
         for (what, addr) in admin.chain(listeners) {
             if addr.port() == 0 {

@@ -114,7 +114,7 @@ pub async fn run(config: Config, options: &RunOptions) -> anyhow::Result<()> {
         Some(admin) => Some(
             Admin::start(admin.listen)
                 .await
-                .with_context(|| format!("[admin] cannot listen on {}", admin.listen))?,
+                .with_context(|| format!("admin: cannot listen on {}", admin.listen))?,
         ),
         None => None,
     };

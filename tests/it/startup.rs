@@ -405,7 +405,7 @@ fn serve_listen_moves_the_embedded_default_without_a_file() {
     )
     .unwrap();
     let (code, _, err) = hl7d_in(&dir, &["serve", "--config", "hl7d.toml", "--listen", "127.0.0.1:0"]);
-    assert_ne!(code, 0, "{err}");
+    assert_eq!(code, 64, "a usage error: {err}");
     assert!(err.contains("--listen") && err.contains("--config"), "{err}");
 }
 
