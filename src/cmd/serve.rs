@@ -9,7 +9,7 @@
 //! error is printed once: as `hl7d: …` before logging is set up, as one ERROR log line after.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -19,7 +19,7 @@ use hl7d::config;
 use hl7d::preflight::{self, Problem};
 use hl7d::serve::{ConfigSource, RunOptions};
 
-use super::{unix_now, LogFormat, EXIT_CONFIG};
+use super::{unix_now, LogFormat, EXIT_CONFIG, EXIT_USAGE};
 
 /// Longest wait at exit for the audit syslog collector to take the queued lines.
 const AUDIT_FLUSH_LIMIT: Duration = Duration::from_secs(5);
@@ -52,6 +52,13 @@ pub struct ServeArgs {
 pub fn run(args: &ServeArgs, log_format: Option<LogFormat>) -> ExitCode {
     if args.detach {
         return detach();
+    }
+    if let Some(file) = &args.ready_file {
+        let dir = file.parent().filter(|dir| !dir.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        if let Err(e) = hl7d::private_files::can_create_in(dir) {
+            eprintln!("hl7d: --ready-file {}: cannot create it in {}: {e}", file.display(), dir.display());
+            return ExitCode::from(EXIT_USAGE);
+        }
     }
     let source = match &args.config {
         Some(path) => ConfigSource::File(path.clone()),

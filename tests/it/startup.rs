@@ -239,6 +239,30 @@ fn an_address_in_use_is_found_by_check_config_bind_and_reported_once_by_serve() 
 }
 
 #[test]
+fn a_fatal_error_after_logging_starts_is_one_log_line() {
+    // The embedded default's local CA is there but unreadable: found when serve prepares
+    // its TLS files, after the checks and after logging is set up.
+    let dir = tempdir("startup-once");
+    let tls = dir.join("hl7d-data/tls");
+    hl7d::private_files::secure_dir(&tls).unwrap();
+    std::fs::write(tls.join("ca.pem"), "not a certificate\n").unwrap();
+    crate::support::write_key(&tls.join("ca.key"), "not a key\n");
+    let (code, out, err) = hl7d_in(&dir, &["serve", "--listen", "127.0.0.1:0"]);
+    assert_eq!(code, 78, "{out}{err}");
+    let lines: Vec<&str> =
+        err.lines().filter(|line| line.contains("cannot prepare the local certificate")).collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(lines[0].contains("ERROR"), "{err}");
+    assert!(!err.contains("listening"), "{err}");
+
+    // A ready file that cannot be written is a usage error found before anything starts.
+    let (code, _, err) =
+        hl7d_in(&dir, &["serve", "--listen", "127.0.0.1:0", "--ready-file", "missing/ready"]);
+    assert_eq!(code, 64, "{err}");
+    assert_eq!(err.matches("--ready-file missing/ready").count(), 1, "{err}");
+}
+
+#[test]
 fn a_bind_error_names_its_cause_once() {
     let error = hl7d::listener::ServeError::Bind {
         listener: "lab".into(),
