@@ -88,8 +88,8 @@ pub fn inspect(frame: &[u8], default: Charset, force: bool) -> Inspection<'_> {
 }
 
 /// The refusal for a frame the MLLP decoder gave up on (too large, broken end block),
-/// answered to the header in the frame's first bytes ([`FrameError::prefix`], which may end
-/// mid-field). `None` for a frame its sender abandoned, which is not answered (see
+/// answered to the header in the bytes the error keeps ([`FrameError::prefix`]: for an
+/// oversized frame its first bytes, which may end mid-field). `None` for a frame its sender abandoned, which is not answered (see
 /// [`Refusal::from_frame_error`]).
 pub fn inspect_frame_error(error: &FrameError, default: Charset, force: bool) -> Option<Refused<'_>> {
     let reason = Refusal::from_frame_error(error)?;
@@ -158,7 +158,7 @@ mod tests {
         // Forced: the profile default, whatever MSH-18 says.
         assert_eq!(inspect_frame_error(&error, Charset::Utf8, true).unwrap().charset, Charset::Utf8);
 
-        let error = FrameError::BadEnd { prefix: b"garbage".to_vec() };
+        let error = FrameError::BadEnd { payload: b"garbage".to_vec() };
         let refused = inspect_frame_error(&error, Charset::Utf8, false).expect("answered");
         assert_eq!((refused.reason, refused.msh.is_none()), (Refusal::FrameBadEnd, true));
 

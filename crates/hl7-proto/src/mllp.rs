@@ -89,9 +89,10 @@ impl std::fmt::Debug for Framing {
     }
 }
 
-/// How many payload bytes a [`FrameError`] keeps: enough for the MSH segment (MSH-10
-/// control id, MSH-9 message type) so the caller can NACK a frame it had to reject,
-/// without holding on to a whole oversized payload.
+/// How many payload bytes a [`FrameError::TooLarge`] or [`FrameError::Truncated`] keeps:
+/// enough for the MSH segment (MSH-10 control id, MSH-9 message type) and the first
+/// segments, so the caller can NACK a frame it had to reject and keep its start, without
+/// holding on to a whole oversized payload.
 pub const ERROR_PREFIX_LEN: usize = 4096;
 
 /// MLLP Release 2 commit acknowledgement byte (ASCII ACK): the receiver has stored the
@@ -137,10 +138,11 @@ impl Default for DecoderConfig {
 /// A frame the decoder had to reject. The connection survives: decoding resumes with the
 /// next frame.
 ///
-/// Each variant carries the first bytes of the rejected payload (at most
-/// [`ERROR_PREFIX_LEN`] and at most `max_frame_size`) so the caller can still read the MSH
-/// and send a NACK. Those bytes are patient data: neither `Display` nor `Debug` print them,
-/// only their length.
+/// Each variant carries payload bytes so the caller can still read the MSH, send a NACK and
+/// keep what was refused: [`FrameError::TooLarge`] and [`FrameError::Truncated`] the first
+/// ones (at most [`ERROR_PREFIX_LEN`] and at most `max_frame_size`), [`FrameError::BadEnd`]
+/// the whole payload, which was read to its end and fits `max_frame_size`. Those bytes are
+/// patient data: neither `Display` nor `Debug` print them, only their length.
 #[derive(Clone, PartialEq, Eq, Error)]
 pub enum FrameError {
     /// The payload grew past [`DecoderConfig::max_frame_size`]. Reported once per frame; the
@@ -167,18 +169,20 @@ pub enum FrameError {
     /// between frames.
     #[error("frame has a malformed end sequence")]
     BadEnd {
-        /// First payload bytes.
-        prefix: Vec<u8>,
+        /// The whole payload, up to the broken end sequence (at most `max_frame_size`
+        /// bytes): the frame was complete but for its end, so the refused message can be kept
+        /// as it came.
+        payload: Vec<u8>,
     },
 }
 
 impl FrameError {
-    /// First payload bytes of the rejected frame, for reading its MSH to build a NACK.
+    /// The payload bytes the error keeps (the first ones, or for [`FrameError::BadEnd`] all
+    /// of them), for reading its MSH to build a NACK and for keeping the refused frame.
     pub fn prefix(&self) -> &[u8] {
         match self {
-            FrameError::TooLarge { prefix, .. }
-            | FrameError::Truncated { prefix }
-            | FrameError::BadEnd { prefix } => prefix,
+            FrameError::TooLarge { prefix, .. } | FrameError::Truncated { prefix } => prefix,
+            FrameError::BadEnd { payload } => payload,
         }
     }
 }
@@ -194,7 +198,7 @@ impl std::fmt::Debug for FrameError {
             FrameError::Truncated { .. } => {
                 f.debug_struct("Truncated").field("prefix_len", &prefix_len).finish()
             }
-            FrameError::BadEnd { .. } => f.debug_struct("BadEnd").field("prefix_len", &prefix_len).finish(),
+            FrameError::BadEnd { .. } => f.debug_struct("BadEnd").field("payload_len", &prefix_len).finish(),
         }
     }
 }
@@ -367,11 +371,12 @@ impl Decoder {
                     Step::NeedMore
                 }
                 Match::Mismatch(matched) => {
-                    let prefix = self.prefix(at);
+                    // Within `max_frame_size` (checked above), like a frame that ends well.
+                    let payload = self.buf[self.pos..at].to_vec();
                     // The byte that broke the end sequence is looked at again between frames.
                     self.pos = at + matched;
                     self.state = State::Idle;
-                    Step::Yield(Err(FrameError::BadEnd { prefix }))
+                    Step::Yield(Err(FrameError::BadEnd { payload }))
                 }
             }
         } else {
@@ -764,8 +769,23 @@ mod tests {
         let stream = [SB, b'a', EB, SB, b'b', EB, CR];
         for chunk in [stream.len(), 1] {
             let (out, decoder) = decode_chunks(strict(), stream.chunks(chunk));
-            assert_eq!(out, vec![Err(FrameError::BadEnd { prefix: b"a".to_vec() }), Ok(b"b".to_vec()),]);
+            assert_eq!(out, vec![Err(FrameError::BadEnd { payload: b"a".to_vec() }), Ok(b"b".to_vec()),]);
             assert_eq!(decoder.junk_bytes(), 0);
+        }
+    }
+
+    /// Issue 13 item 15: a refused frame is kept in the store, so a broken end gives the
+    /// whole payload (it was read to its end), not the first 4 KiB an oversized one gives.
+    #[test]
+    fn a_broken_end_keeps_the_whole_payload() {
+        let payload = vec![b'x'; 3 * ERROR_PREFIX_LEN];
+        let mut stream = vec![SB];
+        stream.extend_from_slice(&payload);
+        stream.extend_from_slice(&[EB, SB, b'b', EB, CR]);
+        let config = DecoderConfig { max_frame_size: payload.len(), ..strict() };
+        for chunk in [stream.len(), 1000, 1] {
+            let (out, _) = decode_chunks(config, stream.chunks(chunk));
+            assert_eq!(out, vec![Err(FrameError::BadEnd { payload: payload.clone() }), Ok(b"b".to_vec())]);
         }
     }
 
@@ -830,7 +850,7 @@ mod tests {
         let errors = [
             FrameError::TooLarge { limit: 13, prefix: prefix.clone() },
             FrameError::Truncated { prefix: prefix.clone() },
-            FrameError::BadEnd { prefix },
+            FrameError::BadEnd { payload: prefix },
         ];
         for error in errors {
             for text in [error.to_string(), format!("{error:?}")] {
@@ -906,9 +926,12 @@ mod tests {
             let (bytewise, _) = decode_chunks(config, data.chunks(1));
             prop_assert_eq!(&bytewise, &whole);
             for item in &whole {
-                if let Err(error) = item {
-                    prop_assert!(error.prefix().len() <= config.max_frame_size.min(ERROR_PREFIX_LEN));
-                }
+                let kept = match item {
+                    Err(FrameError::BadEnd { payload }) => payload.len() <= config.max_frame_size,
+                    Err(error) => error.prefix().len() <= config.max_frame_size.min(ERROR_PREFIX_LEN),
+                    Ok(_) => true,
+                };
+                prop_assert!(kept, "{item:?}");
             }
         }
 

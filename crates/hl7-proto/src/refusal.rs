@@ -264,7 +264,7 @@ mod tests {
 
     #[test]
     fn frame_errors_that_are_answered() {
-        let bad_end = FrameError::BadEnd { prefix: Vec::new() };
+        let bad_end = FrameError::BadEnd { payload: Vec::new() };
         assert_eq!(Refusal::from_frame_error(&bad_end), Some(Refusal::FrameBadEnd));
         let abandoned = FrameError::Truncated { prefix: b"MSH|^~\\&|".to_vec() };
         assert_eq!(Refusal::from_frame_error(&abandoned), None);
