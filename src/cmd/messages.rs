@@ -23,7 +23,7 @@ use clap::{Args, Subcommand};
 use hl7d::audit::AuditTrail;
 use hl7d::config::Config;
 use hl7d::private_files;
-use hl7d::store::{self, Filter, Reader, StoredMessage};
+use hl7d::store::{self, Filter, Reader, Status, StoredMessage};
 use serde_json::json;
 
 use super::{EXIT_CONFIG, EXIT_USAGE};
@@ -52,8 +52,8 @@ pub struct MessagesArgs {
 /// The `hl7d messages` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum MessagesCommand {
-    /// List stored messages, newest first (the newest 100 unless --limit says otherwise;
-    /// stderr says when the list was cut).
+    /// List stored messages, accepted and refused, newest first (the newest 100 unless
+    /// --limit says otherwise; stderr says when the list was cut).
     List {
         /// Which messages.
         #[command(flatten)]
@@ -78,7 +78,8 @@ pub enum MessagesCommand {
         /// Directory to write into (created if missing; files of the same name are replaced).
         #[arg(long)]
         out: PathBuf,
-        /// Which messages (all by default).
+        /// Which messages (all accepted ones by default: refused ones only with --status, so
+        /// that `hl7d send DIR` does not resend what was refused).
         #[command(flatten)]
         filter: MessageFilterArgs,
     },
@@ -90,7 +91,7 @@ pub enum MessagesCommand {
         #[command(flatten)]
         select: SelectArgs,
         /// Delete every message (refused without it when no filter is given).
-        #[arg(long, conflicts_with_all = ["listener", "sending_application", "since", "until", "control_id"])]
+        #[arg(long, conflicts_with_all = ["listener", "sending_application", "since", "until", "control_id", "status"])]
         all: bool,
         /// Only count what would be deleted; delete nothing.
         #[arg(long)]
@@ -130,6 +131,10 @@ pub struct SelectArgs {
     /// Only messages with this MSH-10 control id.
     #[arg(long)]
     pub control_id: Option<String>,
+    /// Only messages with this status: accepted, rejected (refused for what the message is:
+    /// AR/CR) or error (refused because it could not be stored: AE/CE).
+    #[arg(long)]
+    pub status: Option<Status>,
 }
 
 impl SelectArgs {
@@ -141,6 +146,7 @@ impl SelectArgs {
             since: self.since,
             until: self.until,
             control_id: self.control_id.clone(),
+            status: self.status,
             limit: None,
             oldest_first: false,
         }
@@ -244,13 +250,13 @@ pub fn list(store_dir: &Path, filter: &Filter, json: bool, out: &mut dyn Write) 
     } else {
         writeln!(
             out,
-            "{:>8}  {:<20}  {:<12}  {:<10}  {:<20}  {:>8}  {:<3}  {:>4}  PEER",
-            "ID", "RECEIVED (UTC)", "LISTENER", "TYPE", "CONTROL ID", "SIZE", "ACK", "DUP"
+            "{:>8}  {:<20}  {:<12}  {:<10}  {:<20}  {:>8}  {:<3}  {:<8}  {:>4}  PEER",
+            "ID", "RECEIVED (UTC)", "LISTENER", "TYPE", "CONTROL ID", "SIZE", "ACK", "STATUS", "DUP"
         )?;
         for m in &messages {
             writeln!(
                 out,
-                "{:>8}  {:<20}  {:<12}  {:<10}  {:<20}  {:>8}  {:<3}  {:>4}  {}",
+                "{:>8}  {:<20}  {:<12}  {:<10}  {:<20}  {:>8}  {:<3}  {:<8}  {:>4}  {}",
                 m.id,
                 humantime::format_rfc3339_seconds(m.received_at).to_string(),
                 printable(&m.listener),
@@ -258,6 +264,7 @@ pub fn list(store_dir: &Path, filter: &Filter, json: bool, out: &mut dyn Write) 
                 printable(&m.control_id),
                 m.size,
                 m.ack_code.as_deref().unwrap_or("-"),
+                m.status.as_str(),
                 m.duplicate_count,
                 m.peer,
             )?;
@@ -310,7 +317,11 @@ pub fn show(store_dir: &Path, id: i64, raw: bool, out: &mut dyn Write) -> anyhow
     head += &field("version", &message.version);
     head += &field("size", &message.size.to_string());
     head += &field("ack_code", message.ack_code.as_deref().unwrap_or("-"));
-    head += &field("status", &message.status);
+    head += &field("status", message.status.as_str());
+    if let (Some(reason), Some(code)) = (&message.reason, message.error_code) {
+        head += &field("reason", reason);
+        head += &field("error_code", &code.to_string());
+    }
     head += &field("duplicate_count", &message.duplicate_count.to_string());
     if let Some(at) = message.last_duplicate_at {
         head += &field("last_duplicate_at", &time(at));
@@ -332,13 +343,14 @@ pub fn show(store_dir: &Path, id: i64, raw: bool, out: &mut dyn Write) -> anyhow
 
 /// `hl7d messages export --out DIR`: one `<id>-<control id>.hl7` file per message (the id
 /// zero-padded to [`EXPORT_ID_DIGITS`]), holding the bytes exactly as received, oldest
-/// first.
+/// first; accepted messages only unless the filter names a status.
 pub fn export(store_dir: &Path, filter: &Filter, out_dir: &Path) -> anyhow::Result<Exported> {
     let reader = Reader::open(store_dir)?;
     // Exports hold patient data: a new directory is 0700 and every file 0600.
     private_files::create_dir_all(out_dir).with_context(|| format!("cannot create {}", out_dir.display()))?;
     let mut written = 0u64;
-    let filter = Filter { oldest_first: true, ..filter.clone() };
+    let status = filter.status.or(Some(Status::Accepted));
+    let filter = Filter { oldest_first: true, status, ..filter.clone() };
     reader.for_each_message(&filter, |message: StoredMessage| -> anyhow::Result<()> {
         let path = out_dir.join(export_file_name(&message));
         private_files::write(&path, message.raw.as_deref().unwrap_or_default(), true)
@@ -502,7 +514,9 @@ fn summary_json(m: &StoredMessage) -> serde_json::Value {
         "sending_facility": m.sending_facility,
         "processing_id": m.processing_id,
         "version": m.version,
-        "status": m.status,
+        "status": m.status.as_str(),
+        "reason": m.reason,
+        "error_code": m.error_code,
     })
 }
 
@@ -577,7 +591,9 @@ mod tests {
             version: "2.5".into(),
             size: 0,
             ack_code: None,
-            status: "received".into(),
+            status: Status::Accepted,
+            reason: None,
+            error_code: None,
             duplicate_count: 0,
             last_duplicate_at: None,
             raw: None,

@@ -26,7 +26,7 @@ use super::admission::Slot;
 use super::deadlines::{Close, Deadlines, Handled, Limits, Read, MAX_JUNK_RUN};
 use super::Profile;
 use crate::peer_text;
-use crate::store::{Appended, MessageStore, NewMessage};
+use crate::store::{Appended, Disposition, MessageStore, NewMessage};
 
 /// Bytes read per `read` call.
 const READ_CHUNK: usize = 16 * 1024;
@@ -274,7 +274,7 @@ impl Connection {
                     self.profile.metrics.messages.increment(1);
                     self.handle_message(Bytes::from(frame)).await
                 }
-                Err(error) => self.handle_frame_error(&error),
+                Err(error) => self.handle_frame_error(&error).await,
             };
             if let Some((code, reply)) = reply {
                 self.write(stream, &reply).await?;
@@ -311,18 +311,19 @@ impl Connection {
     /// One complete frame: inspect, store, decide, build the ACK.
     async fn handle_message(&mut self, frame: Bytes) -> Option<(AckCode, Vec<u8>)> {
         let received_at = SystemTime::now();
-        let held = frame.clone();
         let (refused, what) =
-            match inspect(&held, self.profile.config.encoding, self.profile.config.force_encoding) {
+            match inspect(&frame, self.profile.config.encoding, self.profile.config.force_encoding) {
                 Inspection::Accept { msh, charset } => {
                     // Decided once, before the append: the row is written with the code that is
                     // sent when the store returns `Ok`.
                     let code = ack::decide(Some(&msh), self.profile.config.ack, Outcome::Accepted);
-                    let record = self.record(&msh, charset, code, frame, received_at);
+                    let accepted =
+                        Disposition::Accepted { duplicate_window: self.profile.config.duplicate_window };
+                    let record = self.record(Some(&msh), charset, code, accepted, frame.clone(), received_at);
                     match self.store.append(record).await {
                         Ok(appended) => {
                             let duplicate = appended == Appended::Duplicate;
-                            self.log_accepted(&msh, held.len(), code, duplicate);
+                            self.log_accepted(&msh, frame.len(), code, duplicate);
                             if duplicate {
                                 self.profile.metrics.duplicates.increment(1);
                             }
@@ -343,47 +344,73 @@ impl Connection {
                 Inspection::Refuse(refused) => (refused, "message rejected"),
             };
         self.stats.refused += 1;
-        self.refuse(&refused, held.len(), what)
+        self.refuse(&refused, frame.clone(), received_at, what).await
     }
 
+    /// The row for a message: its header fields (empty when a refused frame had no readable
+    /// MSH), the answer decided for it and whether it is accepted or refused.
     fn record(
         &self,
-        msh: &Msh<'_>,
+        msh: Option<&Msh<'_>>,
         charset: Charset,
         ack_code: Option<AckCode>,
+        disposition: Disposition,
         raw: Bytes,
         received_at: SystemTime,
     ) -> NewMessage {
-        let text = |v: &[u8]| String::from_utf8_lossy(v).into_owned();
+        let text = |field: for<'m> fn(&Msh<'m>) -> &'m [u8]| {
+            msh.map(|msh| String::from_utf8_lossy(field(msh)).into_owned()).unwrap_or_default()
+        };
         NewMessage {
             listener: self.profile.name.clone(),
             peer: self.info.peer,
             client_thumbprint: self.info.client_thumbprint.clone(),
             received_at,
             charset,
-            message_type: msh.message_type.to_string(),
-            control_id: text(msh.control_id),
-            sending_application: text(msh.sending_application),
-            sending_facility: text(msh.sending_facility),
-            processing_id: text(msh.processing_id),
-            version: text(msh.version_field),
+            message_type: msh.map(|msh| msh.message_type.to_string()).unwrap_or_default(),
+            control_id: text(|msh| msh.control_id),
+            sending_application: text(|msh| msh.sending_application),
+            sending_facility: text(|msh| msh.sending_facility),
+            processing_id: text(|msh| msh.processing_id),
+            version: text(|msh| msh.version_field),
             ack_code,
-            duplicate_window: self.profile.config.duplicate_window,
+            disposition,
             raw,
         }
     }
 
     /// A refused message or frame: decides its answer from the refusal table and the
     /// profile's ACK policy, logs one warning (header fields that identify the message, never
-    /// its contents; the reason; the answer) and builds the answer, if any.
-    fn refuse(&self, refused: &Refused<'_>, size: usize, what: &'static str) -> Option<(AckCode, Vec<u8>)> {
+    /// its contents; the reason; the answer), keeps the message in the store with its status
+    /// and reason, and builds the answer, if any.
+    ///
+    /// Keeping it is one append, awaited, whatever it returns: the answer is the refusal's
+    /// either way (a stored refusal never turns into an ACK), it waits for at most that one
+    /// store round trip, and a failure is only logged. When the refusal is itself a store
+    /// failure this second attempt may well fail too; it is not retried. Awaiting it, rather
+    /// than leaving it queued, keeps a peer that sends nothing but refused frames to one
+    /// row in flight, as an accepted message is.
+    async fn refuse(
+        &self,
+        refused: &Refused<'_>,
+        raw: Bytes,
+        received_at: SystemTime,
+        what: &'static str,
+    ) -> Option<(AckCode, Vec<u8>)> {
         let code = ack::decide(refused.msh.as_ref(), self.profile.config.ack, refused.reason.outcome());
         let (message_type, control_id) = match &refused.msh {
             Some(msh) => header_for_log(msh),
             None => Default::default(),
         };
+        let size = raw.len();
         warn!(listener = &*self.profile.name, peer = %self.info.peer, message_type, control_id, size,
             ack = code.map_or("none", AckCode::as_str), reason = %refused.reason, "{what}");
+        let disposition = Disposition::Refused(refused.reason.clone());
+        let record = self.record(refused.msh.as_ref(), refused.charset, code, disposition, raw, received_at);
+        if let Err(e) = self.store.append(record).await {
+            warn!(listener = &*self.profile.name, peer = %self.info.peer, error = %e,
+                "refused message not kept in the store; answering as refused all the same");
+        }
         Some(self.build_ack(refused.msh.as_ref(), refused.charset, code?, Some(refused.reason.ack_error())))
     }
 
@@ -421,10 +448,12 @@ impl Connection {
     }
 
     /// Frame-level errors: oversize and bad end blocks are answered as the refusal table
-    /// says, to the header in the frame's first bytes; an abandoned frame (a new start block
-    /// before its end) is logged only, since its sender has already moved on to the next
-    /// message.
-    fn handle_frame_error(&mut self, error: &FrameError) -> Option<(AckCode, Vec<u8>)> {
+    /// says, to the header in the bytes the error keeps, and kept with status `rejected` (an
+    /// oversized frame: its first 4 KiB, since the rest is dropped unread; a broken end: the
+    /// whole payload). An abandoned frame (a new start block before its end) is logged only
+    /// and not kept: it was never answered, and its sender has already moved on to the next
+    /// message, most often a resend of the same one.
+    async fn handle_frame_error(&mut self, error: &FrameError) -> Option<(AckCode, Vec<u8>)> {
         self.stats.refused += 1;
         self.profile.metrics.frame_error(match error {
             FrameError::Truncated { .. } => "abandoned",
@@ -437,7 +466,8 @@ impl Connection {
                 "frame abandoned by the sender (new start block before the end block); not acknowledged");
             return None;
         };
-        self.refuse(&refused, error.prefix().len(), "frame refused")
+        let raw = Bytes::copy_from_slice(error.prefix());
+        self.refuse(&refused, raw, SystemTime::now(), "frame refused").await
     }
 }
 

@@ -8,9 +8,16 @@
 //! connection, never through the writer; deleting them on request through [`purge`], on
 //! a connection of its own, in small transactions.
 //!
+//! Refused messages are kept too ([`Disposition::Refused`]): the listener appends them once,
+//! before their AR/AE (or CR/CE), whatever the append returns, so that an operator can see
+//! what a sender sent that was refused. Their [`Status`] (`rejected`, `error`) keeps them
+//! out of duplicate detection, and anything that forwards messages must select
+//! [`Status::Accepted`] only.
+//!
 //! This module owns the database file (0600 in a 0700 directory whatever the umask, see
 //! [`crate::private_files`]), its schema and its one writer thread. It must not
-//! decide ACK codes: the listener decides them and passes the one it will send along.
+//! decide ACK codes or refusal reasons: the listener decides them (from
+//! [`hl7_proto::refusal`]) and passes along the ones it sends.
 
 mod purge;
 mod read;
@@ -31,14 +38,15 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use hl7_proto::ack::AckCode;
+use hl7_proto::ack::{AckCode, Outcome};
 use hl7_proto::charset::Charset;
+use hl7_proto::refusal::Refusal;
 use thiserror::Error;
 
 /// A boxed future, so that the trait stays object-safe (`Arc<dyn MessageStore>`).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// One received, acceptable message with the metadata kept beside its bytes.
+/// One received message, accepted or refused, with the metadata kept beside its bytes.
 #[derive(Debug, Clone)]
 pub struct NewMessage {
     /// Listener (profile) name.
@@ -51,7 +59,8 @@ pub struct NewMessage {
     pub received_at: SystemTime,
     /// Character set the message was read in.
     pub charset: Charset,
-    /// MSH-9 as `TYPE^TRIGGER`.
+    /// MSH-9 as `TYPE^TRIGGER`. The header fields below are empty for a refused frame
+    /// without a readable MSH.
     pub message_type: String,
     /// MSH-10.
     pub control_id: String,
@@ -63,25 +72,107 @@ pub struct NewMessage {
     pub processing_id: String,
     /// MSH-12 version id.
     pub version: String,
-    /// The ACK code the listener sends if the message is kept (AA or CA, per MSH-15/16 and
-    /// the profile's `ack` policy); `None` when no ACK is sent. The listener decides it
-    /// before calling [`MessageStore::append`], since for an accepted message it depends
-    /// only on the MSH and the profile, so the store records it in the same transaction
-    /// and never has to update the row after the fact. (An error ACK is never recorded:
-    /// a message that gets one is not stored.)
+    /// The ACK code the listener sends: for an accepted message the one it sends if the
+    /// message is kept (AA or CA, per MSH-15/16 and the profile's `ack` policy), for a
+    /// refused one its AR/AE/CR/CE; `None` when no ACK is sent. The listener decides it
+    /// before calling [`MessageStore::append`] (for an accepted message it depends only on
+    /// the MSH and the profile), so the store records it in the same transaction and never
+    /// has to update the row after the fact.
     pub ack_code: Option<AckCode>,
-    /// The listener's `duplicate_window`: a message with the same listener, MSH-3/MSH-4,
-    /// MSH-10 and identical bytes stored less than this long before `received_at` is a
-    /// duplicate. `None` disables duplicate detection.
-    pub duplicate_window: Option<Duration>,
-    /// The message bytes exactly as received inside the frame.
+    /// Accepted (with its duplicate window) or refused (with why).
+    pub disposition: Disposition,
+    /// The message bytes exactly as received inside the frame; for a frame refused as
+    /// larger than `max_message_size`, its first bytes only (see
+    /// [`hl7_proto::mllp::ERROR_PREFIX_LEN`]), since the rest is dropped unread.
     pub raw: Bytes,
+}
+
+/// Whether a message is kept as accepted or as refused, and what each needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Disposition {
+    /// Accepted: stored with status `accepted`, answered AA/CA once the store says `Ok`.
+    Accepted {
+        /// The listener's `duplicate_window`: a message with the same listener,
+        /// MSH-3/MSH-4, MSH-10 and identical bytes stored as accepted less than this long
+        /// before `received_at` is a duplicate. `None` disables duplicate detection.
+        duplicate_window: Option<Duration>,
+    },
+    /// Refused, and kept so that an operator can see it: status `rejected` or `error` (the
+    /// refusal table's outcome), with the refusal's text and ERR-3 code. Never compared for
+    /// duplicates, in either direction: a resend of a refused message is judged afresh.
+    Refused(Refusal),
+}
+
+impl Disposition {
+    /// The status this message is stored with.
+    pub fn status(&self) -> Status {
+        match self {
+            Disposition::Accepted { .. } => Status::Accepted,
+            Disposition::Refused(refusal) => match refusal.outcome() {
+                Outcome::Error => Status::Error,
+                // The refusal table gives only Rejected or Error (its tests check that).
+                Outcome::Rejected | Outcome::Accepted => Status::Rejected,
+            },
+        }
+    }
+}
+
+/// What became of a stored message: the `status` column, and `hl7d messages list --status`.
+///
+/// It is the one thing later stages select on: forwarding (routes) must take
+/// [`Status::Accepted`] messages only, and duplicate detection compares with accepted
+/// messages only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Status {
+    /// Stored before its positive ACK (AA/CA, or none when the sender asked for none).
+    /// Every message stored by hl7d before refused messages were kept has this status.
+    Accepted,
+    /// Refused because of the message itself (AR/CR: unparseable, a required MSH field
+    /// empty, an unusable character set, a frame too large or with a broken end): resending
+    /// it unchanged fails the same way.
+    Rejected,
+    /// Refused because hl7d could not keep it (AE/CE: the store failed); the sender keeps
+    /// it and resends, and the resend is stored as accepted.
+    Error,
+}
+
+impl Status {
+    /// Every status, in the order of this enum.
+    pub const ALL: [Status; 3] = [Status::Accepted, Status::Rejected, Status::Error];
+
+    /// The name in the `status` column, the CLI and JSON output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Accepted => "accepted",
+            Status::Rejected => "rejected",
+            Status::Error => "error",
+        }
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A status name that is not one of [`Status::ALL`].
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("unknown status {0:?}: expected accepted, rejected or error")]
+pub struct UnknownStatus(pub String);
+
+impl std::str::FromStr for Status {
+    type Err = UnknownStatus;
+
+    fn from_str(name: &str) -> Result<Status, UnknownStatus> {
+        Status::ALL.into_iter().find(|s| s.as_str() == name).ok_or_else(|| UnknownStatus(name.to_string()))
+    }
 }
 
 /// What the store made of a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Appended {
-    /// Newly accepted.
+    /// Stored as a new row (accepted, or refused and kept).
     New,
     /// The same message was already stored (duplicate detection); it is acknowledged again
     /// with the original positive answer and not stored twice.
@@ -119,10 +210,12 @@ pub enum StoreError {
     },
 }
 
-/// Where acceptable messages go before their positive ACK.
+/// Where acceptable messages go before their positive ACK, and refused ones before their
+/// negative one.
 pub trait MessageStore: Send + Sync + 'static {
     /// Takes one message. `Ok` means the message is kept (for a durable store: on disk and
-    /// synced); only then may the listener send AA/CA.
+    /// synced); only then may the listener send AA/CA for an accepted one. For a refused
+    /// one the answer does not depend on it.
     fn append(&self, message: NewMessage) -> BoxFuture<'_, Result<Appended, StoreError>>;
 }
 
@@ -131,18 +224,28 @@ pub trait MessageStore: Send + Sync + 'static {
 #[derive(Debug, Default)]
 pub struct AcceptAfterParse {
     accepted: AtomicU64,
+    refused: AtomicU64,
 }
 
 impl AcceptAfterParse {
-    /// Messages accepted so far.
+    /// Accepted messages appended so far.
     pub fn accepted(&self) -> u64 {
         self.accepted.load(Ordering::Relaxed)
+    }
+
+    /// Refused messages appended so far.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
     }
 }
 
 impl MessageStore for AcceptAfterParse {
-    fn append(&self, _message: NewMessage) -> BoxFuture<'_, Result<Appended, StoreError>> {
-        self.accepted.fetch_add(1, Ordering::Relaxed);
+    fn append(&self, message: NewMessage) -> BoxFuture<'_, Result<Appended, StoreError>> {
+        let counter = match message.disposition {
+            Disposition::Accepted { .. } => &self.accepted,
+            Disposition::Refused(_) => &self.refused,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
         Box::pin(std::future::ready(Ok(Appended::New)))
     }
 }

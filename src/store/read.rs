@@ -8,12 +8,12 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hl7_proto::charset::Charset;
-use rusqlite::types::Value;
+use rusqlite::types::{Type, Value};
 use rusqlite::{params_from_iter, Connection, OpenFlags, OptionalExtension, Row};
 
 use super::schema::{self, SCHEMA_VERSION};
 use super::sqlite::{describe, micros, DATABASE_FILE};
-use super::StoreError;
+use super::{Status, StoreError};
 
 /// How long a read waits for a lock (only a schema migration or a checkpoint restart holds
 /// one against readers, briefly).
@@ -32,6 +32,9 @@ pub struct Filter {
     pub until: Option<SystemTime>,
     /// Only this MSH-10 control id.
     pub control_id: Option<String>,
+    /// Only messages with this status (accepted, or refused and kept); all of them when
+    /// `None`.
+    pub status: Option<Status>,
     /// At most this many messages: always the newest that match, whatever the order they
     /// come in, so that `list` and `export` with the same limit select the same messages.
     pub limit: Option<u64>,
@@ -42,13 +45,22 @@ pub struct Filter {
 impl Filter {
     /// Whether the filter selects every message (no condition; the limit aside).
     pub fn selects_all(&self) -> bool {
-        let Filter { listener, sending_application, since, until, control_id, limit: _, oldest_first: _ } =
-            self;
+        let Filter {
+            listener,
+            sending_application,
+            since,
+            until,
+            control_id,
+            status,
+            limit: _,
+            oldest_first: _,
+        } = self;
         listener.is_none()
             && sending_application.is_none()
             && since.is_none()
             && until.is_none()
             && control_id.is_none()
+            && status.is_none()
     }
 
     /// The conditions as `name=value` pairs, for logs and the audit trail (times in RFC
@@ -70,6 +82,9 @@ impl Filter {
         }
         if let Some(control_id) = &self.control_id {
             parts.push(format!("control_id={control_id}"));
+        }
+        if let Some(status) = self.status {
+            parts.push(format!("status={status}"));
         }
         parts.join(" ")
     }
@@ -97,6 +112,14 @@ impl Filter {
         }
         if let Some(control_id) = &self.control_id {
             add("control_id", "=", Value::Text(control_id.clone()));
+        }
+        if let Some(status) = self.status {
+            add("status", "=", Value::Text(status.as_str().into()));
+            if status != Status::Accepted {
+                // Spelled as the partial index `messages_refused` is, so SQLite uses it: it
+                // can only tell that a query stays inside a partial index from the same term.
+                conditions.push("status <> 'accepted'".into());
+            }
         }
         let condition = if conditions.is_empty() { "1".to_owned() } else { conditions.join(" AND ") };
         (condition, values)
@@ -133,10 +156,15 @@ pub struct StoredMessage {
     pub version: String,
     /// Bytes received.
     pub size: u64,
-    /// The ACK code answered (`AA`/`CA`), `None` when no ACK was sent.
+    /// The ACK code answered (`AA`/`CA`, or `AR`/`AE`/`CR`/`CE` for a refused message),
+    /// `None` when no ACK was sent.
     pub ack_code: Option<String>,
-    /// `received` (stored and acknowledged).
-    pub status: String,
+    /// Accepted, or refused and kept (rejected, error).
+    pub status: Status,
+    /// For a refused message, why: the text the sender got in MSA-3 (and ERR-8).
+    pub reason: Option<String>,
+    /// For a refused message, the ERR-3 code it was answered with (HL7 table 0357).
+    pub error_code: Option<u16>,
     /// How often the same message was received again and not stored.
     pub duplicate_count: u64,
     /// When the last duplicate came.
@@ -161,7 +189,7 @@ pub struct Reader {
 
 const COLUMNS: &str = "id, listener, peer, client_thumbprint, received_at, charset, message_type, \
      control_id, sending_application, sending_facility, processing_id, version, size, ack_code, status, \
-     duplicate_count, last_duplicate_at";
+     duplicate_count, last_duplicate_at, reason, error_code";
 
 impl Reader {
     /// Opens the store in `dir` read-only. Fails when there is no store there, or its
@@ -268,18 +296,7 @@ impl Reader {
         with_raw: bool,
         mut each: impl FnMut(StoredMessage) -> bool,
     ) -> Result<(), StoreError> {
-        let (mut condition, mut values) = filter.condition();
-        if let Some(limit) = filter.limit {
-            // The newest `limit` that match, in either order.
-            values.push(Value::Integer(i64::try_from(limit).unwrap_or(i64::MAX)));
-            condition = format!(
-                "id IN (SELECT id FROM messages WHERE {condition} ORDER BY id DESC LIMIT ?{})",
-                values.len()
-            );
-        }
-        let raw = if with_raw { ", raw" } else { "" };
-        let order = if filter.oldest_first { "ASC" } else { "DESC" };
-        let sql = format!("SELECT {COLUMNS}{raw} FROM messages WHERE {condition} ORDER BY id {order}");
+        let (sql, values) = query(filter, with_raw);
         let mut run = || -> rusqlite::Result<()> {
             let mut statement = self.conn.prepare(&sql)?;
             let mut rows = statement.query(params_from_iter(values.iter()))?;
@@ -298,6 +315,23 @@ impl Reader {
     }
 }
 
+/// The SELECT for `filter` and its values.
+fn query(filter: &Filter, with_raw: bool) -> (String, Vec<Value>) {
+    let (mut condition, mut values) = filter.condition();
+    if let Some(limit) = filter.limit {
+        // The newest `limit` that match, in either order.
+        values.push(Value::Integer(i64::try_from(limit).unwrap_or(i64::MAX)));
+        condition = format!(
+            "id IN (SELECT id FROM messages WHERE {condition} ORDER BY id DESC LIMIT ?{})",
+            values.len()
+        );
+    }
+    let raw = if with_raw { ", raw" } else { "" };
+    let order = if filter.oldest_first { "ASC" } else { "DESC" };
+    let sql = format!("SELECT {COLUMNS}{raw} FROM messages WHERE {condition} ORDER BY id {order}");
+    (sql, values)
+}
+
 fn stored(row: &Row<'_>, with_raw: bool) -> rusqlite::Result<StoredMessage> {
     Ok(StoredMessage {
         id: row.get(0)?,
@@ -314,11 +348,18 @@ fn stored(row: &Row<'_>, with_raw: bool) -> rusqlite::Result<StoredMessage> {
         version: row.get(11)?,
         size: row.get::<_, i64>(12)? as u64,
         ack_code: row.get(13)?,
-        status: row.get(14)?,
+        status: status(row, 14)?,
         duplicate_count: row.get::<_, i64>(15)? as u64,
         last_duplicate_at: row.get::<_, Option<i64>>(16)?.map(time),
-        raw: if with_raw { Some(row.get(17)?) } else { None },
+        reason: row.get(17)?,
+        error_code: row.get(18)?,
+        raw: if with_raw { Some(row.get(19)?) } else { None },
     })
+}
+
+fn status(row: &Row<'_>, index: usize) -> rusqlite::Result<Status> {
+    let name: String = row.get(index)?;
+    name.parse().map_err(|e| rusqlite::Error::FromSqlConversionFailure(index, Type::Text, Box::new(e)))
 }
 
 fn time(micros: i64) -> SystemTime {
@@ -326,5 +367,90 @@ fn time(micros: i64) -> SystemTime {
         UNIX_EPOCH + Duration::from_micros(micros as u64)
     } else {
         UNIX_EPOCH - Duration::from_micros(micros.unsigned_abs())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+    use hl7_proto::charset::Charset;
+    use hl7_proto::refusal::Refusal;
+
+    use super::*;
+    use crate::store::{Disposition, MessageStore, NewMessage, SqliteOptions, SqliteStore};
+
+    fn message(control_id: &str, disposition: Disposition) -> NewMessage {
+        NewMessage {
+            listener: Arc::from("lab"),
+            peer: SocketAddr::from(([127, 0, 0, 1], 40000)),
+            client_thumbprint: None,
+            received_at: SystemTime::now(),
+            charset: Charset::Utf8,
+            message_type: "ADT^A01".into(),
+            control_id: control_id.into(),
+            sending_application: "APP".into(),
+            sending_facility: "FAC".into(),
+            processing_id: "P".into(),
+            version: "2.5".into(),
+            ack_code: None,
+            disposition,
+            raw: Bytes::from(format!("MSH|{control_id}")),
+        }
+    }
+
+    #[test]
+    fn status_filter_selects_by_status_and_uses_the_partial_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path(), SqliteOptions::default()).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let accepted = || Disposition::Accepted { duplicate_window: None };
+        let failed = || Disposition::Refused(Refusal::StoreFailed { reason: "disk full".into() });
+        let bad_end = || Disposition::Refused(Refusal::FrameBadEnd);
+        for (id, disposition) in [("A1", accepted()), ("E1", failed()), ("R1", bad_end()), ("A2", accepted())]
+        {
+            rt.block_on(store.append(message(id, disposition))).unwrap();
+        }
+        store.close();
+        let reader = Reader::open(dir.path()).unwrap();
+        let ids = |status| -> Vec<String> {
+            let filter = Filter { status, oldest_first: true, ..Filter::default() };
+            reader.list(&filter).unwrap().into_iter().map(|m| m.control_id).collect()
+        };
+        assert_eq!(ids(None), ["A1", "E1", "R1", "A2"]);
+        assert_eq!(ids(Some(Status::Accepted)), ["A1", "A2"]);
+        assert_eq!(ids(Some(Status::Rejected)), ["R1"]);
+        assert_eq!(ids(Some(Status::Error)), ["E1"]);
+        let error = reader.message(2).unwrap().unwrap();
+        assert_eq!((error.status, error.error_code), (Status::Error, Some(207)));
+        assert_eq!(error.reason.as_deref(), Some("message not stored: disk full"));
+
+        // A refused status is looked up in the partial index, not by scanning every message.
+        for status in [Status::Rejected, Status::Error] {
+            let (sql, values) =
+                query(&Filter { status: Some(status), limit: Some(100), ..Filter::default() }, false);
+            let plan: Vec<String> = reader
+                .conn
+                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .unwrap()
+                .query_map(params_from_iter(values.iter()), |row| row.get::<_, String>(3))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            assert!(plan.iter().any(|step| step.contains("INDEX messages_refused")), "{status}: {plan:?}");
+        }
+    }
+
+    #[test]
+    fn status_names_round_trip() {
+        for status in Status::ALL {
+            assert_eq!(status.as_str().parse::<Status>(), Ok(status));
+        }
+        assert_eq!(
+            "received".parse::<Status>().unwrap_err().to_string(),
+            "unknown status \"received\": expected accepted, rejected or error"
+        );
     }
 }

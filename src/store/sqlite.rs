@@ -33,7 +33,7 @@ use tokio::sync::oneshot;
 use tracing::{debug, error, info, warn};
 
 use super::schema::{self, MigrateError, SCHEMA_VERSION};
-use super::{Appended, BoxFuture, MessageStore, NewMessage, StoreError};
+use super::{Appended, BoxFuture, Disposition, MessageStore, NewMessage, StoreError};
 use crate::private_files;
 
 /// The database file inside `[store] path`.
@@ -56,8 +56,6 @@ pub const RETENTION_BATCH: i64 = 500;
 const DEFAULT_RETENTION_INTERVAL: Duration = Duration::from_secs(60);
 /// After a write error, the writer waits this long before it may reopen the database.
 const REOPEN_BACKOFF: Duration = Duration::from_millis(100);
-/// `status` of a message that is stored and acknowledged.
-const STATUS_RECEIVED: &str = "received";
 
 /// How hard a commit tries to reach the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -127,8 +125,10 @@ impl Default for SqliteOptions {
 /// Counters since the store was opened.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StoreStats {
-    /// Messages written (new rows).
+    /// Accepted messages written (new rows).
     pub stored: u64,
+    /// Refused messages kept (rows with status `rejected` or `error`).
+    pub refused: u64,
     /// Duplicates recognised (not stored again).
     pub duplicates: u64,
     /// Batch transactions committed; with [`Durability::Full`], one WAL fsync each.
@@ -257,6 +257,7 @@ struct Append {
 #[derive(Default)]
 struct Counters {
     stored: AtomicU64,
+    refused: AtomicU64,
     duplicates: AtomicU64,
     commits: AtomicU64,
     checkpoints: AtomicU64,
@@ -268,6 +269,7 @@ impl Counters {
     fn snapshot(&self) -> StoreStats {
         StoreStats {
             stored: self.stored.load(Ordering::Relaxed),
+            refused: self.refused.load(Ordering::Relaxed),
             duplicates: self.duplicates.load(Ordering::Relaxed),
             commits: self.commits.load(Ordering::Relaxed),
             checkpoints: self.checkpoints.load(Ordering::Relaxed),
@@ -337,7 +339,11 @@ impl Writer {
         match result {
             Ok(outcomes) => {
                 let duplicates = outcomes.iter().filter(|&&o| o == Appended::Duplicate).count() as u64;
-                self.counters.stored.fetch_add(batch.len() as u64 - duplicates, Ordering::Relaxed);
+                let refused =
+                    batch.iter().filter(|a| matches!(a.message.disposition, Disposition::Refused(_))).count()
+                        as u64;
+                self.counters.stored.fetch_add(batch.len() as u64 - duplicates - refused, Ordering::Relaxed);
+                self.counters.refused.fetch_add(refused, Ordering::Relaxed);
                 self.counters.duplicates.fetch_add(duplicates, Ordering::Relaxed);
                 self.counters.commits.fetch_add(1, Ordering::Relaxed);
                 crate::metrics::store_commit(started.elapsed(), batch.len());
@@ -597,23 +603,28 @@ fn open_writer(file: &Path, durability: Durability) -> Result<(Connection, i64),
     Ok((conn, found))
 }
 
+/// Only accepted messages are originals: a refused one never makes a later message a
+/// duplicate (its resend must be judged, and stored, afresh).
 const FIND_DUPLICATE: &str = "SELECT id FROM messages \
      WHERE listener = ?1 AND control_id = ?2 AND sending_application = ?3 AND sending_facility = ?4 \
-       AND received_at >= ?5 AND raw = ?6 \
+       AND received_at >= ?5 AND status = 'accepted' AND raw = ?6 \
      ORDER BY id DESC LIMIT 1";
 
 const COUNT_DUPLICATE: &str =
     "UPDATE messages SET duplicate_count = duplicate_count + 1, last_duplicate_at = ?2 WHERE id = ?1";
 
+/// `v1_status` is the schema's leftover from version 1, read by nothing (see `schema.rs`).
 const INSERT: &str = "INSERT INTO messages \
      (listener, peer, client_thumbprint, received_at, charset, message_type, control_id, \
-      sending_application, sending_facility, processing_id, version, size, ack_code, status, raw) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)";
+      sending_application, sending_facility, processing_id, version, size, ack_code, v1_status, raw, \
+      status, reason, error_code) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, '', ?14, ?15, ?16, ?17)";
 
 /// One transaction for the whole batch. Duplicates are checked message by message inside
 /// it, so a message resent within the same batch is found too. Compares the stored bytes
 /// themselves rather than a hash: the index narrows the candidates to the same listener,
-/// sender and control id, and an exact comparison cannot collide.
+/// sender and control id, and an exact comparison cannot collide. Refused messages are
+/// inserted without a duplicate check.
 fn write_batch(conn: &mut Connection, batch: &[Append]) -> rusqlite::Result<Vec<Appended>> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut outcomes = Vec::with_capacity(batch.len());
@@ -623,7 +634,11 @@ fn write_batch(conn: &mut Connection, batch: &[Append]) -> rusqlite::Result<Vec<
         let mut insert = tx.prepare_cached(INSERT)?;
         for Append { message: m, .. } in batch {
             let at = micros(m.received_at);
-            let original = match m.duplicate_window {
+            let (window, refusal) = match &m.disposition {
+                Disposition::Accepted { duplicate_window } => (*duplicate_window, None),
+                Disposition::Refused(refusal) => (None, Some(refusal)),
+            };
+            let original = match window {
                 Some(window) => {
                     let since = at.saturating_sub(i64::try_from(window.as_micros()).unwrap_or(i64::MAX));
                     let key = params![
@@ -658,8 +673,10 @@ fn write_batch(conn: &mut Connection, batch: &[Append]) -> rusqlite::Result<Vec<
                         m.version,
                         m.raw.len() as i64,
                         m.ack_code.map(AckCode::as_str),
-                        STATUS_RECEIVED,
                         &m.raw[..],
+                        m.disposition.status().as_str(),
+                        refusal.map(ToString::to_string),
+                        refusal.map(|r| r.row().code.code()),
                     ])?;
                     outcomes.push(Appended::New);
                 }
@@ -695,7 +712,10 @@ mod tests {
 
     use bytes::Bytes;
     use hl7_proto::charset::Charset;
+    use hl7_proto::error::ParseError;
+    use hl7_proto::refusal::Refusal;
 
+    use super::super::{Filter, Reader, Status};
     use super::*;
 
     fn message(control_id: &str, raw: &[u8]) -> NewMessage {
@@ -712,8 +732,18 @@ mod tests {
             processing_id: "P".into(),
             version: "2.5".into(),
             ack_code: Some(AckCode::ApplicationAccept),
-            duplicate_window: Some(Duration::from_secs(60)),
+            disposition: Disposition::Accepted { duplicate_window: Some(Duration::from_secs(60)) },
             raw: Bytes::copy_from_slice(raw),
+        }
+    }
+
+    fn rejected(control_id: &str, raw: &[u8]) -> NewMessage {
+        let refusal =
+            Refusal::Parse(ParseError::RequiredFieldMissing { field: "MSH-9", name: "message type" });
+        NewMessage {
+            ack_code: Some(AckCode::ApplicationReject),
+            disposition: Disposition::Refused(refusal),
+            ..message(control_id, raw)
         }
     }
 
@@ -777,7 +807,7 @@ mod tests {
         assert_eq!(append(message("1", b"MSH|b")), Appended::New);
         // Window off: stored again.
         let mut off = message("1", b"MSH|a");
-        off.duplicate_window = None;
+        off.disposition = Disposition::Accepted { duplicate_window: None };
         assert_eq!(append(off), Appended::New);
         // Outside the window.
         let mut later = message("1", b"MSH|b");
@@ -787,6 +817,46 @@ mod tests {
         assert_eq!((stats.stored, stats.duplicates), (4, 1));
         store.close();
         assert!(matches!(rt.block_on(store.append(message("2", b"x"))), Err(StoreError::Closed)));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Issue 13 item 15: a refused message is kept, but never as a duplicate and never as
+    /// the original of one, whichever comes first.
+    #[test]
+    fn refused_messages_are_kept_and_never_duplicates() {
+        let dir = temp_dir("refused");
+        let store = SqliteStore::open(&dir, SqliteOptions::default()).unwrap();
+        let rt = runtime();
+        let append = |m| rt.block_on(store.append(m)).unwrap();
+        // The same refused bytes twice: two rows.
+        assert_eq!(append(rejected("R", b"MSH|r")), Appended::New);
+        assert_eq!(append(rejected("R", b"MSH|r")), Appended::New);
+        // An accepted message with the bytes of a refused one is new, not its duplicate...
+        assert_eq!(append(message("R", b"MSH|r")), Appended::New);
+        // ...and a refused one with the bytes of an accepted one is kept, not counted.
+        assert_eq!(append(rejected("R", b"MSH|r")), Appended::New);
+        // Duplicate detection among accepted messages is unchanged.
+        assert_eq!(append(message("R", b"MSH|r")), Appended::Duplicate);
+        let stats = store.stats();
+        assert_eq!((stats.stored, stats.refused, stats.duplicates), (1, 3, 1));
+        store.close();
+
+        let reader = Reader::open(&dir).unwrap();
+        let rows = reader.list(&Filter { oldest_first: true, ..Filter::default() }).unwrap();
+        let seen: Vec<_> =
+            rows.iter().map(|m| (m.status, m.duplicate_count, m.ack_code.as_deref())).collect();
+        assert_eq!(
+            seen,
+            [
+                (Status::Rejected, 0, Some("AR")),
+                (Status::Rejected, 0, Some("AR")),
+                (Status::Accepted, 1, Some("AA")),
+                (Status::Rejected, 0, Some("AR")),
+            ]
+        );
+        assert_eq!(rows[0].reason.as_deref(), Some("required field MSH-9 (message type) is empty"));
+        assert_eq!(rows[0].error_code, Some(101));
+        assert_eq!((rows[2].reason.as_deref(), rows[2].error_code), (None, None));
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -803,9 +873,11 @@ mod tests {
         let old = SystemTime::now() - Duration::from_secs(7200);
         let total = RETENTION_BATCH as usize * 2 + 10;
         rt.block_on(async {
+            // Refused messages expire like accepted ones.
             let appends: Vec<_> = (0..total)
                 .map(|i| {
-                    let mut m = message(&i.to_string(), b"MSH|old");
+                    let id = i.to_string();
+                    let mut m = if i % 3 == 0 { rejected(&id, b"MSH|old") } else { message(&id, b"MSH|old") };
                     m.received_at = old;
                     store.append(m)
                 })
@@ -821,8 +893,8 @@ mod tests {
             thread::sleep(Duration::from_millis(10));
         }
         store.close();
-        let reader = super::super::Reader::open(&dir).unwrap();
-        let left = reader.list(&super::super::Filter::default()).unwrap();
+        let reader = Reader::open(&dir).unwrap();
+        let left = reader.list(&Filter::default()).unwrap();
         assert_eq!(left.len(), 1);
         assert_eq!(left[0].control_id, "fresh");
         let _ = std::fs::remove_dir_all(&dir);

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use hl7d::store::{
     Appended, BoxFuture, ConnectionSetup, Filter, MessageStore, NewMessage, Reader, SqliteOptions,
-    SqliteStore, StoreError,
+    SqliteStore, Status, StoreError,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -88,7 +88,7 @@ async fn messages_round_trip_through_list_show_and_export() {
         assert_eq!(row.listener, "lab");
         assert_eq!(row.peer, peer);
         assert_eq!(row.size, sent.len() as u64);
-        assert_eq!(row.status, "received");
+        assert_eq!(row.status, Status::Accepted);
         assert_eq!(row.duplicate_count, 0);
         assert_eq!(reader.message(row.id).unwrap().unwrap().raw.as_deref(), Some(&sent[..]));
     }
