@@ -11,6 +11,7 @@ mod hostile;
 mod interop;
 mod limits;
 mod listener;
+mod refused;
 mod send;
 mod send_tls;
 mod startup;

@@ -20,29 +20,29 @@ use tokio::net::TcpStream;
 use crate::support::*;
 
 /// An original-mode message (AA/AE) with this control id.
-fn original(control_id: &str) -> Vec<u8> {
+pub(crate) fn original(control_id: &str) -> Vec<u8> {
     format!("MSH|^~\\&|LAB|FAC|HL7D|FAC|20261128||ORU^R01^ORU_R01|{control_id}|P|2.5\rPID|1||{control_id}\r")
         .into_bytes()
 }
 
 /// An enhanced-mode message (MSH-15 = AL: CA/CE) with this control id.
-fn enhanced(control_id: &str) -> Vec<u8> {
+pub(crate) fn enhanced(control_id: &str) -> Vec<u8> {
     format!("MSH|^~\\&|LAB|FAC|HL7D|FAC|20261128||ADT^A01^ADT_A01|{control_id}|P|2.5|||AL|NE\rPID|1||{control_id}\r")
         .into_bytes()
 }
 
 /// Sends one message and returns (MSA-1, MSA-2).
-async fn exchange(conn: &mut TcpStream, payload: &[u8]) -> (String, String) {
+pub(crate) async fn exchange(conn: &mut TcpStream, payload: &[u8]) -> (String, String) {
     send(conn, payload).await;
     msa(&read_frame(conn).await)
 }
 
-fn open_store(dir: &Path) -> Arc<SqliteStore> {
+pub(crate) fn open_store(dir: &Path) -> Arc<SqliteStore> {
     Arc::new(SqliteStore::open(dir, SqliteOptions::default()).expect("store opens"))
 }
 
 /// Runs `hl7d` with these arguments and returns its stdout; panics if it fails.
-fn hl7d(args: &[&str]) -> Vec<u8> {
+pub(crate) fn hl7d(args: &[&str]) -> Vec<u8> {
     let output = Command::new(env!("CARGO_BIN_EXE_hl7d")).args(args).output().expect("run hl7d");
     assert!(
         output.status.success(),
@@ -54,7 +54,7 @@ fn hl7d(args: &[&str]) -> Vec<u8> {
 }
 
 /// A config file with `[store] path = dir` and one plaintext listener on `listen`.
-fn write_config(dir: &Path, store: &Path, listen: SocketAddr) -> PathBuf {
+pub(crate) fn write_config(dir: &Path, store: &Path, listen: SocketAddr) -> PathBuf {
     let path = dir.join("hl7d.toml");
     let text = format!(
         "[store]\npath = {store:?}\n\n[log]\nlevel = \"info\"\n\n[[listener]]\nname = \"lab\"\nlisten = \"{listen}\"\nplaintext = true\n"
