@@ -27,6 +27,9 @@ use crate::support::*;
 const UNKNOWN_CHARSET: &[u8] =
     b"MSH|^~\\&|LAB|FAC|HL7D|FAC|20261128||ADT^A01|CS-1|P|2.5|||AL|NE||LATIN-9\rPID|1\r";
 
+/// What one stored row should hold: (status, ACK, ERR-3, reason, MSH-9, MSH-10, bytes).
+type Expected<'a> = (Status, &'a str, Option<u16>, Option<&'a str>, &'a str, &'a str, &'a [u8]);
+
 fn all(reader: &Reader) -> Vec<hl7d::store::StoredMessage> {
     reader.list(&Filter { oldest_first: true, ..Filter::default() }).unwrap()
 }
@@ -56,8 +59,7 @@ async fn a_malformed_message_is_answered_ar_and_kept_as_rejected_with_its_reason
     let missing = "required field MSH-10 (message control id) is empty";
     let no_msh = "first segment is not MSH";
     let charset = "character set: unknown character set \"LATIN-9\" in MSH-18";
-    // (status, ACK, ERR-3, reason, MSH-9, MSH-10, bytes)
-    let expected: [(Status, &str, Option<u16>, Option<&str>, &str, &str, &[u8]); 5] = [
+    let expected: [Expected; 5] = [
         (Status::Rejected, "AR", Some(101), Some(missing), "ADT^A01", "", &no_control_id),
         (Status::Rejected, "AR", Some(100), Some(no_msh), "", "", &not_hl7),
         (Status::Rejected, "CR", Some(102), Some(charset), "ADT^A01", "CS-1", UNKNOWN_CHARSET),
