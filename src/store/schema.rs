@@ -56,8 +56,8 @@ const MIGRATIONS: &[&str] = &[
     // change the schema (existing rows read the default), where an UPDATE of `status` or a
     // table rebuild would rewrite every stored message. Measured on 1 million 608-byte
     // messages (860 MB): this migration takes 0.7–1.2 s in the sqlite3 shell (5 s at
-    // `hl7d serve` start-up in a debug build, most of it building the partial index), a
-    // rebuild 15–37 s and leaves a 1.7 GB file. The price: the new columns sit after `raw`,
+    // `hl7d serve` start-up in a debug build; it reads every row once, to build the partial
+    // index), a rebuild 15–37 s and leaves a 1.7 GB file. The price: the new columns sit after `raw`,
     // so reading them from a row whose message spills into overflow pages (over ~4 KB) walks
     // those pages; and `v1_status` (`received` in v1 rows, '' in new ones) stays until a
     // later migration that has to rewrite the table anyway drops it.
