@@ -130,6 +130,11 @@ async fn a_malformed_message_is_answered_ar_and_kept_as_rejected_with_its_reason
     let out = tmp.path().join("export-rejected");
     hl7d(&["messages", "export", "--config", config, "--status", "rejected", "--out", out.to_str().unwrap()]);
     assert_eq!(std::fs::read_dir(&out).unwrap().count(), 4);
+    // Refused messages can be cleaned up on their own.
+    let purged = hl7d(&["messages", "purge", "--config", config, "--status", "rejected"]);
+    assert!(String::from_utf8_lossy(&purged).contains("deleted 4 message(s)"), "{purged:?}");
+    let left: Vec<_> = all(&reader).into_iter().map(|m| (m.control_id, m.status)).collect();
+    assert_eq!(left, [("OK-1".to_string(), Status::Accepted)]);
     server.shutdown(WAIT).await;
 }
 
