@@ -9,9 +9,12 @@
 //! There is no authentication: the endpoint is meant for loopback or a management network
 //! (the default address is 127.0.0.1:9275; `check-config` warns about any other). It never
 //! shows message contents; `/reload` can only re-read the configuration file that the
-//! process was started with. It must not do anything else: no listener or store logic here.
+//! process was started with. It must not do anything else: no listener or store logic here
+//! (it renders the [`ReloadReport`] that the reload callback returns).
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
@@ -26,7 +29,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::tls::{ReloadReport, Reloader};
+use crate::listener::{ReloadReport, Reloader};
 
 /// Content type of the Prometheus text exposition format.
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -48,14 +51,17 @@ impl Readiness {
     }
 }
 
-/// Re-reads the configuration and reloads what can change live; `None` when the
-/// configuration no longer loads (nothing changed). Called off the async workers.
-pub type ReloadFn = Arc<dyn Fn() -> Option<ReloadReport> + Send + Sync>;
+/// Re-reads the configuration and applies what can change live; the report says what
+/// changed, or why nothing did (see [`crate::serve::reload`]).
+pub type ReloadFn = Arc<dyn Fn() -> ReloadFuture + Send + Sync>;
+
+/// What a [`ReloadFn`] returns.
+pub type ReloadFuture = Pin<Box<dyn Future<Output = ReloadReport> + Send>>;
 
 /// What `/metrics` and `/reload` need from a started server; handed over by
 /// [`Admin::attach`] once the listeners run.
 pub struct Running {
-    /// The TLS listeners (certificate expiry gauges).
+    /// The listeners (certificate expiry gauges).
     pub reloader: Reloader,
     /// What `POST /reload` runs: the same as SIGHUP (`hl7d serve` passes its reload, which
     /// re-reads the file it was started with).
@@ -162,29 +168,22 @@ async fn metrics(State(state): State<Arc<AdminState>>) -> Response {
     ([(header::CONTENT_TYPE, PROMETHEUS_TEXT)], body).into_response()
 }
 
-/// Same as SIGHUP: re-reads the configuration and reloads TLS certificates, keys and client
-/// approvals. 200 with a JSON report when every listener reloaded; 500 with the report
-/// when one kept its previous files or the configuration no longer loads; 503 before the
-/// listeners run.
+/// Same as SIGHUP: re-reads the configuration and applies it. 200 with a JSON report when
+/// it applied; 500 with the report, whose `error` says why, when nothing changed (the
+/// configuration does not load, a certificate cannot be used, a new port cannot be bound);
+/// 503 before the listeners run.
 async fn reload(State(state): State<Arc<AdminState>>) -> Response {
     let Some(running) = state.running.get() else {
         return (StatusCode::SERVICE_UNAVAILABLE, "not started\n").into_response();
     };
-    info!(target: "audit", event = "reload_requested", source = "admin",
-        "POST /reload: reloading TLS certificates, keys and client approvals");
-    let reload = running.reload.clone();
-    // File reads and certificate parsing: off the async workers.
-    let report = tokio::task::spawn_blocking(move || reload()).await.ok().flatten();
-    let (status, body) = match report {
-        None => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            serde_json::json!({ "ok": false, "error": "the configuration does not load; nothing changed (see the log)" }),
-        ),
-        Some(report) => {
-            let status = if report.is_ok() { StatusCode::OK } else { StatusCode::INTERNAL_SERVER_ERROR };
-            (status, report_json(&report))
-        }
+    info!(target: "audit", event = "reload_requested", source = "admin", "POST /reload: reloading the configuration");
+    // Its own task: a client that hangs up does not stop a reload half-way.
+    let report = match tokio::spawn((running.reload)()).await {
+        Ok(report) => report,
+        Err(e) => ReloadReport::refused(format!("the reload failed: {e}")),
     };
+    let status = if report.is_ok() { StatusCode::OK } else { StatusCode::INTERNAL_SERVER_ERROR };
+    let body = report_json(&report);
     (status, [(header::CONTENT_TYPE, "application/json")], format!("{body}\n")).into_response()
 }
 
@@ -206,10 +205,28 @@ fn report_json(report: &ReloadReport) -> serde_json::Value {
         .iter()
         .map(|(listener, error)| serde_json::json!({ "listener": listener, "error": error }))
         .collect();
-    serde_json::json!({
+    let listeners: Vec<serde_json::Value> = report
+        .listeners
+        .iter()
+        .map(|change| {
+            serde_json::json!({
+                "listener": change.listener,
+                "action": change.action.as_str(),
+                "listen": change.listen.to_string(),
+                "changed": change.changed,
+                "closed_connections": change.closed_connections,
+            })
+        })
+        .collect();
+    let mut body = serde_json::json!({
         "ok": report.is_ok(),
         "reloaded": reloaded,
         "failed": failed,
         "needs_restart": report.needs_restart,
-    })
+        "listeners": listeners,
+    });
+    if let Some(error) = &report.error {
+        body["error"] = serde_json::Value::from(error.as_str());
+    }
+    body
 }

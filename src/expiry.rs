@@ -15,20 +15,21 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::tls::Reloader;
+use crate::listener::Reloader;
 
 /// Time between two checks.
 pub const CHECK_INTERVAL: Duration = Duration::from_secs(24 * 60 * 60);
 
-/// Checks every [`CHECK_INTERVAL`] (the first time one interval after start) until `stop`.
-pub async fn watch(tls: Reloader, threshold: Duration, stop: CancellationToken) {
+/// Checks every [`CHECK_INTERVAL`] (the first time one interval after start) until `stop`,
+/// against `[log] cert_expiry_warning` as of the last reload.
+pub async fn watch(tls: Reloader, stop: CancellationToken) {
     let start = tokio::time::Instant::now() + CHECK_INTERVAL;
     let mut tick = tokio::time::interval_at(start, CHECK_INTERVAL);
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tick.tick() => {
-                check(&tls, threshold, crate::tls::unix_now());
+                check(&tls, tls.cert_expiry_warning(), crate::tls::unix_now());
             }
         }
     }

@@ -1,5 +1,6 @@
 //! `hl7d serve`: load the configuration, start every listener, run until SIGTERM/Ctrl-C;
-//! SIGHUP reloads TLS certificates, keys and client approvals.
+//! SIGHUP (and the admin `POST /reload`) re-reads the configuration and applies it live
+//! (see [`crate::listener::Reloader::reload`]).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -11,10 +12,9 @@ use tracing::{error, info, warn};
 
 use crate::admin::{Admin, Running};
 use crate::config::{Config, Transport};
-use crate::listener::{ServeError, Server};
+use crate::listener::{ReloadReport, Reloader, ServeError, Server};
 use crate::store::{MessageStore, SqliteOptions, SqliteStore};
 use crate::tls::pki::{self, LocalTls};
-use crate::tls::{ReloadReport, Reloader};
 
 /// Upper bound on how long shutdown waits for messages in flight.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
@@ -109,6 +109,11 @@ pub async fn run(config: Config, options: &RunOptions) -> anyhow::Result<()> {
     for warning in &config.warnings {
         warn!("configuration: {warning}");
     }
+    // Before anything is logged as listening: a SIGHUP that comes before the handler is
+    // installed would end the process (its default action). One that comes during start-up
+    // waits here and reloads once the listeners run.
+    #[cfg(unix)]
+    let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
     // First, so that `/ready` answers 503 while the store opens and the listeners bind.
     let admin = match config.admin {
         Some(admin) => Some(
@@ -125,7 +130,7 @@ pub async fn run(config: Config, options: &RunOptions) -> anyhow::Result<()> {
     let store: Arc<dyn MessageStore> = sqlite.clone();
     let server = Server::start(&config, store).await?;
     for (name, addr) in server.local_addrs() {
-        let listener = config.listener(name).map(|l| &l.transport);
+        let listener = config.listener(&name).map(|l| &l.transport);
         let transport = match listener {
             Some(Transport::Plaintext) | None => "plaintext MLLP",
             Some(Transport::Tls(_)) => "MLLP over TLS",
@@ -150,27 +155,26 @@ pub async fn run(config: Config, options: &RunOptions) -> anyhow::Result<()> {
     if let Some(admin) = &admin {
         let reloader = server.reloader();
         let source = options.source.clone();
-        let reload = Arc::new(move || reload(&reloader, &source));
+        let reload: crate::admin::ReloadFn = Arc::new(move || {
+            let (reloader, source) = (reloader.clone(), source.clone());
+            Box::pin(async move { reload(&reloader, &source).await })
+        });
         admin.attach(Running { reloader: server.reloader(), reload });
         admin.readiness().set(true);
     }
     info!(target: "audit", event = "start", version = env!("CARGO_PKG_VERSION"),
         listeners = config.listeners.len(), "hl7d started");
     if let Some(file) = &options.ready_file {
-        write_ready_file(file, server.local_addrs())
+        write_ready_file(file, &server.local_addrs())
             .with_context(|| format!("--ready-file {}", file.display()))?;
     }
-    tokio::spawn(crate::expiry::watch(
-        server.reloader(),
-        config.log.cert_expiry_warning,
-        server.shutdown_token(),
-    ));
+    tokio::spawn(crate::expiry::watch(server.reloader(), server.shutdown_token()));
     #[cfg(unix)]
-    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+    match hangup {
         Ok(hangup) => {
             tokio::spawn(reload_on_hangup(hangup, server.reloader(), options.source.clone()));
         }
-        Err(e) => warn!(error = %e, "cannot listen for SIGHUP: TLS reload by signal unavailable"),
+        Err(e) => warn!(error = %e, "cannot listen for SIGHUP: reload by signal unavailable"),
     }
     let stop = server.shutdown_token();
     let readiness = admin.as_ref().map(Admin::readiness);
@@ -206,24 +210,26 @@ fn write_ready_file(file: &Path, addrs: &[(String, SocketAddr)]) -> std::io::Res
     std::fs::rename(&aside, file)
 }
 
-/// Re-reads the configuration from `source` and applies its `[listener.tls]` tables to the
-/// running listeners: SIGHUP and the admin `POST /reload` both come here. A configuration
-/// that no longer loads changes nothing (`None`); a listener whose new files are broken
-/// keeps its previous ones (see the report).
-pub fn reload(reloader: &Reloader, source: &ConfigSource) -> Option<ReloadReport> {
+/// Re-reads the configuration from `source` and applies it to the running server
+/// ([`Reloader::reload`]: all or nothing): SIGHUP and the admin `POST /reload` both come
+/// here. A configuration that no longer loads changes nothing, and the report's `error`
+/// says why.
+pub async fn reload(reloader: &Reloader, source: &ConfigSource) -> ReloadReport {
     // After logrotate moved the audit file away.
     crate::audit::reopen_files();
+    // A small file: read in place, as the certificates are.
     match source.load() {
         Ok(config) => {
-            let report = reloader.reload(&config);
-            info!(target: "audit", event = "config_reloaded", reloaded = report.reloaded.len(),
-                failed = report.failed.len(), needs_restart = report.needs_restart.len(), "configuration reloaded");
-            Some(report)
+            for warning in &config.warnings {
+                warn!("configuration: {warning}");
+            }
+            reloader.reload(&config).await
         }
         Err(e) => {
-            error!(target: "audit", event = "config_reload_failed", error = %format!("{e:#}"),
-                "reload refused: the configuration does not load; keeping the running configuration");
-            None
+            let error = format!("the configuration does not load; nothing changed: {e:#}");
+            error!(target: "audit", event = "config_reload_failed", error = %error,
+                "reload refused; keeping the running configuration");
+            ReloadReport::refused(error)
         }
     }
 }
@@ -231,9 +237,8 @@ pub fn reload(reloader: &Reloader, source: &ConfigSource) -> Option<ReloadReport
 #[cfg(unix)]
 async fn reload_on_hangup(mut hangup: tokio::signal::unix::Signal, reloader: Reloader, source: ConfigSource) {
     while hangup.recv().await.is_some() {
-        info!(target: "audit", event = "reload_requested", source = "SIGHUP", "SIGHUP: reloading TLS certificates, keys and client approvals");
-        // Small file reads: not worth a blocking-pool hop.
-        reload(&reloader, &source);
+        info!(target: "audit", event = "reload_requested", source = "SIGHUP", "SIGHUP: reloading the configuration");
+        reload(&reloader, &source).await;
     }
 }
 

@@ -5,11 +5,18 @@
 //! shutdown: on shutdown the accept loops stop at once, idle connections close, and a
 //! message in flight is read, stored and acknowledged before its connection closes. One
 //! connection's failure never reaches the accept loop or another connection.
+//!
+//! Each connection takes a snapshot of its listener's settings at accept and keeps it; a
+//! reload (`reload.rs`) swaps the settings of the live listeners (`live.rs`) for new
+//! connections, adds and removes listeners, and closes the open connections that the new
+//! settings no longer allow.
 
 pub mod admission;
 pub mod connection;
 pub mod deadlines;
+mod live;
 pub mod refusal_log;
+mod reload;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,8 +26,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use hl7_proto::mllp::DecoderConfig;
 use metrics::Gauge;
 use thiserror::Error;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinHandle;
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
@@ -28,12 +34,15 @@ use tracing::{debug, error, info, warn};
 use crate::config::{Config, ListenerConfig};
 use crate::metrics::ListenerMetrics;
 use crate::store::MessageStore;
-use crate::tls::{Reloader, TlsError, TlsListener};
-use admission::{Admission, Admitted, Dropped, Limits, Refused, Slot};
+use crate::tls::{TlsError, TlsListener};
+use admission::{Admitted, Dropped, Limits, Refused, Slot};
 use connection::ConnectionInfo;
+use live::{LiveListener, Tracked};
 use refusal_log::RefusalLog;
+pub use reload::{ListenerAction, ListenerChange, ReloadReport, Reloader};
 
 /// A listener profile at run time: its configuration and the ACK control-id counter.
+/// Immutable: a reload builds a new one ([`Profile::with_config`]) for new connections.
 pub struct Profile {
     /// Listener name (appears in logs and the store).
     pub name: Arc<str>,
@@ -41,14 +50,26 @@ pub struct Profile {
     pub config: ListenerConfig,
     /// Its metrics (no-ops unless a recorder was installed before it was built).
     pub metrics: ListenerMetrics,
-    ack_ids: AckIds,
+    ack_ids: Arc<AckIds>,
 }
 
 impl Profile {
     /// Builds the run-time profile for one configured listener.
     pub fn new(config: ListenerConfig) -> Profile {
         let metrics = ListenerMetrics::new(&config.name);
-        Profile { name: Arc::from(config.name.as_str()), config, metrics, ack_ids: AckIds::new() }
+        Profile { name: Arc::from(config.name.as_str()), config, metrics, ack_ids: Arc::new(AckIds::new()) }
+    }
+
+    /// The same listener with new settings (a reload): its name, metrics and ACK
+    /// control-id counter stay, so ACK ids stay unique across reloads.
+    pub fn with_config(&self, config: ListenerConfig) -> Profile {
+        debug_assert_eq!(*self.name, config.name, "a profile keeps its listener's name");
+        Profile {
+            name: self.name.clone(),
+            config,
+            metrics: self.metrics.clone(),
+            ack_ids: self.ack_ids.clone(),
+        }
     }
 
     /// The MLLP decoder settings of this profile.
@@ -116,89 +137,66 @@ impl ServeError {
     pub fn is_address_in_use(&self) -> bool {
         matches!(self, ServeError::Bind { error, .. } if error.kind() == std::io::ErrorKind::AddrInUse)
     }
+
+    /// The listener at fault.
+    pub fn listener(&self) -> &str {
+        match self {
+            ServeError::Bind { listener, .. } | ServeError::Tls { listener, .. } => listener,
+        }
+    }
+
+    /// What is wrong, without the listener's name.
+    pub fn detail(&self) -> String {
+        match self {
+            ServeError::Bind { addr, error, .. } => format!("cannot listen on {addr}: {error}"),
+            ServeError::Tls { error, .. } => error.to_string(),
+        }
+    }
 }
 
-/// The running server: its bound addresses and the means to stop it.
+/// The running server: its listeners, and the means to reload and to stop it.
 pub struct Server {
-    addrs: Vec<(String, SocketAddr)>,
-    shutdown: CancellationToken,
-    connections: TaskTracker,
-    accept_loops: Vec<JoinHandle<()>>,
-    tls: Reloader,
+    live: Reloader,
 }
 
 impl Server {
     /// Binds every listener of `config` (all or nothing) and starts accepting.
     pub async fn start(config: &Config, store: Arc<dyn MessageStore>) -> Result<Server, ServeError> {
-        // Certificates first: a bad file fails start-up before any port is bound.
-        let mut tls_listeners = Vec::new();
-        for listener in config.listeners.iter().filter(|l| l.tls().is_some()) {
-            let settings = listener.tls().expect("filtered on tls()");
-            let tls = TlsListener::load(&listener.name, settings, config.log.cert_expiry_warning)
-                .map_err(|error| ServeError::Tls { listener: listener.name.clone(), error })?;
-            tls_listeners.push(Arc::new(tls));
-        }
-        let tls = Reloader::new(tls_listeners);
-        let mut bound = Vec::new();
-        for listener in &config.listeners {
-            let socket = TcpListener::bind(listener.listen).await.map_err(|error| ServeError::Bind {
-                listener: listener.name.clone(),
-                addr: listener.listen,
-                error,
-            })?;
-            bound.push((socket, Arc::new(Profile::new(listener.clone()))));
-        }
-        let shutdown = CancellationToken::new();
-        let connections = TaskTracker::new();
-        let mut addrs = Vec::new();
-        let mut accept_loops = Vec::new();
-        for (socket, profile) in bound {
-            let addr = socket.local_addr().map_err(|error| ServeError::Bind {
-                listener: profile.name.to_string(),
-                addr: profile.config.listen,
-                error,
-            })?;
-            addrs.push((profile.name.to_string(), addr));
-            let tls = tls.listener(&profile.name).cloned();
-            let task =
-                accept_loop(socket, profile, tls, store.clone(), shutdown.clone(), connections.clone());
-            accept_loops.push(tokio::spawn(task));
-        }
-        Ok(Server { addrs, shutdown, connections, accept_loops, tls })
+        Ok(Server { live: Reloader::start(config, store)? })
     }
 
-    /// The handle that reloads TLS certificates, keys and client approvals (SIGHUP,
-    /// `POST /reload`); see [`Reloader::reload`].
+    /// The handle that reloads the listeners (SIGHUP, `POST /reload`); see
+    /// [`Reloader::reload`].
     pub fn reloader(&self) -> Reloader {
-        self.tls.clone()
+        self.live.clone()
     }
 
-    /// The bound address of each listener, in configuration order.
-    pub fn local_addrs(&self) -> &[(String, SocketAddr)] {
-        &self.addrs
+    /// The bound address of each listener, in configuration order (as of the last reload).
+    pub fn local_addrs(&self) -> Vec<(String, SocketAddr)> {
+        self.live.local_addrs()
     }
 
     /// The bound address of the named listener.
     pub fn local_addr(&self, name: &str) -> Option<SocketAddr> {
-        self.addrs.iter().find(|(n, _)| n == name).map(|(_, a)| *a)
+        self.live.local_addr(name)
     }
 
     /// A token that stops the server when cancelled (e.g. from a signal handler).
     pub fn shutdown_token(&self) -> CancellationToken {
-        self.shutdown.clone()
+        self.live.shutdown.clone()
     }
 
     /// Stops accepting, lets every message in flight finish (each connection is bounded by
     /// its frame and write timeouts, and the whole wait by `grace`), then returns the
     /// number of connections that had to be abandoned when `grace` ran out.
     pub async fn shutdown(self, grace: Duration) -> usize {
-        self.shutdown.cancel();
-        for task in self.accept_loops {
-            let _ = task.await;
-        }
-        self.connections.close();
-        if tokio::time::timeout(grace, self.connections.wait()).await.is_err() {
-            let left = self.connections.len();
+        let live = &self.live;
+        live.shutdown.cancel();
+        live.accept_loops.close();
+        live.accept_loops.wait().await;
+        live.connections.close();
+        if tokio::time::timeout(grace, live.connections.wait()).await.is_err() {
+            let left = live.connections.len();
             warn!(connections = left, "shutdown grace period over; abandoning connections");
             return left;
         }
@@ -207,28 +205,44 @@ impl Server {
 
     /// Waits until the shutdown token is cancelled, then shuts down as [`Server::shutdown`].
     pub async fn run_until_stopped(self, grace: Duration) -> usize {
-        self.shutdown.cancelled().await;
+        self.live.shutdown.cancelled().await;
         self.shutdown(grace).await
     }
 }
 
+/// Binds a listening socket as `TcpListener::bind` does (`SO_REUSEADDR` on Unix, so a
+/// restart does not wait for old connections in TIME_WAIT), without awaiting: a reload
+/// binds its new sockets before it changes anything. Needs a Tokio runtime context.
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
+/// Pending connections the kernel queues per listening socket (what `TcpListener::bind`
+/// asks for).
+const LISTEN_BACKLOG: u32 = 1024;
+
+/// Accepts on `socket` until `stop` (shutdown, the listener's removal, or a reload that
+/// moved it to another address).
 async fn accept_loop(
     socket: TcpListener,
-    profile: Arc<Profile>,
-    tls: Option<Arc<TlsListener>>,
+    live: Arc<LiveListener>,
     store: Arc<dyn MessageStore>,
-    shutdown: CancellationToken,
+    stop: CancellationToken,
     connections: TaskTracker,
 ) {
-    let listener = &*profile.name;
-    // Who is let in, and how often refusals are logged: per listener, for as long as it runs.
-    let admission = Admission::new(profile.metrics.pending.clone());
-    let refusals =
-        Arc::new(RefusalLog::new(profile.name.clone(), profile.metrics.refusal_lines_suppressed.clone()));
-    connections.spawn(refusals.clone().sweep_until(shutdown.clone()));
+    let listener = &**live.name();
+    // Who is let in, and how often refusals are logged: per listener, for as long as it runs
+    // (across reloads and moves to another socket).
+    let (admission, refusals) = (live.admission(), live.refusals());
     loop {
         let accepted = tokio::select! {
-            _ = shutdown.cancelled() => break,
+            // A stopped socket accepts nothing more, even with connections in its backlog.
+            biased;
+            _ = stop.cancelled() => break,
             accepted = socket.accept() => accepted,
         };
         let (stream, peer) = match accepted {
@@ -240,6 +254,8 @@ async fn accept_loop(
                 continue;
             }
         };
+        // This connection's settings, kept whatever a reload changes later.
+        let profile = live.profile();
         if !profile.config.allows(peer.ip()) {
             profile.metrics.refused("ip_not_allowed");
             if refusals.allow(peer.ip(), "ip_not_allowed") {
@@ -251,7 +267,10 @@ async fn accept_loop(
         }
         let limits = Limits::of(&profile.config);
         let now = tokio::time::Instant::now().into_std();
-        let slot = match admission.admit(peer, limits, shutdown.child_token(), now) {
+        // In the listener's registry before the admission: the slot's close token is a child
+        // of the connection's, which a reload cancels (allow_ips, removal).
+        let tracked = live.track(peer);
+        let slot = match admission.admit(peer, limits, tracked.close.child_token(), now) {
             Ok(Admitted { slot, dropped }) => {
                 if let Some(dropped) = dropped {
                     log_dropped(&profile, &refusals, &dropped, limits);
@@ -267,10 +286,9 @@ async fn accept_loop(
         let _ = stream.set_nodelay(true);
         profile.metrics.accepted.increment(1);
         let open = OpenConnection::count(&profile.metrics.open);
-        let profile = profile.clone();
-        let tls = tls.clone();
+        let tls = live.tls();
         let store = store.clone();
-        let gate = Gate { shutdown: shutdown.clone(), slot, refusals: refusals.clone() };
+        let gate = Gate { tracked, slot, refusals: refusals.clone() };
         connections.spawn(async move {
             // Both are released when the task ends, however it ends (a panic included); the
             // slot's counts too (it is in `gate`).
@@ -316,10 +334,12 @@ fn log_dropped(profile: &Profile, refusals: &RefusalLog, dropped: &Dropped, limi
         "oldest pending connection dropped to make room: no TLS handshake or first MLLP byte yet");
 }
 
-/// What a connection task holds of its listener besides the socket: the server's shutdown,
-/// its admission slot (released when the task ends) and the listener's refusal log.
+/// What a connection task holds of its listener besides the socket: its place in the
+/// listener's registry (whose token stops it: shutdown, or a reload that removes the
+/// listener or no longer allows the peer), its admission slot (released when the task
+/// ends) and the listener's refusal log.
 struct Gate {
-    shutdown: CancellationToken,
+    tracked: Tracked,
     slot: Slot,
     refusals: Arc<RefusalLog>,
 }
@@ -349,7 +369,8 @@ async fn handle_tcp(
     store: Arc<dyn MessageStore>,
     gate: Gate,
 ) {
-    let Gate { shutdown, slot, refusals } = gate;
+    let Gate { tracked, slot, refusals } = gate;
+    let shutdown = tracked.close.clone();
     let listener = profile.name.clone();
     let listener_metrics = profile.metrics.clone();
     let (reason, stats, revoked) = match tls {
@@ -408,14 +429,17 @@ async fn handle_tcp(
     };
     // Only a plaintext connection that has sent no MLLP byte yet can be dropped here.
     let dropped = slot.was_dropped();
-    count_close(&listener_metrics, &reason, revoked, dropped);
-    let reason = if revoked {
-        "client certificate no longer approved (reload)".to_owned()
-    } else if dropped {
-        "dropped while pending, to make room for a newer connection".to_owned()
-    } else {
-        reason.to_string()
+    // Stopped by its token, and a reload said why.
+    let withdrawn = tracked.withdrawn().filter(|_| reason == connection::CloseReason::Shutdown);
+    let (label, reason) = match (revoked, dropped, withdrawn) {
+        (true, _, _) => ("client_cert_revoked", "client certificate no longer approved (reload)".to_owned()),
+        (false, true, _) => {
+            ("pending_dropped", "dropped while pending, to make room for a newer connection".to_owned())
+        }
+        (false, false, Some(withdrawn)) => (withdrawn.label(), withdrawn.text().to_owned()),
+        (false, false, None) => (reason.label(), reason.to_string()),
     };
+    listener_metrics.closed(label);
     info!(
         listener = &*listener,
         %peer,
@@ -442,11 +466,3 @@ async fn closed_before_data(stream: &TcpStream, profile: &Profile, shutdown: &Ca
 
 /// How long a silent plaintext connection is watched for a health check's close.
 const HEALTH_CHECK_WAIT: Duration = Duration::from_secs(1);
-
-fn count_close(metrics: &ListenerMetrics, reason: &connection::CloseReason, revoked: bool, dropped: bool) {
-    metrics.closed(match (revoked, dropped) {
-        (true, _) => "client_cert_revoked",
-        (false, true) => "pending_dropped",
-        (false, false) => reason.label(),
-    });
-}

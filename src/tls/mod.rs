@@ -19,6 +19,7 @@
 //! - `hello.rs`: peeking at the first bytes (ClientHello sniffing, via `hl7_proto::sniff`);
 //! - `refusal.rs`: why a connection was refused, and its audit line;
 //! - `reload.rs`: each listener's live settings and mutual-TLS connections, reload, expiry;
+//!   the reload of the whole server (which calls it) is `listener::reload`;
 //! - `verifier.rs`, `load.rs`, `cert.rs`, `pki.rs`: client-certificate approval, reading
 //!   PEM files, certificate facts (and the one expiry policy), certificate generation;
 //! - `thumbprint.rs`: a certificate's thumbprint as configured and shown (`sha256:…`).
@@ -39,5 +40,5 @@ pub use cert::ClientCert;
 pub use load::TlsError;
 pub use refusal::{Refusal, RefusalReason};
 pub(crate) use reload::unix_now;
-pub use reload::{ReloadOutcome, ReloadReport, Reloader, TlsListener};
+pub use reload::{PreparedTls, ReloadOutcome, TlsListener};
 pub use server_config::{check_settings, provider};

@@ -1,9 +1,11 @@
-//! Reload and the live registry: the settings of each TLS listener, swapped whole by a
-//! reload, and the live mutual-TLS connections that a reload may close.
+//! Reload of one TLS listener: its settings, read and checked by [`TlsListener::prepare`]
+//! and swapped whole by [`TlsListener::apply`], and its live mutual-TLS connections, which
+//! a reload may close.
 //!
-//! Owns [`TlsListener`] (its state and its live connections) and [`Reloader`] (every TLS
-//! listener of a running server). It must not run handshakes (`accept.rs`) nor read the
-//! configuration file (its caller passes a loaded `Config`).
+//! Owns [`TlsListener`] (its state and its live connections). It must not run handshakes
+//! (`accept.rs`), read the configuration file, or decide what a reload of the whole server
+//! changes (`listener::reload` does, and calls prepare for every TLS listener before it
+//! applies anything).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -14,15 +16,14 @@ use arc_swap::ArcSwap;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, UnixTime};
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{error, warn};
 
 use super::cert::ClientCert;
 use super::cert::{self, CertSummary, ExpiryNotice};
 use super::load::TlsError;
 use super::server_config::{provider, TlsState};
 use super::thumbprint::Thumbprint;
-use crate::config::{Config, TlsConfig, Transport};
-use crate::metrics::ListenerCertificates;
+use crate::config::TlsConfig;
 use crate::peer_text;
 
 /// What a successful reload changed.
@@ -35,6 +36,9 @@ pub struct ReloadOutcome {
     /// Live connections closed because their client certificate is no longer approved.
     pub closed_connections: usize,
 }
+
+/// TLS settings read and checked by [`TlsListener::prepare`], not in force yet.
+pub struct PreparedTls(TlsState);
 
 /// The TLS side of one listener: the current settings (swapped atomically by a reload)
 /// and the live mutual-TLS connections.
@@ -54,17 +58,23 @@ impl TlsListener {
     /// not valid yet or expires within `expiry_warning` (`[log] cert_expiry_warning`; see
     /// [`cert::expiry_notice`]).
     pub fn load(name: &str, settings: &TlsConfig, expiry_warning: Duration) -> Result<TlsListener, TlsError> {
+        let listener = TlsListener::prepare_new(name, settings)?;
+        listener.check_expiry(unix_now(), expiry_warning);
+        Ok(listener)
+    }
+
+    /// Like [`TlsListener::load`] without the expiry notices: for a listener that a reload
+    /// may still abandon. Its caller runs [`TlsListener::check_expiry`] once it is in use.
+    pub fn prepare_new(name: &str, settings: &TlsConfig) -> Result<TlsListener, TlsError> {
         let provider = provider();
         let state = TlsState::load(settings, &provider)?;
-        let listener = TlsListener {
+        Ok(TlsListener {
             name: Arc::from(name),
             provider,
             state: ArcSwap::from_pointee(state),
             live: Registry::default(),
             seen: Mutex::default(),
-        };
-        listener.check_expiry(unix_now(), expiry_warning);
-        Ok(listener)
+        })
     }
 
     /// The listener's name.
@@ -123,20 +133,33 @@ impl TlsListener {
         logged
     }
 
-    /// Re-reads the files named by `settings` and swaps them in for new handshakes (logging
-    /// expiry notices as [`TlsListener::load`] does). Live connections keep their session,
-    /// except those whose client certificate the new settings no longer approve: they are
-    /// closed. On error nothing changes.
-    pub fn reload(&self, settings: &TlsConfig, expiry_warning: Duration) -> Result<ReloadOutcome, TlsError> {
-        let state = TlsState::load(settings, &self.provider)?;
-        let server_thumbprint = state.identity.leaf.digests.sha256();
-        let approved_clients = state.policy.as_ref().map_or(0, |policy| policy.approved().len());
-        self.state.store(Arc::new(state));
+    /// Reads and checks the files named by `settings` (as [`TlsListener::load`] does),
+    /// without putting them in force: [`TlsListener::apply`] does that. On error nothing
+    /// changes.
+    pub fn prepare(&self, settings: &TlsConfig) -> Result<PreparedTls, TlsError> {
+        TlsState::load(settings, &self.provider).map(PreparedTls)
+    }
+
+    /// Swaps prepared settings in for new handshakes (logging expiry notices as
+    /// [`TlsListener::load`] does). Live connections keep their session, except those whose
+    /// client certificate the new settings no longer approve: they are closed.
+    pub fn apply(&self, prepared: PreparedTls, expiry_warning: Duration) -> ReloadOutcome {
+        self.state.store(Arc::new(prepared.0));
         // After the store: a handshake that registers after this sweep re-checks against
         // the new state itself (see `accept`).
         let closed_connections = self.close_unapproved();
         self.check_expiry(unix_now(), expiry_warning);
-        Ok(ReloadOutcome { server_thumbprint, approved_clients, closed_connections })
+        ReloadOutcome { closed_connections, ..self.outcome() }
+    }
+
+    /// The settings now in force, as a reload reports them (no connection closed).
+    pub fn outcome(&self) -> ReloadOutcome {
+        let state = self.state.load();
+        ReloadOutcome {
+            server_thumbprint: state.identity.leaf.digests.sha256(),
+            approved_clients: state.policy.as_ref().map_or(0, |policy| policy.approved().len()),
+            closed_connections: 0,
+        }
     }
 
     fn close_unapproved(&self) -> usize {
@@ -163,113 +186,6 @@ impl TlsListener {
             }
         }
         closed
-    }
-}
-
-/// Every TLS listener of a running server, for `SIGHUP` and the admin `POST /reload`.
-#[derive(Clone, Default)]
-pub struct Reloader {
-    listeners: Arc<Vec<Arc<TlsListener>>>,
-}
-
-/// The result of [`Reloader::reload`].
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ReloadReport {
-    /// Listeners whose TLS settings were swapped.
-    pub reloaded: Vec<(String, ReloadOutcome)>,
-    /// Listeners whose new settings could not be used: they keep the previous ones.
-    pub failed: Vec<(String, String)>,
-    /// Changes that need a restart (listeners added, removed or switched to plaintext).
-    pub needs_restart: Vec<String>,
-}
-
-impl ReloadReport {
-    /// No listener failed to reload.
-    pub fn is_ok(&self) -> bool {
-        self.failed.is_empty()
-    }
-}
-
-impl Reloader {
-    /// A reloader over these listeners.
-    pub fn new(listeners: Vec<Arc<TlsListener>>) -> Reloader {
-        Reloader { listeners: Arc::new(listeners) }
-    }
-
-    /// Every TLS listener, in configuration order.
-    pub fn listeners(&self) -> &[Arc<TlsListener>] {
-        &self.listeners
-    }
-
-    /// The certificate facts of every TLS listener, for the expiry gauges of `/metrics`.
-    pub fn certificates(&self) -> Vec<ListenerCertificates> {
-        self.listeners
-            .iter()
-            .map(|listener| ListenerCertificates {
-                listener: listener.name().to_owned(),
-                server_not_after: listener.server_certificate().not_after,
-                clients_seen: listener
-                    .approved_clients_seen()
-                    .into_iter()
-                    .map(|client| (client.digests.sha256().to_string(), client.not_after))
-                    .collect(),
-                approved: listener.approved_count(),
-            })
-            .collect()
-    }
-
-    /// The TLS listener called `name`.
-    pub fn listener(&self, name: &str) -> Option<&Arc<TlsListener>> {
-        self.listeners.iter().find(|listener| listener.name() == name)
-    }
-
-    /// Logs the expiry notices of every TLS listener (see [`TlsListener::check_expiry`]);
-    /// returns how many were logged.
-    pub fn check_expiry(&self, now: i64, warn_within: Duration) -> usize {
-        self.listeners.iter().map(|listener| listener.check_expiry(now, warn_within)).sum()
-    }
-
-    /// Applies the `[listener.tls]` tables of `config` to the running TLS listeners (by
-    /// name). Each listener reloads on its own: one broken file keeps that listener's
-    /// previous settings and does not stop the others. Logs each outcome (`audit`).
-    pub fn reload(&self, config: &Config) -> ReloadReport {
-        let mut report = ReloadReport::default();
-        for listener in self.listeners.iter() {
-            let name = listener.name();
-            let settings = match config.listener(name).map(|l| &l.transport) {
-                Some(Transport::Tls(settings)) => settings,
-                Some(Transport::Plaintext) => {
-                    report.needs_restart.push(format!("listener {name:?} switched to plaintext"));
-                    continue;
-                }
-                None => {
-                    report.needs_restart.push(format!("listener {name:?} removed from the configuration"));
-                    continue;
-                }
-            };
-            match listener.reload(settings, config.log.cert_expiry_warning) {
-                Ok(outcome) => {
-                    info!(target: "audit", event = "tls_reloaded", listener = name, server_thumbprint = %outcome.server_thumbprint,
-                        approved_clients = outcome.approved_clients, closed_connections = outcome.closed_connections,
-                        "TLS configuration reloaded");
-                    report.reloaded.push((name.to_owned(), outcome));
-                }
-                Err(e) => {
-                    error!(target: "audit", event = "tls_reload_failed", listener = name, error = %e,
-                        "TLS reload failed; keeping the previous certificate, key and approvals");
-                    report.failed.push((name.to_owned(), e.to_string()));
-                }
-            }
-        }
-        for listener in &config.listeners {
-            if listener.tls().is_some() && self.listener(&listener.name).is_none() {
-                report.needs_restart.push(format!("listener {:?} is not running with TLS", listener.name));
-            }
-        }
-        for note in &report.needs_restart {
-            warn!("reload: {note}; restart hl7d to apply");
-        }
-        report
     }
 }
 
@@ -362,6 +278,7 @@ mod tests {
         let now = unix_now();
         assert_eq!(listener.check_expiry(now, days(60)), 1, "40 days left, warned 60 days ahead");
         assert_eq!(listener.check_expiry(now, days(30)), 0, "40 days left, warned 30 days ahead");
-        listener.reload(&settings, days(30)).unwrap();
+        let prepared = listener.prepare(&settings).unwrap();
+        listener.apply(prepared, days(30));
     }
 }

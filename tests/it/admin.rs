@@ -485,7 +485,10 @@ fn running(server: &Server, config_path: Option<PathBuf>) -> Running {
         Some(path) => hl7d::serve::ConfigSource::File(path),
         None => hl7d::serve::ConfigSource::Embedded { listen: None },
     };
-    let reload = Arc::new(move || hl7d::serve::reload(&reloader, &source));
+    let reload: hl7d::admin::ReloadFn = Arc::new(move || {
+        let (reloader, source) = (reloader.clone(), source.clone());
+        Box::pin(async move { hl7d::serve::reload(&reloader, &source).await })
+    });
     Running { reloader: server.reloader(), reload }
 }
 

@@ -282,7 +282,7 @@ async fn reload_swaps_the_server_certificate_for_new_connections_only() {
         assert_eq!(presented(&old), pki.server.der);
 
         let renewed = pki.write_server("renewed");
-        let report = server.server.reloader().reload(&config);
+        let report = server.server.reloader().reload(&config).await;
         assert!(report.is_ok(), "{report:?}");
         assert_eq!(report.reloaded[0].1.server_thumbprint, renewed.digests().sha256());
         logs.wait_for(&["TLS configuration reloaded"]).await;
@@ -299,7 +299,7 @@ async fn reload_swaps_the_server_certificate_for_new_connections_only() {
             "-----BEGIN PRIVATE KEY-----\nnot base64!\n-----END PRIVATE KEY-----\n",
         )
         .unwrap();
-        let report = server.server.reloader().reload(&config);
+        let report = server.server.reloader().reload(&config).await;
         assert!(!report.is_ok());
         assert!(report.failed[0].1.contains("server.key"), "{report:?}");
         logs.wait_for(&["TLS reload failed", "keeping the previous"]).await;
@@ -329,7 +329,7 @@ async fn removing_a_thumbprint_closes_that_clients_connection() {
         exchange_ok(&mut removed_conn).await;
 
         let config = config_of(vec![pki.listener("mtls", required(vec![kept.digests().sha256()]))]);
-        let report = server.server.reloader().reload(&config);
+        let report = server.server.reloader().reload(&config).await;
         assert_eq!(report.reloaded[0].1.closed_connections, 1, "{report:?}");
 
         expect_closed(&mut removed_conn).await;
