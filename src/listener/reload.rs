@@ -266,7 +266,7 @@ impl Reloader {
                 (None, None) => Ok(TlsPlan::Plaintext),
                 (None, Some(_)) => Ok(TlsPlan::Off),
                 (Some(settings), Some(tls)) => {
-                    tls.prepare(settings).map(|prepared| TlsPlan::Reload(tls, prepared))
+                    tls.prepare(settings).map(|prepared| TlsPlan::Reload(tls, Box::new(prepared)))
                 }
                 (Some(settings), None) => {
                     TlsListener::prepare_new(&listener.name, settings).map(|tls| TlsPlan::New(Arc::new(tls)))
@@ -323,7 +323,7 @@ impl Reloader {
                     None
                 }
                 TlsPlan::Reload(tls, prepared) => {
-                    report.reloaded.push((name.clone(), tls.apply(prepared, warning)));
+                    report.reloaded.push((name.clone(), tls.apply(*prepared, warning)));
                     Some(tls)
                 }
                 TlsPlan::New(tls) => {
@@ -459,7 +459,7 @@ enum TlsPlan {
     /// TLS switched off: plaintext for new connections.
     Off,
     /// New files for a running TLS listener.
-    Reload(Arc<TlsListener>, PreparedTls),
+    Reload(Arc<TlsListener>, Box<PreparedTls>),
     /// TLS for a new listener, or switched on for a plaintext one.
     New(Arc<TlsListener>),
 }
@@ -575,7 +575,7 @@ fn log_outcome(report: &ReloadReport) {
         match action {
             ListenerAction::Added => {
                 info!(target: "audit", event = "listener_added", listener, addr = %listen, "listener added");
-                info!(listener, addr = %listen, "listening");
+                log_listening(report, listener, *listen);
             }
             ListenerAction::Removed => {
                 info!(target: "audit", event = "listener_removed", listener, addr = %listen, closed_connections,
@@ -585,7 +585,7 @@ fn log_outcome(report: &ReloadReport) {
                 info!(target: "audit", event = "listener_updated", listener, addr = %listen, changed, closed_connections,
                     "listener settings changed for new connections");
                 if change.changed.contains(&"listen") {
-                    info!(listener, addr = %listen, "listening");
+                    log_listening(report, listener, *listen);
                 }
             }
             ListenerAction::Unchanged => {}
@@ -598,6 +598,14 @@ fn log_outcome(report: &ReloadReport) {
     info!(target: "audit", event = "config_reloaded", reloaded = report.reloaded.len(), failed = report.failed.len(),
         needs_restart = report.needs_restart.len(), added = count(ListenerAction::Added),
         removed = count(ListenerAction::Removed), updated = count(ListenerAction::Updated), "configuration reloaded");
+}
+
+/// The line `hl7d serve` logs for each listener at start, for one that a reload added or
+/// moved.
+fn log_listening(report: &ReloadReport, listener: &str, addr: SocketAddr) {
+    let tls = report.reloaded.iter().any(|(name, _)| name == listener);
+    let transport = if tls { "MLLP over TLS" } else { "plaintext MLLP" };
+    info!(listener = %listener, %addr, transport, "listening");
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -479,7 +479,7 @@ fn deploy_example_config_is_valid_and_names_every_table() {
 
 /// What `hl7d serve` hands the admin endpoint: the server's TLS listeners and its reload
 /// (the configuration at `config_path`, or the embedded default).
-fn running(server: &Server, config_path: Option<PathBuf>) -> Running {
+pub(crate) fn running(server: &Server, config_path: Option<PathBuf>) -> Running {
     let reloader = server.reloader();
     let source = match config_path {
         Some(path) => hl7d::serve::ConfigSource::File(path),
@@ -497,7 +497,7 @@ async fn bounded<F: std::future::Future<Output = ()>>(test: F) {
 }
 
 /// One HTTP/1.1 request without a body; (status, body).
-async fn http(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
+pub(crate) async fn http(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
     tokio::time::timeout(WAIT, try_http(addr, method, path))
         .await
         .expect("admin answers within the test wait")

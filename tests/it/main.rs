@@ -12,6 +12,7 @@ mod interop;
 mod limits;
 mod listener;
 mod refused;
+mod reload;
 mod send;
 mod send_tls;
 mod startup;
