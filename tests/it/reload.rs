@@ -27,7 +27,8 @@ use tokio_rustls::TlsConnector;
 
 use crate::admin::{http, running};
 use crate::support::{
-    expect_closed, msa, read_frame, send, tempdir, tls_client_config, write_key, Logs, WAIT,
+    expect_closed, logged_addr, msa, read_frame, send, tempdir, tls_client_config, write_key, Logs, TestDir,
+    WAIT,
 };
 
 /// Upper bound of one whole test.
@@ -354,9 +355,9 @@ fn sighup_adds_a_listener_to_the_running_binary() {
 // ---------------------------------------------------------------------------------------
 // Helpers
 
-/// A temporary directory with `hl7d.toml` in it.
+/// A temporary directory with `hl7d.toml` in it (removed when dropped).
 struct Setup {
-    dir: PathBuf,
+    dir: TestDir,
     file: PathBuf,
 }
 
@@ -389,12 +390,6 @@ impl Setup {
     /// What SIGHUP runs: re-read the file, apply it.
     async fn reload(&self, server: &Server) -> ReloadReport {
         hl7d::serve::reload(&server.reloader(), Some(&self.file)).await
-    }
-}
-
-impl Drop for Setup {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -452,11 +447,12 @@ fn listening(stderr: &std::sync::mpsc::Receiver<String>, name: &str) -> SocketAd
     loop {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         let line = stderr.recv_timeout(left).unwrap_or_else(|_| panic!("no listening line for {name}"));
-        if !line.contains("listening") || !line.contains(&format!("listener={name} ")) {
+        if !line.contains(&format!("listener={name} ")) {
             continue;
         }
-        let addr = line.split_whitespace().find_map(|word| word.strip_prefix("addr="));
-        return addr.and_then(|addr| addr.parse().ok()).unwrap_or_else(|| panic!("no addr in {line}"));
+        if let Some(addr) = logged_addr(&line, "listening") {
+            return addr;
+        }
     }
 }
 
