@@ -86,7 +86,10 @@ async fn limit_changes_apply_to_new_connections_and_open_ones_keep_theirs() {
         setup.write(&[listener("rl-limits", "127.0.0.1:0", more)]);
         let report = setup.reload(&server).await;
         assert!(report.is_ok(), "{report:?}");
-        assert_eq!(report.listener("rl-limits").unwrap().changed, ["max_message_size", "max_connections"]);
+        // Unset, max_connections_per_ip and max_pending follow a max_connections below their
+        // defaults: they change with it.
+        let changed = ["max_message_size", "max_connections", "max_connections_per_ip", "max_pending"];
+        assert_eq!(report.listener("rl-limits").unwrap().changed, changed);
         let mut second = TcpStream::connect(addr).await.unwrap();
         exchange(&mut second, 2).await;
         // The new size limit is the new connection's; the old connection keeps 1 MiB.
