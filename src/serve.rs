@@ -154,10 +154,10 @@ pub async fn run(config: Config, options: &RunOptions) -> anyhow::Result<()> {
     }
     if let Some(admin) = &admin {
         let reloader = server.reloader();
-        let source = options.source.clone();
+        let (source, ready_file) = (options.source.clone(), options.ready_file.clone());
         let reload: crate::admin::ReloadFn = Arc::new(move || {
-            let (reloader, source) = (reloader.clone(), source.clone());
-            Box::pin(async move { reload(&reloader, &source).await })
+            let (reloader, source, ready_file) = (reloader.clone(), source.clone(), ready_file.clone());
+            Box::pin(async move { reload_and_announce(&reloader, &source, ready_file.as_deref()).await })
         });
         admin.attach(Running { reloader: server.reloader(), reload });
         admin.readiness().set(true);
@@ -172,7 +172,8 @@ pub async fn run(config: Config, options: &RunOptions) -> anyhow::Result<()> {
     #[cfg(unix)]
     match hangup {
         Ok(hangup) => {
-            tokio::spawn(reload_on_hangup(hangup, server.reloader(), options.source.clone()));
+            let (source, ready_file) = (options.source.clone(), options.ready_file.clone());
+            tokio::spawn(reload_on_hangup(hangup, server.reloader(), source, ready_file));
         }
         Err(e) => warn!(error = %e, "cannot listen for SIGHUP: reload by signal unavailable"),
     }
@@ -234,11 +235,32 @@ pub async fn reload(reloader: &Reloader, source: &ConfigSource) -> ReloadReport 
     }
 }
 
+/// [`reload`], then, when it applied, the `--ready-file` written again: a reload may have
+/// added, moved or removed listeners.
+async fn reload_and_announce(
+    reloader: &Reloader,
+    source: &ConfigSource,
+    ready_file: Option<&Path>,
+) -> ReloadReport {
+    let report = reload(reloader, source).await;
+    if let (true, Some(file)) = (report.is_ok(), ready_file) {
+        if let Err(e) = write_ready_file(file, &reloader.local_addrs()) {
+            error!(file = %file.display(), error = %e, "--ready-file: cannot write the reloaded listeners");
+        }
+    }
+    report
+}
+
 #[cfg(unix)]
-async fn reload_on_hangup(mut hangup: tokio::signal::unix::Signal, reloader: Reloader, source: ConfigSource) {
+async fn reload_on_hangup(
+    mut hangup: tokio::signal::unix::Signal,
+    reloader: Reloader,
+    source: ConfigSource,
+    ready_file: Option<PathBuf>,
+) {
     while hangup.recv().await.is_some() {
         info!(target: "audit", event = "reload_requested", source = "SIGHUP", "SIGHUP: reloading the configuration");
-        reload(&reloader, &source).await;
+        reload_and_announce(&reloader, &source, ready_file.as_deref()).await;
     }
 }
 

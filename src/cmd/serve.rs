@@ -43,7 +43,8 @@ pub struct ServeArgs {
     #[arg(long, conflicts_with = "ready_file")]
     pub detach: bool,
     /// Once every listener listens, write FILE (mode 0600) with one `NAME IP:PORT` line per
-    /// listener (the bound port, also for port 0); removed at stop.
+    /// listener (the bound port, also for port 0); written again after each reload that
+    /// applied; removed at stop.
     #[arg(long, value_name = "FILE")]
     pub ready_file: Option<PathBuf>,
 }

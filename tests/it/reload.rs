@@ -17,6 +17,7 @@ use std::time::Duration;
 use hl7d::admin::Admin;
 use hl7d::config::Config;
 use hl7d::listener::{ListenerAction, ReloadReport, Server};
+use hl7d::serve::ConfigSource;
 use hl7d::store::{AcceptAfterParse, Appended, BoxFuture, MessageStore, NewMessage, StoreError};
 use hl7d::tls::pki::{Ca, CertKind, Validity};
 use rustls::pki_types::ServerName;
@@ -307,9 +308,12 @@ async fn a_reload_that_cannot_apply_answers_why_over_http_and_changes_nothing() 
 fn sighup_adds_a_listener_to_the_running_binary() {
     let setup =
         Setup::with_head("sighup", "[store]\npath = \"data\"\n", &[listener("rl-a", "127.0.0.1:0", "")]);
+    let ready = setup.dir.join("ready");
     let mut child = Command::new(env!("CARGO_BIN_EXE_hl7d"))
         .args(["serve", "--config"])
         .arg(&setup.file)
+        .arg("--ready-file")
+        .arg(&ready)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -332,6 +336,13 @@ fn sighup_adds_a_listener_to_the_running_binary() {
         assert!(status.success());
         let b = listening(&stderr, "rl-b");
         assert_ne!(a, b);
+        // The ready file is written again with the listeners the reload left running.
+        let expected = format!("rl-a {a}\nrl-b {b}\n");
+        let deadline = std::time::Instant::now() + WAIT;
+        while std::fs::read_to_string(&ready).ok().as_deref() != Some(expected.as_str()) {
+            assert!(std::time::Instant::now() < deadline, "--ready-file never listed rl-b: {ready:?}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         runtime.block_on(bounded(async {
             for (addr, i) in [(b, 1), (a, 2)] {
@@ -392,7 +403,7 @@ impl Setup {
 
     /// What SIGHUP runs: re-read the file, apply it.
     async fn reload(&self, server: &Server) -> ReloadReport {
-        hl7d::serve::reload(&server.reloader(), Some(&self.file)).await
+        hl7d::serve::reload(&server.reloader(), &ConfigSource::File(self.file.clone())).await
     }
 }
 
