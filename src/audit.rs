@@ -640,7 +640,8 @@ mod tests {
 
     #[test]
     fn file_and_syslog_sinks_receive_lines() {
-        let dir = std::env::temp_dir().join(format!("hl7d-audit-unit-{}", std::process::id()));
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("dir");
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("audit.jsonl");
         let _ = std::fs::remove_file(&path);
@@ -667,7 +668,6 @@ mod tests {
         trail.record(Level::INFO, "stop", "hl7d stopped", &[]);
         let rotated = std::fs::read_to_string(dir.join("audit.jsonl.1")).unwrap();
         let fresh = std::fs::read_to_string(&path).unwrap();
-        std::fs::remove_dir_all(&dir).unwrap();
         let events: Vec<String> = rotated
             .lines()
             .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap()["event"].to_string())
@@ -683,7 +683,9 @@ mod tests {
 
         use crate::tls::pki::{Ca, CertKind, Validity};
 
-        let dir = std::env::temp_dir().join(format!("hl7d-audit-tls-{}", std::process::id()));
+        let tmp = tempfile::tempdir().unwrap();
+
+        let dir = tmp.path().join("dir");
         std::fs::create_dir_all(&dir).unwrap();
         let ca = Ca::new("syslog test CA", Validity::days_from_now(30)).unwrap();
         std::fs::write(dir.join("ca.pem"), &ca.cert.cert_pem).unwrap();
@@ -722,7 +724,6 @@ mod tests {
         trail.record(Level::WARN, "client_cert_refused", "refused", &[("reason", "client_cert_unapproved")]);
         trail.flush(Duration::from_secs(10));
         let text = received.join().unwrap();
-        std::fs::remove_dir_all(&dir).unwrap();
         assert!(text.contains("<108>1 ") && text.contains("client_cert_refused - {"), "{text:?}");
     }
 }

@@ -751,12 +751,6 @@ mod tests {
         tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
     }
 
-    fn temp_dir(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("hl7d-unit-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        dir
-    }
-
     #[test]
     fn check_finds_what_open_would_refuse_and_creates_nothing() {
         let tmp = tempfile::tempdir().unwrap();
@@ -797,7 +791,8 @@ mod tests {
 
     #[test]
     fn duplicates_need_the_same_bytes_within_the_window() {
-        let dir = temp_dir("dup");
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("dup");
         let store = SqliteStore::open(&dir, SqliteOptions::default()).unwrap();
         let rt = runtime();
         let append = |m| rt.block_on(store.append(m)).unwrap();
@@ -817,14 +812,14 @@ mod tests {
         assert_eq!((stats.stored, stats.duplicates), (4, 1));
         store.close();
         assert!(matches!(rt.block_on(store.append(message("2", b"x"))), Err(StoreError::Closed)));
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// Issue 13 item 15: a refused message is kept, but never as a duplicate and never as
     /// the original of one, whichever comes first.
     #[test]
     fn refused_messages_are_kept_and_never_duplicates() {
-        let dir = temp_dir("refused");
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("refused");
         let store = SqliteStore::open(&dir, SqliteOptions::default()).unwrap();
         let rt = runtime();
         let append = |m| rt.block_on(store.append(m)).unwrap();
@@ -857,12 +852,12 @@ mod tests {
         assert_eq!(rows[0].reason.as_deref(), Some("required field MSH-9 (message type) is empty"));
         assert_eq!(rows[0].error_code, Some(101));
         assert_eq!((rows[2].reason.as_deref(), rows[2].error_code), (None, None));
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn retention_deletes_in_small_steps() {
-        let dir = temp_dir("retention");
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("retention");
         let options = SqliteOptions {
             retention: Some(Duration::from_secs(3600)),
             retention_interval: Duration::from_millis(20),
@@ -897,7 +892,6 @@ mod tests {
         let left = reader.list(&Filter::default()).unwrap();
         assert_eq!(left.len(), 1);
         assert_eq!(left[0].control_id, "fresh");
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
