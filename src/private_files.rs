@@ -199,6 +199,16 @@ pub fn create_dir_all(dir: &Path) -> io::Result<()> {
 /// existing file is truncated and set to it. Without `overwrite`, an existing file is an
 /// [`io::ErrorKind::AlreadyExists`] error.
 pub fn write(path: &Path, contents: &[u8], overwrite: bool) -> io::Result<()> {
+    let mut file = open_for_write(path, FILE_MODE, overwrite)?;
+    // An existing file keeps its mode on truncate.
+    tighten_open(&file)?;
+    file.write_all(contents)
+}
+
+/// Opens `path` for writing, created with `mode` (umask applies, as always for a new
+/// file): truncated when `overwrite`, else a new file or [`io::ErrorKind::AlreadyExists`].
+/// Certificates (public, 0644) are written through this too.
+pub fn open_for_write(path: &Path, mode: u32, overwrite: bool) -> io::Result<std::fs::File> {
     let mut options = std::fs::OpenOptions::new();
     options.write(true);
     if overwrite {
@@ -209,12 +219,11 @@ pub fn write(path: &Path, contents: &[u8], overwrite: bool) -> io::Result<()> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
-        options.mode(FILE_MODE);
+        options.mode(mode);
     }
-    let mut file = options.open(path)?;
-    // An existing file keeps its mode on truncate.
-    tighten_open(&file)?;
-    file.write_all(contents)
+    #[cfg(not(unix))]
+    let _ = mode;
+    options.open(path)
 }
 
 /// Creates `path` as an empty private file if it is missing; an existing one with group or

@@ -249,3 +249,30 @@ impl MessageStore for AcceptAfterParse {
         Box::pin(std::future::ready(Ok(Appended::New)))
     }
 }
+
+/// A message from `lab`, 127.0.0.1:40000, `ADT^A01` from `APP`/`FAC`, for the store's unit
+/// tests.
+#[cfg(test)]
+pub(crate) fn test_message(
+    control_id: &str,
+    raw: &[u8],
+    ack_code: Option<AckCode>,
+    disposition: Disposition,
+) -> NewMessage {
+    NewMessage {
+        listener: Arc::from("lab"),
+        peer: SocketAddr::from(([127, 0, 0, 1], 40000)),
+        client_thumbprint: None,
+        received_at: SystemTime::now(),
+        charset: Charset::Utf8,
+        message_type: "ADT^A01".into(),
+        control_id: control_id.into(),
+        sending_application: "APP".into(),
+        sending_facility: "FAC".into(),
+        processing_id: "P".into(),
+        version: "2.5".into(),
+        ack_code,
+        disposition,
+        raw: Bytes::copy_from_slice(raw),
+    }
+}

@@ -10,19 +10,16 @@
 //! schema alone (a store of another version is refused) and WAL checkpoints to the server.
 
 use std::path::Path;
-use std::time::Duration;
 
 use rusqlite::types::Value;
 use rusqlite::{params_from_iter, Connection, OpenFlags};
 
-use super::schema::{self, SCHEMA_VERSION};
+use super::read::open_existing;
 use super::sqlite::{describe, DATABASE_FILE};
 use super::{Filter, StoreError};
 
 /// Most messages deleted in one transaction.
 pub const PURGE_BATCH: i64 = 500;
-/// How long one statement waits for the server's writer to release the lock.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Deletes every message `filter` selects (its limit and order aside) that was stored when
 /// the call began, [`PURGE_BATCH`] at a time; returns how many were deleted. The caller
@@ -57,32 +54,12 @@ pub fn purge(dir: &Path, filter: &Filter) -> Result<u64, StoreError> {
 
 /// A read-write connection to an existing store of this build's schema version.
 fn open(dir: &Path) -> Result<Connection, StoreError> {
-    let file = dir.join(DATABASE_FILE);
-    let open_error = |reason: String| StoreError::Open { path: file.clone(), reason };
-    if !file.is_file() {
-        return Err(open_error(
-            "no message store there (wrong [store] path, or hl7d serve never ran)".into(),
-        ));
-    }
     // No CREATE: a purge never makes a store. SQLite gives a `-wal`/`-shm` it creates the
     // database file's mode (0600).
-    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let conn = Connection::open_with_flags(&file, flags).map_err(|e| open_error(describe(&e)))?;
-    let setup = |conn: &Connection| -> rusqlite::Result<()> {
-        conn.busy_timeout(BUSY_TIMEOUT)?;
+    let (conn, _) = open_existing(dir, OpenFlags::SQLITE_OPEN_READ_WRITE, |conn| {
         conn.pragma_update(None, "synchronous", "FULL")?;
         // Checkpoints are the server's (after its ACKs); see `SqliteStore`.
         conn.pragma_update(None, "wal_autocheckpoint", 0)
-    };
-    setup(&conn).map_err(|e| open_error(describe(&e)))?;
-    let found = schema::version(&conn).map_err(|e| open_error(describe(&e)))?;
-    if found > SCHEMA_VERSION {
-        return Err(StoreError::SchemaTooNew { path: file, found, supported: SCHEMA_VERSION });
-    }
-    if found < SCHEMA_VERSION {
-        return Err(open_error(format!(
-            "schema version {found} is older than {SCHEMA_VERSION}; start hl7d serve once to migrate it"
-        )));
-    }
+    })?;
     Ok(conn)
 }

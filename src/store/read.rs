@@ -191,30 +191,44 @@ const COLUMNS: &str = "id, listener, peer, client_thumbprint, received_at, chars
      control_id, sending_application, sending_facility, processing_id, version, size, ack_code, status, \
      duplicate_count, last_duplicate_at, reason, error_code";
 
+/// Opens the store in `dir` that `hl7d serve` made (never creates one) with `flags` (plus
+/// no-mutex), runs `setup` on the connection, and checks that its schema is this build's:
+/// a newer one is [`StoreError::SchemaTooNew`], an older one asks for a start of `hl7d
+/// serve` to migrate it. Shared by the [`Reader`] and `messages purge`.
+pub(super) fn open_existing(
+    dir: &Path,
+    flags: OpenFlags,
+    setup: impl FnOnce(&Connection) -> rusqlite::Result<()>,
+) -> Result<(Connection, PathBuf), StoreError> {
+    let file = dir.join(DATABASE_FILE);
+    let open_error = |reason: String| StoreError::Open { path: file.clone(), reason };
+    if !file.is_file() {
+        return Err(open_error(
+            "no message store there (wrong [store] path, or hl7d serve never ran)".into(),
+        ));
+    }
+    let conn = Connection::open_with_flags(&file, flags | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+        .map_err(|e| open_error(describe(&e)))?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| open_error(describe(&e)))?;
+    setup(&conn).map_err(|e| open_error(describe(&e)))?;
+    let found = schema::version(&conn).map_err(|e| open_error(describe(&e)))?;
+    if found > SCHEMA_VERSION {
+        return Err(StoreError::SchemaTooNew { path: file, found, supported: SCHEMA_VERSION });
+    }
+    if found < SCHEMA_VERSION {
+        return Err(open_error(format!(
+            "schema version {found} is older than {SCHEMA_VERSION}; start hl7d serve once to migrate it"
+        )));
+    }
+    Ok((conn, file))
+}
+
 impl Reader {
     /// Opens the store in `dir` read-only. Fails when there is no store there, or its
     /// schema is not the one this build knows (start `hl7d serve` once to migrate an older
     /// one).
     pub fn open(dir: &Path) -> Result<Reader, StoreError> {
-        let file = dir.join(DATABASE_FILE);
-        let open_error = |reason: String| StoreError::Open { path: file.clone(), reason };
-        if !file.is_file() {
-            return Err(open_error(
-                "no message store there (wrong [store] path, or hl7d serve never ran)".into(),
-            ));
-        }
-        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = Connection::open_with_flags(&file, flags).map_err(|e| open_error(describe(&e)))?;
-        conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| open_error(describe(&e)))?;
-        let found = schema::version(&conn).map_err(|e| open_error(describe(&e)))?;
-        if found > SCHEMA_VERSION {
-            return Err(StoreError::SchemaTooNew { path: file, found, supported: SCHEMA_VERSION });
-        }
-        if found < SCHEMA_VERSION {
-            return Err(open_error(format!(
-                "schema version {found} is older than {SCHEMA_VERSION}; start hl7d serve once to migrate it"
-            )));
-        }
+        let (conn, file) = open_existing(dir, OpenFlags::SQLITE_OPEN_READ_ONLY, |_| Ok(()))?;
         Ok(Reader { conn, file })
     }
 
@@ -372,33 +386,14 @@ fn time(micros: i64) -> SystemTime {
 
 #[cfg(test)]
 mod tests {
-    use std::net::SocketAddr;
-    use std::sync::Arc;
 
-    use bytes::Bytes;
-    use hl7_proto::charset::Charset;
     use hl7_proto::refusal::Refusal;
 
     use super::*;
-    use crate::store::{Disposition, MessageStore, NewMessage, SqliteOptions, SqliteStore};
+    use crate::store::{test_message, Disposition, MessageStore, NewMessage, SqliteOptions, SqliteStore};
 
     fn message(control_id: &str, disposition: Disposition) -> NewMessage {
-        NewMessage {
-            listener: Arc::from("lab"),
-            peer: SocketAddr::from(([127, 0, 0, 1], 40000)),
-            client_thumbprint: None,
-            received_at: SystemTime::now(),
-            charset: Charset::Utf8,
-            message_type: "ADT^A01".into(),
-            control_id: control_id.into(),
-            sending_application: "APP".into(),
-            sending_facility: "FAC".into(),
-            processing_id: "P".into(),
-            version: "2.5".into(),
-            ack_code: None,
-            disposition,
-            raw: Bytes::from(format!("MSH|{control_id}")),
-        }
+        test_message(control_id, format!("MSH|{control_id}").as_bytes(), None, disposition)
     }
 
     #[test]

@@ -708,33 +708,16 @@ pub(super) fn describe(error: &rusqlite::Error) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::net::SocketAddr;
 
-    use bytes::Bytes;
-    use hl7_proto::charset::Charset;
     use hl7_proto::error::ParseError;
     use hl7_proto::refusal::Refusal;
 
-    use super::super::{Filter, Reader, Status};
+    use super::super::{test_message, Filter, Reader, Status};
     use super::*;
 
     fn message(control_id: &str, raw: &[u8]) -> NewMessage {
-        NewMessage {
-            listener: Arc::from("lab"),
-            peer: SocketAddr::from(([127, 0, 0, 1], 40000)),
-            client_thumbprint: None,
-            received_at: SystemTime::now(),
-            charset: Charset::Utf8,
-            message_type: "ADT^A01".into(),
-            control_id: control_id.into(),
-            sending_application: "APP".into(),
-            sending_facility: "FAC".into(),
-            processing_id: "P".into(),
-            version: "2.5".into(),
-            ack_code: Some(AckCode::ApplicationAccept),
-            disposition: Disposition::Accepted { duplicate_window: Some(Duration::from_secs(60)) },
-            raw: Bytes::copy_from_slice(raw),
-        }
+        let accepted = Disposition::Accepted { duplicate_window: Some(Duration::from_secs(60)) };
+        test_message(control_id, raw, Some(AckCode::ApplicationAccept), accepted)
     }
 
     fn rejected(control_id: &str, raw: &[u8]) -> NewMessage {

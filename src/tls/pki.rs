@@ -450,19 +450,7 @@ fn write_file(path: &Path, contents: &str, secret: bool, overwrite: bool) -> Res
 
 fn write_public(path: &Path, contents: &[u8], overwrite: bool) -> std::io::Result<()> {
     use std::io::Write as _;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true);
-    if overwrite {
-        options.create(true).truncate(true);
-    } else {
-        options.create_new(true);
-    }
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o644);
-    }
-    options.open(path)?.write_all(contents)
+    private_files::open_for_write(path, 0o644, overwrite)?.write_all(contents)
 }
 
 #[cfg(test)]
