@@ -3,8 +3,10 @@
 //! This crate owns the bytes-in, values-out parts of hl7d: MLLP framing ([`mllp`]), a
 //! zero-copy view over one HL7 v2 message ([`message`], [`msh`]), the first look at an inbound
 //! frame ([`inbound`]), the refusal table ([`refusal`]), the ACK builder and reader ([`ack`]),
-//! character sets ([`charset`]), batch splitting ([`batch`]), hex notation ([`hex`]) and
-//! recognising a peer that speaks another protocol ([`sniff`]).
+//! character sets ([`charset`]), batch splitting ([`batch`]), hex notation ([`hex`]),
+//! recognising a peer that speaks another protocol ([`sniff`]), and what is read once at
+//! ingest for the store and delivery: key fields ([`extract`], times in [`dtm`]) and the lane
+//! and duplicate keys ([`keys`]).
 //!
 //! It must not do I/O: no sockets, no files, no clock, no logging of payloads. Time and
 //! control ids come in as arguments, so every edge case is a one-line unit test.
@@ -12,9 +14,12 @@
 pub mod ack;
 pub mod batch;
 pub mod charset;
+pub mod dtm;
 pub mod error;
+pub mod extract;
 pub mod hex;
 pub mod inbound;
+pub mod keys;
 pub mod message;
 pub mod mllp;
 pub mod msh;
