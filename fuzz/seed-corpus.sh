@@ -2,7 +2,8 @@
 # Builds libFuzzer's working corpora, fuzz/corpus/<target>/ (not committed), from what is:
 #   fuzz/seeds/<target>/*                      hand-picked seeds and minimised crash inputs
 #   crates/hl7-proto/tests/fixtures/*          the sample messages (up to 16 KiB each),
-#                                              for message, batch, charset and sender_ack
+#                                              for message, batch, charset, sender_ack and
+#                                              extract
 #                                              as they are and for mllp_decoder framed,
 #                                              behind the selector bytes 0x00 0x11
 #                                              (the production configuration)
@@ -15,7 +16,7 @@ root="$(dirname "$fuzz")"
 fixtures="$root/crates/hl7-proto/tests/fixtures"
 max_seed=16384
 
-for target in mllp_decoder message batch charset config sender_ack; do
+for target in mllp_decoder message batch charset config sender_ack extract; do
   mkdir -p "$fuzz/corpus/$target"
   cp "$fuzz/seeds/$target/"* "$fuzz/corpus/$target/"
 done
@@ -23,7 +24,7 @@ done
 for file in "$fixtures"/*; do
   name="$(basename "$file")"
   [ "$(stat -c %s "$file")" -le "$max_seed" ] || continue
-  for target in message batch charset sender_ack; do
+  for target in message batch charset sender_ack extract; do
     cp "$file" "$fuzz/corpus/$target/fixture-$name"
   done
   { printf '\x00\x11\x0b'; cat "$file"; printf '\x1c\x0d'; } >"$fuzz/corpus/mllp_decoder/fixture-$name"
@@ -35,6 +36,6 @@ awk -v dir="$fuzz/corpus/config" '
   inside     { print > out }
 ' "$root/docs/configuration.md"
 
-for target in mllp_decoder message batch charset config sender_ack; do
+for target in mllp_decoder message batch charset config sender_ack extract; do
   echo "$target: $(ls "$fuzz/corpus/$target" | wc -l) inputs"
 done

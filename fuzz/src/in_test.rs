@@ -63,7 +63,7 @@ pub fn seeds(root: &Path, target: &str) -> Vec<(String, Vec<u8>)> {
     let fixtures = files(&root.join("crates/hl7-proto/tests/fixtures"));
     let fixtures = fixtures.into_iter().filter(|(_, bytes)| bytes.len() <= MAX_FIXTURE);
     match target {
-        "message" | "batch" | "charset" | "sender_ack" => out.extend(fixtures),
+        "message" | "batch" | "charset" | "sender_ack" | "extract" => out.extend(fixtures),
         "mllp_decoder" => out.extend(fixtures.map(|(name, bytes)| {
             let mut framed = vec![0x00, 0x11, 0x0B];
             framed.extend_from_slice(&bytes);

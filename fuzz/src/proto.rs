@@ -16,7 +16,9 @@ use hl7_proto::ack::{self, AckCode, AckError, AckParams, AckPolicy, Outcome};
 use hl7_proto::batch;
 use hl7_proto::charset::{self, Charset};
 use hl7_proto::error::ErrorCode;
+use hl7_proto::extract::{extract as extract_fields, Extracted, MAX_VALUE_LEN};
 use hl7_proto::inbound::{inspect, inspect_frame_error};
+use hl7_proto::keys::{duplicate_key, duplicate_key_of, lane_key, LaneOrder};
 use hl7_proto::message::{unescape, Delimiters, Message, Value};
 use hl7_proto::mllp::{self, Decoder, DecoderConfig, FrameError, Framing, MAX_MARKER_LEN};
 use hl7_proto::msh::Msh;
@@ -431,4 +433,113 @@ pub fn charset(data: &[u8]) {
             }
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// extract
+
+/// Key fields, lane keys and the duplicate key, as the store computes them at ingest: the
+/// frame in the character set [`inspect`] resolves for it, and in one forced set. Checks:
+/// * extraction never panics and is deterministic;
+/// * every value is non-empty, trimmed, not the HL7 null `""`, and at most
+///   [`MAX_VALUE_LEN`] bytes;
+/// * a lane key is `strict`, or `sender/…/…` / `patient/…/…` whose two parts read back
+///   (percent-decoded) to exactly the extracted values, and `patient/` exactly when there is
+///   a patient id; its length stays within the documented bound;
+/// * the duplicate key of a readable header is the hash of its fields' text.
+pub fn extract(data: &[u8]) {
+    let seen = inspect(data, Charset::Utf8, false);
+    let forced = Charset::ALL[data.len() % Charset::ALL.len()];
+    for charset in [seen.charset(), forced] {
+        let fields = extract_fields(data, charset);
+        assert!(fields == extract_fields(data, charset), "extraction is not deterministic");
+        check_extracted(&fields);
+        for order in LaneOrder::ALL {
+            check_lane_key(order, &fields, &lane_key(order, &fields));
+        }
+    }
+    if let Some(msh) = seen.msh() {
+        let text = |raw: &[u8]| String::from_utf8_lossy(raw).into_owned();
+        assert_eq!(
+            duplicate_key("lab", msh),
+            duplicate_key_of(
+                "lab",
+                &text(msh.sending_application),
+                &text(msh.sending_facility),
+                &text(msh.control_id)
+            ),
+            "the duplicate key is not the hash of the fields' text"
+        );
+    }
+}
+
+fn check_extracted(fields: &Extracted) {
+    let values = [
+        &fields.sending_application,
+        &fields.sending_facility,
+        &fields.receiving_application,
+        &fields.receiving_facility,
+        &fields.message_code,
+        &fields.trigger_event,
+        &fields.message_structure,
+        &fields.control_id,
+        &fields.processing_id,
+        &fields.version,
+        &fields.patient_id,
+        &fields.patient_id_authority,
+        &fields.visit_number,
+        &fields.placer_order,
+        &fields.filler_order,
+    ];
+    for value in values.into_iter().flatten() {
+        assert!(!value.is_empty(), "an empty value is not None");
+        assert!(value.len() <= MAX_VALUE_LEN, "a value of {} bytes", value.len());
+        assert_eq!(value.trim(), value, "a value with surrounding whitespace");
+        assert_ne!(value, "\"\"", "the HL7 null as a value");
+    }
+    if let Some(time) = fields.message_time {
+        assert!(time.micros < 1_000_000);
+        let _ = (time.wall_micros(), time.utc_micros());
+    }
+}
+
+fn check_lane_key(order: LaneOrder, fields: &Extracted, key: &str) {
+    assert!(key.len() <= "patient/".len() + 2 * 3 * MAX_VALUE_LEN + 1, "a lane key of {} bytes", key.len());
+    assert!(!key.chars().any(char::is_control), "a lane key with a control character");
+    if order == LaneOrder::Strict {
+        assert_eq!(key, "strict");
+        return;
+    }
+    let part = |value: &Option<String>| value.clone().unwrap_or_default();
+    let parts: Vec<&str> = key.split('/').collect();
+    let [kind, first, second] = parts[..] else { panic!("lane key {key:?} is not kind/part/part") };
+    let (first, second) = (percent_decode(first), percent_decode(second));
+    match (order, &fields.patient_id) {
+        (LaneOrder::PerPatient, Some(patient)) => {
+            assert_eq!(kind, "patient");
+            assert_eq!((first, &second), (part(&fields.sending_facility), patient));
+        }
+        _ => {
+            assert_eq!(kind, "sender");
+            assert_eq!((first, second), (part(&fields.sending_application), part(&fields.sending_facility)));
+        }
+    }
+}
+
+/// `%XX` back to bytes, then UTF-8.
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).expect("two hex digits after %");
+            out.push(u8::from_str_radix(hex, 16).expect("two hex digits after %"));
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).expect("a lane key part decodes to UTF-8")
 }

@@ -136,8 +136,10 @@ impl Dtm {
     /// [`Dtm::utc_micros`].
     pub fn wall_micros(&self) -> i64 {
         let days = days_from_civil(i64::from(self.year), u32::from(self.month), u32::from(self.day));
-        let seconds =
-            days * 86_400 + i64::from(self.hour) * 3600 + i64::from(self.minute) * 60 + i64::from(self.second);
+        let seconds = days * 86_400
+            + i64::from(self.hour) * 3600
+            + i64::from(self.minute) * 60
+            + i64::from(self.second);
         seconds * 1_000_000 + i64::from(self.micros)
     }
 
@@ -219,7 +221,10 @@ mod tests {
         for (text, precision, (y, mo, d, h, mi, s, us)) in cases {
             let t = parse(text).unwrap_or_else(|| panic!("{text}"));
             assert_eq!(t.precision, precision, "{text}");
-            assert_eq!((t.year, t.month, t.day, t.hour, t.minute, t.second, t.micros), (y, mo, d, h, mi, s, us));
+            assert_eq!(
+                (t.year, t.month, t.day, t.hour, t.minute, t.second, t.micros),
+                (y, mo, d, h, mi, s, us)
+            );
             assert_eq!(t.offset_minutes, None, "{text}");
             assert_eq!(t.utc_micros(), None, "{text}: no offset, no instant");
         }
@@ -231,7 +236,13 @@ mod tests {
         let wall = 1_793_806_200 * SECOND;
         let t = parse("20261104153000").unwrap();
         assert_eq!(t.wall_micros(), wall);
-        let cases = [("+0000", 0), ("-0000", 0), ("+0100", -3600), ("-0500", 5 * 3600), ("+0530", -(5 * 3600 + 1800))];
+        let cases = [
+            ("+0000", 0),
+            ("-0000", 0),
+            ("+0100", -3600),
+            ("-0500", 5 * 3600),
+            ("+0530", -(5 * 3600 + 1800)),
+        ];
         for (offset, shift) in cases {
             let t = parse(&format!("20261104153000{offset}")).unwrap();
             assert_eq!(t.wall_micros(), wall, "{offset}: the wall time is as written");
@@ -299,7 +310,10 @@ mod tests {
         assert_eq!(parse("1970").unwrap().wall_micros(), 0);
         assert_eq!(parse("19691231235959").unwrap().wall_micros(), -SECOND);
         assert_eq!(parse("0000").unwrap().wall_micros(), -62_167_219_200 * SECOND);
-        assert_eq!(parse("99991231235959.999999-2359").unwrap().utc_micros(), Some((253_402_300_799 + 86_340) * SECOND + 999_999));
+        assert_eq!(
+            parse("99991231235959.999999-2359").unwrap().utc_micros(),
+            Some((253_402_300_799 + 86_340) * SECOND + 999_999)
+        );
     }
 
     proptest::proptest! {

@@ -246,3 +246,269 @@ impl fmt::Debug for Redacted {
         write!(f, "<{} bytes>", self.0)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::dtm::Precision;
+
+    fn some(text: &str) -> Option<String> {
+        Some(text.to_owned())
+    }
+
+    #[test]
+    fn key_fields_fixture() {
+        let e = extract(include_bytes!("../tests/fixtures/oru_r01_v251_key_fields.hl7"), Charset::Utf8);
+        assert_eq!(e.sending_application, some("LIS^2.16.840.1.113883.3.9^ISO"));
+        assert_eq!(e.sending_facility, some("CITYLAB"));
+        assert_eq!(e.receiving_application, some("EHR"));
+        assert_eq!(e.receiving_facility, some("MAIN"));
+        assert_eq!(
+            (e.message_code, e.trigger_event, e.message_structure),
+            (some("ORU"), some("R01"), some("ORU_R01"))
+        );
+        assert_eq!((e.control_id, e.processing_id, e.version), (some("XF-0001"), some("P"), some("2.5.1")));
+        // The first PID-3 repetition is empty; the second holds the id, escaped, and an
+        // authority given only as an OID (HD.2).
+        assert_eq!(e.patient_id, some("PAT&77"));
+        assert_eq!(e.patient_id_authority, some("2.16.840.1.113883.19.5"));
+        assert_eq!(e.visit_number, some("V-2026-0042"));
+        // ORC-2 is the HL7 null "": OBR-2 instead. ORC-3 is there. The second order group
+        // does not count.
+        assert_eq!(e.placer_order, some("PLC-1"));
+        assert_eq!(e.filler_order, some("FIL-9"));
+        let time = e.message_time.unwrap();
+        assert_eq!(
+            (time.precision, time.micros, time.offset_minutes),
+            (Precision::Fraction, 250_000, Some(-300))
+        );
+        // 2026-11-04T15:30:00.25-05:00 = 20:30:00.25 UTC.
+        assert_eq!(time.utc_micros(), Some((1_793_806_200 + 5 * 3600) * 1_000_000 + 250_000));
+    }
+
+    #[test]
+    fn shared_samples() {
+        let adt = extract(include_bytes!("../tests/fixtures/adt_a01_v25.hl7"), Charset::Utf8);
+        assert_eq!((adt.patient_id, adt.patient_id_authority), (some("PATID1234"), some("MCM")));
+        assert_eq!((adt.trigger_event, adt.sending_facility), (some("A01"), some("MCM")));
+        // Its PV1 stops before field 19; it has no orders.
+        assert_eq!((adt.visit_number, adt.placer_order, adt.filler_order), (None, None, None));
+        let time = adt.message_time.unwrap();
+        assert_eq!((time.precision, time.utc_micros()), (Precision::Second, None));
+        assert_eq!(time.wall_micros(), 1_793_806_200 * 1_000_000);
+
+        let orm = extract(include_bytes!("../tests/fixtures/orm_o01_v23.hl7"), Charset::Utf8);
+        assert_eq!((orm.patient_id, orm.patient_id_authority), (some("770011"), some("NORTH")));
+        assert_eq!((orm.placer_order, orm.filler_order), (some("A12345"), None));
+        assert_eq!(
+            (orm.message_code, orm.trigger_event, orm.message_structure),
+            (some("ORM"), some("O01"), None)
+        );
+
+        let oru = extract(include_bytes!("../tests/fixtures/oru_r01_v251_escapes.hl7"), Charset::Utf8);
+        assert_eq!(oru.patient_id, some("556677"));
+        assert_eq!((oru.placer_order, oru.filler_order), (some("ORD1001"), some("FIL2002")));
+        assert_eq!(oru.sending_facility, some("CENTRAL LAB"));
+
+        let custom = extract(include_bytes!("../tests/fixtures/custom_delimiters.hl7"), Charset::Utf8);
+        assert_eq!((custom.patient_id, custom.patient_id_authority), (some("5"), some("FAC")));
+        assert_eq!(custom.trigger_event, some("A01"));
+
+        for lf in [
+            &include_bytes!("../tests/fixtures/lf_segment_terminators.hl7")[..],
+            &include_bytes!("../tests/fixtures/crlf_segment_terminators.hl7")[..],
+        ] {
+            let e = extract(lf, Charset::Utf8);
+            assert!(e.control_id.is_some() && e.trigger_event == some("A03"));
+        }
+
+        let utf8 = extract(include_bytes!("../tests/fixtures/utf8_multilingual_adt_a08.hl7"), Charset::Utf8);
+        assert_eq!((utf8.patient_id, utf8.sending_facility), (some("778899"), some("CLINIC")));
+    }
+
+    /// Every shared sample extracts without surprises: what parses has its control id.
+    #[test]
+    fn every_fixture() {
+        let fixtures: &[(&[u8], Option<&str>)] = &[
+            (include_bytes!("../tests/fixtures/adt_a04_v231_original_mode.hl7"), Some("CTRL-20261105-0001")),
+            (include_bytes!("../tests/fixtures/batch_fhs_bhs_3msgs.hl7"), None),
+            (include_bytes!("../tests/fixtures/enhanced_al_al.hl7"), Some("ENH-AL-1")),
+            (include_bytes!("../tests/fixtures/invalid_missing_control_id.hl7"), None),
+            (include_bytes!("../tests/fixtures/invalid_no_msh_first.hl7"), None),
+            (include_bytes!("../tests/fixtures/invalid_not_hl7.txt"), None),
+            (include_bytes!("../tests/fixtures/mdm_t02_v25_base64_200k.hl7"), Some("MDM-7001")),
+            (include_bytes!("../tests/fixtures/processing_id_training.hl7"), Some("TRN-1")),
+            (include_bytes!("../tests/fixtures/qry_a19_v23.hl7"), Some("QRY-1")),
+            (include_bytes!("../tests/fixtures/siu_s12_v24.hl7"), Some("SIU-0001")),
+            (include_bytes!("../tests/fixtures/v27_truncation_char.hl7"), Some("V27-0001")),
+            (include_bytes!("../tests/fixtures/windows1252_adt_a08.hl7"), Some("CP1252-0001")),
+        ];
+        for (raw, control_id) in fixtures {
+            let e = extract(raw, Charset::Utf8);
+            assert_eq!(e.control_id.as_deref(), *control_id, "{e:?}");
+        }
+        let mdm = extract(fixtures[6].0, Charset::Utf8);
+        assert!(mdm.patient_id.is_some(), "PID before the 200 KB OBX");
+        let processing = extract(fixtures[7].0, Charset::Utf8);
+        assert_eq!(processing.processing_id, some("T"));
+    }
+
+    #[test]
+    fn values_are_decoded_from_the_message_charset() {
+        let raw =
+            b"MSH|^~\\&|H\xd4PITAL|CH\xc9|R|R|20261104||ADT^A08|W-1|P|2.3||||||8859/1\rPID|1||\xc9MILE-7\r";
+        let e = extract(raw, Charset::Windows1252);
+        assert_eq!((e.sending_application, e.sending_facility), (some("HÔPITAL"), some("CHÉ")));
+        assert_eq!(e.patient_id, some("ÉMILE-7"));
+        // Read as UTF-8, the same bytes are invalid: U+FFFD, never a failure.
+        assert_eq!(extract(raw, Charset::Utf8).patient_id, some("\u{FFFD}MILE-7"));
+    }
+
+    /// In Big5 a delimiter byte can be the second half of a character: `四` is `A5 7C` (a
+    /// `|`), `許` is `B3 5C` (a `\`). Split on the raw bytes, PID-3 would be cut in two and
+    /// the "escape" resolved; decoded first, it is read whole.
+    #[test]
+    fn multi_byte_sets_are_decoded_before_splitting() {
+        let mut raw = b"MSH|^~\\&|APP|FAC|R|R|20261104||ADT^A08|B5-1|P|2.5||||||BIG-5\rPID|1||".to_vec();
+        raw.extend_from_slice(&[0xA5, 0x7C, 0xB3, 0x5C, 0xA5, 0x5C]);
+        raw.extend_from_slice(b"^^^FAC\rPV1|1|I\r");
+        let e = extract(&raw, Charset::Big5);
+        assert_eq!(e.patient_id, some("四許功"));
+        assert_eq!(e.patient_id_authority, some("FAC"));
+        assert_eq!(e.control_id, some("B5-1"));
+        // What splitting the raw bytes would have given.
+        let naive = extract(&raw, Charset::Windows1252);
+        assert_ne!(naive.patient_id, some("四許功"));
+    }
+
+    #[test]
+    fn empty_null_and_blank_values_are_none() {
+        let e = extract(
+            b"MSH|^~\\&|  |\"\"|R|R|||ADT|\"\"|P|2.5\rPID|1||  ^^^\"\"\rPV1|1\rORC|NW|\"\"|\rOBR|1\r",
+            Charset::Utf8,
+        );
+        assert_eq!(e.sending_application, None);
+        assert_eq!(e.sending_facility, None);
+        assert_eq!(e.control_id, None);
+        assert_eq!((e.message_time, e.trigger_event), (None, None));
+        assert_eq!((e.patient_id, e.patient_id_authority, e.visit_number), (None, None, None));
+        assert_eq!((e.placer_order, e.filler_order), (None, None));
+        assert_eq!(e.message_code, some("ADT"));
+        // Surrounding spaces are trimmed; inner ones kept.
+        let e = extract(b"MSH|^~\\&|A|F|R|R|1||ADT^A08|1|P|2.5\rPID|1|| 12 34 \r", Charset::Utf8);
+        assert_eq!(e.patient_id, some("12 34"));
+    }
+
+    #[test]
+    fn malformed_time_is_none_and_ts_precision_component_is_ignored() {
+        let with = |msh7: &str| {
+            let raw = format!("MSH|^~\\&|A|F|R|R|{msh7}||ADT^A08|1|P|2.3\r");
+            extract(raw.as_bytes(), Charset::Utf8).message_time
+        };
+        assert_eq!(with("2026-11-04"), None);
+        assert_eq!(with("20261340"), None);
+        // v2.3 TS: time ^ degree of precision.
+        assert_eq!(with("202611041530^M").unwrap().precision, Precision::Minute);
+        assert_eq!(with("20261104153000+0100").unwrap().offset_minutes, Some(60));
+    }
+
+    #[test]
+    fn values_are_bounded() {
+        let long = "9".repeat(10_000);
+        let raw = format!("MSH|^~\\&|{long}|F|R|R|1||ADT^A08|{long}|P|2.5\rPID|1||{long}^^^{long}\r");
+        let e = extract(raw.as_bytes(), Charset::Utf8);
+        for value in [&e.sending_application, &e.control_id, &e.patient_id, &e.patient_id_authority] {
+            assert_eq!(value.as_deref().map(str::len), Some(MAX_VALUE_LEN));
+        }
+        // Cut at a character boundary: 'é' is two bytes.
+        let accents = "é".repeat(200);
+        let raw = format!("MSH|^~\\&|A|F|R|R|1||ADT^A08|1|P|2.5\rPID|1||{accents}\r");
+        let id = extract(raw.as_bytes(), Charset::Utf8).patient_id.unwrap();
+        assert_eq!((id.len(), id.chars().count()), (MAX_VALUE_LEN, MAX_VALUE_LEN / 2));
+        let three = "€".repeat(100);
+        let raw = format!("MSH|^~\\&|A|F|R|R|1||ADT^A08|1|P|2.5\rPID|1||{three}\r");
+        assert_eq!(extract(raw.as_bytes(), Charset::Utf8).patient_id.unwrap().len(), 255);
+    }
+
+    #[test]
+    fn not_a_message_gives_nothing() {
+        for raw in [&b""[..], b"hello", b"PID|1||X\rMSH|^~\\&|A\r", b"MSH|^|"] {
+            assert_eq!(extract(raw, Charset::Utf8), Extracted::default());
+            assert_eq!(extract(raw, Charset::Big5), Extracted::default());
+        }
+    }
+
+    #[test]
+    fn debug_shows_no_values() {
+        let e = extract(include_bytes!("../tests/fixtures/adt_a01_v25.hl7"), Charset::Utf8);
+        let text = format!("{e:?}");
+        assert!(text.contains("patient_id: Some(<9 bytes>)"), "{text}");
+        for value in ["PATID1234", "MCM", "REGADT", "MSG00001"] {
+            assert!(!text.contains(value), "{text}");
+        }
+    }
+
+    /// One HL7-ish line: a segment id the extractor reads, then fields drawn from bytes that
+    /// include every delimiter, escapes and the null.
+    fn segment() -> impl Strategy<Value = String> {
+        let id = prop::sample::select(vec!["PID", "PV1", "ORC", "OBR", "OBX", "MSH", "EVN"]);
+        let field = prop::string::string_regex(
+            "([A-Za-z0-9 .&^~\"é€/%-]|\\\\[FSTRE]\\\\|\\\\X[0-9A-F]{0,4}\\\\|\\\\){0,12}",
+        )
+        .expect("a valid pattern");
+        (id, prop::collection::vec(field, 0..22))
+            .prop_map(|(id, fields)| format!("{id}|{}", fields.join("|")))
+    }
+
+    fn check(e: &Extracted) {
+        let values = [
+            &e.sending_application,
+            &e.sending_facility,
+            &e.receiving_application,
+            &e.receiving_facility,
+            &e.message_code,
+            &e.trigger_event,
+            &e.message_structure,
+            &e.control_id,
+            &e.processing_id,
+            &e.version,
+            &e.patient_id,
+            &e.patient_id_authority,
+            &e.visit_number,
+            &e.placer_order,
+            &e.filler_order,
+        ];
+        for value in values.into_iter().flatten() {
+            assert!(!value.is_empty() && value.len() <= MAX_VALUE_LEN, "{value:?}");
+            assert_eq!(value.trim(), value);
+            assert_ne!(value, "\"\"");
+        }
+        if let Some(time) = e.message_time {
+            let _ = (time.wall_micros(), time.utc_micros());
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics_on_bytes(raw in prop::collection::vec(any::<u8>(), 0..600), set in 0..Charset::ALL.len()) {
+            check(&extract(&raw, Charset::ALL[set]));
+        }
+
+        #[test]
+        fn never_panics_on_messages(
+            msh in "MSH\\|\\^~\\\\&\\|[A-Z^&]{0,8}\\|[A-Z]{0,6}\\|R\\|R\\|[0-9.+-]{0,24}\\|\\|ADT\\^A0[0-9]\\|[A-Z0-9]{0,8}\\|P\\|2\\.5",
+            segments in prop::collection::vec(segment(), 0..8),
+            set in 0..Charset::ALL.len(),
+        ) {
+            let raw = format!("{msh}\r{}\r", segments.join("\r"));
+            let charset = Charset::ALL[set];
+            let e = extract(raw.as_bytes(), charset);
+            check(&e);
+            // Deterministic, and the ASCII header reads the same in every set.
+            prop_assert_eq!(&e, &extract(raw.as_bytes(), charset));
+            prop_assert_eq!(e.message_code.as_deref(), Some("ADT"));
+        }
+    }
+}

@@ -129,7 +129,12 @@ pub fn duplicate_key(listener: &str, msh: &Msh<'_>) -> u64 {
 /// MSH-10 (the lengths keep `AB`+`C` apart from `A`+`BC`); the hash is FNV-1a 64 (offset
 /// basis `0xcbf29ce484222325`, prime `0x100000001b3`). Stored in SQLite as the `i64` with
 /// the same bits (`key as i64`).
-pub fn duplicate_key_of(listener: &str, sending_application: &str, sending_facility: &str, control_id: &str) -> u64 {
+pub fn duplicate_key_of(
+    listener: &str,
+    sending_application: &str,
+    sending_facility: &str,
+    control_id: &str,
+) -> u64 {
     let mut hash = Fnv1a64::new();
     for part in [listener, sending_application, sending_facility, control_id] {
         hash.write(&(part.len() as u64).to_le_bytes());

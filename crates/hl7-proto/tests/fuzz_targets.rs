@@ -48,6 +48,15 @@ const HL7_TOKENS: &[&[u8]] = &[
     b"\x1b(B",
     b"\xe2\x82\xac",
     b"\x01\x02",
+    b"\rPID|1||",
+    b"\rPV1|1|I",
+    b"\rORC|NW|",
+    b"\rOBR|1|",
+    b"^^^",
+    b"\"\"",
+    b"+0100",
+    b".1234",
+    b"%/",
 ];
 
 fn root() -> PathBuf {
@@ -72,4 +81,9 @@ fn fuzz_batch() {
 #[test]
 fn fuzz_charset() {
     in_test::run(&root(), "charset", proto::charset, HL7_TOKENS);
+}
+
+#[test]
+fn fuzz_extract() {
+    in_test::run(&root(), "extract", proto::extract, HL7_TOKENS);
 }
