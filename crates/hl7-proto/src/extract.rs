@@ -161,12 +161,12 @@ fn from_message<'a>(message: &Message<'a>, charset: Charset) -> Extracted {
 
     // PID-3: the first repetition with a CX.1.
     let patient = field(segments.pid, 3)
-        .and_then(|pid3| pid3.repetitions().find(|rep| clean(rep.component(1)).is_some()));
-    let patient_id = patient.and_then(|rep| clean(rep.component(1)));
-    let patient_id_authority = patient.and_then(|rep| {
+        .and_then(|pid3| pid3.repetitions().find_map(|rep| Some((rep, clean(rep.component(1))?))));
+    let patient_id_authority = patient.as_ref().and_then(|(rep, _)| {
         let hd = rep.component(4);
         clean(hd.subcomponent(1)).or_else(|| clean(hd.subcomponent(2)))
     });
+    let patient_id = patient.map(|(_, id)| id);
     let order = |orc_field: usize, obr_field: usize| {
         field(segments.orc, orc_field)
             .and_then(|ei| clean(ei.component(1)))
