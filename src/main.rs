@@ -27,5 +27,6 @@ fn main() -> ExitCode {
             hl7d::logging::init(LogConfig { level: LogLevel::Warn, ..Default::default() });
             cmd::bench::run(args)
         }
+        Command::Store(args) => cmd::store::run(args),
     }
 }

@@ -11,6 +11,7 @@ pub mod check_config;
 pub mod messages;
 pub mod send;
 pub mod serve;
+pub mod store;
 
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -74,6 +75,8 @@ pub enum Command {
     Messages(messages::MessagesArgs),
     /// Load generator for an MLLP listener.
     Bench(bench::BenchArgs),
+    /// Back up and check the message store: backup, verify.
+    Store(store::StoreArgs),
 }
 
 /// Now, in seconds since the Unix epoch (certificate validity and expiry).

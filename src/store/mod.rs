@@ -19,6 +19,7 @@
 //! decide ACK codes or refusal reasons: the listener decides them (from
 //! [`hl7_proto::refusal`]) and passes along the ones it sends.
 
+pub mod backup;
 mod purge;
 mod read;
 mod schema;
