@@ -259,45 +259,60 @@ pub fn verify(file: &Path) -> Result<Verification, StoreError> {
         }
         Err(e) => return Err(e),
     };
-    if let Err(e) = check(&conn, &mut found) {
-        found.problems.push(format!("the check stopped: {}", describe(&e)));
+    // One snapshot for all the checks. Each check that cannot run (SQLite gives up on some
+    // damage with "database disk image is malformed") is itself a problem, and the others
+    // still run.
+    let failed = |check: &str, e: rusqlite::Error| format!("{check}: {}", describe(&e));
+    if let Err(e) = conn.execute_batch("BEGIN DEFERRED") {
+        found.problems.push(failed("begin", e));
+    }
+    let version = schema::version(&conn);
+    let integrity = lines(&conn, "PRAGMA integrity_check", |row| row.get(0));
+    let foreign = lines(&conn, "PRAGMA foreign_key_check", |row| {
+        Ok(format!(
+            "table {} row {} refers to a missing row of {}",
+            row.get::<_, String>(0)?,
+            row.get::<_, Option<i64>>(1)?.map_or_else(|| "?".to_owned(), |id| id.to_string()),
+            row.get::<_, String>(2)?
+        ))
+    });
+    let tables = conn.query_row(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'messages'",
+        [],
+        |row| row.get::<_, i64>(0),
+    );
+    let _ = conn.execute_batch("COMMIT");
+
+    match integrity {
+        Ok(lines) if lines == ["ok"] => {}
+        Ok(lines) => found.problems.extend(lines.into_iter().map(|line| format!("integrity_check: {line}"))),
+        Err(e) => found.problems.push(failed("integrity_check", e)),
+    }
+    match foreign {
+        Ok(rows) => found.problems.extend(rows.into_iter().map(|row| format!("foreign_key_check: {row}"))),
+        Err(e) => found.problems.push(failed("foreign_key_check", e)),
+    }
+    match (version, tables) {
+        (Ok(version), Ok(tables)) => {
+            found.schema_version = Some(version);
+            if version < 1 || tables == 0 {
+                found
+                    .problems
+                    .push(format!("not an hl7d message store (schema version {version}, no messages table)"));
+            }
+        }
+        (Err(e), _) | (_, Err(e)) => found.problems.push(failed("schema", e)),
     }
     Ok(found)
 }
 
-fn check(conn: &Connection, found: &mut Verification) -> rusqlite::Result<()> {
-    // One snapshot for all the checks.
-    conn.execute_batch("BEGIN DEFERRED")?;
-    let version = schema::version(conn)?;
-    found.schema_version = Some(version);
-    let lines: Vec<String> =
-        conn.prepare("PRAGMA integrity_check")?.query_map([], |row| row.get(0))?.collect::<Result<_, _>>()?;
-    if lines != ["ok"] {
-        found.problems.extend(lines.into_iter().map(|line| format!("integrity_check: {line}")));
-    }
-    let foreign: Vec<String> = conn
-        .prepare("PRAGMA foreign_key_check")?
-        .query_map([], |row| {
-            Ok(format!(
-                "foreign_key_check: table {} row {} refers to a missing row of {}",
-                row.get::<_, String>(0)?,
-                row.get::<_, Option<i64>>(1)?.map_or_else(|| "?".to_owned(), |id| id.to_string()),
-                row.get::<_, String>(2)?
-            ))
-        })?
-        .collect::<Result<_, _>>()?;
-    found.problems.extend(foreign);
-    let tables: i64 = conn.query_row(
-        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'messages'",
-        [],
-        |row| row.get(0),
-    )?;
-    if version < 1 || tables == 0 {
-        found
-            .problems
-            .push(format!("not an hl7d message store (schema version {version}, no messages table)"));
-    }
-    conn.execute_batch("COMMIT")
+/// Every row of a pragma that reports one finding per row.
+fn lines(
+    conn: &Connection,
+    sql: &str,
+    row: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<String>,
+) -> rusqlite::Result<Vec<String>> {
+    conn.prepare(sql)?.query_map([], row)?.collect()
 }
 
 /// A read-only connection; `StoreError::Open` when `file` is missing or does not open.

@@ -17,5 +17,6 @@ mod send;
 mod send_tls;
 mod startup;
 mod store;
+mod store_backup;
 mod support;
 mod tls;
