@@ -126,8 +126,8 @@ pub fn backup(store_dir: &Path, out: &Path, options: &BackupOptions) -> Result<B
     let source = store_dir.join(DATABASE_FILE);
     let src = open_read_only(&source)?;
     let open_error = |e: rusqlite::Error| StoreError::Open { path: source.clone(), reason: describe(&e) };
-    // The snapshot: a read transaction that lasts until the last page is copied.
-    // The first read inside the transaction fixes the snapshot.
+    // The snapshot: a read transaction that lasts until the last page is copied. Its first
+    // read fixes what it sees.
     src.execute_batch("BEGIN DEFERRED; SELECT count(*) FROM sqlite_master;").map_err(open_error)?;
     let schema_version = schema::version(&src).map_err(open_error)?;
     if schema_version < 1 {
@@ -161,7 +161,9 @@ pub fn backup(store_dir: &Path, out: &Path, options: &BackupOptions) -> Result<B
         Err(reason) => {
             // We created the file (create_new above), so it is ours to remove.
             let _ = std::fs::remove_file(out);
-            let _ = std::fs::remove_file(sidecar(out, "-journal"));
+            for suffix in ["-journal", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(sidecar(out, suffix));
+            }
             Err(BackupError::Copy { path: out.to_owned(), reason })
         }
     }
@@ -173,6 +175,8 @@ fn copy(src: &Connection, out: &Path, options: &BackupOptions) -> Result<(u64, u
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let mut dst = Connection::open_with_flags(out, flags).map_err(|e| describe(&e))?;
     dst.busy_timeout(BUSY_TIMEOUT).map_err(|e| describe(&e))?;
+    // The last step commits the copy; FULL syncs it to disk before that returns.
+    dst.pragma_update(None, "synchronous", "FULL").map_err(|e| describe(&e))?;
     let pages_per_step = options.pages_per_step.max(1);
     let (pages, steps) = {
         let backup = Backup::new(src, &mut dst).map_err(|e| describe(&e))?;
@@ -196,7 +200,7 @@ fn copy(src: &Connection, out: &Path, options: &BackupOptions) -> Result<(u64, u
         (u64::try_from(backup.progress().pagecount).unwrap_or(0), steps)
     };
     // The pages carry the store's WAL flag; one file with no `-wal`/`-shm` is what a
-    // backup should be. `synchronous` is FULL by default here, so the change is synced.
+    // backup should be.
     let mode: String = dst
         .pragma_update_and_check(None, "journal_mode", "DELETE", |row| row.get(0))
         .map_err(|e| describe(&e))?;
