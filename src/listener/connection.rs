@@ -26,7 +26,7 @@ use super::admission::Slot;
 use super::deadlines::{Close, Deadlines, Handled, Limits, Read, MAX_JUNK_RUN};
 use super::Profile;
 use crate::peer_text;
-use crate::store::{Appended, Disposition, MessageStore, NewMessage};
+use crate::store::{Appended, Disposition, KeyFields, MessageStore, NewMessage};
 
 /// Bytes read per `read` call.
 const READ_CHUNK: usize = 16 * 1024;
@@ -361,6 +361,9 @@ impl Connection {
         let text = |field: for<'m> fn(&Msh<'m>) -> &'m [u8]| {
             msh.map(|msh| String::from_utf8_lossy(field(msh)).into_owned()).unwrap_or_default()
         };
+        // Read once here, for accepted and refused messages alike; it never fails (a
+        // frame without a readable message gives empty fields).
+        let fields = KeyFields::extract(&raw, charset);
         NewMessage {
             listener: self.profile.name.clone(),
             peer: self.info.peer,
@@ -375,6 +378,7 @@ impl Connection {
             version: text(|msh| msh.version_field),
             ack_code,
             disposition,
+            fields,
             raw,
         }
     }

@@ -20,11 +20,13 @@
 //! [`hl7_proto::refusal`]) and passes along the ones it sends.
 
 pub mod backup;
+mod fields;
 mod purge;
 mod read;
 mod schema;
 mod sqlite;
 
+pub use fields::KeyFields;
 pub use purge::{purge, PURGE_BATCH};
 pub use read::{Filter, Reader, StoredMessage};
 pub use schema::SCHEMA_VERSION;
@@ -82,6 +84,9 @@ pub struct NewMessage {
     pub ack_code: Option<AckCode>,
     /// Accepted (with its duplicate window) or refused (with why).
     pub disposition: Disposition,
+    /// The key fields read from the message ([`KeyFields::extract`], once, by the
+    /// listener), stored in columns of their own for search and delivery lanes.
+    pub fields: KeyFields,
     /// The message bytes exactly as received inside the frame; for a frame refused as
     /// larger than `max_message_size`, its first bytes only (see
     /// [`hl7_proto::mllp::ERROR_PREFIX_LEN`]), since the rest is dropped unread.
@@ -274,6 +279,7 @@ pub(crate) fn test_message(
         version: "2.5".into(),
         ack_code,
         disposition,
+        fields: KeyFields::extract(raw, Charset::Utf8),
         raw: Bytes::copy_from_slice(raw),
     }
 }

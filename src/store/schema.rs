@@ -4,13 +4,27 @@
 //! crash during a migration leaves the previous version intact. Migrations are only ever
 //! appended: a released one is never edited.
 
-use rusqlite::{Connection, TransactionBehavior};
+use hl7_proto::charset::Charset;
+use hl7_proto::keys::duplicate_key_of;
+use rusqlite::{params, Connection, TransactionBehavior};
+
+use super::fields::KeyFields;
 
 /// The schema version this build creates and understands (the number of migrations).
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
+/// Rows read at a time when a migration rewrites every row (memory stays bounded whatever
+/// the store's size; the migration is still one transaction).
+const FILL_BATCH: i64 = 1000;
+
+/// One step of a migration: SQL, or Rust code run on the migration's transaction.
+enum Step {
+    Sql(&'static str),
+    Code(fn(&Connection) -> rusqlite::Result<()>),
+}
+
 /// Migration `i` takes the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[
+const MIGRATIONS: &[&[Step]] = &[
     // 1: the messages table.
     //
     // `received_at` and `last_duplicate_at` are microseconds since the Unix epoch (UTC).
@@ -18,7 +32,8 @@ const MIGRATIONS: &[&str] = &[
     // when the profile or MSH-15 asked for no ACK. `status` is `received` for every row
     // written by v1; it is there for later stages (forwarding, processing). `raw` is last so
     // that listing rows does not read the message bytes.
-    r#"
+    &[Step::Sql(
+        r#"
     CREATE TABLE messages (
         id                  INTEGER PRIMARY KEY,
         listener            TEXT    NOT NULL,
@@ -45,6 +60,7 @@ const MIGRATIONS: &[&str] = &[
     -- Retention and `--since`.
     CREATE INDEX messages_received_at ON messages (received_at);
     "#,
+    )],
     // 2: refused messages are kept too, with status `rejected` or `error` and why.
     //
     // `status` becomes `accepted` | `rejected` | `error` (see `store::Status`); every row
@@ -64,14 +80,112 @@ const MIGRATIONS: &[&str] = &[
     //
     // Only refused rows enter `messages_refused` (a partial index): accepted inserts do not
     // pay for it, and `--status rejected|error` finds the few refused rows without a scan.
-    r#"
+    &[Step::Sql(
+        r#"
     ALTER TABLE messages RENAME COLUMN status TO v1_status;
     ALTER TABLE messages ADD COLUMN status TEXT NOT NULL DEFAULT 'accepted';
     ALTER TABLE messages ADD COLUMN reason TEXT;
     ALTER TABLE messages ADD COLUMN error_code INTEGER;
     CREATE INDEX messages_refused ON messages (status) WHERE status <> 'accepted';
     "#,
+    )],
+    // 3 (schema v2 of issue 14): key fields read at ingest, indexed for search, and the
+    // narrow duplicate key.
+    //
+    // The columns are what `KeyFields` holds (see `fields.rs` and `hl7_proto::extract` for
+    // where each comes from); `message_time_*` are microseconds, `dup_key` is
+    // `hl7_proto::keys::duplicate_key_of(listener, MSH-3, MSH-4, MSH-10)` as the i64 with
+    // the same bits. Every stored row gets them here: `fill_key_fields` runs the same
+    // extraction over each row's bytes (a rewrite of every row, measured in BENCHMARKS.md).
+    //
+    // The five-text-column duplicate index goes; `(dup_key, received_at)` replaces it. The
+    // indexes on fields many messages lack (orders in ADT, visits in lab results) are
+    // partial (`IS NOT NULL`), so those inserts do not pay for them; an equality search
+    // implies the condition, so SQLite uses them. Indexes are built after the fill, once.
+    &[
+        Step::Sql(
+            r#"
+    ALTER TABLE messages ADD COLUMN patient_id TEXT;
+    ALTER TABLE messages ADD COLUMN patient_authority TEXT;
+    ALTER TABLE messages ADD COLUMN visit_number TEXT;
+    ALTER TABLE messages ADD COLUMN placer_order TEXT;
+    ALTER TABLE messages ADD COLUMN filler_order TEXT;
+    ALTER TABLE messages ADD COLUMN message_time_utc INTEGER;
+    ALTER TABLE messages ADD COLUMN message_time_wall INTEGER;
+    ALTER TABLE messages ADD COLUMN trigger_event TEXT;
+    ALTER TABLE messages ADD COLUMN lane_sender TEXT;
+    ALTER TABLE messages ADD COLUMN lane_patient TEXT;
+    ALTER TABLE messages ADD COLUMN dup_key INTEGER;
+    DROP INDEX messages_duplicate;
+    "#,
+        ),
+        Step::Code(fill_key_fields),
+        Step::Sql(
+            r#"
+    CREATE INDEX messages_dup_key ON messages (dup_key, received_at);
+    CREATE INDEX messages_patient ON messages (patient_id, received_at) WHERE patient_id IS NOT NULL;
+    CREATE INDEX messages_visit ON messages (visit_number) WHERE visit_number IS NOT NULL;
+    CREATE INDEX messages_placer_order ON messages (placer_order) WHERE placer_order IS NOT NULL;
+    CREATE INDEX messages_filler_order ON messages (filler_order) WHERE filler_order IS NOT NULL;
+    CREATE INDEX messages_control_id ON messages (control_id);
+    CREATE INDEX messages_type ON messages (message_type, received_at);
+    CREATE INDEX messages_sender ON messages (sending_application, sending_facility, received_at);
+    "#,
+        ),
+    ],
 ];
+
+/// Migration 3: fills the key-field columns and `dup_key` of every stored row from its
+/// bytes and header columns, [`FILL_BATCH`] rows at a time.
+fn fill_key_fields(conn: &Connection) -> rusqlite::Result<()> {
+    let mut select = conn.prepare(
+        "SELECT id, listener, charset, sending_application, sending_facility, control_id, raw \
+         FROM messages WHERE id > ?1 ORDER BY id LIMIT ?2",
+    )?;
+    let mut update = conn.prepare(
+        "UPDATE messages SET patient_id = ?2, patient_authority = ?3, visit_number = ?4, \
+         placer_order = ?5, filler_order = ?6, message_time_utc = ?7, message_time_wall = ?8, \
+         trigger_event = ?9, lane_sender = ?10, lane_patient = ?11, dup_key = ?12 WHERE id = ?1",
+    )?;
+    let mut after = i64::MIN;
+    loop {
+        let rows = select
+            .query_map(params![after, FILL_BATCH], |row| {
+                let charset: String = row.get(2)?;
+                let key = duplicate_key_of(
+                    &row.get::<_, String>(1)?,
+                    &row.get::<_, String>(3)?,
+                    &row.get::<_, String>(4)?,
+                    &row.get::<_, String>(5)?,
+                );
+                // A charset name this build does not know cannot be in a row it wrote;
+                // decoding as UTF-8 at worst replaces some characters.
+                let charset = Charset::from_config_name(&charset).unwrap_or(Charset::Utf8);
+                let raw = row.get_ref(6)?;
+                let fields = KeyFields::extract(raw.as_blob().unwrap_or_default(), charset);
+                Ok((row.get::<_, i64>(0)?, fields, key as i64))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let Some(&(last, ..)) = rows.last() else { return Ok(()) };
+        for (id, f, key) in rows {
+            update.execute(params![
+                id,
+                f.patient_id,
+                f.patient_authority,
+                f.visit_number,
+                f.placer_order,
+                f.filler_order,
+                f.message_time_utc,
+                f.message_time_wall,
+                f.trigger_event,
+                f.lane_sender,
+                f.lane_patient,
+                key,
+            ])?;
+        }
+        after = last;
+    }
+}
 
 /// Why migrating failed.
 #[derive(Debug)]
@@ -94,7 +208,7 @@ pub fn migrate(conn: &mut Connection) -> Result<i64, MigrateError> {
     if found > SCHEMA_VERSION {
         return Err(MigrateError::TooNew(found));
     }
-    for (index, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+    for (index, steps) in MIGRATIONS.iter().enumerate().skip(found as usize) {
         // IMMEDIATE: take the write lock first, so that two processes opening the same new
         // file cannot both run migration 1.
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -102,7 +216,12 @@ pub fn migrate(conn: &mut Connection) -> Result<i64, MigrateError> {
         if version(&tx)? > index as i64 {
             continue;
         }
-        tx.execute_batch(sql)?;
+        for step in *steps {
+            match step {
+                Step::Sql(sql) => tx.execute_batch(sql)?,
+                Step::Code(code) => code(&tx)?,
+            }
+        }
         tx.pragma_update(None, "user_version", index as i64 + 1)?;
         tx.commit()?;
     }
@@ -132,6 +251,84 @@ mod tests {
             )
             .unwrap();
         assert_eq!(tables, 1);
+    }
+
+    /// Migration 3 on a version 2 store: every row keeps its bytes and gets its key fields
+    /// and duplicate key, in batches (more rows than one batch), and the old wide duplicate
+    /// index is gone.
+    #[test]
+    fn migration_3_fills_the_key_fields_of_a_version_2_store() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for steps in &MIGRATIONS[..2] {
+            for step in *steps {
+                let Step::Sql(sql) = step else { panic!("migrations 1 and 2 are SQL") };
+                conn.execute_batch(sql).unwrap();
+            }
+        }
+        conn.pragma_update(None, "user_version", 2).unwrap();
+        let rows = FILL_BATCH + 5;
+        let raw = |n: i64| {
+            format!(
+                "MSH|^~\\&|APP|FAC|||20261104153000+0100||ORU^R01|C{n}|P|2.5\rPID|1||P{n}^^^HOSP\rOBR|1|PL{n}|FI{n}\r"
+            )
+        };
+        for n in 0..rows {
+            conn.execute(
+                "INSERT INTO messages (listener, peer, received_at, charset, message_type, control_id, \
+                 sending_application, sending_facility, processing_id, version, size, v1_status, raw, status) \
+                 VALUES ('lab', 'p', ?1, 'utf-8', 'ORU^R01', ?2, 'APP', 'FAC', 'P', '2.5', 0, '', ?3, 'accepted')",
+                params![n, format!("C{n}"), raw(n).into_bytes()],
+            )
+            .unwrap();
+        }
+        // A row whose bytes are not a message: it migrates with empty fields.
+        conn.execute(
+            "INSERT INTO messages (listener, peer, received_at, charset, message_type, control_id, \
+             sending_application, sending_facility, processing_id, version, size, v1_status, raw, status) \
+             VALUES ('lab', 'p', 0, 'utf-8', '', '', '', '', '', '', 0, '', x'00ff', 'rejected')",
+            [],
+        )
+        .unwrap();
+
+        assert_eq!(migrate(&mut conn).unwrap(), 2);
+        let last = rows - 1;
+        let (raw_last, patient, placer, filler, utc, wall, key): (Vec<u8>, String, String, String, i64, i64, i64) = conn
+            .query_row(
+                "SELECT raw, patient_id, placer_order, filler_order, message_time_utc, message_time_wall, dup_key \
+                 FROM messages WHERE control_id = ?1",
+                [format!("C{last}")],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?)),
+            )
+            .unwrap();
+        assert_eq!(raw_last, raw(last).into_bytes());
+        assert_eq!((patient, placer, filler), (format!("P{last}"), format!("PL{last}"), format!("FI{last}")));
+        assert_eq!(wall - utc, 3600 * 1_000_000, "+01:00");
+        assert_eq!(key, duplicate_key_of("lab", "APP", "FAC", &format!("C{last}")) as i64);
+        let unfilled: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM messages WHERE dup_key IS NULL OR lane_sender IS NULL",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(unfilled, 0);
+        let junk: (Option<String>, Option<i64>) = conn
+            .query_row(
+                "SELECT patient_id, message_time_wall FROM messages WHERE status = 'rejected'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!(junk, (None, None));
+        let indexes: Vec<String> = conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'index' ORDER BY name")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(!indexes.iter().any(|name| name == "messages_duplicate"), "{indexes:?}");
+        assert!(indexes.iter().any(|name| name == "messages_dup_key"), "{indexes:?}");
     }
 
     #[test]

@@ -28,6 +28,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hl7_proto::ack::AckCode;
+use hl7_proto::keys::duplicate_key_of;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 use tokio::sync::oneshot;
 use tracing::{debug, error, info, warn};
@@ -604,10 +605,11 @@ fn open_writer(file: &Path, durability: Durability) -> Result<(Connection, i64),
 }
 
 /// Only accepted messages are originals: a refused one never makes a later message a
-/// duplicate (its resend must be judged, and stored, afresh).
-const FIND_DUPLICATE: &str = "SELECT id FROM messages \
-     WHERE listener = ?1 AND control_id = ?2 AND sending_application = ?3 AND sending_facility = ?4 \
-       AND received_at >= ?5 AND status = 'accepted' AND raw = ?6 \
+/// duplicate (its resend must be judged, and stored, afresh). `dup_key` and the time narrow
+/// the candidates on the index `messages_dup_key`; the listener and the bytes themselves
+/// decide, so a hash collision costs a comparison, never a lost message.
+const FIND_DUPLICATE: &str = "SELECT id FROM messages INDEXED BY messages_dup_key \
+     WHERE dup_key = ?1 AND received_at >= ?2 AND listener = ?3 AND status = 'accepted' AND raw = ?4 \
      ORDER BY id DESC LIMIT 1";
 
 const COUNT_DUPLICATE: &str =
@@ -617,14 +619,17 @@ const COUNT_DUPLICATE: &str =
 const INSERT: &str = "INSERT INTO messages \
      (listener, peer, client_thumbprint, received_at, charset, message_type, control_id, \
       sending_application, sending_facility, processing_id, version, size, ack_code, v1_status, raw, \
-      status, reason, error_code) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, '', ?14, ?15, ?16, ?17)";
+      status, reason, error_code, patient_id, patient_authority, visit_number, placer_order, \
+      filler_order, message_time_utc, message_time_wall, trigger_event, lane_sender, lane_patient, \
+      dup_key) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, '', ?14, ?15, ?16, ?17, ?18, ?19, \
+      ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28)";
 
 /// One transaction for the whole batch. Duplicates are checked message by message inside
 /// it, so a message resent within the same batch is found too. Compares the stored bytes
-/// themselves rather than a hash: the index narrows the candidates to the same listener,
-/// sender and control id, and an exact comparison cannot collide. Refused messages are
-/// inserted without a duplicate check.
+/// themselves, not only the hash: the narrow index (`dup_key`, a hash of listener, MSH-3,
+/// MSH-4 and MSH-10) finds the candidates, and an exact comparison cannot collide. Refused
+/// messages are inserted without a duplicate check.
 fn write_batch(conn: &mut Connection, batch: &[Append]) -> rusqlite::Result<Vec<Appended>> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut outcomes = Vec::with_capacity(batch.len());
@@ -634,6 +639,9 @@ fn write_batch(conn: &mut Connection, batch: &[Append]) -> rusqlite::Result<Vec<
         let mut insert = tx.prepare_cached(INSERT)?;
         for Append { message: m, .. } in batch {
             let at = micros(m.received_at);
+            let dup_key =
+                duplicate_key_of(&m.listener, &m.sending_application, &m.sending_facility, &m.control_id)
+                    as i64;
             let (window, refusal) = match &m.disposition {
                 Disposition::Accepted { duplicate_window } => (*duplicate_window, None),
                 Disposition::Refused(refusal) => (None, Some(refusal)),
@@ -641,14 +649,7 @@ fn write_batch(conn: &mut Connection, batch: &[Append]) -> rusqlite::Result<Vec<
             let original = match window {
                 Some(window) => {
                     let since = at.saturating_sub(i64::try_from(window.as_micros()).unwrap_or(i64::MAX));
-                    let key = params![
-                        &*m.listener,
-                        m.control_id,
-                        m.sending_application,
-                        m.sending_facility,
-                        since,
-                        &m.raw[..]
-                    ];
+                    let key = params![dup_key, since, &*m.listener, &m.raw[..]];
                     find.query_row(key, |row| row.get::<_, i64>(0)).optional()?
                 }
                 None => None,
@@ -659,6 +660,7 @@ fn write_batch(conn: &mut Connection, batch: &[Append]) -> rusqlite::Result<Vec<
                     outcomes.push(Appended::Duplicate);
                 }
                 None => {
+                    let f = &m.fields;
                     insert.execute(params![
                         &*m.listener,
                         m.peer.to_string(),
@@ -677,6 +679,17 @@ fn write_batch(conn: &mut Connection, batch: &[Append]) -> rusqlite::Result<Vec<
                         m.disposition.status().as_str(),
                         refusal.map(ToString::to_string),
                         refusal.map(|r| r.row().code.code()),
+                        f.patient_id,
+                        f.patient_authority,
+                        f.visit_number,
+                        f.placer_order,
+                        f.filler_order,
+                        f.message_time_utc,
+                        f.message_time_wall,
+                        f.trigger_event,
+                        f.lane_sender,
+                        f.lane_patient,
+                        dup_key,
                     ])?;
                     outcomes.push(Appended::New);
                 }

@@ -391,6 +391,41 @@ fn a_store_written_by_the_previous_release_migrates_keeping_every_message() {
     store.close();
     assert_eq!(version(&db), SCHEMA_VERSION);
     assert_eq!(rows(&db, &select), before, "every message and its metadata, byte for byte");
+    // Issue 14: the key-field columns are filled from each row's bytes, and every row has
+    // its duplicate key.
+    let key_fields = rows(
+        &db,
+        "SELECT control_id, patient_id, patient_authority, placer_order, trigger_event, lane_patient, \
+         message_time_wall IS NOT NULL FROM messages WHERE control_id IN ('MSG00001', 'ORM-55-0001') ORDER BY id",
+    );
+    let text = |s: &str| Value::Text(s.into());
+    assert_eq!(
+        key_fields,
+        [
+            vec![
+                text("MSG00001"),
+                text("PATID1234"),
+                text("MCM"),
+                Value::Null,
+                text("A01"),
+                text("patient/MCM/PATID1234"),
+                Value::Integer(1)
+            ],
+            vec![
+                text("ORM-55-0001"),
+                text("770011"),
+                text("NORTH"),
+                text("A12345"),
+                text("O01"),
+                text("patient/NORTH/770011"),
+                Value::Integer(1)
+            ],
+        ]
+    );
+    assert_eq!(
+        rows(&db, "SELECT count(*) FROM messages WHERE dup_key IS NULL OR lane_sender IS NULL"),
+        [vec![Value::Integer(0)]]
+    );
 
     let reader = Reader::open(&dir).unwrap();
     assert_eq!(reader.integrity_check().unwrap(), "ok");
@@ -439,6 +474,7 @@ fn a_store_written_by_the_previous_release_migrates_keeping_every_message() {
         version: "2.5".into(),
         ack_code: None,
         disposition: Disposition::Accepted { duplicate_window: Some(Duration::from_secs(60)) },
+        fields: Default::default(),
         raw: original("NEW-1").into(),
     };
     runtime.block_on(store.append(message.clone())).unwrap();

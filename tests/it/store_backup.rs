@@ -303,6 +303,7 @@ fn new_message(n: u64) -> NewMessage {
         version: "2.5".into(),
         ack_code: None,
         disposition: Disposition::Accepted { duplicate_window: None },
+        fields: Default::default(),
         raw: Bytes::from(message(&control_id)),
     }
 }

@@ -1,0 +1,108 @@
+//! [`KeyFields`]: the values read out of a message at ingest (by [`hl7_proto::extract`]) that
+//! the store keeps in columns of their own, so that a search by patient, visit, order or
+//! message time uses an index instead of reading every message.
+//!
+//! Owns the mapping from [`Extracted`] to the schema's columns. It never fails: a value that
+//! is missing or malformed in the message is `None` (NULL in the column).
+
+use hl7_proto::charset::Charset;
+use hl7_proto::extract::{self, Extracted};
+use hl7_proto::keys::{lane_key, LaneOrder};
+
+/// The searchable key fields of one message, one per column of schema version 3.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct KeyFields {
+    /// PID-3 CX.1 (`patient_id`).
+    pub patient_id: Option<String>,
+    /// PID-3 CX.4, the assigning authority (`patient_authority`).
+    pub patient_authority: Option<String>,
+    /// PV1-19 CX.1 (`visit_number`).
+    pub visit_number: Option<String>,
+    /// ORC-2, else OBR-2 (`placer_order`).
+    pub placer_order: Option<String>,
+    /// ORC-3, else OBR-3 (`filler_order`).
+    pub filler_order: Option<String>,
+    /// MSH-7 as an instant, microseconds since the Unix epoch, when it carries an offset
+    /// (`message_time_utc`).
+    pub message_time_utc: Option<i64>,
+    /// MSH-7 as written, counted as if UTC, microseconds (`message_time_wall`).
+    pub message_time_wall: Option<i64>,
+    /// MSH-9.2 (`trigger_event`).
+    pub trigger_event: Option<String>,
+    /// The delivery lane under `per_sender` ([`lane_key`]; `lane_sender`); `None` only in
+    /// a [`KeyFields::default`] (a message built without extraction).
+    pub lane_sender: Option<String>,
+    /// The delivery lane under `per_patient` (`lane_patient`).
+    pub lane_patient: Option<String>,
+}
+
+impl KeyFields {
+    /// Reads the key fields of `raw` in `charset`. Never fails (see [`extract::extract`]).
+    pub fn extract(raw: &[u8], charset: Charset) -> KeyFields {
+        KeyFields::from_extracted(&extract::extract(raw, charset))
+    }
+
+    /// The columns' values from what [`extract::extract`] read.
+    pub fn from_extracted(fields: &Extracted) -> KeyFields {
+        KeyFields {
+            patient_id: fields.patient_id.clone(),
+            patient_authority: fields.patient_id_authority.clone(),
+            visit_number: fields.visit_number.clone(),
+            placer_order: fields.placer_order.clone(),
+            filler_order: fields.filler_order.clone(),
+            message_time_utc: fields.message_time.as_ref().and_then(|t| t.utc_micros()),
+            message_time_wall: fields.message_time.as_ref().map(|t| t.wall_micros()),
+            trigger_event: fields.trigger_event.clone(),
+            lane_sender: Some(lane_key(LaneOrder::PerSender, fields)),
+            lane_patient: Some(lane_key(LaneOrder::PerPatient, fields)),
+        }
+    }
+}
+
+/// Says which fields are present, never their values: they are patient data.
+impl std::fmt::Debug for KeyFields {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let present = |v: &Option<String>| v.is_some();
+        f.debug_struct("KeyFields")
+            .field("patient_id", &present(&self.patient_id))
+            .field("patient_authority", &present(&self.patient_authority))
+            .field("visit_number", &present(&self.visit_number))
+            .field("placer_order", &present(&self.placer_order))
+            .field("filler_order", &present(&self.filler_order))
+            .field("message_time", &self.message_time_wall.is_some())
+            .field("trigger_event", &present(&self.trigger_event))
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_fields_come_from_the_message_and_never_fail() {
+        let raw = b"MSH|^~\\&|REG|MCM|HL7D|FAC|20261104153000-0500||ORM^O01|C1|P|2.5\r\
+            PID|1||123456^^^HOSP^MR||DOE^JANE\rPV1|1|I|||||||||||||||||V77\r\
+            ORC|NW|PL1|FI1\r";
+        let fields = KeyFields::extract(raw, Charset::Utf8);
+        assert_eq!(fields.patient_id.as_deref(), Some("123456"));
+        assert_eq!(fields.patient_authority.as_deref(), Some("HOSP"));
+        assert_eq!(fields.visit_number.as_deref(), Some("V77"));
+        assert_eq!(
+            (fields.placer_order.as_deref(), fields.filler_order.as_deref()),
+            (Some("PL1"), Some("FI1"))
+        );
+        assert_eq!(fields.trigger_event.as_deref(), Some("O01"));
+        // 15:30 at -05:00 is 20:30 UTC.
+        let wall = fields.message_time_wall.unwrap();
+        assert_eq!(fields.message_time_utc, Some(wall + 5 * 3600 * 1_000_000));
+        assert_eq!(fields.lane_sender.as_deref(), Some("sender/REG/MCM"));
+        assert_eq!(fields.lane_patient.as_deref(), Some("patient/MCM/123456"));
+        assert!(!format!("{fields:?}").contains("123456"), "Debug shows no patient data");
+
+        let junk = KeyFields::extract(b"not a message", Charset::Utf8);
+        assert_eq!(junk.patient_id, None);
+        assert_eq!(junk.message_time_wall, None);
+        assert_eq!(junk.lane_sender.as_deref(), Some("sender//"));
+    }
+}
