@@ -91,7 +91,7 @@ pub enum MessagesCommand {
         #[command(flatten)]
         select: SelectArgs,
         /// Delete every message (refused without it when no filter is given).
-        #[arg(long, conflicts_with_all = ["listener", "sending_application", "since", "until", "control_id", "status"])]
+        #[arg(long, conflicts_with_all = ["listener", "sending_application", "sender", "message_type", "patient", "visit", "order", "since", "until", "control_id", "status"])]
         all: bool,
         /// Only count what would be deleted; delete nothing.
         #[arg(long)]
@@ -121,6 +121,25 @@ pub struct SelectArgs {
     /// bench` sends).
     #[arg(long)]
     pub sending_application: Option<String>,
+    /// Only messages from this sender: `APP^FAC` is MSH-3 `APP` and MSH-4 `FAC`, each as
+    /// received (split at the first `^`; `APP` alone is MSH-3 only, like
+    /// --sending-application).
+    #[arg(long, value_name = "APP^FAC", conflicts_with = "sending_application", value_parser = parse_sender)]
+    pub sender: Option<Sender>,
+    /// Only messages whose MSH-9 (`TYPE^TRIGGER`, e.g. `ADT^A01`) matches: exactly, or as a
+    /// glob when it holds `*`, `?` or `[...]` (`ADT^A0*`; case-sensitive).
+    #[arg(long = "type", value_name = "PATTERN")]
+    pub message_type: Option<String>,
+    /// Only messages for this patient identifier (PID-3, first repetition, CX.1).
+    #[arg(long, value_name = "ID")]
+    pub patient: Option<String>,
+    /// Only messages for this visit number (PV1-19, CX.1).
+    #[arg(long, value_name = "NUMBER")]
+    pub visit: Option<String>,
+    /// Only messages with this order number, placer or filler (ORC-2/ORC-3, else
+    /// OBR-2/OBR-3, EI.1).
+    #[arg(long, value_name = "NUMBER")]
+    pub order: Option<String>,
     /// Only messages received since this time: RFC 3339 (`2026-11-28T09:00:00Z`), a date
     /// (`2026-11-28`, UTC), or an age (`90m`, `2h`, `7d`).
     #[arg(long, value_parser = parse_since)]
@@ -140,9 +159,18 @@ pub struct SelectArgs {
 impl SelectArgs {
     /// The store filter: these conditions, no limit, newest first.
     pub fn filter(&self) -> Filter {
+        let (sending_application, sending_facility) = match &self.sender {
+            Some(sender) => (Some(sender.application.clone()), sender.facility.clone()),
+            None => (self.sending_application.clone(), None),
+        };
         Filter {
             listener: self.listener.clone(),
-            sending_application: self.sending_application.clone(),
+            sending_application,
+            sending_facility,
+            message_type: self.message_type.clone(),
+            patient_id: self.patient.clone(),
+            visit_number: self.visit.clone(),
+            order: self.order.clone(),
             since: self.since,
             until: self.until,
             control_id: self.control_id.clone(),
@@ -151,6 +179,27 @@ impl SelectArgs {
             oldest_first: false,
         }
     }
+}
+
+/// `--sender APP^FAC`: MSH-3 and, when given, MSH-4.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sender {
+    /// MSH-3, as received.
+    pub application: String,
+    /// MSH-4, as received; `None` matches any.
+    pub facility: Option<String>,
+}
+
+/// Splits `APP^FAC` at the first `^`.
+fn parse_sender(text: &str) -> Result<Sender, String> {
+    let (application, facility) = match text.split_once('^') {
+        Some((application, facility)) => (application, Some(facility.to_owned())),
+        None => (text, None),
+    };
+    if application.is_empty() {
+        return Err("expected APP^FAC (MSH-3^MSH-4) or APP".into());
+    }
+    Ok(Sender { application: application.to_owned(), facility })
 }
 
 impl MessageFilterArgs {
@@ -620,6 +669,18 @@ mod tests {
         sorted.sort();
         assert_eq!(sorted, names);
         assert_eq!(names[1], "000000000010-X.hl7");
+    }
+
+    #[test]
+    fn sender_splits_at_the_first_caret() {
+        let sender = |application: &str, facility: Option<&str>| Sender {
+            application: application.into(),
+            facility: facility.map(Into::into),
+        };
+        assert_eq!(parse_sender("APP^FAC"), Ok(sender("APP", Some("FAC"))));
+        assert_eq!(parse_sender("APP"), Ok(sender("APP", None)));
+        assert_eq!(parse_sender("APP^FAC^X"), Ok(sender("APP", Some("FAC^X"))));
+        assert!(parse_sender("^FAC").is_err());
     }
 
     #[test]

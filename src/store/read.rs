@@ -26,6 +26,18 @@ pub struct Filter {
     pub listener: Option<String>,
     /// Only this MSH-3 sending application (as stored: the raw field).
     pub sending_application: Option<String>,
+    /// Only this MSH-4 sending facility (as stored: the raw field).
+    pub sending_facility: Option<String>,
+    /// Only messages whose MSH-9 (`TYPE^TRIGGER`, as stored) matches this pattern: SQLite
+    /// `GLOB` (`*` any text, `?` one character, `[...]` a set; case-sensitive) when it holds
+    /// one of `*?[`, else equality.
+    pub message_type: Option<String>,
+    /// Only messages for this patient: PID-3 CX.1 of the first repetition (`patient_id`).
+    pub patient_id: Option<String>,
+    /// Only this visit: PV1-19 CX.1 (`visit_number`).
+    pub visit_number: Option<String>,
+    /// Only this order number, placer or filler: ORC-2/ORC-3, else OBR-2/OBR-3.
+    pub order: Option<String>,
     /// Only messages received at or after this time.
     pub since: Option<SystemTime>,
     /// Only messages received before this time.
@@ -35,10 +47,11 @@ pub struct Filter {
     /// Only messages with this status (accepted, or refused and kept); all of them when
     /// `None`.
     pub status: Option<Status>,
-    /// At most this many messages: always the newest that match, whatever the order they
-    /// come in, so that `list` and `export` with the same limit select the same messages.
+    /// At most this many messages: always the newest (by time received) that match,
+    /// whatever the order they come in, so that `list` and `export` with the same limit
+    /// select the same messages.
     pub limit: Option<u64>,
-    /// Oldest first (export) instead of newest first (list).
+    /// Oldest first (export) instead of newest first (list), by time received then id.
     pub oldest_first: bool,
 }
 
@@ -48,6 +61,11 @@ impl Filter {
         let Filter {
             listener,
             sending_application,
+            sending_facility,
+            message_type,
+            patient_id,
+            visit_number,
+            order,
             since,
             until,
             control_id,
@@ -57,6 +75,11 @@ impl Filter {
         } = self;
         listener.is_none()
             && sending_application.is_none()
+            && sending_facility.is_none()
+            && message_type.is_none()
+            && patient_id.is_none()
+            && visit_number.is_none()
+            && order.is_none()
             && since.is_none()
             && until.is_none()
             && control_id.is_none()
@@ -74,6 +97,23 @@ impl Filter {
         if let Some(application) = &self.sending_application {
             parts.push(format!("sending_application={application}"));
         }
+        if let Some(facility) = &self.sending_facility {
+            parts.push(format!("sending_facility={facility}"));
+        }
+        if let Some(message_type) = &self.message_type {
+            parts.push(format!("type={message_type}"));
+        }
+        // Patient, visit and order numbers are patient data: the audit line says that they
+        // were part of the filter, not what they were.
+        if self.patient_id.is_some() {
+            parts.push("patient=(given)".into());
+        }
+        if self.visit_number.is_some() {
+            parts.push("visit=(given)".into());
+        }
+        if self.order.is_some() {
+            parts.push("order=(given)".into());
+        }
         if let Some(since) = self.since {
             parts.push(format!("since={}", time(since)));
         }
@@ -90,7 +130,11 @@ impl Filter {
     }
 
     /// The SQL condition (`1` for none) and its values, numbered from `?1`. The limit and
-    /// the order are the caller's.
+    /// the order are the caller's. Each condition is one an index answers (see
+    /// `schema.rs`; a test checks the plans): `patient_id`, `visit_number`, `placer_order`
+    /// and `filler_order` on partial indexes that an equality implies, `message_type` on
+    /// `messages_type` (a `GLOB` with a fixed prefix is a range on it), MSH-3/MSH-4 on
+    /// `messages_sender`.
     pub(super) fn condition(&self) -> (String, Vec<Value>) {
         let mut conditions = Vec::new();
         let mut values = Vec::new();
@@ -103,6 +147,19 @@ impl Filter {
         }
         if let Some(application) = &self.sending_application {
             add("sending_application", "=", Value::Text(application.clone()));
+        }
+        if let Some(facility) = &self.sending_facility {
+            add("sending_facility", "=", Value::Text(facility.clone()));
+        }
+        if let Some(pattern) = &self.message_type {
+            let operator = if pattern.contains(['*', '?', '[']) { "GLOB" } else { "=" };
+            add("message_type", operator, Value::Text(pattern.clone()));
+        }
+        if let Some(patient) = &self.patient_id {
+            add("patient_id", "=", Value::Text(patient.clone()));
+        }
+        if let Some(visit) = &self.visit_number {
+            add("visit_number", "=", Value::Text(visit.clone()));
         }
         if let Some(since) = self.since {
             add("received_at", ">=", Value::Integer(micros(since)));
@@ -120,6 +177,12 @@ impl Filter {
                 // can only tell that a query stays inside a partial index from the same term.
                 conditions.push("status <> 'accepted'".into());
             }
+        }
+        // Either number: SQLite answers the OR from both partial indexes (MULTI-INDEX OR).
+        if let Some(order) = &self.order {
+            values.push(Value::Text(order.clone()));
+            let n = values.len();
+            conditions.push(format!("(placer_order = ?{n} OR filler_order = ?{n})"));
         }
         let condition = if conditions.is_empty() { "1".to_owned() } else { conditions.join(" AND ") };
         (condition, values)
@@ -330,19 +393,27 @@ impl Reader {
 }
 
 /// The SELECT for `filter` and its values.
+///
+/// Ordered by the time received (then id, the order of storage, for equal times): that is
+/// the order `messages_received_at`, `messages_patient`, `messages_type` and
+/// `messages_sender` keep, so a time range or a patient's newest messages are read from
+/// the index in order. Ordered by id alone, SQLite prefers walking the whole table
+/// backwards to a `--since` range on the index (the id order saves it a sort).
 fn query(filter: &Filter, with_raw: bool) -> (String, Vec<Value>) {
     let (mut condition, mut values) = filter.condition();
     if let Some(limit) = filter.limit {
         // The newest `limit` that match, in either order.
         values.push(Value::Integer(i64::try_from(limit).unwrap_or(i64::MAX)));
         condition = format!(
-            "id IN (SELECT id FROM messages WHERE {condition} ORDER BY id DESC LIMIT ?{})",
+            "id IN (SELECT id FROM messages WHERE {condition} ORDER BY received_at DESC, id DESC LIMIT ?{})",
             values.len()
         );
     }
     let raw = if with_raw { ", raw" } else { "" };
     let order = if filter.oldest_first { "ASC" } else { "DESC" };
-    let sql = format!("SELECT {COLUMNS}{raw} FROM messages WHERE {condition} ORDER BY id {order}");
+    let sql = format!(
+        "SELECT {COLUMNS}{raw} FROM messages WHERE {condition} ORDER BY received_at {order}, id {order}"
+    );
     (sql, values)
 }
 
@@ -436,6 +507,108 @@ mod tests {
                 .unwrap();
             assert!(plan.iter().any(|step| step.contains("INDEX messages_refused")), "{status}: {plan:?}");
         }
+    }
+
+    /// The plan steps SQLite reports for `filter`'s query (the one `list` runs).
+    fn plan(reader: &Reader, filter: &Filter) -> Vec<String> {
+        let (sql, values) = query(filter, false);
+        reader
+            .conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .unwrap()
+            .query_map(params_from_iter(values.iter()), |row| row.get::<_, String>(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    /// Issue 14: each search filter selects the right messages, and answers from its
+    /// index, never by reading every message (`SCAN messages`).
+    #[test]
+    fn search_filters_select_by_key_fields_and_use_their_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path(), SqliteOptions::default()).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let accepted = || Disposition::Accepted { duplicate_window: None };
+        let hl7 = |sender: &str, id: &str, kind: &str, rest: &str| {
+            format!("MSH|^~\\&|{sender}|||20261104153000||{kind}|{id}|P|2.5\r{rest}")
+        };
+        let messages = [
+            hl7("REG|MCM", "A1", "ADT^A01", "PID|1||111^^^H\rPV1|1|I|||||||||||||||||V1\r"),
+            hl7("REG|MCM", "A2", "ADT^A08", "PID|1||222^^^H\r"),
+            hl7("LAB|MCM", "O1", "ORM^O01", "PID|1||111^^^H\rORC|NW|PL9|FI9\r"),
+            hl7("LAB|NORTH", "R1", "ORU^R01", "PID|1||333\rOBR|1|PL8|FI8\r"),
+        ];
+        for (raw, id) in messages.iter().zip(["A1", "A2", "O1", "R1"]) {
+            let mut m = test_message(id, raw.as_bytes(), None, accepted());
+            let header = hl7_proto::extract::extract(raw.as_bytes(), hl7_proto::charset::Charset::Utf8);
+            m.message_type = format!("{}^{}", header.message_code.unwrap(), header.trigger_event.unwrap());
+            m.sending_application = header.sending_application.unwrap();
+            m.sending_facility = header.sending_facility.unwrap();
+            rt.block_on(store.append(m)).unwrap();
+        }
+        store.close();
+        let reader = Reader::open(dir.path()).unwrap();
+        let text = |s: &str| Some(s.to_owned());
+        let since = Some(SystemTime::now() - Duration::from_secs(3600));
+        let cases: [(Filter, &[&str], &[&str]); 11] = [
+            (Filter { patient_id: text("111"), ..Filter::default() }, &["O1", "A1"], &["messages_patient"]),
+            (Filter { visit_number: text("V1"), ..Filter::default() }, &["A1"], &["messages_visit"]),
+            (
+                Filter { order: text("PL9"), ..Filter::default() },
+                &["O1"],
+                &["messages_placer_order", "messages_filler_order"],
+            ),
+            (Filter { order: text("FI8"), ..Filter::default() }, &["R1"], &["messages_filler_order"]),
+            (Filter { control_id: text("A2"), ..Filter::default() }, &["A2"], &["messages_control_id"]),
+            (
+                Filter { message_type: text("ADT^A0*"), ..Filter::default() },
+                &["A2", "A1"],
+                &["messages_type"],
+            ),
+            (Filter { message_type: text("ORU^R01"), ..Filter::default() }, &["R1"], &["messages_type"]),
+            (
+                Filter {
+                    sending_application: text("LAB"),
+                    sending_facility: text("MCM"),
+                    ..Filter::default()
+                },
+                &["O1"],
+                &["messages_sender"],
+            ),
+            (
+                Filter { sending_application: text("REG"), ..Filter::default() },
+                &["A2", "A1"],
+                &["messages_sender"],
+            ),
+            (Filter { since, ..Filter::default() }, &["R1", "O1", "A2", "A1"], &["messages_received_at"]),
+            (
+                Filter { until: Some(SystemTime::now() + Duration::from_secs(60)), ..Filter::default() },
+                &["R1", "O1", "A2", "A1"],
+                &["messages_received_at"],
+            ),
+        ];
+        for (filter, expected, indexes) in cases {
+            let what = filter.describe();
+            let found: Vec<String> =
+                reader.list(&filter).unwrap().into_iter().map(|m| m.control_id).collect();
+            assert_eq!(found, expected, "{what}");
+            // With and without a limit (`list` always has one).
+            for filter in [filter.clone(), Filter { limit: Some(100), ..filter }] {
+                let steps = plan(&reader, &filter);
+                assert!(!steps.iter().any(|s| s.starts_with("SCAN messages")), "{what}: {steps:?}");
+                for index in indexes {
+                    assert!(
+                        steps.iter().any(|s| s.contains(&format!("INDEX {index} "))),
+                        "{what}: {index} not in {steps:?}"
+                    );
+                }
+            }
+        }
+        // Patient data stays out of the description (audit lines).
+        let described =
+            Filter { patient_id: text("111"), order: text("PL9"), ..Filter::default() }.describe();
+        assert!(!described.contains("111") && !described.contains("PL9"), "{described}");
     }
 
     #[test]

@@ -770,3 +770,47 @@ async fn bench_messages_are_purged_from_a_running_server() {
     assert_eq!(reader.count().unwrap(), 4);
     serve.kill();
 }
+
+/// Issue 14: the listener reads the key fields of each message as it stores it, and `hl7d
+/// messages list` finds messages by patient, order, type glob and sender.
+#[tokio::test]
+async fn messages_are_found_by_patient_order_type_and_sender() {
+    let tmp = tempdir("search");
+    let store_dir = tmp.path().join("data");
+    let store = open_store(&store_dir);
+    let server = start_with_store(vec![plain("lab")], store.clone()).await;
+    let mut conn = TcpStream::connect(server.local_addr("lab").unwrap()).await.unwrap();
+    // PID-3 PATID1234 from REGADT^MCM (ADT^A01); 770011 with order A12345 from CPOE^NORTH
+    // (ORM^O01); 445566 in Windows-1252 from LEGACY^HOPITAL (ADT^A08).
+    for name in ["adt_a01_v25.hl7", "orm_o01_v23.hl7", "windows1252_adt_a08.hl7"] {
+        let (code, _) = exchange(&mut conn, &fixture(name)).await;
+        assert!(code == "AA" || code == "CA", "{name}: {code}");
+    }
+    server.shutdown(WAIT).await;
+    store.close();
+
+    let config = write_config(tmp.path(), &store_dir, "127.0.0.1:0".parse().unwrap());
+    let config = config.to_str().unwrap();
+    let found = |filter: &[&str]| -> Vec<String> {
+        let mut args = vec!["messages", "list", "--config", config, "--json"];
+        args.extend_from_slice(filter);
+        String::from_utf8(hl7d(&args))
+            .unwrap()
+            .lines()
+            .map(|line| {
+                let row: serde_json::Value = serde_json::from_str(line).unwrap();
+                row["control_id"].as_str().unwrap().to_owned()
+            })
+            .collect()
+    };
+    assert_eq!(found(&["--patient", "PATID1234"]), ["MSG00001"]);
+    assert_eq!(found(&["--patient", "445566"]), ["CP1252-0001"]);
+    assert!(found(&["--patient", "PATID"]).is_empty(), "exact match only");
+    assert_eq!(found(&["--order", "A12345"]), ["ORM-55-0001"]);
+    // Newest first.
+    assert_eq!(found(&["--type", "ADT^A0*"]), ["CP1252-0001", "MSG00001"]);
+    assert_eq!(found(&["--type", "ORM^O01"]), ["ORM-55-0001"]);
+    assert_eq!(found(&["--sender", "CPOE^NORTH"]), ["ORM-55-0001"]);
+    assert!(found(&["--sender", "CPOE^SOUTH"]).is_empty());
+    assert_eq!(found(&["--sender", "REGADT", "--patient", "PATID1234"]), ["MSG00001"]);
+}
