@@ -810,6 +810,37 @@ mod tests {
         assert!(matches!(rt.block_on(store.append(message("2", b"x"))), Err(StoreError::Closed)));
     }
 
+    /// Issue 14: duplicates are looked up by `dup_key`, and a hash collision (two different
+    /// messages with the same key; forced here by rewriting a stored row's key) is kept
+    /// apart by the byte comparison.
+    #[test]
+    fn a_duplicate_key_collision_is_kept_apart_by_the_bytes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("collision");
+        let rt = runtime();
+        let store = SqliteStore::open(&dir, SqliteOptions::default()).unwrap();
+        assert_eq!(rt.block_on(store.append(message("1", b"MSH|a"))).unwrap(), Appended::New);
+        store.close();
+        let key_of_2 = duplicate_key_of("lab", "APP", "FAC", "2") as i64;
+        let conn = Connection::open(dir.join(DATABASE_FILE)).unwrap();
+        assert_eq!(conn.execute("UPDATE messages SET dup_key = ?1", [key_of_2]).unwrap(), 1);
+        drop(conn);
+
+        let store = SqliteStore::open(&dir, SqliteOptions::default()).unwrap();
+        let append = |m| rt.block_on(store.append(m)).unwrap();
+        // Same key, same listener, other bytes: a different message, stored.
+        assert_eq!(append(message("2", b"MSH|b")), Appended::New);
+        // The lookup goes by the key: the first message's resend no longer finds its row
+        // (whose key now says "2"), so it is stored again...
+        assert_eq!(append(message("1", b"MSH|a")), Appended::New);
+        // ...while resends of both now find their originals.
+        assert_eq!(append(message("2", b"MSH|b")), Appended::Duplicate);
+        assert_eq!(append(message("1", b"MSH|a")), Appended::Duplicate);
+        store.close();
+        let reader = Reader::open(&dir).unwrap();
+        assert_eq!(reader.count().unwrap(), 3);
+    }
+
     /// Issue 13 item 15: a refused message is kept, but never as a duplicate and never as
     /// the original of one, whichever comes first.
     #[test]
