@@ -14,15 +14,17 @@
 //! once the cause is gone. A connection that has seen an I/O error (a failed fsync above
 //! all) is never trusted again.
 //!
-//! Housekeeping runs on the writer thread between batches, in small steps so that writes
-//! never wait long: WAL checkpoints (after the ACKs of the batch that made them due have been
-//! released) and retention (deleting at most [`RETENTION_BATCH`] expired messages per step).
+//! WAL checkpoints run on their own thread with their own connection (see [`Checkpointer`]):
+//! the writer only notifies it when enough has been written since the last one and never
+//! waits for it, so no commit waits for a checkpoint's fsyncs. Retention runs on the writer
+//! thread between batches, in small steps (at most [`RETENTION_BATCH`] expired messages per
+//! step) so that writes never wait long.
 //! Readers use their own read-only connections ([`super::Reader`]); in WAL mode they never
 //! block the writer.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -51,6 +53,10 @@ const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
 /// SQLite's own automatic checkpoint size (1000 pages of 4 KiB).
 const CHECKPOINT_AFTER_BYTES: u64 = 4 * 1024 * 1024;
 const CHECKPOINT_AFTER_COMMITS: u64 = 500;
+/// When the WAL still holds more than this many frames (pages, 4 KiB by default: 16 MiB)
+/// after a PASSIVE checkpoint, the writer restarts it between two batches so that the WAL
+/// does not grow without bound (see [`Checkpointer`]).
+const RESTART_ABOVE_WAL_FRAMES: i64 = 4096;
 /// Most expired messages deleted in one retention step (one short transaction).
 pub const RETENTION_BATCH: i64 = 500;
 /// How often retention looks for expired messages once a sweep has found no more.
@@ -134,7 +140,8 @@ pub struct StoreStats {
     pub duplicates: u64,
     /// Batch transactions committed; with [`Durability::Full`], one WAL fsync each.
     pub commits: u64,
-    /// WAL checkpoints run; each syncs the WAL and then the database file.
+    /// WAL checkpoints run (on the checkpoint thread); each syncs the WAL and then the
+    /// database file.
     pub checkpoints: u64,
     /// Batches that failed (every message in them got an error).
     pub failed_batches: u64,
@@ -167,6 +174,7 @@ impl SqliteStore {
         }
         let counters = Arc::new(Counters::default());
         let (sender, receiver) = mpsc::channel();
+        let checkpointer = Checkpointer::start(&file, options.durability, counters.clone())?;
         let writer = Writer {
             file: file.clone(),
             next_retention: Instant::now(),
@@ -177,6 +185,7 @@ impl SqliteStore {
             bytes_since_checkpoint: 0,
             commits_since_checkpoint: 0,
             swept: 0,
+            checkpointer: Some(checkpointer),
         };
         let handle = thread::Builder::new()
             .name("hl7d-store-writer".into())
@@ -295,6 +304,8 @@ struct Writer {
     next_retention: Instant,
     /// Messages deleted in the retention sweep under way.
     swept: u64,
+    /// Taken (stopped and joined) by `close`.
+    checkpointer: Option<Checkpointer>,
 }
 
 impl Writer {
@@ -323,6 +334,7 @@ impl Writer {
                 self.commit(batch, bytes as u64);
             }
             self.checkpoint_if_due();
+            self.restart_wal_if_wanted();
             if Instant::now() >= self.next_retention {
                 self.retention_step();
             }
@@ -401,36 +413,52 @@ impl Writer {
         Ok(self.conn.as_mut().expect("connection present"))
     }
 
-    /// Moves WAL content into the database file once enough has accumulated. Runs after
-    /// the batch's ACKs are released, so no message waits for it; the messages arriving
-    /// meanwhile simply form a larger next batch. PASSIVE never waits for readers.
+    /// Asks the checkpoint thread for a checkpoint once enough has been written since the
+    /// last request. Never waits: when a request is already pending, the checkpoint it
+    /// starts covers this one too.
     fn checkpoint_if_due(&mut self) {
         if self.bytes_since_checkpoint < CHECKPOINT_AFTER_BYTES
             && self.commits_since_checkpoint < CHECKPOINT_AFTER_COMMITS
         {
             return;
         }
+        if let Some(checkpointer) = &self.checkpointer {
+            checkpointer.request();
+        }
+        self.bytes_since_checkpoint = 0;
+        self.commits_since_checkpoint = 0;
+    }
+
+    /// Restarts the WAL when the checkpoint thread found it too long (see [`Checkpointer`]).
+    /// Runs between batches; never waits for the checkpoint thread or a reader.
+    fn restart_wal_if_wanted(&mut self) {
+        if !self.checkpointer.as_ref().is_some_and(Checkpointer::restart_wanted) {
+            return;
+        }
         let Some(conn) = &self.conn else { return };
         let started = Instant::now();
-        let result = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
-            Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?, row.get::<_, i64>(2)?))
+        let result = conn.busy_timeout(Duration::ZERO).and_then(|()| {
+            let result = conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |row| {
+                Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?, row.get::<_, i64>(2)?))
+            });
+            conn.busy_timeout(BUSY_TIMEOUT)?;
+            result
         });
         match result {
             Ok((busy, wal_frames, checkpointed)) => {
-                self.counters.checkpoints.fetch_add(1, Ordering::Relaxed);
+                if busy == 0 {
+                    self.counters.checkpoints.fetch_add(1, Ordering::Relaxed);
+                }
                 debug!(
                     busy,
                     wal_frames,
                     checkpointed,
                     elapsed_us = started.elapsed().as_micros() as u64,
-                    "store checkpoint"
+                    "store WAL restart"
                 );
             }
-            // Not fatal: the WAL keeps the data; the next checkpoint retries.
-            Err(e) => warn!(path = %self.file.display(), error = %describe(&e), "store checkpoint failed"),
+            Err(e) => warn!(path = %self.file.display(), error = %describe(&e), "store WAL restart failed"),
         }
-        self.bytes_since_checkpoint = 0;
-        self.commits_since_checkpoint = 0;
     }
 
     /// Deletes at most [`RETENTION_BATCH`] expired messages. A full step means more may be
@@ -483,6 +511,11 @@ impl Writer {
     }
 
     fn close(mut self) {
+        // First stop the checkpoint thread (it finishes a checkpoint under way), then fold
+        // what is left on the writer's own connection.
+        if let Some(checkpointer) = self.checkpointer.take() {
+            checkpointer.stop(&self.file);
+        }
         if let Some(conn) = self.conn.take() {
             // TRUNCATE: fold the whole WAL into the database and empty it, so that a clean
             // shutdown leaves one self-contained file.
@@ -495,6 +528,172 @@ impl Writer {
         }
         debug!(path = %self.file.display(), "message store closed");
     }
+}
+
+/// The checkpoint thread: its own read-write connection to the database file, which it
+/// only ever checkpoints. In WAL mode a PASSIVE checkpoint runs alongside the writer's
+/// transactions (it takes the checkpoint lock, not the write lock) and never waits for
+/// readers, so the writer's commits do not wait for its copy and its fsync of the database
+/// file.
+///
+/// Keeping the WAL bounded: the writer starts the WAL afresh on its own only when it begins
+/// a transaction while the WAL is completely folded and no reader uses it. Under sustained
+/// load the writer commits while the checkpoint runs, so the frames written meanwhile are
+/// never folded in time and this may never happen; a long reader (a backup, an operator's
+/// open `sqlite3` transaction) also keeps PASSIVE from folding the frames written after its
+/// snapshot. So when the WAL still holds more than [`RESTART_ABOVE_WAL_FRAMES`] frames after
+/// a PASSIVE checkpoint, this thread asks the writer for a RESTART: between two batches
+/// (after the ACKs of the last one are released) the writer runs
+/// `wal_checkpoint(RESTART)` with no busy wait. It folds only what the PASSIVE ones left
+/// (the frames written since the last one), syncs the database file and starts the WAL
+/// afresh; the next batch waits for that, about once per 16 MiB of WAL, never for a whole
+/// checkpoint. This thread runs no checkpoint until the writer has tried, so as not to hold
+/// the checkpoint lock then; when a reader still needs the WAL, the RESTART gives up at
+/// once and is asked for again after the next PASSIVE one. A reader
+/// that never ends its snapshot keeps the WAL growing whatever is tried, short of blocking
+/// writes; it is folded once the reader is gone.
+struct Checkpointer {
+    requests: SyncSender<()>,
+    thread: JoinHandle<()>,
+    /// Set by the thread when the WAL should be restarted; taken by the writer.
+    restart_wanted: Arc<AtomicBool>,
+}
+
+impl Checkpointer {
+    fn start(
+        file: &Path,
+        durability: Durability,
+        counters: Arc<Counters>,
+    ) -> Result<Checkpointer, StoreError> {
+        // One pending request is enough: a checkpoint covers everything written before it.
+        let (requests, received) = mpsc::sync_channel(1);
+        let file = file.to_path_buf();
+        let path = file.clone();
+        let restart_wanted = Arc::new(AtomicBool::new(false));
+        let checkpoints =
+            CheckpointLoop { file, durability, counters, conn: None, restart_wanted: restart_wanted.clone() };
+        let thread = thread::Builder::new()
+            .name("hl7d-store-checkpoint".into())
+            .spawn(move || checkpoints.run(received))
+            .map_err(|e| StoreError::Open { path, reason: format!("cannot start checkpoint thread: {e}") })?;
+        Ok(Checkpointer { requests, thread, restart_wanted })
+    }
+
+    /// Whether the WAL should be restarted now; clears the request.
+    fn restart_wanted(&self) -> bool {
+        self.restart_wanted.swap(false, Ordering::Relaxed)
+    }
+
+    /// Never blocks.
+    fn request(&self) {
+        match self.requests.try_send(()) {
+            Ok(()) | Err(TrySendError::Full(())) => {}
+            Err(TrySendError::Disconnected(())) => {
+                warn!("store checkpoint thread gone; the WAL is folded at close");
+            }
+        }
+    }
+
+    /// Lets a checkpoint under way finish and joins the thread.
+    fn stop(self, file: &Path) {
+        drop(self.requests);
+        if self.thread.join().is_err() {
+            error!(path = %file.display(), "message store checkpoint thread panicked");
+        }
+    }
+}
+
+struct CheckpointLoop {
+    file: PathBuf,
+    durability: Durability,
+    counters: Arc<Counters>,
+    /// `None` until the first request and after an error.
+    conn: Option<Connection>,
+    restart_wanted: Arc<AtomicBool>,
+}
+
+/// What `PRAGMA wal_checkpoint` answers: busy (1 when it could not finish), frames in the
+/// WAL, frames folded into the database file.
+type CheckpointResult = (i64, i64, i64);
+
+impl CheckpointLoop {
+    fn run(mut self, requests: mpsc::Receiver<()>) {
+        while requests.recv().is_ok() {
+            // The writer has not tried the RESTART asked for yet: leave the checkpoint lock
+            // free for it.
+            if self.restart_wanted.load(Ordering::Relaxed) {
+                continue;
+            }
+            if let Some((_, wal_frames, _)) = self.checkpoint("PASSIVE") {
+                if wal_frames > RESTART_ABOVE_WAL_FRAMES {
+                    self.restart_wanted.store(true, Ordering::Relaxed);
+                }
+            }
+        }
+        if let Some(conn) = self.conn.take() {
+            let _ = conn.close();
+        }
+    }
+
+    fn checkpoint(&mut self, mode: &'static str) -> Option<CheckpointResult> {
+        let conn = match self.conn.take() {
+            Some(conn) => conn,
+            None => match open_checkpointer(&self.file, self.durability) {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // Not fatal: the WAL keeps the data; the next request retries.
+                    warn!(path = %self.file.display(), error = %describe(&e), "store checkpoint connection failed");
+                    return None;
+                }
+            },
+        };
+        let started = Instant::now();
+        let result = conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |row| {
+            Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?, row.get::<_, i64>(2)?))
+        });
+        match result {
+            Ok((busy, wal_frames, checkpointed)) => {
+                // A RESTART that gave up is not counted.
+                if mode == "PASSIVE" || busy == 0 {
+                    self.counters.checkpoints.fetch_add(1, Ordering::Relaxed);
+                }
+                debug!(
+                    mode,
+                    busy,
+                    wal_frames,
+                    checkpointed,
+                    elapsed_us = started.elapsed().as_micros() as u64,
+                    "store checkpoint"
+                );
+                self.conn = Some(conn);
+                Some((busy, wal_frames, checkpointed))
+            }
+            // Not fatal: the WAL keeps the data; the next request retries on a fresh
+            // connection.
+            Err(e) => {
+                warn!(path = %self.file.display(), error = %describe(&e), "store checkpoint failed");
+                None
+            }
+        }
+    }
+}
+
+/// The checkpoint thread's connection: the existing file (the writer created and migrated
+/// it; never created here, so its mode stays 0600), fsyncs as the writer's durability asks,
+/// and no busy wait (PASSIVE takes none).
+fn open_checkpointer(file: &Path, durability: Durability) -> rusqlite::Result<Connection> {
+    let conn = Connection::open_with_flags(
+        file,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(Duration::ZERO)?;
+    let synchronous = match durability {
+        Durability::Full => "FULL",
+        Durability::DangerNoSync => "OFF",
+    };
+    conn.pragma_update(None, "synchronous", synchronous)?;
+    conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+    Ok(conn)
 }
 
 /// The data directory 0700 and the database 0600, whatever the umask (see
@@ -590,8 +789,8 @@ fn open_writer(file: &Path, durability: Durability) -> Result<(Connection, i64),
         Durability::DangerNoSync => "OFF",
     };
     conn.pragma_update(None, "synchronous", synchronous).map_err(open_error)?;
-    // Checkpoints are run by the writer after it has released a batch's ACKs (see
-    // `checkpoint_if_due`), not inside a commit.
+    // Checkpoints run on their own thread and connection (see `Checkpointer`), never
+    // inside a commit.
     conn.pragma_update(None, "wal_autocheckpoint", 0).map_err(open_error)?;
     // After a checkpoint, keep at most this much of the WAL file on disk.
     conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024).map_err(open_error)?;
@@ -919,6 +1118,99 @@ mod tests {
         let left = reader.list(&Filter::default()).unwrap();
         assert_eq!(left.len(), 1);
         assert_eq!(left[0].control_id, "fresh");
+    }
+
+    #[test]
+    fn a_checkpoint_runs_on_its_own_connection_beside_an_open_write_transaction() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("checkpoint");
+        SqliteStore::open(&dir, SqliteOptions::default()).unwrap().close();
+        let file = dir.join(DATABASE_FILE);
+        let (mut writer, _) = open_writer(&file, Durability::Full).unwrap();
+        writer.execute_batch("CREATE TABLE filler(x BLOB)").unwrap();
+        for _ in 0..20 {
+            writer.execute("INSERT INTO filler VALUES (zeroblob(8192))", []).unwrap();
+        }
+        let counters = Arc::new(Counters::default());
+        let mut checkpointer = CheckpointLoop {
+            file: file.clone(),
+            durability: Durability::Full,
+            counters: counters.clone(),
+            conn: None,
+            restart_wanted: Arc::default(),
+        };
+
+        // The writer holds the write lock while both checkpoints run.
+        let tx = writer.transaction_with_behavior(TransactionBehavior::Immediate).unwrap();
+        tx.execute("INSERT INTO filler VALUES (zeroblob(8192))", []).unwrap();
+        let (busy, frames, folded) = checkpointer.checkpoint("PASSIVE").expect("checkpoint ran");
+        assert_eq!(busy, 0);
+        assert!(frames > 40, "{frames} frames");
+        assert_eq!(folded, frames, "PASSIVE folded every committed frame beside the open write");
+        // RESTART needs the write lock: it gives up at once instead of waiting for it.
+        let started = Instant::now();
+        let (busy, _, _) = checkpointer.checkpoint("RESTART").expect("checkpoint ran");
+        assert_eq!(busy, 1);
+        assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
+        tx.commit().unwrap();
+        assert_eq!(counters.checkpoints.load(Ordering::Relaxed), 1);
+
+        // With the writer between transactions, RESTART folds the rest and starts the WAL
+        // afresh: the next commit writes from its beginning.
+        let (busy, frames, folded) = checkpointer.checkpoint("RESTART").expect("checkpoint ran");
+        assert_eq!((busy, folded), (0, frames));
+        writer.execute("INSERT INTO filler VALUES (1)", []).unwrap();
+        let (_, frames, _) = checkpointer.checkpoint("PASSIVE").expect("checkpoint ran");
+        assert!(frames < 10, "WAL not restarted: {frames} frames");
+        assert_eq!(counters.checkpoints.load(Ordering::Relaxed), 3);
+    }
+
+    #[test]
+    fn the_wal_stays_bounded_under_sustained_appends_and_close_folds_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("bounded");
+        let store = SqliteStore::open(&dir, SqliteOptions::default()).unwrap();
+        let wal = dir.join(format!("{DATABASE_FILE}-wal"));
+        // Sample the WAL's size from another thread while the writer never pauses: every
+        // append is queued at once, so batches follow each other back to back.
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let sampler = {
+            let (done, wal) = (done.clone(), wal.clone());
+            thread::spawn(move || {
+                let mut largest = 0;
+                while !done.load(Ordering::Relaxed) {
+                    largest = largest.max(std::fs::metadata(&wal).map_or(0, |m| m.len()));
+                    thread::sleep(Duration::from_millis(2));
+                }
+                largest
+            })
+        };
+        let messages = 16_000;
+        let body = vec![b'x'; 4096];
+        let rt = runtime();
+        rt.block_on(async {
+            let appends: Vec<_> = (0..messages)
+                .map(|i| {
+                    let id = i.to_string();
+                    let mut raw = format!("MSH|{id}|").into_bytes();
+                    raw.extend_from_slice(&body);
+                    store.append(message(&id, &raw))
+                })
+                .collect();
+            for append in appends {
+                assert_eq!(append.await.unwrap(), Appended::New);
+            }
+        });
+        done.store(true, Ordering::Relaxed);
+        let largest = sampler.join().unwrap();
+        let stats = store.stats();
+        // 64 MB of messages: about 16 checkpoints are due.
+        assert!(stats.checkpoints >= 8, "{stats:?}");
+        assert!(largest > 0 && largest < 40 * 1024 * 1024, "WAL reached {largest} bytes");
+        store.close();
+        assert!(std::fs::metadata(&wal).map_or(true, |m| m.len() == 0), "WAL left behind after close");
+        let reader = Reader::open(&dir).unwrap();
+        assert_eq!(reader.count().unwrap(), messages as u64);
     }
 
     #[test]
