@@ -8,6 +8,7 @@
 use hl7_proto::charset::Charset;
 use hl7_proto::extract::{self, Extracted};
 use hl7_proto::keys::{lane_key, LaneOrder};
+use rusqlite::ToSql;
 
 /// The searchable key fields of one message, one per column of schema version 3.
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -56,6 +57,39 @@ impl KeyFields {
             lane_sender: Some(lane_key(LaneOrder::PerSender, fields)),
             lane_patient: Some(lane_key(LaneOrder::PerPatient, fields)),
         }
+    }
+}
+
+/// The schema's column of each field, in the order of [`KeyFields::values`]: the writer's
+/// INSERT and the migration that fills stored rows both take their SQL from here.
+pub(super) const COLUMNS: [&str; 10] = [
+    "patient_id",
+    "patient_authority",
+    "visit_number",
+    "placer_order",
+    "filler_order",
+    "message_time_utc",
+    "message_time_wall",
+    "trigger_event",
+    "lane_sender",
+    "lane_patient",
+];
+
+impl KeyFields {
+    /// The fields as SQL parameters, in the order of [`COLUMNS`].
+    pub(super) fn values(&self) -> [&dyn ToSql; 10] {
+        [
+            &self.patient_id,
+            &self.patient_authority,
+            &self.visit_number,
+            &self.placer_order,
+            &self.filler_order,
+            &self.message_time_utc,
+            &self.message_time_wall,
+            &self.trigger_event,
+            &self.lane_sender,
+            &self.lane_patient,
+        ]
     }
 }
 

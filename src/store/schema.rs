@@ -6,9 +6,9 @@
 
 use hl7_proto::charset::Charset;
 use hl7_proto::keys::duplicate_key_of;
-use rusqlite::{params, Connection, TransactionBehavior};
+use rusqlite::{params, Connection, ToSql, TransactionBehavior};
 
-use super::fields::KeyFields;
+use super::fields::{KeyFields, COLUMNS};
 
 /// The schema version this build creates and understands (the number of migrations).
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -142,11 +142,14 @@ fn fill_key_fields(conn: &Connection) -> rusqlite::Result<()> {
         "SELECT id, listener, charset, sending_application, sending_facility, control_id, raw \
          FROM messages WHERE id > ?1 ORDER BY id LIMIT ?2",
     )?;
-    let mut update = conn.prepare(
-        "UPDATE messages SET patient_id = ?2, patient_authority = ?3, visit_number = ?4, \
-         placer_order = ?5, filler_order = ?6, message_time_utc = ?7, message_time_wall = ?8, \
-         trigger_event = ?9, lane_sender = ?10, lane_patient = ?11, dup_key = ?12 WHERE id = ?1",
-    )?;
+    // ?1 the row's id, ?2.. the key fields in `fields::COLUMNS` order, then its dup_key.
+    let assignments: Vec<String> =
+        COLUMNS.iter().enumerate().map(|(i, column)| format!("{column} = ?{}", i + 2)).collect();
+    let mut update = conn.prepare(&format!(
+        "UPDATE messages SET {}, dup_key = ?{} WHERE id = ?1",
+        assignments.join(", "),
+        COLUMNS.len() + 2
+    ))?;
     let mut after = i64::MIN;
     loop {
         let rows = select
@@ -167,21 +170,11 @@ fn fill_key_fields(conn: &Connection) -> rusqlite::Result<()> {
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         let Some(&(last, ..)) = rows.last() else { return Ok(()) };
-        for (id, f, key) in rows {
-            update.execute(params![
-                id,
-                f.patient_id,
-                f.patient_authority,
-                f.visit_number,
-                f.placer_order,
-                f.filler_order,
-                f.message_time_utc,
-                f.message_time_wall,
-                f.trigger_event,
-                f.lane_sender,
-                f.lane_patient,
-                key,
-            ])?;
+        for (id, fields, key) in rows {
+            let mut values: Vec<&dyn ToSql> = vec![&id];
+            values.extend(fields.values());
+            values.push(&key);
+            update.execute(&values[..])?;
         }
         after = last;
     }

@@ -25,16 +25,17 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hl7_proto::ack::AckCode;
 use hl7_proto::keys::duplicate_key_of;
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, ToSql, TransactionBehavior};
 use tokio::sync::oneshot;
 use tracing::{debug, error, info, warn};
 
+use super::fields;
 use super::schema::{self, MigrateError, SCHEMA_VERSION};
 use super::{Appended, BoxFuture, Disposition, MessageStore, NewMessage, StoreError};
 use crate::private_files;
@@ -814,15 +815,39 @@ const FIND_DUPLICATE: &str = "SELECT id FROM messages INDEXED BY messages_dup_ke
 const COUNT_DUPLICATE: &str =
     "UPDATE messages SET duplicate_count = duplicate_count + 1, last_duplicate_at = ?2 WHERE id = ?1";
 
+/// The columns the writer fills before the key fields (`fields::COLUMNS`) and `dup_key`.
+const INSERT_COLUMNS: [&str; 17] = [
+    "listener",
+    "peer",
+    "client_thumbprint",
+    "received_at",
+    "charset",
+    "message_type",
+    "control_id",
+    "sending_application",
+    "sending_facility",
+    "processing_id",
+    "version",
+    "size",
+    "ack_code",
+    "raw",
+    "status",
+    "reason",
+    "error_code",
+];
+
+/// The writer's INSERT, built once from [`INSERT_COLUMNS`], `fields::COLUMNS` and `dup_key`.
 /// `v1_status` is the schema's leftover from version 1, read by nothing (see `schema.rs`).
-const INSERT: &str = "INSERT INTO messages \
-     (listener, peer, client_thumbprint, received_at, charset, message_type, control_id, \
-      sending_application, sending_facility, processing_id, version, size, ack_code, v1_status, raw, \
-      status, reason, error_code, patient_id, patient_authority, visit_number, placer_order, \
-      filler_order, message_time_utc, message_time_wall, trigger_event, lane_sender, lane_patient, \
-      dup_key) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, '', ?14, ?15, ?16, ?17, ?18, ?19, \
-      ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28)";
+static INSERT: LazyLock<String> = LazyLock::new(|| {
+    let columns: Vec<&str> =
+        INSERT_COLUMNS.iter().chain(fields::COLUMNS.iter()).copied().chain(["dup_key"]).collect();
+    let placeholders: Vec<String> = (1..=columns.len()).map(|i| format!("?{i}")).collect();
+    format!(
+        "INSERT INTO messages ({}, v1_status) VALUES ({}, '')",
+        columns.join(", "),
+        placeholders.join(", ")
+    )
+});
 
 /// One transaction for the whole batch. Duplicates are checked message by message inside
 /// it, so a message resent within the same batch is found too. Compares the stored bytes
@@ -835,7 +860,7 @@ fn write_batch(conn: &mut Connection, batch: &[Append]) -> rusqlite::Result<Vec<
     {
         let mut find = tx.prepare_cached(FIND_DUPLICATE)?;
         let mut count = tx.prepare_cached(COUNT_DUPLICATE)?;
-        let mut insert = tx.prepare_cached(INSERT)?;
+        let mut insert = tx.prepare_cached(&INSERT)?;
         for Append { message: m, .. } in batch {
             let at = micros(m.received_at);
             let dup_key =
@@ -859,37 +884,34 @@ fn write_batch(conn: &mut Connection, batch: &[Append]) -> rusqlite::Result<Vec<
                     outcomes.push(Appended::Duplicate);
                 }
                 None => {
-                    let f = &m.fields;
-                    insert.execute(params![
-                        &*m.listener,
-                        m.peer.to_string(),
-                        m.client_thumbprint,
-                        at,
-                        m.charset.config_name(),
-                        m.message_type,
-                        m.control_id,
-                        m.sending_application,
-                        m.sending_facility,
-                        m.processing_id,
-                        m.version,
-                        m.raw.len() as i64,
-                        m.ack_code.map(AckCode::as_str),
-                        &m.raw[..],
-                        m.disposition.status().as_str(),
-                        refusal.map(ToString::to_string),
-                        refusal.map(|r| r.row().code.code()),
-                        f.patient_id,
-                        f.patient_authority,
-                        f.visit_number,
-                        f.placer_order,
-                        f.filler_order,
-                        f.message_time_utc,
-                        f.message_time_wall,
-                        f.trigger_event,
-                        f.lane_sender,
-                        f.lane_patient,
-                        dup_key,
-                    ])?;
+                    let (peer, charset) = (m.peer.to_string(), m.charset.config_name());
+                    let (size, ack_code) = (m.raw.len() as i64, m.ack_code.map(AckCode::as_str));
+                    let (status, reason) =
+                        (m.disposition.status().as_str(), refusal.map(ToString::to_string));
+                    let error_code = refusal.map(|r| r.row().code.code());
+                    let raw: &[u8] = &m.raw;
+                    let mut values: Vec<&dyn ToSql> = vec![
+                        &m.listener,
+                        &peer,
+                        &m.client_thumbprint,
+                        &at,
+                        &charset,
+                        &m.message_type,
+                        &m.control_id,
+                        &m.sending_application,
+                        &m.sending_facility,
+                        &m.processing_id,
+                        &m.version,
+                        &size,
+                        &ack_code,
+                        &raw,
+                        &status,
+                        &reason,
+                        &error_code,
+                    ];
+                    values.extend(m.fields.values());
+                    values.push(&dup_key);
+                    insert.execute(&values[..])?;
                     outcomes.push(Appended::New);
                 }
             }
