@@ -13,6 +13,7 @@ pub mod admin;
 pub mod audit;
 pub mod bench;
 pub mod config;
+pub mod delivery;
 pub mod expiry;
 pub mod listener;
 pub mod logging;

@@ -26,6 +26,7 @@
 
 mod error;
 mod raw;
+mod route;
 #[cfg(test)]
 mod testing;
 mod types;
@@ -36,6 +37,7 @@ mod validate;
 // them, and this re-export keeps `config::Thumbprint` working.
 pub use crate::tls::thumbprint::{Thumbprint, ThumbprintError};
 pub use error::{ConfigError, Problem, Section};
+pub use route::*;
 pub use types::*;
 
 use std::path::Path;
