@@ -258,6 +258,43 @@ impl Client {
         self.conn = None;
     }
 
+    /// Drops the connection if the server closed it (or it failed) while it sat idle, so
+    /// that the next send opens a new one instead of writing into a dead socket and then
+    /// counting a lost connection. Receivers close idle connections (hl7d's `idle_timeout`);
+    /// a long-lived client such as a delivery route asks this before each message. Never
+    /// waits: it reads only what has already arrived. Bytes the server sent meanwhile (a
+    /// late ACK) are kept for the next exchange, where they count as ACKs for other
+    /// messages, exactly as if they had arrived during it.
+    pub async fn drop_if_closed(&mut self) {
+        /// At most this much is read here, so that a peer that never stops sending cannot
+        /// keep the caller in this loop.
+        const MAX_READ: usize = 64 * 1024;
+        let Some(conn) = self.conn.as_mut() else { return };
+        let mut buf = [0u8; 4096];
+        let mut read = 0;
+        let closed = std::future::poll_fn(|cx| loop {
+            let mut filled = ReadBuf::new(&mut buf);
+            match Pin::new(&mut *conn).poll_read(cx, &mut filled) {
+                Poll::Pending => return Poll::Ready(false),
+                Poll::Ready(Err(_)) => return Poll::Ready(true),
+                Poll::Ready(Ok(())) if filled.filled().is_empty() => return Poll::Ready(true),
+                Poll::Ready(Ok(())) => {
+                    let n = filled.filled().len();
+                    self.decoder.push(filled.filled());
+                    self.received += n;
+                    read += n;
+                    if read >= MAX_READ {
+                        return Poll::Ready(false);
+                    }
+                }
+            }
+        })
+        .await;
+        if closed {
+            self.disconnect();
+        }
+    }
+
     /// Sends one message and waits for its ACK, resending after timeouts and lost
     /// connections with exponential backoff, up to `retries` times.
     pub async fn send(&mut self, message: &[u8]) -> Result<Delivery, DeliveryFailed> {
