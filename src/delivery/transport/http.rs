@@ -20,6 +20,9 @@
 
 use std::error::Error as StdError;
 use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -32,6 +35,7 @@ use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::ServerName;
 use sha2::Sha256;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tokio::time::{timeout_at, Instant};
@@ -156,7 +160,7 @@ impl HttpTransport {
                 "no HTTP response within {}",
                 humantime::format_duration(self.timeout)
             ))),
-            Ok(Err(error)) => Err(Failure::from_hyper(&error)),
+            Ok(Err(error)) => Err(Failure::from_hyper(&error, connection.tls_failure())),
             Ok(Ok(response)) => Ok(response),
         };
         let response = match response {
@@ -209,7 +213,7 @@ impl HttpTransport {
             };
         let _ = tcp.set_nodelay(true);
         let Some((connector, name)) = &self.tls else {
-            return Connection::http1(TokioIo::new(tcp)).await;
+            return Connection::http1(TokioIo::new(tcp), None).await;
         };
         let tls = match timeout_at(deadline, connector.connect(name.clone(), tcp)).await {
             Err(_) => return Err(Failure::Tls(tls_failure_text(&TlsFailure::HandshakeTimeout, "http"))),
@@ -219,11 +223,12 @@ impl HttpTransport {
             Ok(Ok(tls)) => tls,
         };
         let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-        let io = TokioIo::new(tls);
+        let slot = TlsErrorSlot::default();
+        let io = TokioIo::new(Watched { inner: tls, slot: slot.clone() });
         if h2 {
-            Connection::http2(io).await
+            Connection::http2(io, Some(slot)).await
         } else {
-            Connection::http1(io).await
+            Connection::http1(io, Some(slot)).await
         }
     }
 
@@ -325,6 +330,8 @@ struct Connection {
     sender: Sender,
     version: Version,
     driver: JoinHandle<()>,
+    /// HTTPS: the TLS error that ended the connection, if one did.
+    tls: Option<TlsErrorSlot>,
 }
 
 enum Sender {
@@ -333,31 +340,37 @@ enum Sender {
 }
 
 impl Connection {
-    async fn http1<T>(io: TokioIo<T>) -> Result<Connection, Failure>
+    async fn http1<T>(io: TokioIo<T>, tls: Option<TlsErrorSlot>) -> Result<Connection, Failure>
     where
-        T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+        T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let (sender, connection) =
-            http1::Builder::new().handshake(io).await.map_err(|error| Failure::from_hyper(&error))?;
+        let (sender, connection) = http1::Builder::new()
+            .handshake(io)
+            .await
+            .map_err(|error| Failure::from_hyper(&error, tls.as_ref()))?;
         let driver = tokio::spawn(async move {
             // Its error, if any, reaches the request that was in flight.
             let _ = connection.await;
         });
-        Ok(Connection { sender: Sender::Http1(sender), version: Version::HTTP_11, driver })
+        Ok(Connection { sender: Sender::Http1(sender), version: Version::HTTP_11, driver, tls })
     }
 
-    async fn http2<T>(io: TokioIo<T>) -> Result<Connection, Failure>
+    async fn http2<T>(io: TokioIo<T>, tls: Option<TlsErrorSlot>) -> Result<Connection, Failure>
     where
-        T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+        T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let (sender, connection) = http2::Builder::new(TokioExecutor::new())
             .handshake(io)
             .await
-            .map_err(|error| Failure::from_hyper(&error))?;
+            .map_err(|error| Failure::from_hyper(&error, tls.as_ref()))?;
         let driver = tokio::spawn(async move {
             let _ = connection.await;
         });
-        Ok(Connection { sender: Sender::Http2(sender), version: Version::HTTP_2, driver })
+        Ok(Connection { sender: Sender::Http2(sender), version: Version::HTTP_2, driver, tls })
+    }
+
+    fn tls_failure(&self) -> Option<&TlsErrorSlot> {
+        self.tls.as_ref()
     }
 
     fn is_closed(&self) -> bool {
@@ -388,6 +401,71 @@ impl Drop for Connection {
     }
 }
 
+/// Where a [`Watched`] stream keeps the TLS error that ended it.
+type TlsErrorSlot = Arc<Mutex<Option<TlsFailure>>>;
+
+/// A TLS stream that remembers the TLS error that ended it. hyper's HTTP/2 keeps only the
+/// text of an I/O error it read, so without this a client certificate the server refused
+/// (which TLS 1.3 reports at the first read after the handshake) would read as a lost
+/// connection instead of a TLS failure.
+struct Watched<S> {
+    inner: S,
+    slot: TlsErrorSlot,
+}
+
+impl<S> Watched<S> {
+    fn note<T>(&self, result: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        if let Poll::Ready(Err(error)) = &result {
+            if let Some(failure) = TlsFailure::from_io_opt(error) {
+                *self.slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(failure);
+            }
+        }
+        result
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.inner).poll_read(cx, buf);
+        this.note(result)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.note(result)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.note(result)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.inner).poll_flush(cx);
+        this.note(result)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.inner).poll_shutdown(cx);
+        this.note(result)
+    }
+}
+
 /// Why an attempt got no status code.
 #[derive(Debug)]
 enum Failure {
@@ -400,8 +478,13 @@ enum Failure {
 impl Failure {
     /// A request that failed on the connection: a TLS error (e.g. a client certificate the
     /// server refused, which TLS 1.3 reports only after the handshake) or a lost
-    /// connection.
-    fn from_hyper(error: &hyper::Error) -> Failure {
+    /// connection. `tls` is what the connection's TLS stream saw, if it is one.
+    fn from_hyper(error: &hyper::Error, tls: Option<&TlsErrorSlot>) -> Failure {
+        if let Some(failure) =
+            tls.and_then(|slot| slot.lock().unwrap_or_else(PoisonError::into_inner).clone())
+        {
+            return Failure::Tls(tls_failure_text(&failure, "http"));
+        }
         let mut source: Option<&(dyn StdError + 'static)> = Some(error);
         while let Some(current) = source {
             if let Some(failure) = current.downcast_ref::<io::Error>().and_then(TlsFailure::from_io_opt) {

@@ -62,6 +62,12 @@ pub enum BuildError {
         /// The route's name.
         route: String,
     },
+    /// `[route.tls]` has `cert` without `key`, or the other way round.
+    #[error("route {route:?}: [route.tls] cert and key go together")]
+    CertWithoutKey {
+        /// The route's name.
+        route: String,
+    },
     /// `[route.tls]` names files that cannot be used, or rustls refused the combination.
     #[error("route {route:?}: [route.tls]: {source}")]
     Tls {
@@ -116,6 +122,7 @@ impl BuildError {
             BuildError::BuiltElsewhere { route, .. }
             | BuildError::Target { route, .. }
             | BuildError::TlsWithoutTls { route }
+            | BuildError::CertWithoutKey { route }
             | BuildError::Tls { route, .. }
             | BuildError::ServerName { route, .. }
             | BuildError::MissingEnv { route, .. }
@@ -135,6 +142,9 @@ fn tls_client(
     alpn: &[&[u8]],
 ) -> Result<(Arc<ClientConfig>, ServerName<'static>), BuildError> {
     let tls = &route.tls;
+    if tls.cert.is_some() != tls.key.is_some() {
+        return Err(BuildError::CertWithoutKey { route: route.name.clone() });
+    }
     let options = ClientTlsOptions {
         ca: tls.ca.clone(),
         pin: tls.pin,
