@@ -206,13 +206,14 @@ fn header<'a>(seen: &'a Seen, name: &str) -> &'a str {
 #[tokio::test]
 async fn a_post_carries_the_bytes_the_headers_and_the_signature() {
     let server = HttpServer::start(None, |_| status(200)).await;
-    let variable = "HL7D_TEST_DELIVERY_TOKEN_A";
-    std::env::set_var(variable, "Bearer s3cret-token");
+    // A variable cargo sets for the test process: setting one here would race with other
+    // tests' threads reading the environment.
+    let variable = "CARGO_PKG_NAME";
     let mut config = route(RouteTarget::Http { url: server.url("http", "/in/hl7?source=lab"), tls: false });
     config.http = RouteHttp {
         headers: vec![
-            ("Authorization".into(), SecretValue::parse(&format!("env:{variable}"))),
-            ("X-Tenant".into(), SecretValue::parse("north")),
+            ("Authorization".into(), SecretValue::parse("Bearer s3cret-token")),
+            ("X-Tenant".into(), SecretValue::parse(&format!("env:{variable}"))),
         ],
         sign_secret: Some(SecretValue::parse("webhook key")),
     };
@@ -235,7 +236,7 @@ async fn a_post_carries_the_bytes_the_headers_and_the_signature() {
     assert_eq!(header(request, "x-hl7d-control-id"), message.control_id);
     assert_eq!(header(request, "x-hl7d-message-type"), "ADT^A08");
     assert_eq!(header(request, "authorization"), "Bearer s3cret-token");
-    assert_eq!(header(request, "x-tenant"), "north");
+    assert_eq!(header(request, "x-tenant"), env!("CARGO_PKG_NAME"));
     assert_eq!(header(request, "host"), format!("127.0.0.1:{}", server.addr.port()));
     let signature = format!("sha256={}", hmac_hex(b"webhook key", &request.body));
     assert_eq!(header(request, "x-hl7d-signature"), signature);
@@ -246,7 +247,7 @@ async fn a_post_carries_the_bytes_the_headers_and_the_signature() {
 #[tokio::test]
 async fn a_missing_environment_variable_is_a_build_error_that_names_it() {
     let variable = "HL7D_TEST_DELIVERY_SURELY_UNSET";
-    std::env::remove_var(variable);
+    assert!(std::env::var_os(variable).is_none());
     let mut config = route(RouteTarget::Http { url: "http://127.0.0.1:9/".into(), tls: false });
     config.http.headers = vec![("Authorization".into(), SecretValue::parse(&format!("env:{variable}")))];
     let error = transport::build(&config).err().expect("refused");
@@ -438,6 +439,25 @@ async fn a_connection_closed_without_an_answer_is_lost() {
     let (reason, error) = retried(&outcome);
     assert_eq!(reason, RetryReason::ConnectionLost);
     assert!(error.starts_with("connection lost: "), "{error}");
+}
+
+#[tokio::test]
+async fn a_server_that_never_finishes_the_handshake_is_a_tls_retry() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((tcp, _)) = listener.accept().await {
+            open.push(tcp);
+        }
+    });
+    let mut config =
+        route(RouteTarget::Http { url: format!("https://127.0.0.1:{}/", addr.port()), tls: true });
+    config.tls.pin = Some(hl7d::config::Thumbprint::Sha256([0; 32]));
+    let started = std::time::Instant::now();
+    let outcome = deliver(&mut build(&config), &outbound(&fixture("adt_a01_v25.hl7"))).await;
+    assert_eq!(retried(&outcome), (RetryReason::Tls, "tls: handshake timed out"));
+    assert!(started.elapsed() >= ACK_TIMEOUT);
 }
 
 #[tokio::test]
