@@ -112,35 +112,8 @@ impl HttpTransport {
             no_tls_settings(route)?;
             None
         };
-        let mut headers = HeaderMap::new();
-        for (name, value) in &route.http.headers {
-            let key = format!("[route.http] headers.{name:?}");
-            let header_error = |reason: &str| BuildError::Header {
-                route: route.name.clone(),
-                name: name.clone(),
-                reason: reason.to_owned(),
-            };
-            let header =
-                HeaderName::from_bytes(name.as_bytes()).map_err(|_| header_error("not a header name"))?;
-            if RESERVED_HEADERS.contains(&header.as_str()) || header.as_str().starts_with("x-hl7d-") {
-                return Err(header_error("set by hl7d itself"));
-            }
-            let mut value = HeaderValue::try_from(resolve(route, &key, value)?)
-                .map_err(|_| header_error("the value holds a character a header cannot carry"))?;
-            value.set_sensitive(true);
-            headers.append(header, value);
-        }
-        let sign_key = match &route.http.sign_secret {
-            None => None,
-            Some(secret) => {
-                let key = "[route.http] sign_secret";
-                let value = resolve(route, key, secret)?;
-                if value.is_empty() {
-                    return Err(BuildError::EmptySecret { route: route.name.clone(), key: key.into() });
-                }
-                Some(value.into_bytes())
-            }
-        };
+        let headers = route_headers(route)?;
+        let sign_key = sign_key(route)?;
         Ok(HttpTransport { endpoint, tls, headers, sign_key, timeout: route.ack_timeout, connection: None })
     }
 
@@ -148,10 +121,7 @@ impl HttpTransport {
         let deadline = Instant::now() + self.timeout;
         let connection = match self.ready(deadline).await {
             Ok(connection) => connection,
-            Err(failure) => {
-                self.connection = None;
-                return failure.outcome();
-            }
+            Err(failure) => return failure.outcome(),
         };
         let request = self.request(message, connection.version);
         let connection = self.connection.insert(connection);
@@ -184,7 +154,8 @@ impl HttpTransport {
         outcome_for_status(status, retry_after)
     }
 
-    /// The open connection if the server has not closed it, else a new one.
+    /// The open connection if the server has not closed it, else a new one. Either way it
+    /// is taken out of `self.connection`, which is empty after a failure.
     async fn ready(&mut self, deadline: Instant) -> Result<Connection, Failure> {
         if let Some(mut connection) = self.connection.take() {
             if !connection.is_closed()
@@ -618,17 +589,51 @@ fn signature(key: &[u8], body: &[u8]) -> String {
     mac.finalize().into_bytes().iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
+/// `[route.http] headers`, resolved, checked and marked sensitive.
+fn route_headers(route: &RouteConfig) -> Result<HeaderMap, BuildError> {
+    let mut headers = HeaderMap::new();
+    for (name, value) in &route.http.headers {
+        let key = format!("[route.http] headers.{name:?}");
+        let header_error = |reason: &str| BuildError::Header {
+            route: route.name.clone(),
+            name: name.clone(),
+            reason: reason.to_owned(),
+        };
+        let header =
+            HeaderName::from_bytes(name.as_bytes()).map_err(|_| header_error("not a header name"))?;
+        if RESERVED_HEADERS.contains(&header.as_str()) || header.as_str().starts_with("x-hl7d-") {
+            return Err(header_error("set by hl7d itself"));
+        }
+        let mut value = HeaderValue::try_from(resolve(route, &key, value)?)
+            .map_err(|_| header_error("the value holds a character a header cannot carry"))?;
+        value.set_sensitive(true);
+        headers.append(header, value);
+    }
+    Ok(headers)
+}
+
+/// `[route.http] sign_secret`, resolved; an empty one is refused.
+fn sign_key(route: &RouteConfig) -> Result<Option<Vec<u8>>, BuildError> {
+    let Some(secret) = &route.http.sign_secret else { return Ok(None) };
+    let key = "[route.http] sign_secret";
+    let value = resolve(route, key, secret)?;
+    if value.is_empty() {
+        return Err(BuildError::EmptySecret { route: route.name.clone(), key: key.into() });
+    }
+    Ok(Some(value.into_bytes()))
+}
+
 /// A `[route.http]` value: the literal, or its environment variable's (an error names the
 /// variable, never a value).
 fn resolve(route: &RouteConfig, key: &str, value: &SecretValue) -> Result<String, BuildError> {
-    value.resolve().map_err(|_| BuildError::MissingEnv {
-        route: route.name.clone(),
-        key: key.to_owned(),
-        variable: match value {
-            SecretValue::Env(name) => name.clone(),
-            SecretValue::Literal(_) => String::new(),
-        },
-    })
+    match value {
+        SecretValue::Literal(text) => Ok(text.clone()),
+        SecretValue::Env(variable) => value.resolve().map_err(|_| BuildError::MissingEnv {
+            route: route.name.clone(),
+            key: key.to_owned(),
+            variable: variable.clone(),
+        }),
+    }
 }
 
 #[cfg(test)]
