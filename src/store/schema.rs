@@ -133,6 +133,58 @@ const MIGRATIONS: &[&[Step]] = &[
     "#,
         ),
     ],
+    // 4 (issue 15): the delivery queue. One row per (message, route) the message is to be
+    // delivered to, written by the writer in the same transaction as the message (see
+    // `queue.rs`), so a crash cannot store a message and lose its deliveries.
+    //
+    // - `id` orders the queue: inside a lane, rows go out in `id` order, one at a time.
+    // - `lane` is `hl7_proto::keys::lane_key` under the route's `order`: the message's
+    //   stored `lane_sender` or `lane_patient`, or `strict`.
+    // - `state`: `pending` (waiting, due at `next_attempt_at`), `in_flight` (an attempt is
+    //   under way; back to `pending` when hl7d starts, since such an attempt was cut off),
+    //   `delivered`, `parked` (held for an operator: its lane waits behind it) or `skipped`
+    //   (an operator gave up on it; kept, never sent).
+    // - times are microseconds since the Unix epoch, like `messages.received_at`;
+    //   `next_attempt_at` is `queued_at` until a failed attempt moves it; `done_at` is when
+    //   the row became delivered, parked or skipped.
+    // - `last_error` and `response` never hold message content (ACK codes, HTTP status
+    //   lines, error kinds); `resend_of` links `hl7d messages resend` rows to the original.
+    //
+    // `deliveries_open` holds only the rows still to do (a partial index, so delivered rows
+    // cost nothing there): the engine finds each lane's head on it with one seek per lane
+    // (`queue.rs`), whatever the number of pending rows. `deliveries_parked` (only parked
+    // rows, few) answers "which lanes are held" without walking every lane. The trigger
+    // deletes a message's delivery rows with it (retention, `messages purge`): retention
+    // and purge decide which messages may go (never one with an open delivery unless told
+    // to), and no delivery row is left pointing at nothing.
+    &[Step::Sql(
+        r#"
+    CREATE TABLE deliveries (
+        id               INTEGER PRIMARY KEY,
+        message_id       INTEGER NOT NULL,
+        route            TEXT    NOT NULL,
+        lane             TEXT    NOT NULL,
+        state            TEXT    NOT NULL,
+        attempts         INTEGER NOT NULL DEFAULT 0,
+        queued_at        INTEGER NOT NULL,
+        next_attempt_at  INTEGER NOT NULL,
+        first_attempt_at INTEGER,
+        last_attempt_at  INTEGER,
+        done_at          INTEGER,
+        last_error       TEXT,
+        response         TEXT,
+        resend_of        INTEGER
+    );
+    CREATE INDEX deliveries_open ON deliveries (route, lane, id)
+        WHERE state IN ('pending', 'in_flight', 'parked');
+    CREATE INDEX deliveries_message ON deliveries (message_id);
+    CREATE INDEX deliveries_parked ON deliveries (route, lane, id) WHERE state = 'parked';
+    CREATE TRIGGER messages_delete_deliveries AFTER DELETE ON messages
+    BEGIN
+        DELETE FROM deliveries WHERE message_id = old.id;
+    END;
+    "#,
+    )],
 ];
 
 /// Migration 3: fills the key-field columns and `dup_key` of every stored row from its
@@ -322,6 +374,84 @@ mod tests {
             .unwrap();
         assert!(!indexes.iter().any(|name| name == "messages_duplicate"), "{indexes:?}");
         assert!(indexes.iter().any(|name| name == "messages_dup_key"), "{indexes:?}");
+    }
+
+    /// Migration 4 on a version 3 store: the messages stay as they were, the delivery
+    /// queue is empty, and deleting a message deletes its delivery rows.
+    #[test]
+    fn migration_4_adds_the_delivery_queue_to_a_version_3_store() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for steps in &MIGRATIONS[..3] {
+            let tx = conn.transaction().unwrap();
+            for step in *steps {
+                match step {
+                    Step::Sql(sql) => tx.execute_batch(sql).unwrap(),
+                    Step::Code(code) => code(&tx).unwrap(),
+                }
+            }
+            tx.commit().unwrap();
+        }
+        conn.pragma_update(None, "user_version", 3).unwrap();
+        for n in 0..2 {
+            conn.execute(
+                "INSERT INTO messages (listener, peer, received_at, charset, message_type, control_id, \
+                 sending_application, sending_facility, processing_id, version, size, v1_status, raw, status) \
+                 VALUES ('lab', 'p', ?1, 'utf-8', 'ADT^A01', 'C', 'APP', 'FAC', 'P', '2.5', 3, '', x'4d5348', 'accepted')",
+                [n],
+            )
+            .unwrap();
+        }
+
+        assert_eq!(migrate(&mut conn).unwrap(), 3);
+        assert_eq!(version(&conn).unwrap(), 4);
+        let messages: i64 = conn.query_row("SELECT count(*) FROM messages", [], |r| r.get(0)).unwrap();
+        assert_eq!(messages, 2);
+        let columns: Vec<String> = conn
+            .prepare("SELECT name FROM pragma_table_info('deliveries') ORDER BY cid")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            columns,
+            [
+                "id",
+                "message_id",
+                "route",
+                "lane",
+                "state",
+                "attempts",
+                "queued_at",
+                "next_attempt_at",
+                "first_attempt_at",
+                "last_attempt_at",
+                "done_at",
+                "last_error",
+                "response",
+                "resend_of"
+            ]
+        );
+        for (message, state) in [(1, "delivered"), (1, "pending"), (2, "pending")] {
+            conn.execute(
+                "INSERT INTO deliveries (message_id, route, lane, state, queued_at, next_attempt_at) \
+                 VALUES (?1, 'r', 'strict', ?2, 0, 0)",
+                params![message, state],
+            )
+            .unwrap();
+        }
+        let attempts: i64 =
+            conn.query_row("SELECT attempts FROM deliveries WHERE id = 1", [], |r| r.get(0)).unwrap();
+        assert_eq!(attempts, 0, "attempts default to 0");
+        conn.execute("DELETE FROM messages WHERE id = 1", []).unwrap();
+        let left: Vec<i64> = conn
+            .prepare("SELECT message_id FROM deliveries")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(left, [2], "the trigger took message 1's deliveries with it");
     }
 
     #[test]
