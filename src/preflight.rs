@@ -38,6 +38,8 @@ pub struct Options {
 pub struct Report {
     /// Every listener, in configuration order.
     pub listeners: Vec<Listener>,
+    /// Every route, in configuration order.
+    pub routes: Vec<Route>,
     /// The configuration's warnings, then certificate expiry notices: allowed, but worth a
     /// look. They do not stop `serve`.
     pub warnings: Vec<String>,
@@ -56,6 +58,19 @@ pub struct Listener {
     pub tls: bool,
     /// The server certificate, when its files were read and found usable.
     pub server_certificate: Option<CertSummary>,
+}
+
+/// One configured route as the checks saw it.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Its `name`.
+    pub name: String,
+    /// Its `to`, user information left out (see `RouteTarget`'s `Display`).
+    pub to: String,
+    /// Its `order` (`per_patient`, `per_sender`, `strict`).
+    pub order: &'static str,
+    /// Its `in_flight`.
+    pub in_flight: usize,
 }
 
 /// Something that would stop `serve`.
@@ -148,6 +163,14 @@ pub fn check(config: &Config, options: &Options) -> Report {
             }
         }
         report.listeners.push(facts);
+    }
+    for route in &config.routes {
+        report.routes.push(Route {
+            name: route.name.clone(),
+            to: route.to.to_string(),
+            order: route.order.config_name(),
+            in_flight: route.in_flight,
+        });
     }
     if let Err(error) = SqliteStore::check(&config.store.path) {
         report.problems.push(Problem::Store(error));

@@ -24,7 +24,7 @@ pub struct CheckConfigArgs {
     /// another process (a running hl7d too) holds one.
     #[arg(long)]
     pub bind: bool,
-    /// One JSON object on stdout: {"ok":…,"listeners":[…],"warnings":[…],"errors":[…]}.
+    /// One JSON object on stdout: {"ok":…,"listeners":[…],"routes":[…],"warnings":[…],"errors":[…]}.
     #[arg(long)]
     pub json: bool,
 }
@@ -56,7 +56,17 @@ fn print_human(path: &Path, outcome: &Result<Report, ConfigError>) {
                 eprintln!("warning: {warning}");
             }
             if report.is_ok() {
-                println!("{}: ok ({} listener(s))", path.display(), report.listeners.len());
+                let routes = match report.routes.len() {
+                    0 => String::new(),
+                    n => format!(", {n} route(s)"),
+                };
+                println!("{}: ok ({} listener(s){routes})", path.display(), report.listeners.len());
+                for route in &report.routes {
+                    println!(
+                        "  route {}: {} (order {}, in_flight {})",
+                        route.name, route.to, route.order, route.in_flight
+                    );
+                }
             }
             for problem in &report.problems {
                 eprintln!("{}: {problem}", path.display());
@@ -68,7 +78,7 @@ fn print_human(path: &Path, outcome: &Result<Report, ConfigError>) {
 
 /// The `--json` object, its keys in the documented order (docs/operations.md).
 fn to_json(outcome: &Result<Report, ConfigError>) -> String {
-    let (ok, listeners, warnings, errors) = match outcome {
+    let (ok, listeners, routes, warnings, errors) = match outcome {
         Ok(report) => {
             let listeners: Vec<Value> = report
                 .listeners
@@ -89,8 +99,20 @@ fn to_json(outcome: &Result<Report, ConfigError>) -> String {
                     })
                 })
                 .collect();
+            let routes: Vec<Value> = report
+                .routes
+                .iter()
+                .map(|route| {
+                    json!({
+                        "name": route.name,
+                        "to": route.to,
+                        "order": route.order,
+                        "in_flight": route.in_flight,
+                    })
+                })
+                .collect();
             let errors: Vec<String> = report.problems.iter().map(ToString::to_string).collect();
-            (report.is_ok(), listeners, report.warnings.clone(), errors)
+            (report.is_ok(), listeners, routes, report.warnings.clone(), errors)
         }
         Err(e) => {
             // One entry per invalid value; a TOML error is one (multi-line) entry.
@@ -98,12 +120,13 @@ fn to_json(outcome: &Result<Report, ConfigError>) -> String {
                 ConfigError::Invalid { problems } => problems.iter().map(ToString::to_string).collect(),
                 other => vec![other.to_string()],
             };
-            (false, Vec::new(), Vec::new(), errors)
+            (false, Vec::new(), Vec::new(), Vec::new(), errors)
         }
     };
     format!(
-        "{{\"ok\":{ok},\"listeners\":{},\"warnings\":{},\"errors\":{}}}",
+        "{{\"ok\":{ok},\"listeners\":{},\"routes\":{},\"warnings\":{},\"errors\":{}}}",
         Value::from(listeners),
+        Value::from(routes),
         json!(warnings),
         json!(errors)
     )

@@ -73,6 +73,13 @@ pub enum Section {
         /// Its `name`, when it has a non-empty one.
         name: Option<String>,
     },
+    /// One `[[route]]` table (and its `[route.tls]`, `[route.http]`, `[route.file]`).
+    Route {
+        /// 0-based position among the `[[route]]` tables.
+        index: usize,
+        /// Its `name`, when it has a non-empty one.
+        name: Option<String>,
+    },
 }
 
 impl fmt::Display for Problem {
@@ -96,6 +103,8 @@ impl fmt::Display for Section {
             Section::Audit => f.write_str("audit"),
             Section::Listener { name: Some(name), .. } => write!(f, "listener {name:?}"),
             Section::Listener { index, name: None } => write!(f, "listener #{}", index + 1),
+            Section::Route { name: Some(name), .. } => write!(f, "route {name:?}"),
+            Section::Route { index, name: None } => write!(f, "route #{}", index + 1),
         }
     }
 }
@@ -116,4 +125,9 @@ fn display_problems(problems: &[Problem]) -> String {
 /// The section of the `[[listener]]` table at `index`, by its name when it has one.
 pub(super) fn listener_section(index: usize, name: &str) -> Section {
     Section::Listener { index, name: (!name.is_empty()).then(|| name.to_owned()) }
+}
+
+/// The section of the `[[route]]` table at `index`, by its name when it has one.
+pub(super) fn route_section(index: usize, name: &str) -> Section {
+    Section::Route { index, name: (!name.is_empty()).then(|| name.to_owned()) }
 }

@@ -25,6 +25,7 @@
 //! `validate/<section>.rs`, as `validate/listener.rs` does for `[[listener]]`.
 
 mod error;
+pub mod file_name;
 mod raw;
 mod route;
 #[cfg(test)]

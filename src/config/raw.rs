@@ -10,7 +10,7 @@ use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::error::{listener_section, Section};
+use super::error::{listener_section, route_section, Section};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -23,6 +23,8 @@ pub(super) struct RawConfig {
     pub(super) audit: Option<RawAudit>,
     #[serde(default)]
     pub(super) listener: Vec<RawListener>,
+    #[serde(default)]
+    pub(super) route: Vec<RawRoute>,
 }
 
 #[derive(Deserialize, Default)]
@@ -99,6 +101,50 @@ pub(super) struct RawTls {
     pub(super) client_ca: Option<Spanned<String>>,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRoute {
+    pub(super) name: Spanned<String>,
+    pub(super) to: Spanned<String>,
+    pub(super) listeners: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(super) message_types: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(super) order: Option<Spanned<String>>,
+    pub(super) in_flight: Option<Spanned<i64>>,
+    pub(super) retry_initial: Option<Spanned<String>>,
+    pub(super) retry_max: Option<Spanned<String>>,
+    pub(super) park_after: Option<Spanned<String>>,
+    pub(super) on_application_error: Option<Spanned<String>>,
+    pub(super) ack_timeout: Option<Spanned<String>>,
+    pub(super) tls: Option<Spanned<RawRouteTls>>,
+    pub(super) http: Option<Spanned<RawRouteHttp>>,
+    pub(super) file: Option<Spanned<RawRouteFile>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRouteTls {
+    pub(super) ca: Option<Spanned<String>>,
+    pub(super) pin: Option<Spanned<String>>,
+    pub(super) cert: Option<Spanned<String>>,
+    pub(super) key: Option<Spanned<String>>,
+    pub(super) server_name: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRouteHttp {
+    /// In file order is not kept (a TOML table has none that matters for headers).
+    #[serde(default)]
+    pub(super) headers: BTreeMap<String, Spanned<String>>,
+    pub(super) sign_secret: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRouteFile {
+    pub(super) name: Option<Spanned<String>>,
+}
+
 /// A size as written: a number of bytes, or a string with a unit (`"1MiB"`).
 pub(super) enum RawSize {
     Bytes(i64),
@@ -131,11 +177,13 @@ impl<'de> Deserialize<'de> for RawSize {
 /// last before it. Only used to prefix toml's own message, so a guess that fails just
 /// leaves the prefix out.
 pub(super) fn locate_section(text: &str, offset: usize) -> Option<Section> {
-    /// Each `[[listener]]` table with the span of its header.
+    /// Each `[[listener]]` and `[[route]]` table with the span of its header.
     #[derive(Deserialize)]
-    struct Listeners {
+    struct Tables {
         #[serde(default)]
         listener: Vec<Spanned<toml::Table>>,
+        #[serde(default)]
+        route: Vec<Spanned<toml::Table>>,
     }
 
     // Every top-level key with the span of its table header (or of its value).
@@ -143,7 +191,7 @@ pub(super) fn locate_section(text: &str, offset: usize) -> Option<Section> {
     let mut starts: Vec<(usize, Section)> = Vec::new();
     for (key, value) in &top {
         let section = match key.as_str() {
-            "listener" => continue,
+            "listener" | "route" => continue,
             "store" => Section::Store,
             "admin" => Section::Admin,
             "log" => Section::Log,
@@ -152,10 +200,14 @@ pub(super) fn locate_section(text: &str, offset: usize) -> Option<Section> {
         };
         starts.push((value.span().start, section));
     }
-    if let Ok(listeners) = toml::from_str::<Listeners>(text) {
-        for (index, listener) in listeners.listener.iter().enumerate() {
+    if let Ok(tables) = toml::from_str::<Tables>(text) {
+        for (index, listener) in tables.listener.iter().enumerate() {
             let name = listener.get_ref().get("name").and_then(toml::Value::as_str).unwrap_or("");
             starts.push((listener.span().start, listener_section(index, name)));
+        }
+        for (index, route) in tables.route.iter().enumerate() {
+            let name = route.get_ref().get("name").and_then(toml::Value::as_str).unwrap_or("");
+            starts.push((route.span().start, route_section(index, name)));
         }
     }
     starts

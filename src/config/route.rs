@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use hl7_proto::keys::LaneOrder;
 
+use crate::config::file_name::FileName;
 use crate::config::Thumbprint;
 
 /// Default `in_flight`: lanes delivered at the same time.
@@ -83,6 +84,38 @@ pub enum RouteTarget {
     },
 }
 
+impl RouteTarget {
+    /// The scheme as written in `to`: `mllp`, `mllps`, `http`, `https` or `file`.
+    pub fn scheme(&self) -> &'static str {
+        match self {
+            RouteTarget::Mllp { tls: false, .. } => "mllp",
+            RouteTarget::Mllp { tls: true, .. } => "mllps",
+            RouteTarget::Http { tls: false, .. } => "http",
+            RouteTarget::Http { tls: true, .. } => "https",
+            RouteTarget::File { .. } => "file",
+        }
+    }
+}
+
+/// `to` as written, except that a URL's user information (`https://user:password@host/`)
+/// is shown as `***@`: fit for logs, `check-config` and the audit trail.
+impl std::fmt::Display for RouteTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RouteTarget::Mllp { address, .. } => write!(f, "{}://{address}", self.scheme()),
+            RouteTarget::Http { url, .. } => {
+                let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+                let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+                match rest[..authority_end].rfind('@') {
+                    Some(at) => write!(f, "{scheme}://***{}", &rest[at..]),
+                    None => f.write_str(url),
+                }
+            }
+            RouteTarget::File { dir } => write!(f, "file://{}", dir.display()),
+        }
+    }
+}
+
 /// `on_application_error`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum OnApplicationError {
@@ -120,13 +153,17 @@ pub struct RouteHttp {
 /// `[route.file]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteFile {
-    /// `name`: the file name template, relative to the directory.
-    pub name: String,
+    /// `name`: the file name template, relative to the directory (see [`FileName`] for
+    /// its placeholders).
+    pub name: FileName,
 }
 
 impl Default for RouteFile {
     fn default() -> Self {
-        RouteFile { name: DEFAULT_FILE_NAME.to_owned() }
+        // A constant, and `file_name`'s tests parse it.
+        RouteFile {
+            name: FileName::parse(DEFAULT_FILE_NAME).expect("the default file name template is valid"),
+        }
     }
 }
 
@@ -166,5 +203,20 @@ impl SecretValue {
                 std::env::var(name).map_err(|_| format!("environment variable {name} is not set"))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_display_as_written_without_user_information() {
+        let http = |url: &str| RouteTarget::Http { url: url.into(), tls: url.starts_with("https") };
+        assert_eq!(http("https://u:secret@h.example/x@y").to_string(), "https://***@h.example/x@y");
+        assert_eq!(http("http://h.example:8080/in?a=b@c").to_string(), "http://h.example:8080/in?a=b@c");
+        let mllp = RouteTarget::Mllp { address: "[::1]:2575".into(), host: "::1".into(), tls: true };
+        assert_eq!(mllp.to_string(), "mllps://[::1]:2575");
+        assert_eq!(RouteTarget::File { dir: "/var/spool".into() }.to_string(), "file:///var/spool");
     }
 }

@@ -10,6 +10,7 @@ use hl7_proto::charset::Charset;
 use hl7_proto::mllp::Framing;
 use ipnet::IpNet;
 
+use super::route::RouteConfig;
 use super::units::MIB;
 use crate::tls::thumbprint::Thumbprint;
 
@@ -51,6 +52,9 @@ pub struct Config {
     pub audit: Option<AuditConfig>,
     /// `[[listener]]`: one or more listener profiles, in file order, names and ports unique.
     pub listeners: Vec<ListenerConfig>,
+    /// `[[route]]`: where stored messages are delivered, in file order, names unique
+    /// (see `docs/delivery.md`).
+    pub routes: Vec<RouteConfig>,
     /// Things that are allowed but probably unintended (e.g. an idle timeout below one
     /// minute). Not printed here: the caller logs them at start-up and `check-config`
     /// shows them.
@@ -264,6 +268,11 @@ impl Config {
     /// The listener called `name`, if any.
     pub fn listener(&self, name: &str) -> Option<&ListenerConfig> {
         self.listeners.iter().find(|listener| listener.name == name)
+    }
+
+    /// The route called `name`.
+    pub fn route(&self, name: &str) -> Option<&RouteConfig> {
+        self.routes.iter().find(|route| route.name == name)
     }
 }
 

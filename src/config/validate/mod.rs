@@ -5,6 +5,7 @@
 //! port) and the small sections; `listener.rs` holds one `[[listener]]`.
 
 mod listener;
+mod route;
 
 use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
@@ -122,7 +123,9 @@ impl Builder<'_> {
             }
         }
 
-        Config { store, admin, log, audit, listeners, warnings: Vec::new() }
+        let routes = self.routes(raw.route, &listeners);
+
+        Config { store, admin, log, audit, listeners, routes, warnings: Vec::new() }
     }
 
     fn store(&mut self, raw: RawStore) -> StoreConfig {
