@@ -96,6 +96,10 @@ pub enum MessagesCommand {
         /// Only count what would be deleted; delete nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Also delete messages with a delivery still to do (pending, in flight or parked on
+        /// a route); without it they are kept, and counted.
+        #[arg(long)]
+        include_undelivered: bool,
     },
 }
 
@@ -242,8 +246,10 @@ pub fn run(args: MessagesArgs) -> ExitCode {
             eprintln!("exported {} to {}", exported.describe(), out.display());
             Ok(())
         }),
-        MessagesCommand::Purge { select, all, dry_run } => known_listener(&config, &select)
-            .and_then(|()| purge(&config, &select.filter(), all, dry_run, stdout)),
+        MessagesCommand::Purge { select, all, dry_run, include_undelivered } => {
+            known_listener(&config, &select)
+                .and_then(|()| purge(&config, &select.filter(), all, dry_run, include_undelivered, stdout))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -440,11 +446,13 @@ impl Exported {
 /// `hl7d messages purge`: with `dry_run` prints how many messages the filter selects;
 /// otherwise deletes them and writes one audit line (event `purge`: the filter, the count,
 /// the OS user) to the log and the configured audit trail. An empty filter needs `all`.
+/// Messages with a delivery still to do are kept (and counted) unless `include_undelivered`.
 fn purge(
     config: &Config,
     filter: &Filter,
     all: bool,
     dry_run: bool,
+    include_undelivered: bool,
     out: &mut dyn Write,
 ) -> Result<(), Failure> {
     if filter.selects_all() && !all {
@@ -455,20 +463,23 @@ fn purge(
         ));
     }
     let store_dir = &config.store.path;
+    let undelivered =
+        if include_undelivered { 0 } else { Reader::open(store_dir)?.count_undelivered(filter)? };
     if dry_run {
         let count = Reader::open(store_dir)?.count_matching(filter)?;
-        writeln!(out, "would delete {} message(s)", thousands(count))?;
+        writeln!(out, "would delete {} message(s)", thousands(count - undelivered.min(count)))?;
+        write_kept(out, undelivered)?;
         return Ok(());
     }
     // The audit trail first: a purge that cannot be recorded does not run.
     let audit = config.audit.as_ref().map(AuditTrail::open).transpose()?;
     hl7d::logging::init_with_audit(config.log, audit.as_ref());
-    let result = store::purge(store_dir, filter);
+    let result = store::purge(store_dir, filter, include_undelivered);
     let user = os_user();
     let description = if filter.selects_all() { "all".to_owned() } else { filter.describe() };
     match &result {
         Ok(count) => tracing::info!(target: "audit", event = "purge", filter = %description, count,
-            user = %user.name, uid = user.uid, sudo_user = user.sudo_user.as_deref(),
+            include_undelivered, user = %user.name, uid = user.uid, sudo_user = user.sudo_user.as_deref(),
             store = %store_dir.display(), "stored messages purged"),
         Err(e) => tracing::warn!(target: "audit", event = "purge", filter = %description, count = 0u64,
             user = %user.name, uid = user.uid, sudo_user = user.sudo_user.as_deref(),
@@ -478,6 +489,19 @@ fn purge(
         audit.flush(AUDIT_FLUSH_LIMIT);
     }
     writeln!(out, "deleted {} message(s)", thousands(result?))?;
+    write_kept(out, undelivered)?;
+    Ok(())
+}
+
+/// The line about messages a purge keeps for their deliveries, when there are any.
+fn write_kept(out: &mut dyn Write, undelivered: u64) -> std::io::Result<()> {
+    if undelivered > 0 {
+        writeln!(
+            out,
+            "kept {} message(s) with deliveries still to do (--include-undelivered deletes them too)",
+            thousands(undelivered)
+        )?;
+    }
     Ok(())
 }
 

@@ -22,6 +22,7 @@
 pub mod backup;
 mod fields;
 mod purge;
+pub mod queue;
 mod read;
 mod schema;
 mod sqlite;

@@ -14,7 +14,7 @@ use std::path::Path;
 use rusqlite::types::Value;
 use rusqlite::{params_from_iter, Connection, OpenFlags};
 
-use super::read::open_existing;
+use super::read::{open_existing, HAS_OPEN_DELIVERY};
 use super::sqlite::{describe, DATABASE_FILE};
 use super::{Filter, StoreError};
 
@@ -24,7 +24,11 @@ pub const PURGE_BATCH: i64 = 500;
 /// Deletes every message `filter` selects (its limit and order aside) that was stored when
 /// the call began, [`PURGE_BATCH`] at a time; returns how many were deleted. The caller
 /// decides whether an unfiltered purge is wanted ([`Filter::selects_all`]).
-pub fn purge(dir: &Path, filter: &Filter) -> Result<u64, StoreError> {
+///
+/// A message with a delivery still to do (pending, in flight or parked) is kept unless
+/// `include_undelivered` (`--include-undelivered`); a deleted message's delivery rows go
+/// with it (the schema's trigger).
+pub fn purge(dir: &Path, filter: &Filter, include_undelivered: bool) -> Result<u64, StoreError> {
     let file = dir.join(DATABASE_FILE);
     let error = |e: rusqlite::Error| StoreError::Unavailable(format!("{}: {}", file.display(), describe(&e)));
     let conn = open(dir)?;
@@ -35,9 +39,10 @@ pub fn purge(dir: &Path, filter: &Filter) -> Result<u64, StoreError> {
     values.push(Value::Integer(last));
     let last_index = values.len();
     values.push(Value::Integer(PURGE_BATCH));
+    let keep = if include_undelivered { String::new() } else { format!(" AND NOT {HAS_OPEN_DELIVERY}") };
     let sql = format!(
         "DELETE FROM messages WHERE id IN \
-         (SELECT id FROM messages WHERE ({condition}) AND id <= ?{last_index} ORDER BY id LIMIT ?{})",
+         (SELECT id FROM messages WHERE ({condition}) AND id <= ?{last_index}{keep} ORDER BY id LIMIT ?{})",
         values.len()
     );
     let mut statement = conn.prepare(&sql).map_err(error)?;

@@ -244,6 +244,11 @@ impl StoredMessage {
     }
 }
 
+/// SQL: the message (`messages` row) has a delivery still to do.
+pub(super) const HAS_OPEN_DELIVERY: &str =
+    "EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = messages.id \
+     AND d.state IN ('pending', 'in_flight', 'parked'))";
+
 /// A read-only connection to `<store.path>/messages.db`.
 pub struct Reader {
     conn: Connection,
@@ -339,6 +344,17 @@ impl Reader {
     pub fn count_matching(&self, filter: &Filter) -> Result<u64, StoreError> {
         let (condition, values) = filter.condition();
         let sql = format!("SELECT count(*) FROM messages WHERE {condition}");
+        self.conn
+            .query_row(&sql, params_from_iter(values.iter()), |row| row.get::<_, i64>(0))
+            .map(|n| n as u64)
+            .map_err(|e| self.error(&e))
+    }
+
+    /// How many of the messages `filter` selects have a delivery still to do (pending, in
+    /// flight or parked): those `messages purge` keeps unless told otherwise.
+    pub fn count_undelivered(&self, filter: &Filter) -> Result<u64, StoreError> {
+        let (condition, values) = filter.condition();
+        let sql = format!("SELECT count(*) FROM messages WHERE ({condition}) AND {HAS_OPEN_DELIVERY}");
         self.conn
             .query_row(&sql, params_from_iter(values.iter()), |row| row.get::<_, i64>(0))
             .map(|n| n as u64)

@@ -36,6 +36,7 @@ use tokio::sync::oneshot;
 use tracing::{debug, error, info, warn};
 
 use super::fields;
+use super::queue::{self, DeliveryUpdate, RouteTable, SharedRouteTable};
 use super::schema::{self, MigrateError, SCHEMA_VERSION};
 use super::{Appended, BoxFuture, Disposition, MessageStore, NewMessage, StoreError};
 use crate::private_files;
@@ -89,6 +90,9 @@ pub struct SqliteOptions {
     pub durability: Durability,
     /// Extra setup for the writer's connection; `hl7d serve` sets none.
     pub connection_setup: Option<ConnectionSetup>,
+    /// The routes every new accepted message is queued for, in its own transaction (see
+    /// [`super::queue`]); `None` queues nothing. `hl7d serve` swaps the table on reload.
+    pub routes: Option<SharedRouteTable>,
 }
 
 /// Extra setup for the writer's SQLite connection, run after hl7d's own settings when the
@@ -126,6 +130,7 @@ impl Default for SqliteOptions {
             retention_interval: DEFAULT_RETENTION_INTERVAL,
             durability: Durability::Full,
             connection_setup: None,
+            routes: None,
         }
     }
 }
@@ -148,12 +153,17 @@ pub struct StoreStats {
     pub failed_batches: u64,
     /// Messages deleted by retention.
     pub expired: u64,
+    /// Expired messages retention kept because a delivery of theirs is still to do
+    /// (pending, in flight or parked), counted once per sweep that found them.
+    pub kept_undelivered: u64,
+    /// Delivery rows queued for new messages.
+    pub queued: u64,
 }
 
 /// The embedded durable store; see the module documentation.
 pub struct SqliteStore {
     file: PathBuf,
-    requests: Mutex<Option<mpsc::Sender<Append>>>,
+    requests: Mutex<Option<mpsc::Sender<Request>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     counters: Arc<Counters>,
 }
@@ -167,6 +177,13 @@ impl SqliteStore {
         secure_files(dir, &file)?;
         let (conn, found) = open_writer(&file, options.durability)?;
         options.set_up(&conn).map_err(|e| StoreError::Open { path: file.clone(), reason: describe(&e) })?;
+        // Nothing delivers yet: a row still in flight is an attempt a stop or a crash cut
+        // off. It goes out again (at least once; the receiver may see it twice).
+        let recovered = queue::recover_in_flight(&conn)
+            .map_err(|e| StoreError::Open { path: file.clone(), reason: describe(&e) })?;
+        if recovered > 0 {
+            info!(deliveries = recovered, "deliveries in flight at the last stop go out again");
+        }
         if found < SCHEMA_VERSION {
             info!(path = %file.display(), from = found, to = SCHEMA_VERSION, "message store schema migrated");
         }
@@ -186,6 +203,8 @@ impl SqliteStore {
             bytes_since_checkpoint: 0,
             commits_since_checkpoint: 0,
             swept: 0,
+            kept: 0,
+            retention_cursor: None,
             checkpointer: Some(checkpointer),
         };
         let handle = thread::Builder::new()
@@ -226,10 +245,32 @@ impl SqliteStore {
         }
     }
 
-    fn send(&self, append: Append) -> Result<(), StoreError> {
+    fn send(&self, request: Request) -> Result<(), StoreError> {
         let guard = self.requests.lock().unwrap_or_else(PoisonError::into_inner);
         let sender = guard.as_ref().ok_or(StoreError::Closed)?;
-        sender.send(append).map_err(|_| StoreError::Closed)
+        sender.send(request).map_err(|_| StoreError::Closed)
+    }
+
+    /// Applies delivery `updates` on the writer thread, in one transaction with whatever
+    /// else is waiting (they share the group commit), and answers once they are committed:
+    /// the rows each update changed (0 when the row was no longer pending or in flight).
+    pub fn update_deliveries(
+        &self,
+        updates: Vec<DeliveryUpdate>,
+    ) -> BoxFuture<'static, Result<Vec<usize>, StoreError>> {
+        let (reply, answer) = oneshot::channel();
+        let queued = self.send(Request::Deliveries { updates, reply: Some(reply) });
+        Box::pin(async move {
+            queued?;
+            answer.await.unwrap_or(Err(StoreError::Closed))
+        })
+    }
+
+    /// Like [`SqliteStore::update_deliveries`], without waiting: for changes that need not
+    /// be on disk before the caller goes on (an attempt's claim: lost in a crash, the row
+    /// is pending and goes out again, exactly as an in-flight one would).
+    pub fn update_deliveries_later(&self, updates: Vec<DeliveryUpdate>) -> Result<(), StoreError> {
+        self.send(Request::Deliveries { updates, reply: None })
     }
 }
 
@@ -248,7 +289,7 @@ impl std::fmt::Debug for SqliteStore {
 impl MessageStore for SqliteStore {
     fn append(&self, message: NewMessage) -> BoxFuture<'_, Result<Appended, StoreError>> {
         let (reply, answer) = oneshot::channel();
-        let queued = self.send(Append { message, reply });
+        let queued = self.send(Request::Append(Append { message, reply }));
         Box::pin(async move {
             queued?;
             // The writer answers every request it takes; a dropped reply means it is gone.
@@ -257,12 +298,40 @@ impl MessageStore for SqliteStore {
     }
 }
 
-/// One message for the writer thread. The channel is unbounded, but each connection has
-/// at most one append outstanding (it waits for the answer before reading on), so the
-/// queue is bounded by the listeners' `max_connections`.
+/// What the writer thread is asked to do. The channel is unbounded, but each connection has
+/// at most one append outstanding (it waits for the answer before reading on), and each
+/// lane in flight at most two delivery updates, so the queue is bounded by the listeners'
+/// `max_connections` and the routes' `in_flight`.
+enum Request {
+    /// Store one message.
+    Append(Append),
+    /// Change delivery rows for the engine; answered once committed, when asked.
+    Deliveries {
+        updates: Vec<DeliveryUpdate>,
+        reply: Option<oneshot::Sender<Result<Vec<usize>, StoreError>>>,
+    },
+}
+
+impl Request {
+    /// Message bytes it adds to a batch.
+    fn bytes(&self) -> usize {
+        match self {
+            Request::Append(append) => append.message.raw.len(),
+            Request::Deliveries { .. } => 0,
+        }
+    }
+}
+
+/// One message for the writer thread.
 struct Append {
     message: NewMessage,
     reply: oneshot::Sender<Result<Appended, StoreError>>,
+}
+
+/// What a batch came to, request by request.
+enum Written {
+    Append(Appended),
+    Deliveries(Vec<usize>),
 }
 
 #[derive(Default)]
@@ -274,6 +343,8 @@ struct Counters {
     checkpoints: AtomicU64,
     failed_batches: AtomicU64,
     expired: AtomicU64,
+    kept_undelivered: AtomicU64,
+    queued: AtomicU64,
 }
 
 impl Counters {
@@ -286,6 +357,8 @@ impl Counters {
             checkpoints: self.checkpoints.load(Ordering::Relaxed),
             failed_batches: self.failed_batches.load(Ordering::Relaxed),
             expired: self.expired.load(Ordering::Relaxed),
+            kept_undelivered: self.kept_undelivered.load(Ordering::Relaxed),
+            queued: self.queued.load(Ordering::Relaxed),
         }
     }
 }
@@ -305,12 +378,18 @@ struct Writer {
     next_retention: Instant,
     /// Messages deleted in the retention sweep under way.
     swept: u64,
+    /// Expired messages kept in the sweep under way (a delivery still to do).
+    kept: u64,
+    /// Where the sweep under way goes on: `(received_at, id)` of the last message it
+    /// looked at (`None` between sweeps). Expired messages kept for their deliveries are
+    /// passed over, not looked at again in every step.
+    retention_cursor: Option<(i64, i64)>,
     /// Taken (stopped and joined) by `close`.
     checkpointer: Option<Checkpointer>,
 }
 
 impl Writer {
-    fn run(mut self, requests: mpsc::Receiver<Append>) {
+    fn run(mut self, requests: mpsc::Receiver<Request>) {
         loop {
             let wait = self.next_retention.saturating_duration_since(Instant::now());
             let first = match requests.recv_timeout(wait) {
@@ -324,9 +403,9 @@ impl Writer {
             let mut batch = Vec::new();
             let mut bytes = 0;
             let mut next = Some(first);
-            while let Some(append) = next.take() {
-                bytes += append.message.raw.len();
-                batch.push(append);
+            while let Some(request) = next.take() {
+                bytes += request.bytes();
+                batch.push(request);
                 if batch.len() < MAX_BATCH_MESSAGES && bytes < MAX_BATCH_BYTES {
                     next = requests.try_recv().ok();
                 }
@@ -344,19 +423,27 @@ impl Writer {
     }
 
     /// Writes one batch in one transaction and answers every message in it.
-    fn commit(&mut self, batch: Vec<Append>, bytes: u64) {
+    fn commit(&mut self, batch: Vec<Request>, bytes: u64) {
         let started = Instant::now();
+        let table = self.options.routes.as_ref().map(|table| table.load_full());
         let result = match self.connection() {
-            Ok(conn) => write_batch(conn, &batch).map_err(|e| describe(&e)),
+            Ok(conn) => write_batch(conn, &batch, table.as_deref()).map_err(|e| describe(&e)),
             Err(reason) => Err(reason),
         };
         match result {
-            Ok(outcomes) => {
-                let duplicates = outcomes.iter().filter(|&&o| o == Appended::Duplicate).count() as u64;
-                let refused =
-                    batch.iter().filter(|a| matches!(a.message.disposition, Disposition::Refused(_))).count()
+            Ok(BatchWritten { outcomes, queued, woken }) => {
+                let messages = batch.iter().filter(|r| matches!(r, Request::Append(_))).count() as u64;
+                let duplicates =
+                    outcomes.iter().filter(|o| matches!(o, Written::Append(Appended::Duplicate))).count()
                         as u64;
-                self.counters.stored.fetch_add(batch.len() as u64 - duplicates - refused, Ordering::Relaxed);
+                let refused = batch
+                    .iter()
+                    .filter(
+                        |r| matches!(r, Request::Append(a) if matches!(a.message.disposition, Disposition::Refused(_))),
+                    )
+                    .count() as u64;
+                self.counters.stored.fetch_add(messages - duplicates - refused, Ordering::Relaxed);
+                self.counters.queued.fetch_add(queued, Ordering::Relaxed);
                 self.counters.refused.fetch_add(refused, Ordering::Relaxed);
                 self.counters.duplicates.fetch_add(duplicates, Ordering::Relaxed);
                 self.counters.commits.fetch_add(1, Ordering::Relaxed);
@@ -369,10 +456,24 @@ impl Writer {
                     elapsed_us = started.elapsed().as_micros() as u64,
                     "store batch committed"
                 );
-                for (append, outcome) in batch.into_iter().zip(outcomes) {
-                    // The connection may have gone meanwhile; the message is stored anyway and
-                    // a resend will be recognised as a duplicate.
-                    let _ = append.reply.send(Ok(outcome));
+                for (request, outcome) in batch.into_iter().zip(outcomes) {
+                    match (request, outcome) {
+                        // The connection may have gone meanwhile; the message is stored anyway
+                        // and a resend will be recognised as a duplicate.
+                        (Request::Append(append), Written::Append(outcome)) => {
+                            let _ = append.reply.send(Ok(outcome));
+                        }
+                        (Request::Deliveries { reply: Some(reply), .. }, Written::Deliveries(changed)) => {
+                            let _ = reply.send(Ok(changed));
+                        }
+                        // Nobody waits; or (impossible: `write_batch` answers each request
+                        // in kind) a mismatch, whose sender sees its channel closed.
+                        _ => {}
+                    }
+                }
+                // After the commit: the engine reads what it is woken for.
+                for notify in woken {
+                    notify.notify_one();
                 }
             }
             Err(reason) => {
@@ -384,8 +485,17 @@ impl Writer {
                 // connection again: reopen for the next batch.
                 self.conn = None;
                 self.reopen_after = Some(Instant::now() + REOPEN_BACKOFF);
-                for append in batch {
-                    let _ = append.reply.send(Err(StoreError::Unavailable(reason.clone())));
+                for request in batch {
+                    let error = StoreError::Unavailable(reason.clone());
+                    match request {
+                        Request::Append(append) => {
+                            let _ = append.reply.send(Err(error));
+                        }
+                        Request::Deliveries { reply: Some(reply), .. } => {
+                            let _ = reply.send(Err(error));
+                        }
+                        Request::Deliveries { reply: None, .. } => {}
+                    }
                 }
             }
         }
@@ -472,6 +582,7 @@ impl Writer {
             return;
         };
         let cutoff = SystemTime::now().checked_sub(retention).map_or(i64::MIN, micros);
+        let cursor = self.retention_cursor;
         let conn = match self.connection() {
             Ok(conn) => conn,
             Err(reason) => {
@@ -480,25 +591,30 @@ impl Writer {
                 return;
             }
         };
-        let deleted = conn.execute(
-            "DELETE FROM messages WHERE id IN \
-             (SELECT id FROM messages WHERE received_at < ?1 ORDER BY received_at LIMIT ?2)",
-            params![cutoff, RETENTION_BATCH],
-        );
-        match deleted {
-            Ok(deleted) => {
-                let deleted = deleted as u64;
-                self.counters.expired.fetch_add(deleted, Ordering::Relaxed);
+        match expire_step(conn, cutoff, cursor) {
+            Ok(step) => {
+                self.counters.expired.fetch_add(step.deleted, Ordering::Relaxed);
+                self.counters.kept_undelivered.fetch_add(step.kept, Ordering::Relaxed);
                 self.commits_since_checkpoint += 1;
-                self.swept += deleted;
-                if deleted as i64 == RETENTION_BATCH {
+                self.swept += step.deleted;
+                self.kept += step.kept;
+                if step.examined as i64 == RETENTION_BATCH {
+                    self.retention_cursor = step.last;
                     self.next_retention = Instant::now();
                 } else {
                     if self.swept > 0 {
                         info!(deleted = self.swept, retention = %humantime::format_duration(retention),
                             "retention: deleted expired messages");
                     }
+                    if self.kept > 0 {
+                        info!(
+                            kept = self.kept,
+                            "retention: kept expired messages that still have deliveries to make"
+                        );
+                    }
                     self.swept = 0;
+                    self.kept = 0;
+                    self.retention_cursor = None;
                     self.next_retention = Instant::now() + interval;
                 }
             }
@@ -506,6 +622,7 @@ impl Writer {
                 warn!(path = %self.file.display(), error = %describe(&e), "retention step failed");
                 self.conn = None;
                 self.reopen_after = Some(Instant::now() + REOPEN_BACKOFF);
+                self.retention_cursor = None;
                 self.next_retention = Instant::now() + interval;
             }
         }
@@ -854,14 +971,32 @@ static INSERT: LazyLock<String> = LazyLock::new(|| {
 /// themselves, not only the hash: the narrow index (`dup_key`, a hash of listener, MSH-3,
 /// MSH-4 and MSH-10) finds the candidates, and an exact comparison cannot collide. Refused
 /// messages are inserted without a duplicate check.
-fn write_batch(conn: &mut Connection, batch: &[Append]) -> rusqlite::Result<Vec<Appended>> {
+fn write_batch(
+    conn: &mut Connection,
+    batch: &[Request],
+    routes: Option<&RouteTable>,
+) -> rusqlite::Result<BatchWritten> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut outcomes = Vec::with_capacity(batch.len());
+    let mut queued = 0;
+    let mut woken: Vec<Arc<tokio::sync::Notify>> = Vec::new();
+    let now = micros(SystemTime::now());
     {
         let mut find = tx.prepare_cached(FIND_DUPLICATE)?;
         let mut count = tx.prepare_cached(COUNT_DUPLICATE)?;
         let mut insert = tx.prepare_cached(&INSERT)?;
-        for Append { message: m, .. } in batch {
+        for request in batch {
+            let m = match request {
+                Request::Append(Append { message, .. }) => message,
+                Request::Deliveries { updates, .. } => {
+                    let changed = updates
+                        .iter()
+                        .map(|update| queue::apply(&tx, update))
+                        .collect::<rusqlite::Result<_>>()?;
+                    outcomes.push(Written::Deliveries(changed));
+                    continue;
+                }
+            };
             let at = micros(m.received_at);
             let dup_key =
                 duplicate_key_of(&m.listener, &m.sending_application, &m.sending_facility, &m.control_id)
@@ -881,7 +1016,7 @@ fn write_batch(conn: &mut Connection, batch: &[Append]) -> rusqlite::Result<Vec<
             match original {
                 Some(id) => {
                     count.execute(params![id, at])?;
-                    outcomes.push(Appended::Duplicate);
+                    outcomes.push(Written::Append(Appended::Duplicate));
                 }
                 None => {
                     let (peer, charset) = (m.peer.to_string(), m.charset.config_name());
@@ -912,13 +1047,98 @@ fn write_batch(conn: &mut Connection, batch: &[Append]) -> rusqlite::Result<Vec<
                     values.extend(m.fields.values());
                     values.push(&dup_key);
                     insert.execute(&values[..])?;
-                    outcomes.push(Appended::New);
+                    // Only new accepted messages are delivered: never a refused one, never
+                    // a duplicate (its original was queued when it was stored).
+                    if let (None, Some(routes)) = (refusal, routes) {
+                        let id = tx.last_insert_rowid();
+                        let routes = queue::queue_message(
+                            &tx,
+                            routes,
+                            id,
+                            &m.listener,
+                            &m.message_type,
+                            &m.fields,
+                            now,
+                        )?;
+                        queued += routes.len() as u64;
+                        for route in routes {
+                            if !woken.iter().any(|notify| Arc::ptr_eq(notify, &route.queued)) {
+                                woken.push(route.queued.clone());
+                            }
+                        }
+                    }
+                    outcomes.push(Written::Append(Appended::New));
                 }
             }
         }
     }
     tx.commit()?;
-    Ok(outcomes)
+    Ok(BatchWritten { outcomes, queued, woken })
+}
+
+/// What [`write_batch`] committed.
+struct BatchWritten {
+    /// One per request, in order.
+    outcomes: Vec<Written>,
+    /// Delivery rows queued.
+    queued: u64,
+    /// The routes to wake (each once) now that their rows are committed.
+    woken: Vec<Arc<tokio::sync::Notify>>,
+}
+
+/// What one retention step did.
+struct ExpireStep {
+    /// Expired messages looked at (at most [`RETENTION_BATCH`]).
+    examined: usize,
+    /// Deleted (with their delivery rows, by the schema's trigger).
+    deleted: u64,
+    /// Kept: a delivery of theirs is pending, in flight or parked.
+    kept: u64,
+    /// `(received_at, id)` of the last one looked at.
+    last: Option<(i64, i64)>,
+}
+
+/// One retention step, one transaction: looks at the next [`RETENTION_BATCH`] messages
+/// received before `cutoff` (oldest first, after `cursor`) and deletes those with no
+/// delivery still to do. A message with a pending, in-flight or parked delivery is never
+/// deleted by retention (`hl7d messages purge --include-undelivered` can).
+fn expire_step(
+    conn: &mut Connection,
+    cutoff: i64,
+    cursor: Option<(i64, i64)>,
+) -> rusqlite::Result<ExpireStep> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let (after_at, after_id) = cursor.unwrap_or((i64::MIN, i64::MIN));
+    let candidates: Vec<(i64, i64, bool)> = tx
+        .prepare_cached(
+            "SELECT id, received_at, EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = m.id \
+             AND d.state IN ('pending', 'in_flight', 'parked')) \
+             FROM messages m INDEXED BY messages_received_at \
+             WHERE received_at < ?1 AND (received_at > ?2 OR (received_at = ?2 AND id > ?3)) \
+             ORDER BY received_at, id LIMIT ?4",
+        )?
+        .query_map(params![cutoff, after_at, after_id, RETENTION_BATCH], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut step = ExpireStep {
+        examined: candidates.len(),
+        deleted: 0,
+        kept: 0,
+        last: candidates.last().map(|&(id, at, _)| (at, id)),
+    };
+    {
+        let mut delete = tx.prepare_cached("DELETE FROM messages WHERE id = ?1")?;
+        for (id, _, open) in candidates {
+            if open {
+                step.kept += 1;
+            } else {
+                step.deleted += delete.execute([id])? as u64;
+            }
+        }
+    }
+    tx.commit()?;
+    Ok(step)
 }
 
 /// Microseconds since the Unix epoch (negative before it).
