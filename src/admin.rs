@@ -218,12 +218,18 @@ fn report_json(report: &ReloadReport) -> serde_json::Value {
             })
         })
         .collect();
+    let routes: Vec<serde_json::Value> = report
+        .routes
+        .iter()
+        .map(|(route, action)| serde_json::json!({ "route": route, "action": action }))
+        .collect();
     let mut body = serde_json::json!({
         "ok": report.is_ok(),
         "reloaded": reloaded,
         "failed": failed,
         "needs_restart": report.needs_restart,
         "listeners": listeners,
+        "routes": routes,
     });
     if let Some(error) = &report.error {
         body["error"] = serde_json::Value::from(error.as_str());

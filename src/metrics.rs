@@ -70,6 +70,23 @@ pub const STORE_COMMIT_MESSAGES: &str = "hl7d_store_commit_messages";
 pub const STORE_FAILED_COMMITS: &str = "hl7d_store_failed_commits_total";
 /// Lines the audit trail could not deliver to syslog (queue full or collector down).
 pub const AUDIT_DROPPED: &str = "hl7d_audit_syslog_dropped_total";
+/// Deliveries waiting (pending), as last counted (every few seconds). `{route}`
+pub const ROUTE_PENDING: &str = "hl7d_route_pending";
+/// Age of the oldest delivery pending or in flight, seconds (0 when none), as last counted.
+/// `{route}`
+pub const ROUTE_OLDEST_PENDING: &str = "hl7d_route_oldest_pending_seconds";
+/// Messages delivered. `{route}`
+pub const ROUTE_DELIVERED: &str = "hl7d_route_delivered_total";
+/// Failed attempts that will be retried after a backoff. `{route, reason}`: the
+/// `RetryReason` labels (`connect`, `tls`, `timeout`, `connection_lost`, `bad_ack`,
+/// `application_error`, `http_status`, `io`).
+pub const ROUTE_RETRIES: &str = "hl7d_route_retries_total";
+/// Deliveries parked (waiting for an operator), as last counted. `{route}`
+pub const ROUTE_PARKED: &str = "hl7d_route_parked";
+/// Lanes held behind a parked message. `{route}`
+pub const ROUTE_HELD_LANES: &str = "hl7d_route_held_lanes";
+/// From a delivery queued (its message stored) to delivered, seconds. `{route}`
+pub const ROUTE_DELIVERY_SECONDS: &str = "hl7d_route_delivery_seconds";
 
 /// Buckets of [`ACK_LATENCY`]: 0.5 ms to 10 s.
 const ACK_LATENCY_BUCKETS: &[f64] =
@@ -79,6 +96,10 @@ const STORE_COMMIT_BUCKETS: &[f64] =
     &[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
 /// Buckets of [`STORE_COMMIT_MESSAGES`]: powers of two up to the store's batch limit (1024).
 const STORE_BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0];
+/// Buckets of [`ROUTE_DELIVERY_SECONDS`]: 1 ms to a day (a downstream that was down for
+/// hours shows in the upper buckets).
+const ROUTE_DELIVERY_BUCKETS: &[f64] =
+    &[0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0, 3600.0, 86400.0];
 /// How often histogram samples are folded into their buckets when nobody scrapes (the
 /// exporter keeps raw samples until then; see `PrometheusHandle::run_upkeep`).
 pub const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
@@ -96,6 +117,7 @@ pub fn install() -> &'static PrometheusHandle {
             (ACK_LATENCY, ACK_LATENCY_BUCKETS),
             (STORE_COMMIT_SECONDS, STORE_COMMIT_BUCKETS),
             (STORE_COMMIT_MESSAGES, STORE_BATCH_BUCKETS),
+            (ROUTE_DELIVERY_SECONDS, ROUTE_DELIVERY_BUCKETS),
         ]
         .into_iter()
         .fold(builder, |builder, (name, buckets)| {
@@ -146,6 +168,13 @@ fn describe() {
     describe_histogram!(STORE_COMMIT_MESSAGES, "messages per store transaction");
     describe_counter!(STORE_FAILED_COMMITS, "store transactions that failed");
     describe_counter!(AUDIT_DROPPED, "audit lines not delivered to syslog");
+    describe_gauge!(ROUTE_PENDING, "deliveries waiting, by route");
+    describe_gauge!(ROUTE_OLDEST_PENDING, Unit::Seconds, "age of the oldest delivery pending or in flight");
+    describe_counter!(ROUTE_DELIVERED, "messages delivered, by route");
+    describe_counter!(ROUTE_RETRIES, "failed delivery attempts to be retried, by route and reason");
+    describe_gauge!(ROUTE_PARKED, "deliveries parked for an operator, by route");
+    describe_gauge!(ROUTE_HELD_LANES, "lanes held behind a parked message, by route");
+    describe_histogram!(ROUTE_DELIVERY_SECONDS, Unit::Seconds, "from a delivery queued to delivered");
 }
 
 /// Folds histogram samples into buckets; the admin endpoint calls it every
@@ -326,6 +355,53 @@ impl ListenerMetrics {
     /// Counts a frame refused by the decoder (`too_large`, `bad_end`, `abandoned`).
     pub fn frame_error(&self, reason: &'static str) {
         counter!(FRAME_ERRORS, "listener" => self.listener.clone(), "reason" => reason).increment(1);
+    }
+}
+
+/// The metrics of one route, registered once (every retry reason starts at zero).
+#[derive(Clone)]
+pub struct RouteMetrics {
+    /// [`ROUTE_PENDING`]
+    pub pending: Gauge,
+    /// [`ROUTE_OLDEST_PENDING`]
+    pub oldest_pending: Gauge,
+    /// [`ROUTE_DELIVERED`]
+    pub delivered: Counter,
+    /// [`ROUTE_PARKED`]
+    pub parked: Gauge,
+    /// [`ROUTE_HELD_LANES`]
+    pub held_lanes: Gauge,
+    /// [`ROUTE_DELIVERY_SECONDS`]
+    pub delivery_seconds: Histogram,
+    /// [`ROUTE_RETRIES`], one per reason label, in the order of `reasons`.
+    retries: Vec<(&'static str, Counter)>,
+}
+
+impl RouteMetrics {
+    /// Registers the metrics of route `name`, with a retry counter for each of `reasons`
+    /// (the `RetryReason` labels).
+    pub fn new(name: &str, reasons: &[&'static str]) -> RouteMetrics {
+        let route = metrics::SharedString::from(name.to_owned());
+        let r = || route.clone();
+        RouteMetrics {
+            pending: gauge!(ROUTE_PENDING, "route" => r()),
+            oldest_pending: gauge!(ROUTE_OLDEST_PENDING, "route" => r()),
+            delivered: counter!(ROUTE_DELIVERED, "route" => r()),
+            parked: gauge!(ROUTE_PARKED, "route" => r()),
+            held_lanes: gauge!(ROUTE_HELD_LANES, "route" => r()),
+            delivery_seconds: histogram!(ROUTE_DELIVERY_SECONDS, "route" => r()),
+            retries: reasons
+                .iter()
+                .map(|&reason| (reason, counter!(ROUTE_RETRIES, "route" => r(), "reason" => reason)))
+                .collect(),
+        }
+    }
+
+    /// Counts a retry for `reason` (one of the labels given to [`RouteMetrics::new`]).
+    pub fn retry(&self, reason: &str) {
+        if let Some((_, counter)) = self.retries.iter().find(|(label, _)| *label == reason) {
+            counter.increment(1);
+        }
     }
 }
 

@@ -14,7 +14,8 @@ use std::net::SocketAddr;
 use thiserror::Error;
 
 use crate::audit::{AuditError, AuditTrail};
-use crate::config::Config;
+use crate::config::{Config, RouteTarget};
+use crate::delivery::transport::file::FileTransport;
 use crate::store::{SqliteStore, StoreError};
 use crate::tls::cert::{self, CertSummary, ExpiryNotice};
 use crate::tls::pki::{self, PkiError};
@@ -98,6 +99,14 @@ pub enum Problem {
     /// An `[audit]` sink cannot be used.
     #[error("{0}")]
     Audit(AuditError),
+    /// A file route's directory cannot be written.
+    #[error("route {route:?}: {error}")]
+    Route {
+        /// The route.
+        route: String,
+        /// What is wrong.
+        error: String,
+    },
     /// An address cannot be bound ([`Options::bind`]).
     #[error("{what}: cannot listen on {addr}: {error}")]
     Bind {
@@ -171,6 +180,11 @@ pub fn check(config: &Config, options: &Options) -> Report {
             order: route.order.config_name(),
             in_flight: route.in_flight,
         });
+        if let RouteTarget::File { dir } = &route.to {
+            if let Err(error) = FileTransport::check(dir) {
+                report.problems.push(Problem::Route { route: route.name.clone(), error });
+            }
+        }
     }
     if let Err(error) = SqliteStore::check(&config.store.path) {
         report.problems.push(Problem::Store(error));

@@ -12,6 +12,7 @@ use tracing::{error, info, warn};
 
 use crate::admin::{Admin, Running};
 use crate::config::{Config, Transport};
+use crate::delivery::engine::{Engine, EngineOptions};
 use crate::listener::{ReloadReport, Reloader, ServeError, Server};
 use crate::store::{MessageStore, SqliteOptions, SqliteStore};
 use crate::tls::pki::{self, LocalTls};
@@ -124,9 +125,22 @@ pub async fn run(config: Config, options: &RunOptions) -> anyhow::Result<()> {
         None => None,
     };
     let local_tls = if embedded { prepare_local_tls(&config)? } else { None };
-    let store_options = SqliteOptions { retention: config.store.retention, ..SqliteOptions::default() };
+    let routes = Engine::table();
+    let store_options = SqliteOptions {
+        retention: config.store.retention,
+        routes: Some(routes.clone()),
+        ..SqliteOptions::default()
+    };
     let sqlite = Arc::new(SqliteStore::open(&config.store.path, store_options)?);
     info!(path = %sqlite.file().display(), "message store open");
+    // Before the listeners: every message they store is queued for the routes of the
+    // configuration it was received under.
+    let engine = Engine::new(sqlite.clone(), &config.store.path, routes, EngineOptions::default());
+    if let Err(failures) = engine.start(&config.routes) {
+        let why: Vec<String> =
+            failures.iter().map(|(route, why)| format!("route {route:?}: {why}")).collect();
+        anyhow::bail!("{}", why.join("; "));
+    }
     let store: Arc<dyn MessageStore> = sqlite.clone();
     let server = Server::start(&config, store).await?;
     for (name, addr) in server.local_addrs() {
@@ -155,15 +169,19 @@ pub async fn run(config: Config, options: &RunOptions) -> anyhow::Result<()> {
     if let Some(admin) = &admin {
         let reloader = server.reloader();
         let (source, ready_file) = (options.source.clone(), options.ready_file.clone());
+        let engine = engine.clone();
         let reload: crate::admin::ReloadFn = Arc::new(move || {
             let (reloader, source, ready_file) = (reloader.clone(), source.clone(), ready_file.clone());
-            Box::pin(async move { reload_and_announce(&reloader, &source, ready_file.as_deref()).await })
+            let engine = engine.clone();
+            Box::pin(
+                async move { reload_and_announce(&reloader, &engine, &source, ready_file.as_deref()).await },
+            )
         });
         admin.attach(Running { reloader: server.reloader(), reload });
         admin.readiness().set(true);
     }
     info!(target: "audit", event = "start", version = env!("CARGO_PKG_VERSION"),
-        listeners = config.listeners.len(), "hl7d started");
+        listeners = config.listeners.len(), routes = config.routes.len(), "hl7d started");
     if let Some(file) = &options.ready_file {
         write_ready_file(file, &server.local_addrs())
             .with_context(|| format!("--ready-file {}", file.display()))?;
@@ -173,21 +191,29 @@ pub async fn run(config: Config, options: &RunOptions) -> anyhow::Result<()> {
     match hangup {
         Ok(hangup) => {
             let (source, ready_file) = (options.source.clone(), options.ready_file.clone());
-            tokio::spawn(reload_on_hangup(hangup, server.reloader(), source, ready_file));
+            tokio::spawn(reload_on_hangup(hangup, server.reloader(), engine.clone(), source, ready_file));
         }
         Err(e) => warn!(error = %e, "cannot listen for SIGHUP: reload by signal unavailable"),
     }
     let stop = server.shutdown_token();
     let readiness = admin.as_ref().map(Admin::readiness);
+    let deliveries = engine.clone();
     tokio::spawn(async move {
         wait_for_signal().await;
         if let Some(readiness) = readiness {
             readiness.set(false);
         }
-        info!("termination signal: no new connections; finishing messages in flight");
+        info!("termination signal: no new connections; finishing messages and deliveries in flight");
         stop.cancel();
+        deliveries.stop();
     });
     let abandoned = server.run_until_stopped(SHUTDOWN_GRACE).await;
+    // The server stopped (a signal, which stopped the engine too, or the shutdown token):
+    // deliveries under way finish, within the same grace.
+    engine.stop();
+    if !engine.wait(SHUTDOWN_GRACE).await {
+        warn!("deliveries still under way at shutdown; they go out again at the next start");
+    }
     // Every connection has finished (or was abandoned): write what is queued, checkpoint,
     // close the database file.
     let _ = tokio::task::spawn_blocking(move || sqlite.close()).await;
@@ -216,6 +242,18 @@ fn write_ready_file(file: &Path, addrs: &[(String, SocketAddr)]) -> std::io::Res
 /// here. A configuration that no longer loads changes nothing, and the report's `error`
 /// says why.
 pub async fn reload(reloader: &Reloader, source: &ConfigSource) -> ReloadReport {
+    reload_config(reloader, None, source).await
+}
+
+/// [`reload`], and the routes with it: SIGHUP and the admin `POST /reload` of `hl7d
+/// serve` come here. All or nothing: every new or changed route's transport is built
+/// before the listeners are touched, and the routes change only when the listeners'
+/// reload applied (see [`Engine::prepare`], [`Engine::apply`]).
+pub async fn reload_with_routes(reloader: &Reloader, engine: &Engine, source: &ConfigSource) -> ReloadReport {
+    reload_config(reloader, Some(engine), source).await
+}
+
+async fn reload_config(reloader: &Reloader, engine: Option<&Engine>, source: &ConfigSource) -> ReloadReport {
     // After logrotate moved the audit file away.
     crate::audit::reopen_files();
     // A small file: read in place, as the certificates are.
@@ -224,7 +262,26 @@ pub async fn reload(reloader: &Reloader, source: &ConfigSource) -> ReloadReport 
             for warning in &config.warnings {
                 warn!("configuration: {warning}");
             }
-            reloader.reload(&config).await
+            let prepared = match engine.map(|engine| engine.prepare(&config.routes)).transpose() {
+                Ok(prepared) => prepared,
+                Err(failures) => {
+                    let why: Vec<String> =
+                        failures.iter().map(|(route, why)| format!("route {route:?}: {why}")).collect();
+                    let error = format!("nothing changed: {}", why.join("; "));
+                    error!(target: "audit", event = "config_reload_failed", error = %error,
+                        "reload refused; keeping the running configuration");
+                    return ReloadReport::refused(error);
+                }
+            };
+            let mut report = reloader.reload(&config).await;
+            if let (true, Some(engine), Some(prepared)) = (report.is_ok(), engine, prepared) {
+                report.routes = engine
+                    .apply(prepared)
+                    .into_iter()
+                    .map(|(route, action)| (route, action.as_str()))
+                    .collect();
+            }
+            report
         }
         Err(e) => {
             let error = format!("the configuration does not load; nothing changed: {e:#}");
@@ -239,10 +296,11 @@ pub async fn reload(reloader: &Reloader, source: &ConfigSource) -> ReloadReport 
 /// added, moved or removed listeners.
 async fn reload_and_announce(
     reloader: &Reloader,
+    engine: &Engine,
     source: &ConfigSource,
     ready_file: Option<&Path>,
 ) -> ReloadReport {
-    let report = reload(reloader, source).await;
+    let report = reload_with_routes(reloader, engine, source).await;
     if let (true, Some(file)) = (report.is_ok(), ready_file) {
         if let Err(e) = write_ready_file(file, &reloader.local_addrs()) {
             error!(file = %file.display(), error = %e, "--ready-file: cannot write the reloaded listeners");
@@ -255,12 +313,13 @@ async fn reload_and_announce(
 async fn reload_on_hangup(
     mut hangup: tokio::signal::unix::Signal,
     reloader: Reloader,
+    engine: Engine,
     source: ConfigSource,
     ready_file: Option<PathBuf>,
 ) {
     while hangup.recv().await.is_some() {
         info!(target: "audit", event = "reload_requested", source = "SIGHUP", "SIGHUP: reloading the configuration");
-        reload_and_announce(&reloader, &source, ready_file.as_deref()).await;
+        reload_and_announce(&reloader, &engine, &source, ready_file.as_deref()).await;
     }
 }
 

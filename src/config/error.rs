@@ -27,8 +27,8 @@ pub enum ConfigError {
     Toml {
         /// The table the error is in, when it could be located.
         section: Option<Section>,
-        /// toml's error.
-        error: toml::de::Error,
+        /// toml's error (boxed: it is large, and rare).
+        error: Box<toml::de::Error>,
     },
     /// Well-formed TOML with values that are not allowed; every problem found is listed,
     /// one per line.

@@ -15,6 +15,9 @@
 //! It must not decide what a listener ACKs, nor read message fields again: the lane key and
 //! header fields were extracted once at ingest and come with the [`Outbound`].
 
+pub mod backoff;
+pub mod engine;
+pub mod lanes;
 pub mod transport;
 
 use std::future::Future;

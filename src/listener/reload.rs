@@ -82,6 +82,10 @@ pub struct ReloadReport {
     pub needs_restart: Vec<String>,
     /// Every listener of the new configuration, then every removed one.
     pub listeners: Vec<ListenerChange>,
+    /// Every route of the new configuration and every removed one, with what the reload
+    /// did to it (`added`, `removed`, `updated`, `unchanged`); filled by the caller that
+    /// also reloads the routes (`serve::reload_with_routes`).
+    pub routes: Vec<(String, &'static str)>,
 }
 
 impl ReloadReport {

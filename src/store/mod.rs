@@ -31,7 +31,9 @@ pub use fields::KeyFields;
 pub use purge::{purge, PURGE_BATCH};
 pub use read::{Filter, Reader, StoredMessage};
 pub use schema::SCHEMA_VERSION;
-pub use sqlite::{ConnectionSetup, Durability, SqliteOptions, SqliteStore, StoreStats, DATABASE_FILE};
+pub use sqlite::{
+    micros, ConnectionSetup, Durability, SqliteOptions, SqliteStore, StoreStats, DATABASE_FILE,
+};
 
 use std::future::Future;
 use std::net::SocketAddr;

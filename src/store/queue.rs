@@ -390,9 +390,10 @@ impl QueueReader {
             .map_err(|e| error(&e))
     }
 
-    /// The lanes of `route` whose head is parked (held), in lane order: the lanes with a
-    /// parked row (`deliveries_parked`, only parked rows), each checked with one seek.
-    pub fn held_lanes(&self, route: &str) -> Result<Vec<String>, StoreError> {
+    /// The heads of `route`'s held lanes (lanes whose head is parked), in lane order: the
+    /// lanes with a parked row (`deliveries_parked`, only parked rows), each head read with
+    /// one seek.
+    pub fn held_lanes(&self, route: &str) -> Result<Vec<LaneHead>, StoreError> {
         let lanes: Vec<String> = self
             .conn
             .prepare_cached(
@@ -404,8 +405,8 @@ impl QueueReader {
             .map_err(|e| error(&e))?;
         let mut held = Vec::new();
         for lane in lanes {
-            if self.head(route, &lane)?.is_some_and(|head| head.state == DeliveryState::Parked) {
-                held.push(lane);
+            if let Some(head) = self.head(route, &lane)?.filter(|head| head.state == DeliveryState::Parked) {
+                held.push(head);
             }
         }
         Ok(held)
@@ -862,7 +863,9 @@ mod tests {
             assert_eq!(statement.get_status(StatementStatus::FullscanStep), 0);
             drop(statement);
             // Held lanes: D (head parked), not C (a parked row behind a pending head).
-            assert_eq!(reader.held_lanes("r").unwrap(), ["patient/F/D"]);
+            let held: Vec<String> =
+                reader.held_lanes("r").unwrap().into_iter().map(|head| head.lane).collect();
+            assert_eq!(held, ["patient/F/D"]);
         }
     }
 }

@@ -30,7 +30,7 @@ const CERT_EXPIRY_WARNING_BOUNDS: (Duration, Duration) = (DAY, Duration::from_se
 pub(super) fn parse(text: &str, base: Option<&Path>) -> Result<Config, ConfigError> {
     let raw: RawConfig = toml::from_str(text).map_err(|error| ConfigError::Toml {
         section: error.span().and_then(|span| locate_section(text, span.start)),
-        error,
+        error: Box::new(error),
     })?;
     let mut builder = Builder { text, base, problems: Vec::new(), warnings: Vec::new() };
     let config = builder.config(raw);

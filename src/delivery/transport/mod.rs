@@ -1,6 +1,7 @@
 //! One file per kind of downstream, each a [`Transport`]: `mllp.rs` (MLLP and MLLP over
-//! TLS, through the library's [`crate::sender::Client`]) and `http.rs` (HTTP/1.1 and HTTP/2
-//! over rustls). [`build`] turns a route's typed config into the right one.
+//! TLS, through the library's [`crate::sender::Client`]), `http.rs` (HTTP/1.1 and HTTP/2
+//! over rustls) and `file.rs` (one file per message in a directory). [`build`] turns a
+//! route's typed config into the right one.
 //!
 //! What the transports share lives here: the route's TLS settings as a rustls client
 //! configuration (the same one `hl7d send` builds, [`crate::sender::tls::client_config`])
@@ -9,6 +10,7 @@
 //! first message. A transport decides only what one attempt came to: no retry loops, no
 //! sleeping, no logging of message content (the engine logs and counts).
 
+pub mod file;
 pub mod http;
 pub mod mllp;
 
@@ -22,17 +24,12 @@ use crate::config::{RouteConfig, RouteTarget, RouteTls};
 use crate::delivery::Transport;
 use crate::sender::tls::{client_config, ClientTlsOptions, TlsFailure, TlsSetupError};
 
-/// The transport for `route`: MLLP(S) or HTTP(S).
-///
-/// `file://` routes are built by the file transport, which is not part of this module yet:
-/// they answer [`BuildError::BuiltElsewhere`].
+/// The transport for `route`: MLLP(S), HTTP(S) or a directory.
 pub fn build(route: &RouteConfig) -> Result<Box<dyn Transport>, BuildError> {
     match &route.to {
         RouteTarget::Mllp { .. } => Ok(Box::new(mllp::MllpTransport::new(route)?)),
         RouteTarget::Http { .. } => Ok(Box::new(http::HttpTransport::new(route)?)),
-        RouteTarget::File { .. } => {
-            Err(BuildError::BuiltElsewhere { route: route.name.clone(), kind: "file" })
-        }
+        RouteTarget::File { dir } => Ok(Box::new(file::FileTransport::new(dir, route.file.name.clone()))),
     }
 }
 
@@ -40,14 +37,6 @@ pub fn build(route: &RouteConfig) -> Result<Box<dyn Transport>, BuildError> {
 /// ever carries a secret's value.
 #[derive(Debug, Error)]
 pub enum BuildError {
-    /// A kind of route this module does not build.
-    #[error("route {route:?}: {kind} routes are built elsewhere")]
-    BuiltElsewhere {
-        /// The route's name.
-        route: String,
-        /// The kind (`file`).
-        kind: &'static str,
-    },
     /// `to` cannot be used as written.
     #[error("route {route:?}: to: {reason}")]
     Target {
@@ -119,8 +108,7 @@ impl BuildError {
     /// The name of the route at fault.
     pub fn route(&self) -> &str {
         match self {
-            BuildError::BuiltElsewhere { route, .. }
-            | BuildError::Target { route, .. }
+            BuildError::Target { route, .. }
             | BuildError::TlsWithoutTls { route }
             | BuildError::CertWithoutKey { route }
             | BuildError::Tls { route, .. }
