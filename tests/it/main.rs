@@ -4,6 +4,7 @@ mod admin;
 mod bench;
 mod cli;
 mod client_keys;
+mod delivery;
 mod delivery_transports;
 mod faults;
 mod file_modes;
