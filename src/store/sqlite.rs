@@ -450,11 +450,13 @@ impl Writer {
                 self.counters.refused.fetch_add(refused, Ordering::Relaxed);
                 self.counters.duplicates.fetch_add(duplicates, Ordering::Relaxed);
                 self.counters.commits.fetch_add(1, Ordering::Relaxed);
-                crate::metrics::store_commit(started.elapsed(), batch.len());
+                crate::metrics::store_commit(started.elapsed(), messages as usize);
                 self.bytes_since_checkpoint += bytes;
                 self.commits_since_checkpoint += 1;
                 debug!(
-                    messages = batch.len(),
+                    messages,
+                    delivery_updates = batch.len() as u64 - messages,
+                    queued,
                     duplicates,
                     elapsed_us = started.elapsed().as_micros() as u64,
                     "store batch committed"
@@ -482,7 +484,7 @@ impl Writer {
             Err(reason) => {
                 self.counters.failed_batches.fetch_add(1, Ordering::Relaxed);
                 crate::metrics::store_failed_commit();
-                error!(path = %self.file.display(), messages = batch.len(), error = %reason,
+                error!(path = %self.file.display(), requests = batch.len(), error = %reason,
                     "message store write failed; answering with error ACKs");
                 // Rolled back already (the transaction was dropped). Never trust this
                 // connection again: reopen for the next batch.
