@@ -804,3 +804,48 @@ async fn a_file_route_through_hl7d_serve_with_reload_and_restart() {
         .collect();
     assert!(hidden.is_empty(), "temporary files left: {hidden:?}");
 }
+
+/// `check-config` lists the routes (user information hidden) and refuses a file route whose
+/// directory cannot be made.
+#[test]
+fn check_config_shows_routes_and_checks_file_directories() {
+    let tmp = tempdir("delivery-check");
+    let config = tmp.path().join("hl7d.toml");
+    let blocker = tmp.path().join("a-file");
+    std::fs::write(&blocker, b"").unwrap();
+    let head = format!(
+        "[store]\npath = {:?}\n[[listener]]\nname = \"lab\"\nlisten = \"127.0.0.1:0\"\nplaintext = true\n",
+        tmp.path().join("data")
+    );
+    let run = |routes: &str, json: bool| {
+        std::fs::write(&config, format!("{head}{routes}")).unwrap();
+        let mut args = vec!["check-config", "--config", config.to_str().unwrap()];
+        if json {
+            args.push("--json");
+        }
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_hl7d")).args(&args).output().unwrap();
+        let text =
+            format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+        (output.status.code().unwrap(), text)
+    };
+    let good = format!(
+        "[[route]]\nname = \"files\"\nto = \"file://{}\"\n[[route]]\nname = \"web\"\nto = \"https://u:secret@h.example/in\"\norder = \"strict\"\n",
+        tmp.path().join("out").display()
+    );
+    let (code, text) = run(&good, false);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("ok (1 listener(s), 2 route(s))"), "{text}");
+    assert!(text.contains("route web: https://***@h.example/in (order strict, in_flight 1)"), "{text}");
+    assert!(!text.contains("secret"), "{text}");
+    let (code, text) = run(&good, true);
+    assert_eq!(code, 0, "{text}");
+    let json: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+    assert_eq!(json["routes"][0]["name"], "files");
+    assert_eq!(json["routes"][1]["to"], "https://***@h.example/in");
+    assert!(!tmp.path().join("out").exists(), "check-config creates nothing");
+
+    let bad = format!("[[route]]\nname = \"files\"\nto = \"file://{}/sub\"\n", blocker.display());
+    let (code, text) = run(&bad, false);
+    assert_eq!(code, 78, "{text}");
+    assert!(text.contains("route \"files\": ") && text.contains("not a directory"), "{text}");
+}
