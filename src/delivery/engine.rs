@@ -151,6 +151,10 @@ struct Inner {
     stop: CancellationToken,
     tasks: TaskTracker,
     workers: Mutex<BTreeMap<String, Running>>,
+    /// Workers of removed routes that may still be finishing an attempt, by route name: a
+    /// route added again under that name waits for it, so that no lane is delivered by two
+    /// workers at once.
+    stopping: Mutex<BTreeMap<String, watch::Receiver<bool>>>,
 }
 
 /// A route's worker as the engine keeps it.
@@ -216,6 +220,7 @@ impl Engine {
                 stop: CancellationToken::new(),
                 tasks: TaskTracker::new(),
                 workers: Mutex::default(),
+                stopping: Mutex::default(),
             }),
         }
     }
@@ -257,12 +262,15 @@ impl Engine {
     pub fn apply(&self, prepared: Prepared) -> Vec<(String, RouteAction)> {
         let Prepared { routes, mut transports } = prepared;
         let mut workers = lock(&self.inner.workers);
+        let mut stopping = lock(&self.inner.stopping);
+        stopping.retain(|_, finished| !*finished.borrow());
         let mut changes = Vec::new();
         let removed: Vec<String> =
             workers.keys().filter(|name| !routes.iter().any(|route| &route.name == *name)).cloned().collect();
         for name in removed {
             if let Some(running) = workers.remove(&name) {
                 running.stop.cancel();
+                stopping.insert(name.clone(), running.finished);
                 info!(target: "audit", event = "route_removed", route = %name,
                     "route removed: no new messages are queued for it; its queued deliveries stay");
                 changes.push((name, RouteAction::Removed));
@@ -277,10 +285,13 @@ impl Engine {
                 Some(_) => RouteAction::Updated,
                 None => RouteAction::Added,
             };
-            let previous = workers.remove(&route.name).map(|running| {
-                running.stop.cancel();
-                running.finished
-            });
+            let previous = match workers.remove(&route.name) {
+                Some(running) => {
+                    running.stop.cancel();
+                    Some(running.finished)
+                }
+                None => stopping.remove(&route.name),
+            };
             let first = transports.remove(&route.name);
             let running = self.spawn_worker(route.clone(), first, previous);
             workers.insert(route.name.clone(), running);

@@ -41,8 +41,8 @@ async fn accepted(conn: &mut TcpStream, payload: &[u8]) {
 struct Script {
     /// Outcomes to give, per control id, in order; then `Delivered`.
     plan: Mutex<HashMap<String, VecDeque<Answer>>>,
-    /// Every attempt: control id and when.
-    attempts: Mutex<Vec<(String, Instant)>>,
+    /// Every attempt: control id and when (tokio's clock, paused or not).
+    attempts: Mutex<Vec<(String, tokio::time::Instant)>>,
     /// Control ids answered `Delivered`, in order.
     delivered: Mutex<Vec<String>>,
 }
@@ -63,7 +63,7 @@ impl Script {
         self.delivered.lock().unwrap().clone()
     }
 
-    fn attempts_of(&self, control_id: &str) -> Vec<Instant> {
+    fn attempts_of(&self, control_id: &str) -> Vec<tokio::time::Instant> {
         self.attempts.lock().unwrap().iter().filter(|(id, _)| id == control_id).map(|(_, at)| *at).collect()
     }
 
@@ -100,7 +100,7 @@ impl Transport for Scripted {
         let script = self.0.clone();
         Box::pin(async move {
             let id = message.control_id.clone();
-            script.attempts.lock().unwrap().push((id.clone(), Instant::now()));
+            script.attempts.lock().unwrap().push((id.clone(), tokio::time::Instant::now()));
             let answer = script.plan.lock().unwrap().get_mut(&id).and_then(VecDeque::pop_front);
             let outcome = match answer {
                 Some(Answer::Give(outcome)) => outcome,
@@ -219,6 +219,95 @@ async fn settled(store_dir: &Path) -> Vec<(String, String, i64)> {
 
 fn now_micros() -> i64 {
     hl7d::store::micros(std::time::SystemTime::now())
+}
+
+/// Backoff and `park_after` on tokio's paused clock: a downstream that always fails, with
+/// `retry_initial = "1s"`, `retry_max = "1m"`, `park_after = "10m"`. Each delay is between
+/// half of and all of 1 s, 2 s, 4 s … 1 min, and the message is parked at the first failure
+/// ten minutes after the first attempt: ten minutes of backoff in a test that takes
+/// milliseconds.
+#[tokio::test(start_paused = true)]
+async fn backoff_doubles_to_retry_max_and_parks_after_park_after_on_a_paused_clock() {
+    use hl7_proto::ack::AckCode;
+    use hl7_proto::charset::Charset;
+    use hl7d::delivery::engine::Clock;
+    use hl7d::store::{Disposition, KeyFields, NewMessage};
+
+    let tmp = tempdir("delivery-paused");
+    let script = Arc::new(Script::default());
+    script.plan("A1", std::iter::repeat_n(retry("connection refused"), 1000));
+    let text = "[[listener]]\nname = \"lab\"\nlisten = \"127.0.0.1:0\"\nplaintext = true\n\
+                [[route]]\nname = \"r\"\nto = \"file:///unused\"\n\
+                retry_initial = \"1s\"\nretry_max = \"1m\"\npark_after = \"10m\"\n";
+    let config = Config::from_toml_str(text).unwrap();
+    let store_dir = tmp.path().join("data");
+    let table = Engine::table();
+    let options = SqliteOptions { routes: Some(table.clone()), ..SqliteOptions::default() };
+    let store = Arc::new(SqliteStore::open(&store_dir, options).unwrap());
+    let options = EngineOptions {
+        clock: Clock::tokio(),
+        transports: Arc::new(ScriptedFactory(script.clone())),
+        ..EngineOptions::default()
+    };
+    let engine = Engine::new(store.clone(), &store_dir, table, options);
+    engine.start(&config.routes).unwrap();
+    let raw = adt("A1", "A");
+    let message = NewMessage {
+        listener: Arc::from("lab"),
+        peer: "127.0.0.1:40000".parse().unwrap(),
+        client_thumbprint: None,
+        received_at: std::time::SystemTime::now(),
+        charset: Charset::Utf8,
+        message_type: "ADT^A01".into(),
+        control_id: "A1".into(),
+        sending_application: "LAB".into(),
+        sending_facility: "FAC".into(),
+        processing_id: "P".into(),
+        version: "2.5".into(),
+        ack_code: Some(AckCode::ApplicationAccept),
+        disposition: Disposition::Accepted { duplicate_window: None },
+        fields: KeyFields::extract(&raw, Charset::Utf8),
+        raw: bytes::Bytes::from(raw),
+    };
+    store.append(message).await.unwrap();
+
+    let started = tokio::time::Instant::now();
+    loop {
+        let parked = rows(&store_dir).iter().any(|(_, state, _)| state == "parked");
+        if parked {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20 * 60), "not parked: {:?}", rows(&store_dir));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let attempts = script.attempts_of("A1");
+    let gaps: Vec<Duration> = attempts.windows(2).map(|w| w[1] - w[0]).collect();
+    for (i, gap) in gaps.iter().enumerate() {
+        let nominal = Duration::from_secs(1u64 << i.min(6)).min(Duration::from_secs(60));
+        assert!(*gap >= nominal / 2, "delay {i}: {gap:?} below half of {nominal:?} ({gaps:?})");
+        assert!(
+            *gap <= nominal + Duration::from_secs(2),
+            "delay {i}: {gap:?} well above {nominal:?} ({gaps:?})"
+        );
+    }
+    let failing_for = *attempts.last().unwrap() - attempts[0];
+    assert!(failing_for >= Duration::from_secs(600), "parked after {failing_for:?}");
+    assert!(
+        failing_for < Duration::from_secs(665),
+        "parked after {failing_for:?}: at the first failure past 10m"
+    );
+    assert!((12..=30).contains(&attempts.len()), "{} attempts: {gaps:?}", attempts.len());
+    let error: String = Connection::open(store_dir.join(DATABASE_FILE))
+        .unwrap()
+        .query_row("SELECT last_error FROM deliveries", [], |r| r.get(0))
+        .unwrap();
+    assert!(
+        error.starts_with("still failing after 10m") && error.ends_with(": connection refused"),
+        "{error}"
+    );
+    engine.stop();
+    assert!(engine.wait(WAIT).await);
+    store.close();
 }
 
 /// Every message reaches the downstream once, each patient's in the order stored, lanes
