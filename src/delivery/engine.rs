@@ -466,7 +466,9 @@ impl Worker {
             if let Some(due) = next_due {
                 wake = wake.min(due);
             }
-            if walk_wanted {
+            // With every slot taken there is nothing to walk for until a lane ends (which
+            // wakes the loop): waiting for `next_walk` then would spin.
+            if walk_wanted && self.busy.len() < self.route.in_flight {
                 wake = wake.min(next_walk);
             }
             tokio::select! {

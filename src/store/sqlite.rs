@@ -63,6 +63,8 @@ const RESTART_ABOVE_WAL_FRAMES: i64 = 4096;
 pub const RETENTION_BATCH: i64 = 500;
 /// How often retention looks for expired messages once a sweep has found no more.
 const DEFAULT_RETENTION_INTERVAL: Duration = Duration::from_secs(60);
+/// Longest a delivery update nobody waits for is held back to share a later commit.
+const DEFER_AT_MOST: Duration = Duration::from_millis(100);
 /// After a write error, the writer waits this long before it may reopen the database.
 const REOPEN_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -206,6 +208,8 @@ impl SqliteStore {
             kept: 0,
             retention_cursor: None,
             checkpointer: Some(checkpointer),
+            deferred: Vec::new(),
+            deferred_since: None,
         };
         let handle = thread::Builder::new()
             .name("hl7d-store-writer".into())
@@ -268,7 +272,9 @@ impl SqliteStore {
 
     /// Like [`SqliteStore::update_deliveries`], without waiting: for changes that need not
     /// be on disk before the caller goes on (an attempt's claim: lost in a crash, the row
-    /// is pending and goes out again, exactly as an in-flight one would).
+    /// is pending and goes out again, exactly as an in-flight one would). They are written
+    /// with the next batch, or after at most 100 ms on their own: an attempt's claim and
+    /// outcome usually share one commit.
     pub fn update_deliveries_later(&self, updates: Vec<DeliveryUpdate>) -> Result<(), StoreError> {
         self.send(Request::Deliveries { updates, reply: None })
     }
@@ -389,16 +395,36 @@ struct Writer {
     retention_cursor: Option<(i64, i64)>,
     /// Taken (stopped and joined) by `close`.
     checkpointer: Option<Checkpointer>,
+    /// Delivery updates nobody waits for (an attempt's claim): written with the next batch,
+    /// or alone [`DEFER_AT_MOST`] after the first of them. An attempt's claim and outcome
+    /// then usually share one commit, instead of costing an fsync each.
+    deferred: Vec<DeliveryUpdate>,
+    deferred_since: Option<Instant>,
 }
 
 impl Writer {
     fn run(mut self, requests: mpsc::Receiver<Request>) {
         loop {
-            let wait = self.next_retention.saturating_duration_since(Instant::now());
+            let now = Instant::now();
+            let mut wait = self.next_retention.saturating_duration_since(now);
+            if let Some(since) = self.deferred_since {
+                wait = wait.min((since + DEFER_AT_MOST).saturating_duration_since(now));
+            }
             let first = match requests.recv_timeout(wait) {
+                // Nobody waits for it: it rides on the next batch (see `Writer::deferred`).
+                Ok(Request::Deliveries { updates, reply: None }) => {
+                    self.deferred.extend(updates);
+                    self.deferred_since.get_or_insert_with(Instant::now);
+                    continue;
+                }
                 Ok(request) => request,
                 Err(RecvTimeoutError::Timeout) => {
-                    self.retention_step();
+                    if self.deferred_since.is_some_and(|since| since.elapsed() >= DEFER_AT_MOST) {
+                        self.commit(Vec::new(), 0);
+                    }
+                    if Instant::now() >= self.next_retention {
+                        self.retention_step();
+                    }
                     continue;
                 }
                 Err(RecvTimeoutError::Disconnected) => break,
@@ -413,20 +439,29 @@ impl Writer {
                     next = requests.try_recv().ok();
                 }
             }
-            if !batch.is_empty() {
-                self.commit(batch, bytes as u64);
-            }
+            self.commit(batch, bytes as u64);
             self.checkpoint_if_due();
             self.restart_wal_if_wanted();
             if Instant::now() >= self.next_retention {
                 self.retention_step();
             }
         }
+        if !self.deferred.is_empty() {
+            self.commit(Vec::new(), 0);
+        }
         self.close();
     }
 
     /// Writes one batch in one transaction and answers every message in it.
-    fn commit(&mut self, batch: Vec<Request>, bytes: u64) {
+    fn commit(&mut self, mut batch: Vec<Request>, bytes: u64) {
+        // Deferred updates first: an attempt's claim before its outcome.
+        if !self.deferred.is_empty() {
+            batch.insert(0, Request::Deliveries { updates: std::mem::take(&mut self.deferred), reply: None });
+        }
+        self.deferred_since = None;
+        if batch.is_empty() {
+            return;
+        }
         let started = Instant::now();
         let table = self.options.routes.as_ref().map(|table| table.load_full());
         let result = match self.connection() {
