@@ -956,3 +956,67 @@ fn check_config_shows_routes_and_checks_file_directories() {
     assert_eq!(code, 78, "{text}");
     assert!(text.contains("route \"files\": ") && text.contains("not a directory"), "{text}");
 }
+
+/// An `mllp://` route through the real transports to a second (in-process) hl7d listener:
+/// every message arrives once, in lane order, and the rows keep the downstream's AA.
+#[tokio::test]
+async fn an_mllp_route_to_a_second_hl7d() {
+    let tmp = tempdir("delivery-mllp");
+    let downstream_dir = tmp.path().join("downstream");
+    let downstream_store = Arc::new(SqliteStore::open(&downstream_dir, SqliteOptions::default()).unwrap());
+    let downstream = start_with_store(vec![plain("down")], downstream_store.clone()).await;
+    let to = downstream.local_addr("down").unwrap();
+
+    let text = format!(
+        "[[listener]]\nname = \"lab\"\nlisten = \"127.0.0.1:0\"\nplaintext = true\n\
+         [[route]]\nname = \"engine\"\nto = \"mllp://{to}\"\nin_flight = 2\nack_timeout = \"5s\"\n"
+    );
+    let config = Config::from_toml_str(&text).unwrap();
+    let store_dir = tmp.path().join("data");
+    let table = Engine::table();
+    let options = SqliteOptions { routes: Some(table.clone()), ..SqliteOptions::default() };
+    let store = Arc::new(SqliteStore::open(&store_dir, options).unwrap());
+    let engine = Engine::new(store.clone(), &store_dir, table, EngineOptions::default());
+    engine.start(&config.routes).unwrap();
+    let server = Server::start(&config, store.clone() as Arc<dyn MessageStore>).await.unwrap();
+    let mut conn = connect_nodelay(server.local_addr("lab").unwrap()).await.unwrap();
+    for n in 0..6 {
+        for patient in ["A", "B"] {
+            accepted(&mut conn, &adt(&format!("{patient}{n}"), patient)).await;
+        }
+    }
+    let rows = settled(&store_dir).await;
+    assert_eq!(rows.len(), 12);
+    assert!(rows.iter().all(|(_, state, attempts)| state == "delivered" && *attempts == 1), "{rows:?}");
+    let responses: Vec<String> = Connection::open(store_dir.join(DATABASE_FILE))
+        .unwrap()
+        .prepare("SELECT response FROM deliveries")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(responses.iter().all(|r| r == "AA"), "{responses:?}");
+
+    // The downstream stored each message once, each patient's in order, bytes unchanged.
+    let reader = hl7d::store::Reader::open(&downstream_dir).unwrap();
+    let received = reader.list(&hl7d::store::Filter { oldest_first: true, ..Default::default() }).unwrap();
+    assert_eq!(received.len(), 12);
+    for patient in ["A", "B"] {
+        let lane: Vec<String> = received
+            .iter()
+            .filter(|m| m.control_id.starts_with(patient))
+            .map(|m| m.control_id.clone())
+            .collect();
+        assert_eq!(lane, (0..6).map(|n| format!("{patient}{n}")).collect::<Vec<_>>());
+    }
+    let first = reader.message(received[0].id).unwrap().unwrap();
+    assert_eq!(first.raw.unwrap(), adt(&first.control_id, &first.control_id[..1]));
+
+    server.shutdown(WAIT).await;
+    engine.stop();
+    assert!(engine.wait(WAIT).await);
+    store.close();
+    downstream.shutdown(WAIT).await;
+    downstream_store.close();
+}
