@@ -9,6 +9,7 @@ pub mod bench;
 pub mod cert;
 pub mod check_config;
 pub mod messages;
+pub mod operator;
 pub mod send;
 pub mod serve;
 pub mod store;
