@@ -20,13 +20,12 @@ use std::time::SystemTime;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
-use hl7d::audit::AuditTrail;
 use hl7d::config::Config;
 use hl7d::private_files;
 use hl7d::store::{self, Filter, Reader, Status, StoredMessage};
 use serde_json::json;
 
-use super::operator::os_user;
+use super::operator::{flush_audit, open_audit, os_user};
 use super::{EXIT_CONFIG, EXIT_USAGE};
 
 /// How many messages `list` shows without `--limit`.
@@ -34,8 +33,6 @@ const DEFAULT_LIST_LIMIT: u64 = 100;
 /// Digits of the zero-padded id that starts an exported file's name, so that name order is
 /// store order (up to 10^12 messages).
 const EXPORT_ID_DIGITS: usize = 12;
-/// Longest wait at exit for the audit syslog collector to take the purge line.
-const AUDIT_FLUSH_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// `hl7d messages`: read the message store (works while the server runs).
 #[derive(Debug, Args)]
@@ -473,8 +470,7 @@ fn purge(
         return Ok(());
     }
     // The audit trail first: a purge that cannot be recorded does not run.
-    let audit = config.audit.as_ref().map(AuditTrail::open).transpose()?;
-    hl7d::logging::init_with_audit(config.log, audit.as_ref());
+    let audit = open_audit(config)?;
     let result = store::purge(store_dir, filter, include_undelivered);
     let user = os_user();
     let description = if filter.selects_all() { "all".to_owned() } else { filter.describe() };
@@ -486,9 +482,7 @@ fn purge(
             user = %user.name, uid = user.uid, sudo_user = user.sudo_user.as_deref(),
             store = %store_dir.display(), error = %e, "purge failed"),
     }
-    if let Some(audit) = &audit {
-        audit.flush(AUDIT_FLUSH_LIMIT);
-    }
+    flush_audit(audit.as_ref());
     writeln!(out, "deleted {} message(s)", thousands(result?))?;
     write_kept(out, undelivered)?;
     Ok(())
