@@ -185,6 +185,55 @@ const MIGRATIONS: &[&[Step]] = &[
     END;
     "#,
     )],
+    // 5 (issue 15): the number of finished delivery rows per route and state, kept by
+    // triggers, for `hl7d routes status`.
+    //
+    // `delivery_counts` holds, for each route, how many of its rows are `delivered` or
+    // `skipped` now (rows that retention or a purge deleted are no longer counted). The
+    // open states need no counter: `deliveries_open` holds only those rows, so they are
+    // counted there. A delivered row is in no partial index, and counting them in the
+    // table walks every row: measured on 1 million delivered rows (BENCHMARKS.md), a scan
+    // costs ~0.1 s of CPU and reads the whole table, an index `(route) WHERE state =
+    // 'delivered'` still ~0.06 s (it walks a million entries), the counter a few
+    // microseconds. Its price is on the writer: one upsert of a small, hot row when a
+    // delivery finishes (a few µs), nothing when a row is claimed or retried (the
+    // triggers' WHEN is false). The triggers count whoever writes, so the writer, the
+    // operator's commands and the retention trigger need not know about it.
+    &[Step::Sql(
+        r#"
+    CREATE TABLE delivery_counts (
+        route TEXT    NOT NULL,
+        state TEXT    NOT NULL,
+        rows  INTEGER NOT NULL,
+        PRIMARY KEY (route, state)
+    ) WITHOUT ROWID;
+    INSERT INTO delivery_counts (route, state, rows)
+        SELECT route, state, count(*) FROM deliveries
+        WHERE state IN ('delivered', 'skipped') GROUP BY route, state;
+    CREATE TRIGGER deliveries_count_insert AFTER INSERT ON deliveries
+    WHEN new.state IN ('delivered', 'skipped')
+    BEGIN
+        INSERT INTO delivery_counts (route, state, rows) VALUES (new.route, new.state, 1)
+            ON CONFLICT (route, state) DO UPDATE SET rows = rows + 1;
+    END;
+    CREATE TRIGGER deliveries_count_leave AFTER UPDATE OF state, route ON deliveries
+    WHEN old.state IN ('delivered', 'skipped') AND (new.state <> old.state OR new.route <> old.route)
+    BEGIN
+        UPDATE delivery_counts SET rows = rows - 1 WHERE route = old.route AND state = old.state;
+    END;
+    CREATE TRIGGER deliveries_count_enter AFTER UPDATE OF state, route ON deliveries
+    WHEN new.state IN ('delivered', 'skipped') AND (new.state <> old.state OR new.route <> old.route)
+    BEGIN
+        INSERT INTO delivery_counts (route, state, rows) VALUES (new.route, new.state, 1)
+            ON CONFLICT (route, state) DO UPDATE SET rows = rows + 1;
+    END;
+    CREATE TRIGGER deliveries_count_delete AFTER DELETE ON deliveries
+    WHEN old.state IN ('delivered', 'skipped')
+    BEGIN
+        UPDATE delivery_counts SET rows = rows - 1 WHERE route = old.route AND state = old.state;
+    END;
+    "#,
+    )],
 ];
 
 /// Migration 3: fills the key-field columns and `dup_key` of every stored row from its
@@ -403,7 +452,7 @@ mod tests {
         }
 
         assert_eq!(migrate(&mut conn).unwrap(), 3);
-        assert_eq!(version(&conn).unwrap(), 4);
+        assert_eq!(version(&conn).unwrap(), SCHEMA_VERSION);
         let messages: i64 = conn.query_row("SELECT count(*) FROM messages", [], |r| r.get(0)).unwrap();
         assert_eq!(messages, 2);
         let columns: Vec<String> = conn
@@ -452,6 +501,126 @@ mod tests {
             .collect::<Result<_, _>>()
             .unwrap();
         assert_eq!(left, [2], "the trigger took message 1's deliveries with it");
+    }
+
+    /// Migration 5 on a version 4 store counts the finished rows already there; from then
+    /// on the triggers keep `delivery_counts` equal to a count of the rows, whatever
+    /// inserts, moves between states or deletes them (a message's deletion included).
+    #[test]
+    fn migration_5_counts_finished_deliveries_and_its_triggers_keep_the_count() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for steps in &MIGRATIONS[..4] {
+            let tx = conn.transaction().unwrap();
+            for step in *steps {
+                match step {
+                    Step::Sql(sql) => tx.execute_batch(sql).unwrap(),
+                    Step::Code(code) => code(&tx).unwrap(),
+                }
+            }
+            tx.commit().unwrap();
+        }
+        conn.pragma_update(None, "user_version", 4).unwrap();
+        for n in 1..=20 {
+            conn.execute(
+                "INSERT INTO messages (id, listener, peer, received_at, charset, message_type, control_id, \
+                 sending_application, sending_facility, processing_id, version, size, v1_status, raw, status) \
+                 VALUES (?1, 'lab', 'p', 0, 'utf-8', 'ADT^A01', 'C', 'APP', 'FAC', 'P', '2.5', 3, '', x'4d5348', 'accepted')",
+                [n],
+            )
+            .unwrap();
+        }
+        let insert = |conn: &Connection, message: i64, route: &str, state: &str| {
+            conn.execute(
+                "INSERT INTO deliveries (message_id, route, lane, state, queued_at, next_attempt_at) \
+                 VALUES (?1, ?2, 'strict', ?3, 0, 0)",
+                params![message, route, state],
+            )
+            .unwrap();
+        };
+        for (message, route, state) in [
+            (1, "a", "delivered"),
+            (2, "a", "delivered"),
+            (3, "a", "skipped"),
+            (4, "b", "delivered"),
+            (5, "a", "pending"),
+        ] {
+            insert(&conn, message, route, state);
+        }
+        assert_eq!(migrate(&mut conn).unwrap(), 4);
+
+        let counted = |conn: &Connection| -> Vec<(String, String, i64)> {
+            conn.prepare(
+                "SELECT route, state, rows FROM delivery_counts WHERE rows <> 0 ORDER BY route, state",
+            )
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+        };
+        let actual = |conn: &Connection| -> Vec<(String, String, i64)> {
+            conn.prepare(
+                "SELECT route, state, count(*) FROM deliveries WHERE state IN ('delivered', 'skipped') \
+                 GROUP BY route, state ORDER BY route, state",
+            )
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+        };
+        let row = |route: &str, state: &str, n: i64| (route.to_owned(), state.to_owned(), n);
+        assert_eq!(
+            counted(&conn),
+            [row("a", "delivered", 2), row("a", "skipped", 1), row("b", "delivered", 1)]
+        );
+
+        // A pseudo-random walk over every kind of change, checked after each step.
+        let states = ["pending", "in_flight", "delivered", "parked", "skipped"];
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        for step in 0..600 {
+            let state = states[next(5) as usize];
+            let route = ["a", "b", "c"][next(3) as usize];
+            match next(10) {
+                0..=3 => insert(&conn, 1 + next(20) as i64, route, state),
+                4..=7 => {
+                    let changed = conn
+                        .execute(
+                            "UPDATE deliveries SET state = ?1 WHERE id = (SELECT id FROM deliveries ORDER BY random() LIMIT 1)",
+                            [state],
+                        )
+                        .unwrap();
+                    assert!(changed <= 1);
+                }
+                8 => {
+                    conn.execute(
+                        "DELETE FROM deliveries WHERE id = (SELECT id FROM deliveries ORDER BY random() LIMIT 1)",
+                        [],
+                    )
+                    .unwrap();
+                }
+                _ => {
+                    // Retention or a purge: the message goes, its deliveries with it.
+                    let message = 1 + next(20) as i64;
+                    conn.execute("DELETE FROM messages WHERE id = ?1", [message]).unwrap();
+                    conn.execute(
+                        "INSERT INTO messages (id, listener, peer, received_at, charset, message_type, control_id, \
+                         sending_application, sending_facility, processing_id, version, size, v1_status, raw, status) \
+                         VALUES (?1, 'lab', 'p', 0, 'utf-8', 'ADT^A01', 'C', 'APP', 'FAC', 'P', '2.5', 3, '', x'4d5348', 'accepted')",
+                        [message],
+                    )
+                    .unwrap();
+                }
+            }
+            assert_eq!(counted(&conn), actual(&conn), "after step {step}");
+        }
+        assert!(!actual(&conn).is_empty());
     }
 
     #[test]
