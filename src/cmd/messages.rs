@@ -26,7 +26,7 @@ use hl7d::store::{self, Filter, Reader, Status, StoredMessage};
 use serde_json::json;
 
 use super::operator::{flush_audit, open_audit, os_user};
-use super::{EXIT_CONFIG, EXIT_USAGE};
+use super::{exit_code, Failure, EXIT_CONFIG};
 
 /// How many messages `list` shows without `--limit`.
 const DEFAULT_LIST_LIMIT: u64 = 100;
@@ -211,18 +211,6 @@ impl MessageFilterArgs {
     }
 }
 
-/// Why a `hl7d messages` command failed: the operator's request, or the store.
-enum Failure {
-    Usage(String),
-    Other(anyhow::Error),
-}
-
-impl<E: Into<anyhow::Error>> From<E> for Failure {
-    fn from(error: E) -> Self {
-        Failure::Other(error.into())
-    }
-}
-
 /// Runs `hl7d messages`: list, show, export or purge in the store named by the
 /// configuration.
 pub fn run(args: MessagesArgs) -> ExitCode {
@@ -249,24 +237,7 @@ pub fn run(args: MessagesArgs) -> ExitCode {
                 .and_then(|()| purge(&config, &select.filter(), all, dry_run, include_undelivered, stdout))
         }
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(Failure::Usage(message)) => {
-            eprintln!("hl7d messages: {message}");
-            ExitCode::from(EXIT_USAGE)
-        }
-        // `hl7d messages list | head`: the reader left; not an error.
-        Err(Failure::Other(e))
-            if e.downcast_ref::<std::io::Error>()
-                .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) =>
-        {
-            ExitCode::SUCCESS
-        }
-        Err(Failure::Other(e)) => {
-            eprintln!("hl7d messages: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    exit_code("hl7d messages", result)
 }
 
 /// A `--listener` must name a listener of the configuration or one that stored messages

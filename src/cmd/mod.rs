@@ -80,6 +80,45 @@ pub enum Command {
     Store(store::StoreArgs),
 }
 
+/// Why a store command (`hl7d messages`, `hl7d routes`) failed: the operator's request
+/// (exit [`EXIT_USAGE`]), or anything else (exit 1).
+pub enum Failure {
+    /// A usage error, e.g. a name that is not a listener or a route; the message names the
+    /// known ones.
+    Usage(String),
+    /// The store could not be read or written, or the request could not be carried out.
+    Other(anyhow::Error),
+}
+
+impl<E: Into<anyhow::Error>> From<E> for Failure {
+    fn from(error: E) -> Self {
+        Failure::Other(error.into())
+    }
+}
+
+/// The exit code of a store command's `result`, after printing its error to stderr after
+/// `name` (`hl7d messages: …`).
+pub fn exit_code(name: &str, result: Result<(), Failure>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Usage(message)) => {
+            eprintln!("{name}: {message}");
+            ExitCode::from(EXIT_USAGE)
+        }
+        // `hl7d messages list | head`: the reader left; not an error.
+        Err(Failure::Other(e))
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            ExitCode::SUCCESS
+        }
+        Err(Failure::Other(e)) => {
+            eprintln!("{name}: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// Now, in seconds since the Unix epoch (certificate validity and expiry).
 pub fn unix_now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
