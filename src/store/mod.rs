@@ -6,7 +6,10 @@
 //! [`AcceptAfterParse`] keeps nothing and only counts; tests use it where storage is beside
 //! the point. Reading stored messages goes through [`Reader`], on its own read-only
 //! connection, never through the writer; deleting them on request through [`purge`], on
-//! a connection of its own, in small transactions.
+//! a connection of its own, in small transactions. The operator's view of the delivery
+//! queue and changes to it (`hl7d routes`, `hl7d messages show|resend`) are in
+//! [`deliveries`]: [`Reader`] methods, and [`deliveries::DeliveryActions`] on a connection
+//! of its own, in short transactions beside the writer.
 //!
 //! Refused messages are kept too ([`Disposition::Refused`]): the listener appends them once,
 //! before their AR/AE (or CR/CE), whatever the append returns, so that an operator can see
@@ -20,6 +23,7 @@
 //! [`hl7_proto::refusal`]) and passes along the ones it sends.
 
 pub mod backup;
+pub mod deliveries;
 mod fields;
 mod purge;
 pub mod queue;

@@ -9,7 +9,7 @@
 //! sender that is still writing matching messages cannot keep it going. It leaves the
 //! schema alone (a store of another version is refused) and WAL checkpoints to the server.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rusqlite::types::Value;
 use rusqlite::{params_from_iter, Connection, OpenFlags};
@@ -31,7 +31,7 @@ pub const PURGE_BATCH: i64 = 500;
 pub fn purge(dir: &Path, filter: &Filter, include_undelivered: bool) -> Result<u64, StoreError> {
     let file = dir.join(DATABASE_FILE);
     let error = |e: rusqlite::Error| StoreError::Unavailable(format!("{}: {}", file.display(), describe(&e)));
-    let conn = open(dir)?;
+    let (conn, _) = open_writable(dir)?;
     let last: Option<i64> =
         conn.query_row("SELECT max(id) FROM messages", [], |row| row.get(0)).map_err(error)?;
     let Some(last) = last else { return Ok(0) };
@@ -57,14 +57,15 @@ pub fn purge(dir: &Path, filter: &Filter, include_undelivered: bool) -> Result<u
     }
 }
 
-/// A read-write connection to an existing store of this build's schema version.
-fn open(dir: &Path) -> Result<Connection, StoreError> {
+/// A read-write connection to an existing store of this build's schema version, and the
+/// database file's path: for a purge and for the operator's delivery actions
+/// (`deliveries.rs`), beside the server's writer.
+pub(super) fn open_writable(dir: &Path) -> Result<(Connection, PathBuf), StoreError> {
     // No CREATE: a purge never makes a store. SQLite gives a `-wal`/`-shm` it creates the
     // database file's mode (0600).
-    let (conn, _) = open_existing(dir, OpenFlags::SQLITE_OPEN_READ_WRITE, |conn| {
+    open_existing(dir, OpenFlags::SQLITE_OPEN_READ_WRITE, |conn| {
         conn.pragma_update(None, "synchronous", "FULL")?;
         // Checkpoints are the server's (after its ACKs); see `SqliteStore`.
         conn.pragma_update(None, "wal_autocheckpoint", 0)
-    })?;
-    Ok(conn)
+    })
 }

@@ -251,7 +251,7 @@ pub(super) const HAS_OPEN_DELIVERY: &str =
 
 /// A read-only connection to `<store.path>/messages.db`.
 pub struct Reader {
-    conn: Connection,
+    pub(super) conn: Connection,
     file: PathBuf,
 }
 
@@ -403,7 +403,7 @@ impl Reader {
         run().map_err(|e| self.error(&e))
     }
 
-    fn error(&self, error: &rusqlite::Error) -> StoreError {
+    pub(super) fn error(&self, error: &rusqlite::Error) -> StoreError {
         StoreError::Unavailable(format!("{}: {}", self.file.display(), describe(error)))
     }
 }
@@ -463,7 +463,8 @@ fn status(row: &Row<'_>, index: usize) -> rusqlite::Result<Status> {
     name.parse().map_err(|e| rusqlite::Error::FromSqlConversionFailure(index, Type::Text, Box::new(e)))
 }
 
-fn time(micros: i64) -> SystemTime {
+/// Microseconds since the Unix epoch → time.
+pub(super) fn time(micros: i64) -> SystemTime {
     if micros >= 0 {
         UNIX_EPOCH + Duration::from_micros(micros as u64)
     } else {
