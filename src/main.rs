@@ -28,5 +28,6 @@ fn main() -> ExitCode {
             cmd::bench::run(args)
         }
         Command::Store(args) => cmd::store::run(args),
+        Command::Routes(args) => cmd::routes::run(args),
     }
 }

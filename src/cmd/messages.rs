@@ -22,7 +22,8 @@ use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use hl7d::config::Config;
 use hl7d::private_files;
-use hl7d::store::{self, Filter, Reader, Status, StoredMessage};
+use hl7d::store::deliveries::{Delivery, DeliveryState};
+use hl7d::store::{self, Filter, KeyFields, Reader, Status, StoredMessage};
 use serde_json::json;
 
 use super::operator::{flush_audit, open_audit, os_user};
@@ -66,8 +67,34 @@ pub enum MessagesCommand {
         /// Message id (the first column of `list`).
         id: i64,
         /// Write exactly the bytes received, nothing else.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "json")]
         raw: bool,
+        /// One JSON object: the metadata, key fields and deliveries, without the message's
+        /// content.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Deliver stored messages again on a route: a new delivery per message, linked to the
+    /// message's original delivery on the route (one line in the audit trail). By id, or
+    /// every message received in a time range that the route delivered (or tried to)
+    /// before.
+    Resend {
+        /// Message ids (the first column of `list`).
+        #[arg(value_name = "ID", required_unless_present = "since", conflicts_with = "since")]
+        ids: Vec<i64>,
+        /// The route (it must be in the configuration).
+        #[arg(long)]
+        route: String,
+        /// Instead of ids: messages received since this time (same forms as `list
+        /// --since`) that have a delivery on the route.
+        #[arg(long, value_parser = parse_since)]
+        since: Option<SystemTime>,
+        /// With --since: messages received before this time (default: now).
+        #[arg(long, value_parser = parse_since, requires = "since")]
+        until: Option<SystemTime>,
+        /// Only count what would be queued; queue nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Write one `.hl7` file per message (the bytes exactly as received) into a directory,
     /// named `<id, 12 digits>-<control id>.hl7` so that name order is store order (and
@@ -226,7 +253,11 @@ pub fn run(args: MessagesArgs) -> ExitCode {
     let result = match args.command {
         MessagesCommand::List { filter, json } => known_listener(&config, &filter.select)
             .and_then(|()| Ok(list(store, &filter.filter(Some(DEFAULT_LIST_LIMIT)), json, stdout)?)),
-        MessagesCommand::Show { id, raw } => show(store, id, raw, stdout).map_err(Failure::from),
+        MessagesCommand::Show { id, raw, json } => show(store, id, raw, json, stdout).map_err(Failure::from),
+        MessagesCommand::Resend { ids, route, since, until, dry_run } => {
+            let range = since.map(|since| (since, until));
+            super::routes::resend(&config, &route, &ids, range, dry_run, stdout)
+        }
         MessagesCommand::Export { out, filter } => known_listener(&config, &filter.select).and_then(|()| {
             let exported = export(store, &filter.filter(None), &out)?;
             eprintln!("exported {} to {}", exported.describe(), out.display());
@@ -309,10 +340,12 @@ pub fn list(store_dir: &Path, filter: &Filter, json: bool, out: &mut dyn Write) 
     Ok(())
 }
 
-/// `hl7d messages show ID`: with `raw`, the exact bytes received and nothing else;
-/// otherwise the metadata, a blank line, and the message decoded from its character set,
-/// one segment per line.
-pub fn show(store_dir: &Path, id: i64, raw: bool, out: &mut dyn Write) -> anyhow::Result<()> {
+/// `hl7d messages show ID`: with `raw`, the exact bytes received and nothing else; with
+/// `json`, one object with the metadata, the key fields and the deliveries (no content);
+/// otherwise the metadata, key fields and each delivery (route, state, attempts, last
+/// error, the downstream's response, times), a blank line, and the message decoded from
+/// its character set, one segment per line.
+pub fn show(store_dir: &Path, id: i64, raw: bool, json: bool, out: &mut dyn Write) -> anyhow::Result<()> {
     let reader = Reader::open(store_dir)?;
     let Some(message) = reader.message(id)? else {
         bail!("no message with id {id}");
@@ -321,6 +354,17 @@ pub fn show(store_dir: &Path, id: i64, raw: bool, out: &mut dyn Write) -> anyhow
     let bytes = message.raw.as_deref().unwrap_or_default();
     if raw {
         out.write_all(bytes)?;
+        out.flush()?;
+        return Ok(());
+    }
+    let fields = reader.key_fields(id)?.unwrap_or_default();
+    let deliveries = reader.deliveries_of(id)?;
+    if json {
+        let mut object = summary_json(&message);
+        object["key_fields"] = key_fields_json(&fields);
+        object["deliveries"] = deliveries.iter().map(delivery_json).collect();
+        serde_json::to_writer(&mut *out, &object)?;
+        out.write_all(b"\n")?;
         out.flush()?;
         return Ok(());
     }
@@ -349,6 +393,30 @@ pub fn show(store_dir: &Path, id: i64, raw: bool, out: &mut dyn Write) -> anyhow
     head += &field("duplicate_count", &message.duplicate_count.to_string());
     if let Some(at) = message.last_duplicate_at {
         head += &field("last_duplicate_at", &time(at));
+    }
+    for (name, value) in key_field_values(&fields) {
+        head += &field(name, &value);
+    }
+    let optional_time = |t: Option<SystemTime>| t.map_or_else(|| "-".to_owned(), time);
+    for d in &deliveries {
+        head += &field(
+            &format!("route {}", printable(&d.route)),
+            &format!("{} (delivery {})", d.state_name, d.id),
+        );
+        head += &field("  lane", &d.lane);
+        head += &field("  attempts", &d.attempts.to_string());
+        head += &field("  last_error", d.last_error.as_deref().unwrap_or("-"));
+        head += &field("  response", d.response.as_deref().unwrap_or("-"));
+        head += &field("  queued_at", &time(d.queued_at));
+        if d.state == Some(DeliveryState::Pending) {
+            head += &field("  next_attempt_at", &time(d.next_attempt_at));
+        }
+        head += &field("  first_attempt_at", &optional_time(d.first_attempt_at));
+        head += &field("  last_attempt_at", &optional_time(d.last_attempt_at));
+        head += &field("  done_at", &optional_time(d.done_at));
+        if let Some(original) = d.resend_of {
+            head += &field("  resend_of", &format!("delivery {original}"));
+        }
     }
     out.write_all(head.as_bytes())?;
     writeln!(out)?;
@@ -472,7 +540,7 @@ fn write_kept(out: &mut dyn Write, undelivered: u64) -> std::io::Result<()> {
 }
 
 /// `26498` → `26,498`.
-fn thousands(n: u64) -> String {
+pub fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, digit) in digits.chars().enumerate() {
@@ -525,6 +593,85 @@ fn summary_json(m: &StoredMessage) -> serde_json::Value {
         "status": m.status.as_str(),
         "reason": m.reason,
         "error_code": m.error_code,
+    })
+}
+
+/// The key fields a message has, by column name, for `show` (times in RFC 3339: MSH-7
+/// with its offset as UTC, or as written when it had none).
+fn key_field_values(fields: &KeyFields) -> Vec<(&'static str, String)> {
+    let mut values = Vec::new();
+    let mut text = |name: &'static str, value: &Option<String>| {
+        if let Some(value) = value {
+            values.push((name, value.clone()));
+        }
+    };
+    text("patient_id", &fields.patient_id);
+    text("patient_authority", &fields.patient_authority);
+    text("visit_number", &fields.visit_number);
+    text("placer_order", &fields.placer_order);
+    text("filler_order", &fields.filler_order);
+    text("trigger_event", &fields.trigger_event);
+    match (fields.message_time_utc, fields.message_time_wall) {
+        (Some(utc), _) => values.push(("message_time", micros_rfc3339(utc))),
+        (None, Some(wall)) => {
+            let written = micros_rfc3339(wall);
+            values.push(("message_time", format!("{} (no offset)", written.trim_end_matches('Z'))));
+        }
+        (None, None) => {}
+    }
+    let mut text = |name: &'static str, value: &Option<String>| {
+        if let Some(value) = value {
+            values.push((name, value.clone()));
+        }
+    };
+    text("lane_sender", &fields.lane_sender);
+    text("lane_patient", &fields.lane_patient);
+    values
+}
+
+/// Microseconds since the Unix epoch as RFC 3339 (UTC).
+fn micros_rfc3339(micros: i64) -> String {
+    let time = if micros >= 0 {
+        SystemTime::UNIX_EPOCH + std::time::Duration::from_micros(micros as u64)
+    } else {
+        SystemTime::UNIX_EPOCH - std::time::Duration::from_micros(micros.unsigned_abs())
+    };
+    humantime::format_rfc3339_micros(time).to_string()
+}
+
+/// The `key_fields` object of `show --json`.
+fn key_fields_json(fields: &KeyFields) -> serde_json::Value {
+    json!({
+        "patient_id": fields.patient_id,
+        "patient_authority": fields.patient_authority,
+        "visit_number": fields.visit_number,
+        "placer_order": fields.placer_order,
+        "filler_order": fields.filler_order,
+        "trigger_event": fields.trigger_event,
+        "message_time_utc": fields.message_time_utc.map(micros_rfc3339),
+        "message_time_wall": fields.message_time_wall.map(|wall| micros_rfc3339(wall).trim_end_matches('Z').to_owned()),
+        "lane_sender": fields.lane_sender,
+        "lane_patient": fields.lane_patient,
+    })
+}
+
+/// One entry of `deliveries` in `show --json`.
+fn delivery_json(d: &Delivery) -> serde_json::Value {
+    let time = |t: SystemTime| humantime::format_rfc3339_micros(t).to_string();
+    json!({
+        "id": d.id,
+        "route": d.route,
+        "lane": d.lane,
+        "state": d.state_name,
+        "attempts": d.attempts,
+        "last_error": d.last_error,
+        "response": d.response,
+        "queued_at": time(d.queued_at),
+        "next_attempt_at": time(d.next_attempt_at),
+        "first_attempt_at": d.first_attempt_at.map(time),
+        "last_attempt_at": d.last_attempt_at.map(time),
+        "done_at": d.done_at.map(time),
+        "resend_of": d.resend_of,
     })
 }
 

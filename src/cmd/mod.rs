@@ -10,6 +10,7 @@ pub mod cert;
 pub mod check_config;
 pub mod messages;
 pub mod operator;
+pub mod routes;
 pub mod send;
 pub mod serve;
 pub mod store;
@@ -78,6 +79,8 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Back up and check the message store: backup, verify.
     Store(store::StoreArgs),
+    /// The delivery queue of each route: status, parked, retry, skip, backfill.
+    Routes(routes::RoutesArgs),
 }
 
 /// Why a store command (`hl7d messages`, `hl7d routes`) failed: the operator's request
