@@ -15,6 +15,7 @@ mod limits;
 mod listener;
 mod refused;
 mod reload;
+mod routes_cli;
 mod send;
 mod send_tls;
 mod startup;
