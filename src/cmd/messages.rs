@@ -1,8 +1,10 @@
-//! `hl7d messages list|show|export|purge`: read (and on request delete from) the message
-//! store while the server runs.
+//! `hl7d messages list|show|export|purge|resend`: read (and on request delete from, or
+//! deliver again) the message store while the server runs.
 //!
 //! Reading goes through [`Reader`], a read-only connection of its own, so it never blocks
-//! the server's writes; `purge` through [`store::purge`], in small transactions. Text
+//! the server's writes; `purge` through [`store::purge`], in small transactions; `resend`
+//! is a delivery action, in `routes.rs` with the others. `show` includes each route's
+//! delivery of the message; `show --json` never the message's content. Text
 //! shown on a terminal has control characters replaced by visible symbols: message
 //! contents and peer-supplied fields must not be able to send escape sequences to an
 //! operator's terminal. `--raw` and `export` write the bytes exactly as received.
@@ -10,8 +12,9 @@
 //! `--limit N` takes the N newest matching messages in `list` and `export` alike; `list`
 //! shows them newest first, `export` writes them oldest first.
 //!
-//! Exit codes: 0 done; 1 the store could not be read or written; 64 usage error (an
-//! unknown `--listener`, a purge without a filter or `--all`); 78 the configuration.
+//! Exit codes: 0 done; 1 the store could not be read or written, or no message with that
+//! id; 64 usage error (an unknown `--listener` or `--route`, a purge without a filter or
+//! `--all`); 78 the configuration.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -73,7 +73,7 @@ pub enum Command {
     Send(send::SendArgs),
     /// Certificate tools: thumbprint, inspect, dev-pki.
     Cert(cert::CertArgs),
-    /// List, show and export stored messages.
+    /// List, show, export, purge and resend stored messages.
     Messages(messages::MessagesArgs),
     /// Load generator for an MLLP listener.
     Bench(bench::BenchArgs),
