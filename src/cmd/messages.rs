@@ -25,7 +25,8 @@ use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use hl7d::config::Config;
 use hl7d::private_files;
-use hl7d::store::deliveries::{Delivery, DeliveryState};
+use hl7d::store::deliveries::Delivery;
+use hl7d::store::queue::DeliveryState;
 use hl7d::store::{self, Filter, KeyFields, Reader, Status, StoredMessage};
 use serde_json::json;
 

@@ -22,7 +22,8 @@ use std::time::SystemTime;
 use anyhow::anyhow;
 use clap::{Args, Subcommand};
 use hl7d::config::{Config, RouteConfig};
-use hl7d::store::deliveries::{Changed, DeliveryActions, DeliveryState, Release, RouteRule, RouteStatus};
+use hl7d::store::deliveries::{Changed, DeliveryActions, Release, RouteRule, RouteStatus};
+use hl7d::store::queue::DeliveryState;
 use hl7d::store::Reader;
 use serde_json::json;
 
@@ -413,7 +414,7 @@ fn print_changed(changed: &[Changed], out: &mut dyn Write) -> std::io::Result<()
             row.id,
             row.message_id,
             printable(&row.lane),
-            row.was
+            row.was.as_str()
         )?;
     }
     out.flush()

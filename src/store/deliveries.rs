@@ -31,6 +31,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 use thiserror::Error;
 
 use super::purge::open_writable;
+use super::queue::{lane_for, type_matches, DeliveryState};
 use super::read::{time, Reader};
 use super::sqlite::{describe, micros};
 use super::{KeyFields, Status, StoreError};
@@ -38,54 +39,6 @@ use super::{KeyFields, Status, StoreError};
 /// Most messages looked at (and so most deliveries queued) in one transaction by
 /// [`DeliveryActions::backfill`] and [`DeliveryActions::resend_range`].
 pub const ACTION_BATCH: i64 = 1000;
-
-/// The states of a delivery row (the `state` column of schema 4).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum DeliveryState {
-    /// Waiting; due at `next_attempt_at`.
-    Pending,
-    /// An attempt is under way.
-    InFlight,
-    /// The downstream took it.
-    Delivered,
-    /// Held for an operator; its lane waits behind it.
-    Parked,
-    /// An operator gave up on it: kept, never sent.
-    Skipped,
-}
-
-impl DeliveryState {
-    /// Every state.
-    pub const ALL: [DeliveryState; 5] = [
-        DeliveryState::Pending,
-        DeliveryState::InFlight,
-        DeliveryState::Delivered,
-        DeliveryState::Parked,
-        DeliveryState::Skipped,
-    ];
-
-    /// The name in the `state` column.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DeliveryState::Pending => "pending",
-            DeliveryState::InFlight => "in_flight",
-            DeliveryState::Delivered => "delivered",
-            DeliveryState::Parked => "parked",
-            DeliveryState::Skipped => "skipped",
-        }
-    }
-
-    /// The state called `name`.
-    pub fn from_name(name: &str) -> Option<DeliveryState> {
-        DeliveryState::ALL.into_iter().find(|state| state.as_str() == name)
-    }
-}
-
-impl std::fmt::Display for DeliveryState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// One route's queue at a glance (`hl7d routes status`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -433,60 +386,12 @@ impl RouteRule {
                 || self.message_types.iter().any(|pattern| type_matches(pattern, message_type)))
     }
 
-    /// The lane of a message whose stored lane columns are these: `strict`, its
-    /// `lane_sender` (`per_sender`) or its `lane_patient` (`per_patient`, which
-    /// [`hl7_proto::keys::lane_key`] already makes the sender lane for a message without a
-    /// patient): the keys the writer computed at ingest, never recomputed here.
+    /// The lane of a message whose stored lane columns are these, under the route's
+    /// order: the writer's rule ([`lane_for`]), so that a backfilled or resent message goes
+    /// into the lane a new one would.
     pub fn lane(&self, lane_sender: Option<&str>, lane_patient: Option<&str>) -> String {
-        let stored = match self.order {
-            LaneOrder::Strict => return STRICT_LANE.to_owned(),
-            LaneOrder::PerSender => lane_sender,
-            LaneOrder::PerPatient => lane_patient.or(lane_sender),
-        };
-        // Only a row stored without extraction has neither (none of `hl7d serve`'s).
-        stored.unwrap_or("sender//").to_owned()
+        lane_for(self.order, lane_sender, lane_patient)
     }
-}
-
-/// The lane of every message under `order = "strict"` (`hl7_proto::keys::lane_key`).
-pub const STRICT_LANE: &str = "strict";
-
-/// Whether `message_type` (MSH-9 as stored: `TYPE^EVENT`, or `TYPE` without an event)
-/// matches `pattern`: `*` is any text, `?` one character, anything else itself
-/// (case-sensitive). A pattern without `^` matches the type whatever the event (`ADT` =
-/// `ADT^*`).
-pub fn type_matches(pattern: &str, message_type: &str) -> bool {
-    if pattern.contains('^') {
-        if message_type.contains('^') {
-            glob(pattern.as_bytes(), message_type.as_bytes())
-        } else {
-            glob(pattern.as_bytes(), format!("{message_type}^").as_bytes())
-        }
-    } else {
-        glob(pattern.as_bytes(), message_type.split('^').next().unwrap_or("").as_bytes())
-    }
-}
-
-/// `*`/`?` matching with one backtrack point (linear for patterns like these).
-fn glob(pattern: &[u8], text: &[u8]) -> bool {
-    let (mut p, mut t) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while t < text.len() {
-        if p < pattern.len() && (pattern[p] == b'?' || pattern[p] == text[t]) {
-            p += 1;
-            t += 1;
-        } else if p < pattern.len() && pattern[p] == b'*' {
-            star = Some((p, t));
-            p += 1;
-        } else if let Some((star_p, star_t)) = star {
-            p = star_p + 1;
-            t = star_t + 1;
-            star = Some((star_p, star_t + 1));
-        } else {
-            return false;
-        }
-    }
-    pattern[p..].iter().all(|&b| b == b'*')
 }
 
 /// Which parked deliveries `hl7d routes retry` releases.
@@ -1239,23 +1144,47 @@ mod tests {
         assert_eq!((all[5].1, all[5].5), (2, Some(first_of_2)));
     }
 
+    /// Backfill and resend queue exactly what the writer would: the same routes take the
+    /// same messages, into the same lanes.
     #[test]
-    fn type_globs() {
-        for (pattern, message_type, expected) in [
-            ("ADT^A*", "ADT^A01", true),
-            ("ADT^A*", "ADT^B01", false),
-            ("ADT^A*", "ADT", false),
-            ("ADT^*", "ADT", true),
-            ("ADT", "ADT^A08", true),
-            ("ADT", "ADTX^A08", false),
-            ("ORU^R01", "ORU^R01", true),
-            ("ORU^R01", "ORU^R011", false),
-            ("?RU^R0?", "ORU^R01", true),
-            ("*", "", true),
-            ("A*B*C", "AxxBxxC", true),
-            ("A*B*C", "AxxBxxD", false),
-        ] {
-            assert_eq!(type_matches(pattern, message_type), expected, "{pattern} ~ {message_type}");
+    fn a_route_rule_takes_and_lanes_like_the_writers_queue_route() {
+        let routes = [
+            (None, vec![], LaneOrder::PerPatient),
+            (Some(vec!["lab".to_owned()]), vec!["ADT^A*".to_owned(), "ORU".to_owned()], LaneOrder::PerSender),
+            (Some(vec!["adt".to_owned()]), vec!["?DT^A0?".to_owned()], LaneOrder::Strict),
+        ];
+        let messages =
+            [("lab", "ADT^A01"), ("lab", "ORU^R01"), ("adt", "ADT^A08"), ("adt", "ADT"), ("x", "SIU^S12")];
+        let lanes = [(Some("sender/A/B"), Some("patient/B/P1")), (Some("sender/A/B"), None), (None, None)];
+        for (listeners, message_types, order) in routes {
+            let rule = RouteRule {
+                name: "r".into(),
+                listeners: listeners.clone(),
+                message_types: message_types.clone(),
+                order,
+            };
+            let writer = super::super::queue::QueueRoute {
+                name: "r".into(),
+                listeners,
+                message_types,
+                order,
+                queued: std::sync::Arc::new(tokio::sync::Notify::new()),
+            };
+            for (listener, kind) in messages {
+                assert_eq!(
+                    rule.takes(listener, kind),
+                    writer.takes(listener, kind),
+                    "{listener} {kind} {order:?}"
+                );
+            }
+            for (sender, patient) in lanes {
+                let fields = KeyFields {
+                    lane_sender: sender.map(Into::into),
+                    lane_patient: patient.map(Into::into),
+                    ..KeyFields::default()
+                };
+                assert_eq!(rule.lane(sender, patient), writer.lane(&fields), "{order:?}");
+            }
         }
     }
 }

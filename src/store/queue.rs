@@ -93,16 +93,25 @@ impl QueueRoute {
                 || self.message_types.iter().any(|pattern| type_matches(pattern, message_type)))
     }
 
-    /// The lane of a message with these key fields: its stored lane column for the order.
+    /// The lane of a message with these key fields: its stored lane column for the order
+    /// ([`lane_for`]).
     pub fn lane(&self, fields: &KeyFields) -> String {
-        let stored = match self.order {
-            LaneOrder::Strict => return STRICT_LANE.to_owned(),
-            LaneOrder::PerSender => fields.lane_sender.as_ref(),
-            LaneOrder::PerPatient => fields.lane_patient.as_ref().or(fields.lane_sender.as_ref()),
-        };
-        // Only a `KeyFields::default()` (a message built without extraction) has none.
-        stored.cloned().unwrap_or_else(|| "sender//".to_owned())
+        lane_for(self.order, fields.lane_sender.as_deref(), fields.lane_patient.as_deref())
     }
+}
+
+/// The lane of a message under `order`, from its stored lane columns (`lane_sender`,
+/// `lane_patient`: the keys the listener computed at ingest, never recomputed): the one
+/// rule for the writer's queueing and the operator's backfill and resend
+/// (`deliveries.rs`).
+pub fn lane_for(order: LaneOrder, lane_sender: Option<&str>, lane_patient: Option<&str>) -> String {
+    let stored = match order {
+        LaneOrder::Strict => return STRICT_LANE.to_owned(),
+        LaneOrder::PerSender => lane_sender,
+        LaneOrder::PerPatient => lane_patient.or(lane_sender),
+    };
+    // Only a `KeyFields::default()` (a message built without extraction) has none.
+    stored.unwrap_or("sender//").to_owned()
 }
 
 /// The lane of every message under `order = "strict"` (`hl7_proto::keys::lane_key`).
