@@ -538,3 +538,129 @@ async fn messages_show_has_each_routes_delivery_and_unknown_names_fail_with_thei
         .unwrap();
     assert_eq!(stored, Some(8));
 }
+
+/// End to end with the delivery engine of a running `hl7d serve`: a file route whose
+/// target names are taken parks two messages (two lanes held, the third lane flows);
+/// `routes status` and `routes parked` show them; `routes retry` and `routes skip` from
+/// this process release them within 2 s, and each lane goes on in order.
+#[tokio::test]
+async fn a_running_server_delivers_what_retry_releases_and_goes_past_what_skip_gives_up() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+
+    let tmp = tempdir("routes-e2e");
+    let store = tmp.path().join("data");
+    let spool = tmp.path().join("spool");
+    let audit = tmp.path().join("audit.jsonl");
+    std::fs::create_dir(&spool).unwrap();
+    let config = tmp.path().join("hl7d.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[store]\npath = {store:?}\n\n[audit]\nfile = {audit:?}\n\n\
+             [[listener]]\nname = \"lab\"\nlisten = \"127.0.0.1:0\"\nplaintext = true\n\n\
+             [[route]]\nname = \"files\"\nto = \"file://{}\"\nretry_initial = \"200ms\"\n\
+             [route.file]\nname = \"{{control_id}}-{{id}}.hl7\"\n",
+            spool.display()
+        ),
+    )
+    .unwrap();
+    // Taken names (the messages will be ids 1 and 3): a file is never overwritten, so A1
+    // and B1 park.
+    for taken in ["A1-1", "B1-3"] {
+        std::fs::write(spool.join(format!("{taken}.hl7")), b"someone else's").unwrap();
+    }
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hl7d"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (found, listening) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("hl7d serve: {line}");
+            if let Some(addr) = logged_addr(&line, "listening") {
+                let _ = found.send(addr);
+            }
+        }
+    });
+    let addr = listening.recv_timeout(WAIT).expect("listening");
+    let s = Setup { _tmp: tmp, store, config: config.to_str().unwrap().to_owned(), audit, serve: None };
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _child = Kill(child);
+
+    let mut conn = TcpStream::connect(addr).await.unwrap();
+    for (control_id, patient) in [("A1", "PA"), ("A2", "PA"), ("B1", "PB"), ("B2", "PB"), ("C1", "PC")] {
+        assert_eq!(exchange(&mut conn, &message(control_id, "ADT^A01^ADT_A01", Some(patient))).await.0, "AA");
+    }
+    let status = || -> Value { serde_json::from_str(&s.ok(&["routes", "status", "--json"])).unwrap() };
+    let counts = |status: &Value| -> [u64; 4] {
+        ["delivered", "parked", "held_lanes", "pending"].map(|field| status[0][field].as_u64().unwrap())
+    };
+    let wait_for = |expected: [u64; 4], limit: Duration| -> Duration {
+        let started = Instant::now();
+        loop {
+            let now = status();
+            if counts(&now) == expected {
+                return started.elapsed();
+            }
+            assert!(started.elapsed() < limit, "{now} after {:?}, expected {expected:?}", started.elapsed());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    // C1 delivered; A1, B1 parked, each holding its lane (A2, B2 pending behind them).
+    wait_for([1, 2, 2, 2], WAIT);
+    let route = &status()[0];
+    assert!(route["last_error"].as_str().unwrap().contains("never overwritten"), "{route}");
+    let parked: Value = serde_json::from_str(&s.ok(&["routes", "parked", "files", "--json"])).unwrap();
+    let ids: Vec<&str> =
+        parked.as_array().unwrap().iter().map(|p| p["control_id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["A1", "B1"]);
+    let id_of = |control_id: &str| -> String {
+        let id: i64 = s
+            .db()
+            .query_row("SELECT id FROM messages WHERE control_id = ?1", [control_id], |r| r.get(0))
+            .unwrap();
+        id.to_string()
+    };
+
+    // The operator moves the other file away and retries A1: A1 then A2 go out.
+    std::fs::remove_file(spool.join("A1-1.hl7")).unwrap();
+    s.ok(&["routes", "retry", "files", "--message", &id_of("A1")]);
+    let took = wait_for([3, 1, 1, 1], WAIT);
+    assert!(took < Duration::from_secs(2), "released after {took:?}");
+    assert_eq!(std::fs::read(spool.join("A1-1.hl7")).unwrap(), message("A1", "ADT^A01^ADT_A01", Some("PA")));
+    assert!(spool.join("A2-2.hl7").exists());
+
+    // B1 is given up on: kept, never sent; B2 goes out; the other file is untouched.
+    s.ok(&["routes", "skip", "files", "--message", &id_of("B1")]);
+    let took = wait_for([4, 0, 0, 0], WAIT);
+    assert!(took < Duration::from_secs(2), "released after {took:?}");
+    assert_eq!(std::fs::read(spool.join("B1-3.hl7")).unwrap(), b"someone else's");
+    assert!(spool.join("B2-4.hl7").exists());
+    assert_eq!(status()[0]["skipped"].as_u64(), Some(1));
+
+    let shown: Value = serde_json::from_str(&s.ok(&["messages", "show", &id_of("B1"), "--json"])).unwrap();
+    assert_eq!(shown["deliveries"][0]["state"], "skipped");
+    // Both processes wrote to the one audit file: the operator's actions and the engine's
+    // lane lines.
+    assert_eq!(s.audit_lines("route_retry").len(), 1);
+    assert_eq!(s.audit_lines("route_skip").len(), 1);
+    let deadline = Instant::now() + WAIT;
+    while s.audit_lines("lane_released").len() < 2 {
+        assert!(Instant::now() < deadline, "{:?}", read_audit(&s.audit));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(s.audit_lines("lane_held").len(), 2);
+}
