@@ -27,8 +27,8 @@ const DAY: Duration = Duration::from_secs(24 * 60 * 60);
 /// * an accepted configuration keeps every documented bound (docs/configuration.md):
 ///   at least one listener, names 1–64 characters of `[A-Za-z0-9_.-]` and unique, listen
 ///   addresses unique (port 0 aside), timeouts, sizes and connection counts within their
-///   ranges, approved thumbprints non-empty without duplicates, and each thumbprint's
-///   display form parses back to itself.
+///   ranges, `proxy_protocol` only with a non-empty `proxy_from`, approved thumbprints
+///   non-empty without duplicates, and each thumbprint's display form parses back to itself.
 pub fn config(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else { return };
     let parsed = Config::from_toml_str(text);
@@ -73,6 +73,12 @@ pub fn config(data: &[u8]) {
         }
         for net in &listener.allow_ips {
             assert_eq!(*net, net.trunc(), "{name}: allow_ips entry with host bits");
+        }
+        if let Some(proxy) = &listener.proxy {
+            assert!(!proxy.from.is_empty(), "{name}: proxy_protocol without proxy_from");
+            for net in &proxy.from {
+                assert_eq!(*net, net.trunc(), "{name}: proxy_from entry with host bits");
+            }
         }
         let framing = listener.framing;
         assert!((1..=4).contains(&framing.start().len()) && (1..=4).contains(&framing.end().len()));

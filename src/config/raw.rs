@@ -75,6 +75,8 @@ pub(super) struct RawListener {
     pub(super) max_pending: Option<Spanned<i64>>,
     #[serde(default)]
     pub(super) allow_ips: Vec<Spanned<String>>,
+    pub(super) proxy_protocol: Option<Spanned<bool>>,
+    pub(super) proxy_from: Option<Spanned<Vec<Spanned<String>>>>,
     pub(super) framing: Option<RawFraming>,
     #[serde(default)]
     pub(super) lenient_framing: bool,

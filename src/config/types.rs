@@ -205,6 +205,10 @@ pub struct ListenerConfig {
     /// `allow_ips`: networks allowed to connect (host bits cleared); empty = any. Use
     /// [`ListenerConfig::allows`] rather than matching these directly.
     pub allow_ips: Vec<IpNet>,
+    /// `proxy_protocol = true` with `proxy_from`: every connection comes through a load
+    /// balancer that names the real client in a PROXY protocol header; `None` = direct
+    /// connections (the default).
+    pub proxy: Option<ProxyProtocol>,
     /// `[listener.framing]`: MLLP start and end bytes.
     pub framing: Framing,
     /// `lenient_framing`: end a frame at the first end byte (`0x1C`) without waiting for
@@ -213,6 +217,24 @@ pub struct ListenerConfig {
     /// `duplicate_window`: how long a resent message (same sender, MSH-10 control id and
     /// bytes) is recognised as a duplicate; `None` (`"0"`) disables duplicate detection.
     pub duplicate_window: Option<Duration>,
+}
+
+/// `proxy_protocol = true`: connections come from load balancers that send a PROXY protocol
+/// header (v1 or v2) before anything else; the address in it is the peer for `allow_ips`,
+/// the per-address limit, logs, audit and the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyProtocol {
+    /// `proxy_from`: the load balancers' networks (host bits cleared), never empty. A
+    /// connection from any other address is refused before a byte is read.
+    pub from: Vec<IpNet>,
+}
+
+impl ProxyProtocol {
+    /// Whether a connection from `ip` may send a PROXY header (matched as
+    /// [`ListenerConfig::allows`] matches: IPv4 and its IPv4-mapped IPv6 form alike).
+    pub fn trusts(&self, ip: IpAddr) -> bool {
+        contains(&self.from, ip)
+    }
 }
 
 /// How a listener talks to its peers.
@@ -301,6 +323,7 @@ impl ListenerConfig {
             max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
             max_pending: DEFAULT_MAX_PENDING,
             allow_ips: Vec::new(),
+            proxy: None,
             framing: Framing::DEFAULT,
             lenient_framing: false,
             duplicate_window: Some(DEFAULT_DUPLICATE_WINDOW),
@@ -314,19 +337,7 @@ impl ListenerConfig {
     /// (`::ffff:10.1.2.3`), which is how a dual-stack `[::]` socket reports IPv4 peers, and
     /// an IPv4-mapped IPv6 rule matches the plain IPv4 peer.
     pub fn allows(&self, ip: IpAddr) -> bool {
-        if self.allow_ips.is_empty() {
-            return true;
-        }
-        let canonical = ip.to_canonical();
-        let mapped = match ip {
-            IpAddr::V4(v4) => Some(IpAddr::V6(v4.to_ipv6_mapped())),
-            IpAddr::V6(_) => None,
-        };
-        self.allow_ips.iter().any(|net| {
-            net.contains(&ip)
-                || net.contains(&canonical)
-                || mapped.is_some_and(|mapped| net.contains(&mapped))
-        })
+        self.allow_ips.is_empty() || contains(&self.allow_ips, ip)
     }
 
     /// The TLS settings, or `None` for a plaintext listener.
@@ -336,6 +347,19 @@ impl ListenerConfig {
             Transport::Tls(tls) => Some(tls),
         }
     }
+}
+
+/// Whether one of `nets` contains `ip`, an IPv4 address and its IPv4-mapped IPv6 form being
+/// the same address.
+fn contains(nets: &[IpNet], ip: IpAddr) -> bool {
+    let canonical = ip.to_canonical();
+    let mapped = match ip {
+        IpAddr::V4(v4) => Some(IpAddr::V6(v4.to_ipv6_mapped())),
+        IpAddr::V6(_) => None,
+    };
+    nets.iter().any(|net| {
+        net.contains(&ip) || net.contains(&canonical) || mapped.is_some_and(|mapped| net.contains(&mapped))
+    })
 }
 
 #[cfg(test)]
@@ -375,5 +399,17 @@ mod tests {
         listener.allow_ips = vec!["::ffff:172.16.0.0/108".parse().unwrap()];
         assert!(listener.allows(v4(172, 16, 5, 5)));
         assert!(!listener.allows(v4(172, 32, 0, 1)));
+    }
+
+    #[test]
+    fn proxies_are_matched_like_allow_ips_but_never_all_by_default() {
+        let v4 = |a, b, c, d| IpAddr::V4(Ipv4Addr::new(a, b, c, d));
+        let proxy =
+            ProxyProtocol { from: vec!["10.0.0.5/32".parse().unwrap(), "2001:db8::/64".parse().unwrap()] };
+        assert!(proxy.trusts(v4(10, 0, 0, 5)));
+        assert!(proxy.trusts("::ffff:10.0.0.5".parse().unwrap()), "as a dual-stack socket reports it");
+        assert!(proxy.trusts("2001:db8::7".parse().unwrap()));
+        assert!(!proxy.trusts(v4(10, 0, 0, 6)));
+        assert!(!ProxyProtocol { from: Vec::new() }.trusts(v4(10, 0, 0, 5)), "an empty list trusts nobody");
     }
 }

@@ -517,10 +517,16 @@ fn changed_keys(old: &ListenerConfig, new: &ListenerConfig) -> Vec<&'static str>
         max_connections_per_ip,
         max_pending,
         allow_ips,
+        proxy,
         framing,
         lenient_framing,
         duplicate_window,
     } = new;
+    let (proxy_on, proxy_from) = match (&old.proxy, proxy) {
+        (None, None) => (false, false),
+        (Some(old), Some(new)) => (false, old != new),
+        _ => (true, false),
+    };
     let transport_key = match (&old.transport, transport) {
         (Transport::Plaintext, Transport::Plaintext) => None,
         (Transport::Tls(old), Transport::Tls(new)) => (old != new).then_some("tls"),
@@ -540,6 +546,8 @@ fn changed_keys(old: &ListenerConfig, new: &ListenerConfig) -> Vec<&'static str>
         (old.max_connections_per_ip != *max_connections_per_ip).then_some("max_connections_per_ip"),
         (old.max_pending != *max_pending).then_some("max_pending"),
         (old.allow_ips != *allow_ips).then_some("allow_ips"),
+        proxy_on.then_some("proxy_protocol"),
+        proxy_from.then_some("proxy_from"),
         (old.framing != *framing).then_some("framing"),
         (old.lenient_framing != *lenient_framing).then_some("lenient_framing"),
         (old.duplicate_window != *duplicate_window).then_some("duplicate_window"),
@@ -621,6 +629,8 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 mod tests {
     use super::*;
 
+    use crate::config::ProxyProtocol;
+
     #[test]
     fn changed_keys_name_every_key_that_differs() {
         let old = ListenerConfig::plaintext("lab", "127.0.0.1:2575".parse().unwrap());
@@ -630,5 +640,14 @@ mod tests {
         new.max_connections = 5;
         new.listen = "127.0.0.1:2576".parse().unwrap();
         assert_eq!(changed_keys(&old, &new), ["listen", "max_connections", "allow_ips"]);
+
+        let proxied = |from: &str| ListenerConfig {
+            proxy: Some(ProxyProtocol { from: vec![from.parse().unwrap()] }),
+            ..old.clone()
+        };
+        assert_eq!(changed_keys(&old, &proxied("10.0.0.5/32")), ["proxy_protocol"]);
+        assert_eq!(changed_keys(&proxied("10.0.0.5/32"), &old), ["proxy_protocol"]);
+        assert_eq!(changed_keys(&proxied("10.0.0.5/32"), &proxied("10.0.0.6/32")), ["proxy_from"]);
+        assert!(changed_keys(&proxied("10.0.0.5/32"), &proxied("10.0.0.5/32")).is_empty());
     }
 }

@@ -17,7 +17,7 @@ use super::Builder;
 use crate::config::error::{listener_section, Section};
 use crate::config::raw::{RawFraming, RawListener, RawSize, RawTls};
 use crate::config::types::{
-    ClientAuth, ListenerConfig, TlsConfig, TlsVersion, Transport, DEFAULT_DUPLICATE_WINDOW,
+    ClientAuth, ListenerConfig, ProxyProtocol, TlsConfig, TlsVersion, Transport, DEFAULT_DUPLICATE_WINDOW,
     DEFAULT_FRAME_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_CONNECTIONS_PER_IP, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MAX_PENDING, DEFAULT_WRITE_TIMEOUT,
 };
@@ -156,6 +156,7 @@ impl Builder<'_> {
             .enumerate()
             .filter_map(|(i, rule)| self.ip_net(&section, &format!("allow_ips[{i}]"), rule))
             .collect();
+        let proxy = self.proxy(&section, raw.proxy_protocol, raw.proxy_from);
 
         let framing = match raw.framing {
             None => Framing::DEFAULT,
@@ -202,6 +203,7 @@ impl Builder<'_> {
             max_connections_per_ip,
             max_pending,
             allow_ips,
+            proxy,
             framing,
             lenient_framing: raw.lenient_framing,
             duplicate_window,
@@ -233,6 +235,62 @@ impl Builder<'_> {
         };
         self.problem(section, key, Some(span), message);
         fallback
+    }
+
+    /// `proxy_protocol` and `proxy_from`: both or neither. A list without the switch is an
+    /// error rather than ignored (whoever wrote it meant connections to come through those
+    /// proxies), and a list that trusts every address is allowed with a warning.
+    fn proxy(
+        &mut self,
+        section: &Section,
+        switch: Option<Spanned<bool>>,
+        from: Option<Spanned<Vec<Spanned<String>>>>,
+    ) -> Option<ProxyProtocol> {
+        let switch_span = switch.as_ref().map(Spanned::span);
+        let on = switch.is_some_and(Spanned::into_inner);
+        let from_span = from.as_ref().map(Spanned::span);
+        let entries = from.map(Spanned::into_inner).unwrap_or_default();
+        let listed = !entries.is_empty();
+        let mut nets = Vec::new();
+        for (i, entry) in entries.into_iter().enumerate() {
+            let key = format!("proxy_from[{i}]");
+            let Some(net) = self.ip_net(section, &key, entry) else { continue };
+            if net.prefix_len() == 0 {
+                self.warn(
+                    section,
+                    &key,
+                    format!(
+                        "{net} trusts every address to name its own client: any host that can connect                          can pose as any sender, past allow_ips and max_connections_per_ip; list the                          load balancers' addresses"
+                    ),
+                );
+            }
+            nets.push(net);
+        }
+        match (on, listed) {
+            (true, false) => {
+                self.problem(
+                    section,
+                    "proxy_from",
+                    from_span.or(switch_span),
+                    "proxy_protocol = true needs the load balancers' addresses, e.g. \
+                     proxy_from = [\"10.0.0.5\", \"10.0.0.6\"]",
+                );
+                None
+            }
+            // Entries that did not parse are reported one by one.
+            (true, true) => (!nets.is_empty()).then_some(ProxyProtocol { from: nets }),
+            (false, _) if from_span.is_some() => {
+                self.problem(
+                    section,
+                    "proxy_from",
+                    from_span,
+                    "set but proxy_protocol is not true, so no PROXY header would be read: set \
+                     proxy_protocol = true or remove the list",
+                );
+                None
+            }
+            (false, _) => None,
+        }
     }
 
     fn check_name(&mut self, section: &Section, name: &Spanned<String>) {
@@ -813,6 +871,64 @@ client_ca = "tls/clients-ca.pem" # optional: additionally require a chain to thi
         let error = parse_err(&tls("").replace("key = \"k\"\n", ""));
         assert!(error.starts_with("listener \"sec\": "), "{error}");
         assert!(error.contains("missing field `key`"), "{error}");
+    }
+
+    #[test]
+    fn proxy_protocol_with_its_proxies() {
+        let config = parse_ok(&lab("proxy_protocol = true\nproxy_from = [\"10.0.0.5\", \"2001:db8::/64\"]"));
+        let proxy = config.listeners[0].proxy.as_ref().expect("proxy_protocol on");
+        assert_eq!(
+            proxy.from,
+            vec!["10.0.0.5/32".parse::<IpNet>().unwrap(), "2001:db8::/64".parse().unwrap()]
+        );
+        assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+        // Off by default, and off when said so.
+        assert_eq!(parse_ok(&lab("")).listeners[0].proxy, None);
+        assert_eq!(parse_ok(&lab("proxy_protocol = false")).listeners[0].proxy, None);
+    }
+
+    #[test]
+    fn proxy_protocol_needs_proxy_from_and_the_list_needs_the_switch() {
+        assert_eq!(
+            parse_err(&lab("proxy_protocol = true")),
+            "listener \"lab\": proxy_from: proxy_protocol = true needs the load balancers' addresses, \
+             e.g. proxy_from = [\"10.0.0.5\", \"10.0.0.6\"] (line 5)"
+        );
+        assert!(parse_err(&lab("proxy_protocol = true\nproxy_from = []"))
+            .starts_with("listener \"lab\": proxy_from: proxy_protocol = true needs"));
+        for switch in ["", "proxy_protocol = false\n"] {
+            let error = parse_err(&lab(&format!("{switch}proxy_from = [\"10.0.0.5\"]")));
+            assert!(
+                error.starts_with("listener \"lab\": proxy_from: set but proxy_protocol is not true"),
+                "{error}"
+            );
+        }
+        let error = parse_err(&lab("proxy_protocol = true\nproxy_from = [\"10.0.0.5\", \"10.0.0/8\"]"));
+        assert_eq!(error, "listener \"lab\": proxy_from[1]: invalid address or CIDR \"10.0.0/8\" (line 6)");
+        assert!(parse_err(&lab("proxy_protocol = \"yes\"")).contains("invalid type"));
+    }
+
+    #[test]
+    fn proxy_from_everyone_is_a_warning() {
+        for everyone in ["0.0.0.0/0", "::/0"] {
+            let config = parse_ok(&lab(&format!("proxy_protocol = true\nproxy_from = [{everyone:?}]")));
+            assert!(config.listeners[0].proxy.is_some());
+            assert_eq!(config.warnings.len(), 1, "{:?}", config.warnings);
+            assert!(
+                config.warnings[0].starts_with(&format!(
+                    "listener \"lab\": proxy_from[0]: {everyone} trusts every address to name its own client"
+                )),
+                "{:?}",
+                config.warnings
+            );
+        }
+        // Host bits are cleared with a warning, as in allow_ips.
+        let config = parse_ok(&lab("proxy_protocol = true\nproxy_from = [\"10.0.0.5/8\"]"));
+        assert_eq!(
+            config.listeners[0].proxy.as_ref().unwrap().from,
+            vec!["10.0.0.0/8".parse::<IpNet>().unwrap()]
+        );
+        assert!(config.warnings[0].contains("proxy_from[0]: \"10.0.0.5/8\" has host bits set"));
     }
 
     #[test]

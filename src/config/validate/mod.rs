@@ -523,6 +523,8 @@ max_connections = 100000
 max_connections_per_ip = 64
 max_pending = 8
 allow_ips = ["10.0.0.0/8", "192.168.1.7", "2001:db8::/32"]
+proxy_protocol = true
+proxy_from = ["10.1.0.5", "10.1.0.6"]
 lenient_framing = true
 duplicate_window = "0"
 [listener.framing]
@@ -548,6 +550,8 @@ end = "1c0d"
         assert_eq!((listener.max_connections_per_ip, listener.max_pending), (64, 8));
         assert_eq!(listener.allow_ips.len(), 3);
         assert_eq!(listener.allow_ips[1], "192.168.1.7/32".parse::<IpNet>().unwrap());
+        let proxies = &listener.proxy.as_ref().expect("proxy_protocol = true").from;
+        assert_eq!(proxies, &["10.1.0.5/32".parse::<IpNet>().unwrap(), "10.1.0.6/32".parse().unwrap()]);
         assert!(listener.lenient_framing);
         assert_eq!(listener.duplicate_window, None);
         assert_eq!(listener.framing, Framing::new(&[0x02], &[0x1C, 0x0D]).unwrap());
