@@ -16,7 +16,7 @@ root="$(dirname "$fuzz")"
 fixtures="$root/crates/hl7-proto/tests/fixtures"
 max_seed=16384
 
-for target in mllp_decoder message batch charset config sender_ack extract; do
+for target in mllp_decoder message batch charset config sender_ack extract proxy_header; do
   mkdir -p "$fuzz/corpus/$target"
   cp "$fuzz/seeds/$target/"* "$fuzz/corpus/$target/"
 done
@@ -36,6 +36,6 @@ awk -v dir="$fuzz/corpus/config" '
   inside     { print > out }
 ' "$root/docs/configuration.md"
 
-for target in mllp_decoder message batch charset config sender_ack extract; do
+for target in mllp_decoder message batch charset config sender_ack extract proxy_header; do
   echo "$target: $(ls "$fuzz/corpus/$target" | wc -l) inputs"
 done

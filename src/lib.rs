@@ -2,7 +2,8 @@
 //!
 //! The server's parts: [`listener`] (accept loop, one task per connection), [`tls`],
 //! [`store`], [`config`], [`admin`], [`metrics`], [`audit`], [`expiry`], [`logging`],
-//! [`peer_text`] (peer-chosen text capped for logs) and [`private_files`], put together by
+//! [`peer_text`] (peer-chosen text capped for logs), [`proxy_header`] (the PROXY protocol
+//! header of a load balancer) and [`private_files`], put together by
 //! [`serve`] after [`preflight`] has checked what the configuration names. Beside them the
 //! clients: [`sender`] (the MLLP client of `hl7d send` and the tests) and [`mod@bench`] (the
 //! load generator). The command line is not here: it is the
@@ -21,6 +22,7 @@ pub mod metrics;
 pub mod peer_text;
 pub mod preflight;
 pub mod private_files;
+pub mod proxy_header;
 pub mod sender;
 pub mod serve;
 pub mod store;

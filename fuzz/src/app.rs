@@ -1,8 +1,9 @@
-//! Fuzz targets for the hl7d application crate: the configuration parser (`hl7d::config`)
-//! and the ACK parser of `hl7d send` (`hl7d::sender::parse_ack`), which reads whatever a
-//! server sends back.
+//! Fuzz targets for the hl7d application crate: the configuration parser (`hl7d::config`),
+//! the ACK parser of `hl7d send` (`hl7d::sender::parse_ack`), which reads whatever a server
+//! sends back, and the PROXY protocol header reader (`hl7d::proxy_header`), which reads
+//! whatever reaches a `proxy_protocol` listener first.
 //!
-//! They run under `cargo fuzz run -s none config|sender_ack` and, through `#[path]`, inside
+//! They run under `cargo fuzz run -s none config|sender_ack|proxy_header` and, through `#[path]`, inside
 //! `cargo test` (`tests/it/fuzz_app.rs`). Names only `hl7d`, `hl7_proto` and `std`, never
 //! `crate::`.
 
@@ -14,6 +15,7 @@ use hl7_proto::charset::Charset;
 use hl7_proto::inbound::inspect;
 use hl7_proto::refusal::Refusal;
 use hl7d::config::{ClientAuth, Config, Thumbprint, Transport};
+use hl7d::proxy_header::{self, Header, Progress};
 use hl7d::sender::parse_ack;
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -130,4 +132,83 @@ pub fn sender_ack(data: &[u8]) {
         assert_eq!(received.code, code, "MSA-1 read back");
         assert_eq!(msa2.as_deref(), Some(&*String::from_utf8_lossy(msh.control_id)), "MSA-2 read back");
     }
+}
+
+/// `hl7d::proxy_header` on any first bytes of a connection. Checks:
+/// * [`proxy_header::parse`] never panics; a header it accepts is at most
+///   [`proxy_header::MAX_LEN`] bytes and no longer than the input;
+/// * read as the listener reads it, in pieces of 1, 2, 13 and [`proxy_header::MAX_LEN`]
+///   peeked bytes with [`proxy_header::next_part`] saying how many to take, the outcome is
+///   the same whatever the pieces, never more than [`proxy_header::MAX_LEN`] bytes are
+///   taken, an accepted header is exactly the bytes taken (not one past its end), and it is
+///   the header `parse` finds in the whole input;
+/// * the client address of an accepted header, written again as a v1 line and as a v2
+///   header, reads back as the same address.
+pub fn proxy_header(data: &[u8]) {
+    let whole = proxy_header::parse(data);
+    if let Progress::Done { len, .. } = whole {
+        assert!(len <= data.len() && len <= proxy_header::MAX_LEN, "header of {len} bytes");
+    }
+    let mut outcomes = Vec::new();
+    for chunk in [1, 2, 13, proxy_header::MAX_LEN] {
+        let mut read: Vec<u8> = Vec::new();
+        let outcome = loop {
+            let progress = proxy_header::parse(&read);
+            let rest = &data[read.len()..];
+            if progress != Progress::Incomplete || rest.is_empty() {
+                break progress;
+            }
+            let take = proxy_header::next_part(&read, &rest[..chunk.min(rest.len())]);
+            assert!(take >= 1, "an unfinished header takes no byte");
+            read.extend_from_slice(&rest[..take]);
+            assert!(read.len() <= proxy_header::MAX_LEN, "{} bytes taken", read.len());
+        };
+        if let Progress::Done { len, .. } = outcome {
+            assert_eq!(len, read.len(), "bytes taken past the header's end");
+            assert_eq!(outcome, whole, "the reader and the whole input disagree");
+        }
+        if let Progress::Done { .. } = whole {
+            assert_eq!(outcome, whole, "the whole input has a header the reader misses");
+        }
+        outcomes.push(outcome);
+    }
+    assert!(outcomes.windows(2).all(|pair| pair[0] == pair[1]), "pieces change the outcome: {outcomes:?}");
+    if let Progress::Done { header: Header::Proxied { client, .. }, .. } = whole {
+        for written in [v1_line(client), v2_header(client)] {
+            match proxy_header::parse(&written) {
+                Progress::Done { header: Header::Proxied { client: read_back, .. }, len } => {
+                    assert_eq!(read_back, client, "client address read back");
+                    assert_eq!(len, written.len());
+                }
+                other => panic!("{client} written again reads as {other:?}"),
+            }
+        }
+    }
+}
+
+fn v1_line(client: std::net::SocketAddr) -> Vec<u8> {
+    let (family, server) = if client.is_ipv4() { ("TCP4", "10.0.0.5") } else { ("TCP6", "2001:db8::5") };
+    format!("PROXY {family} {} {server} {} 2575\r\n", client.ip(), client.port()).into_bytes()
+}
+
+fn v2_header(client: std::net::SocketAddr) -> Vec<u8> {
+    let mut out = b"\r\n\r\n\x00\r\nQUIT\n\x21".to_vec();
+    let mut rest = Vec::new();
+    match client.ip() {
+        std::net::IpAddr::V4(ip) => {
+            out.push(0x11);
+            rest.extend_from_slice(&ip.octets());
+            rest.extend_from_slice(&[10, 0, 0, 5]);
+        }
+        std::net::IpAddr::V6(ip) => {
+            out.push(0x21);
+            rest.extend_from_slice(&ip.octets());
+            rest.extend_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5]);
+        }
+    }
+    rest.extend_from_slice(&client.port().to_be_bytes());
+    rest.extend_from_slice(&2575u16.to_be_bytes());
+    out.extend_from_slice(&(rest.len() as u16).to_be_bytes());
+    out.extend_from_slice(&rest);
+    out
 }

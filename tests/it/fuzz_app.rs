@@ -1,6 +1,6 @@
 //! The fuzz targets of `fuzz/` that need the hl7d crate (`fuzz/src/app.rs`: the config
-//! parser and the ACK parser of `hl7d send`) on every `cargo test`: each seed once, then 512
-//! mutated seeds. See `fuzz/src/in_test.rs` for the knobs and docs/testing.md for
+//! parser, the ACK parser of `hl7d send` and the PROXY header reader) on every `cargo
+//! test`: each seed once, then 512 mutated seeds. See `fuzz/src/in_test.rs` for the knobs and docs/testing.md for
 //! cargo-fuzz runs.
 
 use std::path::PathBuf;
@@ -65,6 +65,29 @@ const ACK_TOKENS: &[&[u8]] = &[
     b"\\X0D\\",
 ];
 
+/// Pieces of PROXY protocol headers (as `fuzz/dict/proxy.dict`).
+const PROXY_TOKENS: &[&[u8]] = &[
+    b"PROXY ",
+    b"TCP4 ",
+    b"TCP6 ",
+    b"UNKNOWN",
+    b"192.0.2.7 ",
+    b"2001:db8::7 ",
+    b"::ffff:10.0.0.5 ",
+    b"51234 ",
+    b"2575",
+    b"\r\n",
+    b"\r\n\r\n\x00\r\nQUIT\n",
+    b"\x21\x11\x00\x0c",
+    b"\x21\x21\x00\x24",
+    b"\x20\x00\x00\x00",
+    b"\x21\x31\x00\xd8",
+    b"\x01\xd8",
+    b"\xff\xff",
+    b"\x16\x03\x01",
+    b"\x0b",
+];
+
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -77,4 +100,9 @@ fn fuzz_config() {
 #[test]
 fn fuzz_sender_ack() {
     in_test::run(&root(), "sender_ack", app::sender_ack, ACK_TOKENS);
+}
+
+#[test]
+fn fuzz_proxy_header() {
+    in_test::run(&root(), "proxy_header", app::proxy_header, PROXY_TOKENS);
 }
