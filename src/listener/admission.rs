@@ -15,6 +15,15 @@
 //! - `max_connections_per_ip` counts every connection from one address (an IPv4-mapped IPv6
 //!   address is its IPv4 address); a newcomer beyond it is refused.
 //!
+//! Behind a load balancer (`proxy_protocol`) the address that counts is the client's, which
+//! only the connection's PROXY header names. Such a connection is let in under no address
+//! ([`Admission::admit_unidentified`]): it counts towards `max_connections` and, being
+//! pending, `max_pending` (so connections that never send their header give way like any
+//! other pending ones), but towards no address's `max_connections_per_ip` until
+//! [`Slot::identify`] names its client, which is refused then if that address is full.
+//! Counting them under the proxy's address would refuse every client past the first
+//! `max_connections_per_ip`.
+//!
 //! Owns the counts and the table of live connections: no I/O, no clock (the caller passes
 //! the time; it only serves to say how long a dropped connection was pending) and no
 //! logging (the caller logs what [`Admission::admit`] tells it). A [`Slot`] releases its
@@ -110,7 +119,10 @@ struct Table {
 }
 
 struct Live {
+    /// The peer: the proxy's address until [`Slot::identify`] names the client.
     peer: SocketAddr,
+    /// Whether `peer` is counted in `per_ip` (not while it is a proxy's address).
+    counted: bool,
     admitted_at: Instant,
     close: CancellationToken,
 }
@@ -139,9 +151,33 @@ impl Admission {
         close: CancellationToken,
         now: Instant,
     ) -> Result<Admitted, Refused> {
+        self.admit_as(peer, true, limits, close, now)
+    }
+
+    /// Lets a newcomer from the load balancer at `proxy` in as [`Admission::admit`] does,
+    /// but counted under no address until [`Slot::identify`] names its client (see the
+    /// module comment).
+    pub fn admit_unidentified(
+        &self,
+        proxy: SocketAddr,
+        limits: Limits,
+        close: CancellationToken,
+        now: Instant,
+    ) -> Result<Admitted, Refused> {
+        self.admit_as(proxy, false, limits, close, now)
+    }
+
+    fn admit_as(
+        &self,
+        peer: SocketAddr,
+        counted: bool,
+        limits: Limits,
+        close: CancellationToken,
+        now: Instant,
+    ) -> Result<Admitted, Refused> {
         let mut table = self.lock();
         let ip = peer.ip().to_canonical();
-        if table.per_ip.get(&ip).copied().unwrap_or(0) >= limits.max_per_ip {
+        if counted && table.per_ip.get(&ip).copied().unwrap_or(0) >= limits.max_per_ip {
             return Err(Refused::MaxConnectionsPerIp);
         }
         let open = table.live.len();
@@ -161,10 +197,12 @@ impl Admission {
         };
         let id = table.next_id;
         table.next_id += 1;
-        table.live.insert(id, Live { peer, admitted_at: now, close: close.clone() });
+        table.live.insert(id, Live { peer, counted, admitted_at: now, close: close.clone() });
         table.pending.insert(id);
         table.pending_gauge.increment(1.0);
-        *table.per_ip.entry(ip).or_insert(0) += 1;
+        if counted {
+            *table.per_ip.entry(ip).or_insert(0) += 1;
+        }
         let slot = Slot { inner: Arc::new(SlotInner { id, table: self.table.clone(), close }) };
         Ok(Admitted { slot, dropped })
     }
@@ -208,6 +246,9 @@ impl Table {
     /// Removes a live connection from the counts (not from `pending`).
     fn remove(&mut self, id: u64) -> Option<Live> {
         let live = self.live.remove(&id)?;
+        if !live.counted {
+            return Some(live);
+        }
         let ip = live.peer.ip().to_canonical();
         if let Some(count) = self.per_ip.get_mut(&ip) {
             *count -= 1;
@@ -242,6 +283,32 @@ impl Slot {
         if table.pending.remove(&self.inner.id) {
             table.pending_gauge.decrement(1.0);
         }
+    }
+
+    /// Names the client of a connection let in by [`Admission::admit_unidentified`] (from its
+    /// PROXY header): from now on it counts towards `client`'s `max_connections_per_ip`, or,
+    /// when that address already holds `max_per_ip` connections, it is refused (and stays
+    /// uncounted; the caller drops it). Nothing happens to a connection already dropped or
+    /// already identified.
+    pub fn identify(&self, client: SocketAddr, max_per_ip: usize) -> Result<(), Refused> {
+        let mut table = lock(&self.inner.table);
+        let table = &mut *table;
+        let Some(live) = table.live.get_mut(&self.inner.id) else { return Ok(()) };
+        if live.counted {
+            return Ok(());
+        }
+        let ip = client.ip().to_canonical();
+        let count = table.per_ip.entry(ip).or_insert(0);
+        if *count >= max_per_ip {
+            if *count == 0 {
+                table.per_ip.remove(&ip);
+            }
+            return Err(Refused::MaxConnectionsPerIp);
+        }
+        *count += 1;
+        live.peer = client;
+        live.counted = true;
+        Ok(())
     }
 
     /// Whether the connection was dropped to make room for a newer one.
@@ -383,6 +450,67 @@ mod tests {
         assert_eq!(admission.from_ip(peer(1, 0).ip()), 0);
         assert!(admit(&admission, peer(1, 10), now).is_ok());
         drop(other);
+    }
+
+    #[test]
+    fn connections_through_a_proxy_count_under_their_client_once_identified() {
+        let admission = table();
+        let now = Instant::now();
+        let proxy = peer(200, 1);
+        let through = |port| {
+            admission.admit_unidentified(
+                SocketAddr::new(proxy.ip(), port),
+                LIMITS,
+                CancellationToken::new(),
+                now,
+            )
+        };
+        // Far more than max_per_ip from the proxy's address: none is counted under it.
+        let mut open = Vec::new();
+        for (i, port) in (0..6).zip(100..) {
+            let admitted = through(port).expect("the proxy's address is not limited");
+            admitted.slot.established();
+            admitted.slot.identify(peer(i % 2 + 1, port), LIMITS.max_per_ip).expect("room for the client");
+            open.push(admitted);
+        }
+        assert_eq!(admission.from_ip(proxy.ip()), 0);
+        assert_eq!((admission.from_ip(peer(1, 0).ip()), admission.from_ip(peer(2, 0).ip())), (3, 3));
+        // They still count towards max_connections.
+        assert_eq!(through(200).err(), Some(Refused::MaxConnections));
+        drop(open.pop());
+        // The client's own limit applies once its header names it.
+        let admitted = through(201).unwrap();
+        assert_eq!(admitted.slot.identify(peer(1, 9), 3), Err(Refused::MaxConnectionsPerIp));
+        assert_eq!(admission.from_ip(peer(1, 0).ip()), 3, "a refused identification counts nothing");
+        drop(admitted);
+        assert_eq!(admission.open(), 5);
+        drop(open);
+        assert_eq!((admission.open(), admission.pending()), (0, 0));
+        assert_eq!(admission.from_ip(peer(1, 0).ip()), 0, "identified connections are counted out");
+    }
+
+    #[test]
+    fn connections_waiting_for_their_header_are_pending_and_give_way() {
+        let admission = table();
+        let t0 = Instant::now();
+        let proxy = peer(200, 1);
+        let waiting: Vec<Admitted> = (0..3)
+            .map(|_| admission.admit_unidentified(proxy, LIMITS, CancellationToken::new(), t0).unwrap())
+            .inspect(|a| assert!(a.dropped.is_none()))
+            .collect();
+        assert_eq!(admission.pending(), 3);
+        let newcomer = admission.admit_unidentified(proxy, LIMITS, CancellationToken::new(), t0).unwrap();
+        let dropped = newcomer.dropped.expect("the oldest waiting connection makes room");
+        assert_eq!((dropped.peer, dropped.reason), (proxy, "max_pending"));
+        assert!(waiting[0].slot.was_dropped() && waiting[0].slot.close_token().is_cancelled());
+        // Identifying a dropped connection changes nothing.
+        assert_eq!(waiting[0].slot.identify(peer(1, 1), 1), Ok(()));
+        assert_eq!(admission.from_ip(peer(1, 0).ip()), 0);
+        // A header names the client: the dropped report then names it too.
+        waiting[1].slot.identify(peer(7, 1), 1).unwrap();
+        let next = admission.admit_unidentified(proxy, LIMITS, CancellationToken::new(), t0).unwrap();
+        assert_eq!(next.dropped.map(|d| d.peer), Some(peer(7, 1)));
+        assert_eq!(admission.from_ip(peer(7, 0).ip()), 0, "counted out when dropped");
     }
 
     #[test]

@@ -2,8 +2,9 @@
 //! `ArcSwap`), its TLS side, the connections open on it, and the tokens that stop its socket
 //! or drain it. A reload swaps these; a connection keeps the snapshot it took at accept.
 //!
-//! Owns the registry of open connections (peer address and a close token each), so that a
-//! reload can close those whose address `allow_ips` no longer allows, and holds what must
+//! Owns the registry of open connections (peer address, the load balancer it came through,
+//! and a close token each), so that a reload can close those whose address `allow_ips` no
+//! longer allows or whose load balancer `proxy_from` no longer lists, and holds what must
 //! outlive any one profile or socket: the listener's [`Admission`] table (the counts that
 //! `max_connections`, `max_connections_per_ip` and `max_pending` bound, checked against the
 //! limits of the profile a newcomer takes) and its [`RefusalLog`]. It must not accept
@@ -16,11 +17,13 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tracing::field::display;
 use tracing::warn;
 
 use super::admission::Admission;
 use super::refusal_log::RefusalLog;
 use super::Profile;
+use crate::config::ListenerConfig;
 use crate::tls::TlsListener;
 
 /// A listener as it runs: what a reload may swap, and what it must keep.
@@ -42,6 +45,8 @@ pub(crate) struct LiveListener {
 pub(crate) enum Withdrawn {
     /// `allow_ips` no longer allows the peer's address.
     AddressNotAllowed,
+    /// `proxy_from` no longer lists the load balancer the connection came through.
+    ProxyNotTrusted,
     /// The listener was removed from the configuration.
     ListenerRemoved,
 }
@@ -51,6 +56,7 @@ impl Withdrawn {
     pub(crate) fn label(self) -> &'static str {
         match self {
             Withdrawn::AddressNotAllowed => "ip_no_longer_allowed",
+            Withdrawn::ProxyNotTrusted => "proxy_no_longer_trusted",
             Withdrawn::ListenerRemoved => "listener_removed",
         }
     }
@@ -59,6 +65,7 @@ impl Withdrawn {
     pub(crate) fn text(self) -> &'static str {
         match self {
             Withdrawn::AddressNotAllowed => "address no longer in allow_ips (reload)",
+            Withdrawn::ProxyNotTrusted => "load balancer no longer in proxy_from (reload)",
             Withdrawn::ListenerRemoved => "listener removed from the configuration (reload)",
         }
     }
@@ -78,12 +85,31 @@ struct OpenConnections {
 }
 
 struct OpenConnection {
-    peer: SocketAddr,
+    /// The peer (behind a load balancer: the client); `None` while a connection through a
+    /// load balancer has not sent its PROXY header.
+    peer: Option<SocketAddr>,
+    /// The load balancer it came through, on a `proxy_protocol` listener.
+    via: Option<SocketAddr>,
     close: CancellationToken,
     withdrawn: Arc<OnceLock<Withdrawn>>,
 }
 
 impl OpenConnection {
+    /// Why `config` would not let this connection in, if it would not: its load balancer
+    /// is not in `proxy_from` (while `proxy_protocol` is on; turning it off closes nothing,
+    /// as turning TLS off does not), or its peer is not in `allow_ips`.
+    fn refused_by(&self, config: &ListenerConfig) -> Option<Withdrawn> {
+        if let (Some(via), Some(proxy)) = (self.via, &config.proxy) {
+            if !proxy.trusts(via.ip()) {
+                return Some(Withdrawn::ProxyNotTrusted);
+            }
+        }
+        match self.peer {
+            Some(peer) if !config.allows(peer.ip()) => Some(Withdrawn::AddressNotAllowed),
+            _ => None,
+        }
+    }
+
     /// Records why and cancels the token; the first reason given stays.
     fn withdraw(&self, why: Withdrawn) {
         let _ = self.withdrawn.set(why);
@@ -184,8 +210,9 @@ impl LiveListener {
     }
 
     /// Swaps the settings for new connections, then closes every open connection whose
-    /// peer the new `allow_ips` does not allow (a message in flight is answered first);
-    /// returns how many were told to close.
+    /// peer the new `allow_ips` does not allow, or whose load balancer the new `proxy_from`
+    /// does not list (a message in flight is answered first); returns how many were told
+    /// to close.
     pub(crate) fn update(&self, profile: Profile) -> usize {
         // Under the registry's lock: a connection registers either before this (and is
         // swept here) or after (and `track` checks it against the new list).
@@ -194,12 +221,19 @@ impl LiveListener {
         let profile = self.profile.load();
         let mut closed = 0;
         for connection in open.by_id.values() {
-            if connection.close.is_cancelled() || profile.config.allows(connection.peer.ip()) {
+            if connection.close.is_cancelled() {
                 continue;
             }
-            warn!(target: "audit", event = "peer_no_longer_allowed", listener = &*self.name,
-                peer = %connection.peer, "closing connection: address no longer in allow_ips after reload");
-            connection.withdraw(Withdrawn::AddressNotAllowed);
+            let Some(why) = connection.refused_by(&profile.config) else { continue };
+            let (listener, peer, proxy) = (&*self.name, connection.peer, connection.via);
+            let (peer, proxy) = (peer.map(display), proxy.map(display));
+            match why {
+                Withdrawn::ProxyNotTrusted => warn!(target: "audit", event = "proxy_no_longer_trusted",
+                    listener, peer, proxy, "closing connection: its load balancer is no longer in proxy_from after reload"),
+                _ => warn!(target: "audit", event = "peer_no_longer_allowed", listener, peer, proxy,
+                    "closing connection: address no longer in allow_ips after reload"),
+            }
+            connection.withdraw(why);
             closed += 1;
         }
         closed
@@ -223,15 +257,30 @@ impl LiveListener {
     /// `allow_ips` no longer allows `peer` (already here, if such a reload ran since the
     /// connection was checked at accept).
     pub(crate) fn track(self: &Arc<Self>, peer: SocketAddr) -> Tracked {
+        self.register(Some(peer), None)
+    }
+
+    /// Registers an open connection from the load balancer at `proxy`, whose client is not
+    /// known yet ([`Tracked::identify`] names it). Closed as [`LiveListener::track`] says,
+    /// and by a reload whose `proxy_from` no longer lists `proxy`.
+    pub(crate) fn track_via_proxy(self: &Arc<Self>, proxy: SocketAddr) -> Tracked {
+        self.register(None, Some(proxy))
+    }
+
+    fn register(self: &Arc<Self>, peer: Option<SocketAddr>, via: Option<SocketAddr>) -> Tracked {
         let mut open = lock(&self.open);
         open.next_id += 1;
         let id = open.next_id;
-        let connection =
-            OpenConnection { peer, close: self.drain.child_token(), withdrawn: Arc::new(OnceLock::new()) };
+        let connection = OpenConnection {
+            peer,
+            via,
+            close: self.drain.child_token(),
+            withdrawn: Arc::new(OnceLock::new()),
+        };
         if self.drain.is_cancelled() {
             connection.withdraw(Withdrawn::ListenerRemoved);
-        } else if !self.profile.load().config.allows(peer.ip()) {
-            connection.withdraw(Withdrawn::AddressNotAllowed);
+        } else if let Some(why) = connection.refused_by(&self.profile.load().config) {
+            connection.withdraw(why);
         }
         let tracked = Tracked {
             live: self.clone(),
@@ -261,6 +310,22 @@ pub(crate) struct Tracked {
 }
 
 impl Tracked {
+    /// Names the client of a connection registered by [`LiveListener::track_via_proxy`]
+    /// (from its PROXY header); from now on a reload checks `client` against `allow_ips`,
+    /// and it is checked against the current one here (a reload may have run since the
+    /// caller checked it).
+    pub(crate) fn identify(&self, client: SocketAddr) {
+        let mut open = lock(&self.live.open);
+        let Some(connection) = open.by_id.get_mut(&self.id) else { return };
+        connection.peer = Some(client);
+        if connection.close.is_cancelled() {
+            return;
+        }
+        if let Some(why) = connection.refused_by(&self.live.profile.load().config) {
+            connection.withdraw(why);
+        }
+    }
+
     /// Why a reload closed this connection, if one did.
     pub(crate) fn withdrawn(&self) -> Option<Withdrawn> {
         self.withdrawn.get().copied()
@@ -283,7 +348,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::ListenerConfig;
+    use crate::config::ProxyProtocol;
 
     fn live(allow: &[&str]) -> Arc<LiveListener> {
         let mut config = ListenerConfig::plaintext("live-test", "127.0.0.1:0".parse().unwrap());
@@ -323,6 +388,41 @@ mod tests {
         let late = live.track("192.168.1.9:4000".parse().unwrap());
         assert_eq!(late.withdrawn(), Some(Withdrawn::AddressNotAllowed));
         assert!(late.close.is_cancelled());
+    }
+
+    fn proxied(live: &LiveListener, from: &[&str], allow: &[&str]) -> Profile {
+        let mut config = with_allow(live, allow).config;
+        config.proxy = Some(ProxyProtocol { from: from.iter().map(|net| net.parse().unwrap()).collect() });
+        live.profile().with_config(config)
+    }
+
+    #[test]
+    fn behind_a_proxy_allow_ips_applies_to_the_client_once_named() {
+        let live = live(&[]);
+        live.update(proxied(&live, &["10.0.0.5/32", "10.0.0.6/32"], &["192.0.2.0/24"]));
+        // The proxy's own address is not in allow_ips: it is not what is checked.
+        let waiting = live.track_via_proxy("10.0.0.5:4000".parse().unwrap());
+        assert_eq!(waiting.withdrawn(), None);
+        let allowed = live.track_via_proxy("10.0.0.5:4001".parse().unwrap());
+        allowed.identify("192.0.2.7:5000".parse().unwrap());
+        assert_eq!(allowed.withdrawn(), None);
+        let refused = live.track_via_proxy("10.0.0.6:4000".parse().unwrap());
+        refused.identify("198.51.100.7:5000".parse().unwrap());
+        assert_eq!(refused.withdrawn(), Some(Withdrawn::AddressNotAllowed));
+        // A reload that drops a proxy from proxy_from closes what came through it, named
+        // or not; the other proxy's connections stay.
+        let other = live.track_via_proxy("10.0.0.6:4001".parse().unwrap());
+        other.identify("192.0.2.8:5000".parse().unwrap());
+        assert_eq!(live.update(proxied(&live, &["10.0.0.6/32"], &["192.0.2.0/24"])), 2);
+        assert_eq!(waiting.withdrawn(), Some(Withdrawn::ProxyNotTrusted));
+        assert_eq!(allowed.withdrawn(), Some(Withdrawn::ProxyNotTrusted));
+        assert_eq!(other.withdrawn(), None);
+        // A reload that narrows allow_ips checks the client, not the proxy.
+        assert_eq!(live.update(proxied(&live, &["10.0.0.6/32"], &["192.0.2.7/32"])), 1);
+        assert_eq!(other.withdrawn(), Some(Withdrawn::AddressNotAllowed));
+        // A newcomer from a proxy the current profile does not list is closed at once.
+        let late = live.track_via_proxy("10.0.0.5:4002".parse().unwrap());
+        assert_eq!(late.withdrawn(), Some(Withdrawn::ProxyNotTrusted));
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Listeners: one accept loop per profile, each connection in its own task.
 //!
-//! Owns binding, the IP allowlist, the connection limits (`admission.rs`: per listener, per
-//! address, pending connections), the rate limit of refusal lines (`refusal_log.rs`), and
+//! Owns binding, the IP allowlist, the load balancers allowed to send a PROXY header
+//! (`proxy.rs` reads it), the connection limits (`admission.rs`: per listener, per address,
+//! pending connections), the rate limit of refusal lines (`refusal_log.rs`), and
 //! shutdown: on shutdown the accept loops stop at once, idle connections close, and a
 //! message in flight is read, stored and acknowledged before its connection closes. One
 //! connection's failure never reaches the accept loop or another connection.
@@ -15,6 +16,7 @@ pub mod admission;
 pub mod connection;
 pub mod deadlines;
 mod live;
+mod proxy;
 pub mod refusal_log;
 mod reload;
 
@@ -29,6 +31,7 @@ use thiserror::Error;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::field::display;
 use tracing::{debug, error, info, warn};
 
 use crate::config::{Config, ListenerConfig};
@@ -256,7 +259,22 @@ async fn accept_loop(
         };
         // This connection's settings, kept whatever a reload changes later.
         let profile = live.profile();
-        if !profile.config.allows(peer.ip()) {
+        // Behind a load balancer: the connection must come from one, and its client is
+        // known only from the PROXY header, which its task reads.
+        let via = match &profile.config.proxy {
+            None => None,
+            Some(proxy) if proxy.trusts(peer.ip()) => Some(peer),
+            Some(_) => {
+                profile.metrics.refused("not_from_proxy");
+                if refusals.allow(peer.ip(), "not_from_proxy") {
+                    warn!(target: "audit", event = "connection_refused", listener, %peer, reason = "not_from_proxy",
+                        "connection refused: address not in proxy_from (proxy_protocol = true)");
+                }
+                drop(stream);
+                continue;
+            }
+        };
+        if via.is_none() && !profile.config.allows(peer.ip()) {
             profile.metrics.refused("ip_not_allowed");
             if refusals.allow(peer.ip(), "ip_not_allowed") {
                 warn!(target: "audit", event = "connection_refused", listener, %peer, reason = "ip_not_allowed",
@@ -268,9 +286,15 @@ async fn accept_loop(
         let limits = Limits::of(&profile.config);
         let now = tokio::time::Instant::now().into_std();
         // In the listener's registry before the admission: the slot's close token is a child
-        // of the connection's, which a reload cancels (allow_ips, removal).
-        let tracked = live.track(peer);
-        let slot = match admission.admit(peer, limits, tracked.close.child_token(), now) {
+        // of the connection's, which a reload cancels (allow_ips, proxy_from, removal).
+        let tracked = if via.is_some() { live.track_via_proxy(peer) } else { live.track(peer) };
+        let close = tracked.close.child_token();
+        let admitted = match via {
+            None => admission.admit(peer, limits, close, now),
+            // Counted under its client's address once the header names it (admission.rs).
+            Some(proxy) => admission.admit_unidentified(proxy, limits, close, now),
+        };
+        let slot = match admitted {
             Ok(Admitted { slot, dropped }) => {
                 if let Some(dropped) = dropped {
                     log_dropped(&profile, &refusals, &dropped, limits);
@@ -278,13 +302,16 @@ async fn accept_loop(
                 slot
             }
             Err(refused) => {
-                log_refused(&profile, &refusals, peer, refused, limits);
+                log_refused(&profile, &refusals, peer, None, refused, limits);
                 drop(stream);
                 continue;
             }
         };
         let _ = stream.set_nodelay(true);
-        profile.metrics.accepted.increment(1);
+        if via.is_none() {
+            // Through a load balancer: counted once the header let the client in.
+            profile.metrics.accepted.increment(1);
+        }
         let open = OpenConnection::count(&profile.metrics.open);
         let tls = live.tls();
         let store = store.clone();
@@ -293,27 +320,37 @@ async fn accept_loop(
             // Both are released when the task ends, however it ends (a panic included); the
             // slot's counts too (it is in `gate`).
             let _open = open;
-            handle_tcp(stream, peer, profile, tls, store, gate).await;
+            handle_tcp(stream, peer, via, profile, tls, store, gate).await;
         });
     }
     debug!(listener, "accept loop stopped");
 }
 
-/// A connection refused at accept: counted always, logged as the refusal log allows.
-fn log_refused(profile: &Profile, refusals: &RefusalLog, peer: SocketAddr, refused: Refused, limits: Limits) {
+/// A connection refused by the admission table (at accept, or behind a load balancer
+/// `via` once its PROXY header named the client `peer`): counted always, logged as the
+/// refusal log allows.
+fn log_refused(
+    profile: &Profile,
+    refusals: &RefusalLog,
+    peer: SocketAddr,
+    via: Option<SocketAddr>,
+    refused: Refused,
+    limits: Limits,
+) {
     let reason = refused.as_str();
     profile.metrics.refused(reason);
     if !refusals.allow(peer.ip(), reason) {
         return;
     }
     let listener = &*profile.name;
+    let proxy = via.map(display);
     match refused {
         Refused::MaxConnections => {
-            warn!(target: "audit", event = "connection_refused", listener, %peer, reason,
+            warn!(target: "audit", event = "connection_refused", listener, %peer, proxy, reason,
                 max_connections = limits.max_connections, "connection refused: max_connections reached");
         }
         Refused::MaxConnectionsPerIp => {
-            warn!(target: "audit", event = "connection_refused", listener, %peer, reason,
+            warn!(target: "audit", event = "connection_refused", listener, %peer, proxy, reason,
                 max_connections_per_ip = limits.max_per_ip,
                 "connection refused: max_connections_per_ip reached for this address");
         }
@@ -361,14 +398,26 @@ impl Drop for OpenConnection {
     }
 }
 
+/// Serves one accepted connection: through a load balancer (`via`), its PROXY header first,
+/// whose client then is the `peer` of everything that follows; then TLS, if the listener
+/// has it, and MLLP.
 async fn handle_tcp(
-    stream: TcpStream,
+    mut stream: TcpStream,
     peer: SocketAddr,
+    via: Option<SocketAddr>,
     profile: Arc<Profile>,
     tls: Option<Arc<TlsListener>>,
     store: Arc<dyn MessageStore>,
     gate: Gate,
 ) {
+    let peer = match via {
+        None => peer,
+        Some(proxy) => match proxy::client_of(&mut stream, proxy, &profile, &gate).await {
+            Some(client) => client,
+            None => return,
+        },
+    };
+    let proxy = via.map(display);
     let Gate { tracked, slot, refusals } = gate;
     let shutdown = tracked.close.clone();
     let listener = profile.name.clone();
@@ -387,7 +436,8 @@ async fn handle_tcp(
                 // The accept loop logged it.
                 return;
             }
-            info!(target: "audit", event = "connection_accepted", listener = &*listener, %peer, "connection opened");
+            info!(target: "audit", event = "connection_accepted", listener = &*listener, %peer, proxy,
+                "connection opened");
             let info = ConnectionInfo { peer, client_thumbprint: None, pending: Some(slot.clone()) };
             let (reason, stats) = connection::serve(stream, info, profile, store, close).await;
             (reason, stats, false)
@@ -410,13 +460,13 @@ async fn handle_tcp(
                 Ok(accepted) => accepted,
                 Err(refusal) => {
                     if !refusal.reason.is_audited() || refusals.allow(peer.ip(), refusal.reason.as_str()) {
-                        refusal.log(&listener, peer);
+                        refusal.log(&listener, peer, via);
                     }
                     return;
                 }
             };
             slot.established();
-            accepted.log_opened(&listener, peer);
+            accepted.log_opened(&listener, peer, via);
             let info =
                 ConnectionInfo { peer, client_thumbprint: accepted.client_thumbprint(), pending: None };
             // `close` is a child of `shutdown`, also cancelled when a reload withdraws
@@ -443,6 +493,7 @@ async fn handle_tcp(
     info!(
         listener = &*listener,
         %peer,
+        proxy,
         reason = %reason,
         accepted = stats.accepted,
         refused = stats.refused,

@@ -54,13 +54,16 @@ pub struct Accepted {
 }
 
 impl Accepted {
-    /// Logs (info) the negotiated version and suite and the client certificate.
-    pub fn log_opened(&self, listener: &str, peer: SocketAddr) {
+    /// Logs (info) the negotiated version and suite and the client certificate; `via` is
+    /// the load balancer the connection came through, if any (`peer` is then the client it
+    /// named).
+    pub fn log_opened(&self, listener: &str, peer: SocketAddr, via: Option<SocketAddr>) {
         let session = &self.session;
         let client_subject = session.client.as_ref().map(|c| peer_text::cap(&c.subject));
         let client_subject = client_subject.as_deref();
         let client_thumbprint = session.client.as_ref().map(|c| c.digests.sha256().to_string());
-        info!(target: "audit", event = "connection_accepted", listener, %peer, tls_version = session.version,
+        let proxy = via.map(tracing::field::display);
+        info!(target: "audit", event = "connection_accepted", listener, %peer, proxy, tls_version = session.version,
             cipher_suite = session.cipher_suite, client_subject, client_thumbprint, "connection opened");
     }
 

@@ -104,9 +104,10 @@ impl Refusal {
 
     /// Logs the refusal: security events as an `audit` warning with the reason, the peer and
     /// the client certificate's subject (capped, [`peer_text::cap`]) and SHA-256 thumbprint;
-    /// routine ones at debug. How often a peer's refusals are logged is the caller's
+    /// routine ones at debug. `via` is the load balancer the connection came through, if
+    /// any. How often a peer's refusals are logged is the caller's
     /// (`listener::refusal_log`).
-    pub fn log(&self, listener: &str, peer: SocketAddr) {
+    pub fn log(&self, listener: &str, peer: SocketAddr, via: Option<SocketAddr>) {
         let reason = self.reason.as_str();
         // The subject is the peer's to choose, and so may be the detail (it can quote the
         // certificate parser or rustls): both are capped.
@@ -114,14 +115,15 @@ impl Refusal {
         let client_subject = self.client.as_ref().map(|c| peer_text::cap(&c.subject));
         let client_subject = client_subject.as_deref();
         let client_thumbprint = self.client.as_ref().map(|c| c.digests.sha256().to_string());
+        let proxy = via.map(tracing::field::display);
         if self.reason.is_audited() {
             // client_cert_missing/unapproved/expired/…, client_signature_invalid
             let event =
                 if reason.starts_with("client_") { "client_cert_refused" } else { "tls_handshake_failed" };
-            warn!(target: "audit", event, listener, %peer, reason, client_subject, client_thumbprint, detail,
+            warn!(target: "audit", event, listener, %peer, proxy, reason, client_subject, client_thumbprint, detail,
                 "TLS connection refused");
         } else {
-            debug!(listener, %peer, reason, detail, "connection closed before the TLS handshake");
+            debug!(listener, %peer, proxy, reason, detail, "connection closed before the TLS handshake");
         }
     }
 }

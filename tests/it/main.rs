@@ -13,6 +13,7 @@ mod hostile;
 mod interop;
 mod limits;
 mod listener;
+mod proxy;
 mod refused;
 mod reload;
 mod routes_cli;
