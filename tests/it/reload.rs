@@ -71,6 +71,54 @@ async fn allow_ips_change_refuses_new_connections_and_closes_open_ones_from_remo
     .await;
 }
 
+/// Issue 16: `proxy_protocol` switched on by a reload applies to new connections (open ones
+/// keep going without a header); a load balancer dropped from `proxy_from` has its
+/// connections closed, the other's stay.
+#[tokio::test]
+async fn proxy_protocol_and_proxy_from_are_reloaded() {
+    bounded(async {
+        let logs = Logs::capture();
+        let setup = Setup::new("proxy", &[listener("rl-proxy", "127.0.0.1:0", "")]);
+        let server = setup.start(Arc::new(AcceptAfterParse::default())).await;
+        let addr = server.local_addr("rl-proxy").unwrap();
+        let mut direct = connect_from("127.0.0.1", addr).await;
+        exchange(&mut direct, 1).await;
+
+        let both = "proxy_protocol = true\nproxy_from = [\"127.0.0.1/32\", \"127.0.0.2/32\"]\n";
+        setup.write(&[listener("rl-proxy", "127.0.0.1:0", both)]);
+        let report = setup.reload(&server).await;
+        assert!(report.is_ok(), "{report:?}");
+        let change = report.listener("rl-proxy").unwrap();
+        assert_eq!((change.changed.as_slice(), change.closed_connections), (&["proxy_protocol"][..], 0));
+        exchange(&mut direct, 2).await;
+        // New connections need a header; with one, the client is the peer.
+        let mut headerless = connect_from("127.0.0.1", addr).await;
+        send(&mut headerless, &message(3)).await;
+        expect_closed(&mut headerless).await;
+        logs.wait_for(&["connection refused", "proxy_header_missing"]).await;
+        let mut first = connect_from("127.0.0.1", addr).await;
+        first.write_all(b"PROXY TCP4 192.0.2.7 127.0.0.1 4000 2575\r\n").await.unwrap();
+        exchange(&mut first, 4).await;
+        let mut second = connect_from("127.0.0.2", addr).await;
+        second.write_all(b"PROXY TCP4 192.0.2.8 127.0.0.1 4000 2575\r\n").await.unwrap();
+        exchange(&mut second, 5).await;
+        logs.wait_for(&["connection opened", "peer=192.0.2.8:4000", "proxy=127.0.0.2:"]).await;
+
+        let one = "proxy_protocol = true\nproxy_from = [\"127.0.0.1/32\"]\n";
+        setup.write(&[listener("rl-proxy", "127.0.0.1:0", one)]);
+        let report = setup.reload(&server).await;
+        let change = report.listener("rl-proxy").unwrap();
+        assert_eq!((change.changed.as_slice(), change.closed_connections), (&["proxy_from"][..], 1));
+        expect_closed(&mut second).await;
+        logs.wait_for(&["proxy_no_longer_trusted", "peer=192.0.2.8:4000"]).await;
+        logs.wait_for(&["connection closed", "load balancer no longer in proxy_from"]).await;
+        exchange(&mut first, 6).await;
+        exchange(&mut direct, 7).await;
+        server.shutdown(WAIT).await;
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn limit_changes_apply_to_new_connections_and_open_ones_keep_theirs() {
     bounded(async {
