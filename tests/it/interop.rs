@@ -47,10 +47,6 @@ fn python_peer(test: &str) -> Option<PathBuf> {
     }
 }
 
-fn running_in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|value| !value.is_empty() && value != "false" && value != "0")
-}
-
 /// Makes `<target>/tmp/py-hl7-venv` once: built under a name of this process's own, then
 /// renamed into place, so parallel test processes never see a half-made one (the loser of
 /// the race throws its copy away and uses the winner's).
