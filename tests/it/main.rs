@@ -9,6 +9,7 @@ mod delivery_transports;
 mod faults;
 mod file_modes;
 mod fuzz_app;
+mod haproxy;
 mod hostile;
 mod interop;
 mod limits;
