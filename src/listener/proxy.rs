@@ -72,7 +72,7 @@ pub(super) async fn client_of(
 /// How long a load balancer has to send the whole header: the listener's
 /// `handshake_timeout`, or on a plaintext listener its default (10 s), at most
 /// `idle_timeout`. A load balancer sends it at once, with the connection.
-pub(super) fn header_timeout(config: &ListenerConfig) -> Duration {
+fn header_timeout(config: &ListenerConfig) -> Duration {
     config.tls().map_or(DEFAULT_HANDSHAKE_TIMEOUT.min(config.idle_timeout), |tls| tls.handshake_timeout)
 }
 
