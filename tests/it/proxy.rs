@@ -316,3 +316,22 @@ async fn tls_follows_the_header_and_the_client_is_the_peer() {
     let line = audit.wait_for(&[("event", "connection_refused"), ("reason", "proxy_header_missing")]).await;
     assert_eq!(line["detail"], "no PROXY header: the connection starts with TLS handshake (first byte 0x16)");
 }
+
+/// The usual mistake, HAProxy sending headers to a listener without `proxy_protocol`: the
+/// close line says what came.
+#[tokio::test]
+async fn a_header_on_a_listener_without_proxy_protocol_is_named() {
+    let logs = Logs::capture();
+    let server = TestServer::start(vec![plain("lab")]).await;
+    for header in [v1(client("192.0.2.7:4000")), v2(0x1, client("192.0.2.7:4000"))] {
+        let mut conn = through_proxy(server.addr("lab"), &header).await;
+        send(&mut conn, &original("PX-UNEXPECTED")).await;
+        expect_closed(&mut conn).await;
+    }
+    logs.wait_for_n(
+        &["connection closed", "not MLLP: PROXY protocol header (a load balancer's: see proxy_protocol)"],
+        2,
+    )
+    .await;
+    assert_eq!(server.store.accepted() + server.store.refused(), 0);
+}

@@ -1,8 +1,8 @@
 //! What does this peer look like? The first bytes of a connection, judged once for both
 //! kinds of port.
 //!
-//! Owns the recognition of a peer that speaks the wrong protocol: TLS or HTTP on a
-//! plaintext MLLP port ([`plaintext`]), plaintext MLLP, HL7 or HTTP on a TLS port, and the
+//! Owns the recognition of a peer that speaks the wrong protocol: TLS, HTTP or a load
+//! balancer's PROXY protocol header on a plaintext MLLP port ([`plaintext`]), plaintext MLLP, HL7 or HTTP on a TLS port, and the
 //! `client_version` of a ClientHello ([`tls`]); and, for a client, whether a server's reply
 //! is TLS at all ([`server_reply`]). It must not do I/O: the caller peeks at the socket and
 //! passes the bytes in; deciding what to do about a verdict (close, refuse, answer with an
@@ -24,6 +24,10 @@ pub const PROTOCOL_VERSION_ALERT: [u8; 7] = [0x15, 0x03, 0x01, 0x00, 0x02, 0x02,
 /// Record header (5) + handshake type (1) + length (3) + `client_version` (2): the bytes
 /// needed to read a ClientHello's version.
 pub const HELLO_VERSION_END: usize = 11;
+
+/// The first 12 bytes of a PROXY protocol v2 header (HAProxy's `send-proxy-v2`); a v1
+/// header starts with `PROXY `.
+pub const PROXY_V2_SIGNATURE: [u8; 12] = *b"\r\n\r\n\x00\r\nQUIT\n";
 
 /// Bytes that MLLP senders put between frames (and some before the first): NUL, CR, LF,
 /// space, tab. They say nothing about the protocol.
@@ -48,6 +52,9 @@ pub enum PeerKind {
     Http,
     /// An HL7 message without MLLP framing (`MSH`, or a prefix of it).
     Hl7WithoutMllp,
+    /// A load balancer's PROXY protocol header (`PROXY `, or the whole v2 signature) on a
+    /// listener that does not expect one.
+    ProxyHeader,
     /// None of the above.
     Unrecognised,
 }
@@ -61,6 +68,7 @@ impl PeerKind {
             PeerKind::SslV2Hello => "SSLv2-style hello",
             PeerKind::Http => "HTTP request",
             PeerKind::Hl7WithoutMllp => "HL7 without MLLP framing",
+            PeerKind::ProxyHeader => "PROXY protocol header (a load balancer's: see proxy_protocol)",
             PeerKind::Unrecognised => "unrecognised bytes",
         }
     }
@@ -76,6 +84,10 @@ impl fmt::Display for PeerKind {
 /// LF, space, tab) are skipped; `None` while nothing else has arrived. `start_block` is the
 /// first byte of the profile's start sequence.
 pub fn plaintext(bytes: &[u8], start_block: u8) -> Option<PeerKind> {
+    // Its first seven bytes are blanks, which are skipped below.
+    if bytes.starts_with(&PROXY_V2_SIGNATURE) {
+        return Some(PeerKind::ProxyHeader);
+    }
     let first = bytes.iter().position(|b| !BLANK.contains(b))?;
     Some(kind(&bytes[first..], start_block))
 }
@@ -183,6 +195,7 @@ fn kind(bytes: &[u8], start_block: u8) -> PeerKind {
         SSLV2_HELLO => PeerKind::SslV2Hello,
         _ if HTTP_METHODS.iter().any(|method| starts(method)) => PeerKind::Http,
         _ if starts(b"MSH") => PeerKind::Hl7WithoutMllp,
+        _ if starts(b"PROXY ") || bytes.starts_with(&PROXY_V2_SIGNATURE) => PeerKind::ProxyHeader,
         _ => PeerKind::Unrecognised,
     }
 }
@@ -214,6 +227,10 @@ mod tests {
             (b"GARBAGE", Some(PeerKind::Unrecognised)),
             (b"PUTX", Some(PeerKind::Unrecognised)),
             (b"MSX", Some(PeerKind::Unrecognised)),
+            // A load balancer's header on a listener without proxy_protocol.
+            (b"PROXY TCP4 192.0.2.7 10.0.0.5 51234 2575\r\n", Some(PeerKind::ProxyHeader)),
+            (b"PROX", Some(PeerKind::ProxyHeader)),
+            (b"\r\n\r\n\x00\r\nQUIT\n\x21\x11\x00\x0c", Some(PeerKind::ProxyHeader)),
         ];
         for (bytes, expected) in cases {
             assert_eq!(plaintext(bytes, VT), *expected, "{bytes:02X?}");
@@ -238,6 +255,8 @@ mod tests {
         assert_eq!(tls(&[0x42]), not_tls(&[0x42], PeerKind::Unrecognised));
         // Nothing is skipped on a TLS port: a blank byte is not a record.
         assert_eq!(tls(b"\r\n\x16"), not_tls(b"\r", PeerKind::Unrecognised));
+        assert_eq!(tls(b"PROXY TCP4 "), not_tls(b"P", PeerKind::ProxyHeader));
+        assert_eq!(tls(&PROXY_V2_SIGNATURE), not_tls(b"\r", PeerKind::ProxyHeader));
         assert_eq!(tls(&[0x16]), Some(TlsFirstBytes::Handshake(HelloVersion::Incomplete)));
     }
 
@@ -287,7 +306,7 @@ mod tests {
     #[test]
     fn descriptions_are_distinct() {
         use PeerKind::*;
-        let all = [Mllp, TlsHandshake, SslV2Hello, Http, Hl7WithoutMllp, Unrecognised];
+        let all = [Mllp, TlsHandshake, SslV2Hello, Http, Hl7WithoutMllp, ProxyHeader, Unrecognised];
         let names: std::collections::HashSet<_> = all.iter().map(|k| k.as_str()).collect();
         assert_eq!(names.len(), all.len());
     }
