@@ -77,9 +77,11 @@ async fn the_client_in_a_v1_or_v2_header_is_the_peer_in_the_store_and_the_audit_
     let server = start_with_store(vec![proxied("lab", &["127.0.0.1/32"])], store).await;
     let addr = server.local_addr("lab").unwrap();
 
-    let v1_client = client("192.0.2.7:51234");
-    let mut conn = through_proxy(addr, &v1(v1_client)).await;
-    assert_eq!(exchange(&mut conn, &original("PX-1")).await, ("AA".to_owned(), "PX-1".to_owned()));
+    // The header and the first frame in one write: the header step must leave the frame.
+    let mut bytes = v1(client("192.0.2.7:51234"));
+    bytes.extend_from_slice(&frame(&original("PX-1")));
+    let mut conn = through_proxy(addr, &bytes).await;
+    assert_eq!(msa(&read_frame(&mut conn).await), ("AA".to_owned(), "PX-1".to_owned()));
     let proxy = conn.local_addr().unwrap().to_string();
     let opened = audit.wait_for(&[("event", "connection_accepted"), ("peer", "192.0.2.7:51234")]).await;
     assert_eq!(opened["proxy"], proxy.as_str(), "{opened}");
