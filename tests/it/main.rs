@@ -5,6 +5,7 @@ mod bench;
 mod cli;
 mod client_keys;
 mod delivery;
+mod delivery_e2e;
 mod delivery_transports;
 mod faults;
 mod file_modes;

@@ -1,0 +1,374 @@
+//! Issue 15's "Done when", end to end: `hl7d serve` as a child process with a `[[route]]`
+//! to a real downstream on loopback (a second `hl7d serve` over MLLP, or an HTTP server in
+//! this process), both on port 0 or a port reserved just before. What the downstream got
+//! is read from its own store (`duplicate_window = "0"`, so every copy is kept in arrival
+//! order); what the upstream thinks is read with `hl7d routes status --json`, `/metrics`
+//! and its audit file.
+//!
+//! - crash: SIGKILL the upstream repeatedly while senders stream into it;
+//! - outage: the downstream is not listening for a while, with and without parking;
+//! - poison: one patient's messages are refused (HTTP 400); only that lane holds.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hl7d::store::DATABASE_FILE;
+use rusqlite::Connection;
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::support::*;
+
+/// How long a whole scenario may take to settle before the test fails.
+const SETTLE: Duration = Duration::from_secs(60);
+
+/// A child `hl7d serve --config CONFIG`, its stderr lines collected; SIGKILLed when dropped.
+struct Hl7d {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Hl7d {
+    fn start(config: &Path) -> Hl7d {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_hl7d"))
+            .args(["serve", "--config"])
+            .arg(config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn hl7d serve");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().unwrap();
+        let collected = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("hl7d serve: {line}");
+                collected.lock().unwrap().push(line);
+            }
+        });
+        Hl7d { child, lines }
+    }
+
+    /// The address of the first line containing `text` (waits for it).
+    fn addr(&self, text: &str) -> SocketAddr {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(addr) = self.lines.lock().unwrap().iter().find_map(|line| logged_addr(line, text)) {
+                return addr;
+            }
+            assert!(Instant::now() < deadline, "no {text:?} line");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn listening(&self) -> SocketAddr {
+        self.addr("listening")
+    }
+
+    fn admin(&self) -> SocketAddr {
+        self.addr("admin endpoint")
+    }
+
+    /// SIGKILL, and reap.
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Hl7d {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A port on loopback that nothing listens on (bound, then released): the downstream of
+/// an outage, started on it later.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The configuration of a downstream hl7d: one plaintext listener `down` on `listen` that
+/// keeps every copy it gets (no duplicate detection).
+fn downstream_config(dir: &Path, listen: &str) -> PathBuf {
+    let store = dir.join("down-data");
+    let config = dir.join("down.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[store]\npath = {store:?}\n\n[[listener]]\nname = \"down\"\nlisten = \"{listen}\"\n\
+             plaintext = true\nduplicate_window = \"0\"\n"
+        ),
+    )
+    .unwrap();
+    config
+}
+
+/// The configuration of the upstream hl7d: listener `lab` on port 0, admin on port 0, an
+/// audit file, and one route `down` to `to` with the extra route keys `route_keys`.
+fn upstream_config(dir: &Path, to: &str, route_keys: &str) -> PathBuf {
+    let store = dir.join("up-data");
+    let audit = dir.join("audit.jsonl");
+    let config = dir.join("up.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[store]\npath = {store:?}\n\n[audit]\nfile = {audit:?}\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n\
+             [[listener]]\nname = \"lab\"\nlisten = \"127.0.0.1:0\"\nplaintext = true\n\n\
+             [[route]]\nname = \"down\"\nto = \"{to}\"\n{route_keys}"
+        ),
+    )
+    .unwrap();
+    config
+}
+
+/// An ADT^A01 for `patient` with control id `control_id`.
+fn adt(control_id: &str, patient: &str) -> Vec<u8> {
+    format!(
+        "MSH|^~\\&|LAB|FAC|HL7D|FAC|20261201||ADT^A01^ADT_A01|{control_id}|P|2.5\rPID|1||{patient}^^^HOSP\r"
+    )
+    .into_bytes()
+}
+
+/// Control id `PATIENT-NNNN`: the patient is the part before the dash.
+fn control_id(patient: &str, n: usize) -> String {
+    format!("{patient}-{n:04}")
+}
+
+/// One message sent and its ACK read: the MSA-1 code, or `None` when the connection failed
+/// or no answer came within 5 s (the caller reconnects and sends again).
+async fn try_exchange(conn: &mut TcpStream, payload: &[u8]) -> Option<String> {
+    conn.write_all(&frame(payload)).await.ok()?;
+    let mut answer = Vec::new();
+    let read = async {
+        let mut buf = [0u8; 1024];
+        while !answer.ends_with(&[0x1c, 0x0d]) {
+            let n = conn.read(&mut buf).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            answer.extend_from_slice(&buf[..n]);
+        }
+        Some(())
+    };
+    tokio::time::timeout(Duration::from_secs(5), read).await.ok()??;
+    let start = answer.iter().position(|&b| b == 0x0b)? + 1;
+    Some(msa(&answer[start..answer.len() - 2]).0)
+}
+
+/// Sends every message on one connection, each until it is answered AA.
+async fn send_all(addr: SocketAddr, messages: &[Vec<u8>]) {
+    let mut conn = TcpStream::connect(addr).await.unwrap();
+    for message in messages {
+        assert_eq!(try_exchange(&mut conn, message).await.as_deref(), Some("AA"));
+    }
+}
+
+/// `hl7d ARGS --config CONFIG`: stdout; the command must exit 0.
+fn hl7d_ok(config: &Path, args: &[&str]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_hl7d"))
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .expect("run hl7d");
+    let (stdout, stderr) =
+        (String::from_utf8_lossy(&output.stdout).into_owned(), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "hl7d {args:?}: {stdout}{stderr}");
+    stdout
+}
+
+/// Route `down`'s entry of `hl7d routes status --json`.
+fn status(config: &Path) -> Value {
+    let all: Value = serde_json::from_str(&hl7d_ok(config, &["routes", "status", "--json"])).unwrap();
+    all.as_array().unwrap().iter().find(|route| route["name"] == "down").cloned().expect("route down")
+}
+
+fn count(status: &Value, field: &str) -> u64 {
+    status[field].as_u64().unwrap_or_else(|| panic!("{field} in {status}"))
+}
+
+/// Polls `routes status` until `done` holds; returns the status and how long it took.
+fn wait_status(config: &Path, limit: Duration, done: impl Fn(&Value) -> bool) -> (Value, Duration) {
+    let started = Instant::now();
+    loop {
+        let now = status(config);
+        if done(&now) {
+            return (now, started.elapsed());
+        }
+        assert!(started.elapsed() < limit, "route status {now} after {:?}", started.elapsed());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn settled(status: &Value) -> bool {
+    count(status, "pending") == 0 && count(status, "in_flight") == 0
+}
+
+/// The control ids the downstream stored, in arrival order, grouped by patient (the part
+/// of the control id before the dash).
+fn received(store: &Path) -> HashMap<String, Vec<String>> {
+    let db = Connection::open(store.join(DATABASE_FILE)).unwrap();
+    db.busy_timeout(Duration::from_secs(5)).unwrap();
+    let mut statement = db.prepare("SELECT control_id FROM messages WHERE status = 'accepted' ORDER BY id").unwrap();
+    let ids: Vec<String> =
+        statement.query_map([], |r| r.get(0)).unwrap().collect::<Result<_, _>>().unwrap();
+    let mut lanes: HashMap<String, Vec<String>> = HashMap::new();
+    for id in ids {
+        let patient = id.split_once('-').expect("PATIENT-N").0.to_owned();
+        lanes.entry(patient).or_default().push(id);
+    }
+    lanes
+}
+
+/// `got` without its adjacent repeats, and how many repeats there were.
+fn dedup_adjacent(got: &[String]) -> (Vec<String>, usize) {
+    let mut once = got.to_vec();
+    once.dedup();
+    let repeats = got.len() - once.len();
+    (once, repeats)
+}
+
+/// The sum of `name`'s samples labelled `route="down"` on the upstream's /metrics.
+async fn scrape(admin: SocketAddr, name: &str) -> f64 {
+    let mut conn = TcpStream::connect(admin).await.unwrap();
+    conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").await.unwrap();
+    let mut body = String::new();
+    conn.read_to_string(&mut body).await.unwrap();
+    body.lines()
+        .filter(|line| line.starts_with(name) && line.contains("route=\"down\""))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn audit_lines(dir: &Path, event: &str) -> Vec<Value> {
+    read_audit(&dir.join("audit.jsonl")).into_iter().filter(|line| line["event"] == event).collect()
+}
+
+/// The OS user an operator's audit line must name: `id -un`, the effective user.
+fn effective_user() -> String {
+    let output = Command::new("id").arg("-un").output().unwrap();
+    String::from_utf8(output.stdout).unwrap().trim().to_owned()
+}
+
+/// SIGKILL the upstream 4 times while 3 senders stream 3 patients' messages into it (each
+/// message sent again until it is answered AA) and it delivers them over MLLP to a second
+/// hl7d. After the last restart, once `routes status` shows nothing pending: each patient's
+/// messages are at the downstream in the order sent, every one at least once, and the only
+/// repeats are adjacent copies, at most one per lane in flight at each kill.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_while_receiving_and_delivering_loses_nothing_and_keeps_lane_order() {
+    const KILLS: usize = 4;
+    const IN_FLIGHT: usize = 2;
+    let tmp = tempdir("e2e-crash");
+    let down = Hl7d::start(&downstream_config(tmp.path(), "127.0.0.1:0"));
+    let to = format!("mllp://{}", down.listening());
+    let config = upstream_config(
+        tmp.path(),
+        &to,
+        &format!("in_flight = {IN_FLIGHT}\nretry_initial = \"50ms\"\nretry_max = \"200ms\"\nack_timeout = \"10s\"\n"),
+    );
+    let up = Hl7d::start(&config);
+    let addr = Arc::new(Mutex::new(up.listening()));
+    let up = Arc::new(Mutex::new(up));
+
+    // The senders go on until the last restart is past, so every kill falls mid-stream.
+    let stop = Arc::new(AtomicBool::new(false));
+    let patients = ["PA", "PB", "PC"];
+    let mut senders = Vec::new();
+    for patient in patients {
+        let (addr, stop) = (addr.clone(), stop.clone());
+        senders.push(tokio::spawn(async move {
+            let deadline = Instant::now() + SETTLE;
+            let mut acked = Vec::new();
+            let mut conn: Option<TcpStream> = None;
+            for n in 0.. {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                let id = control_id(patient, n);
+                let message = adt(&id, patient);
+                loop {
+                    assert!(Instant::now() < deadline, "{id} never answered AA");
+                    if conn.is_none() {
+                        let target = *addr.lock().unwrap();
+                        conn = TcpStream::connect(target).await.ok();
+                    }
+                    if let Some(stream) = conn.as_mut() {
+                        if try_exchange(stream, &message).await.as_deref() == Some("AA") {
+                            break;
+                        }
+                    }
+                    conn = None;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                acked.push(id);
+                // A steady stream rather than a burst, so that the kills fall mid-stream.
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            (patient, acked)
+        }));
+    }
+
+    let downstream_store = tmp.path().join("down-data");
+    for kill in 0..KILLS {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        if kill == 0 {
+            // Delivering, not only receiving, when the kills start.
+            let started = Instant::now();
+            while received(&downstream_store).is_empty() {
+                assert!(started.elapsed() < WAIT, "nothing delivered");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        let restarted = tokio::task::spawn_blocking({
+            let (up, config) = (up.clone(), config.clone());
+            move || {
+                let mut up = up.lock().unwrap();
+                up.kill();
+                *up = Hl7d::start(&config);
+                up.listening()
+            }
+        })
+        .await
+        .unwrap();
+        *addr.lock().unwrap() = restarted;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::SeqCst);
+    let mut acked: HashMap<&str, Vec<String>> = HashMap::new();
+    for sender in senders {
+        let (patient, ids) = sender.await.unwrap();
+        acked.insert(patient, ids);
+    }
+    let total: usize = acked.values().map(Vec::len).sum();
+    assert!(acked.values().all(|ids| ids.len() > 10), "{total} messages");
+
+    tokio::task::spawn_blocking({
+        let config = config.clone();
+        move || wait_status(&config, SETTLE, settled)
+    })
+    .await
+    .unwrap();
+    let got = received(&downstream_store);
+    let mut repeats = 0;
+    for patient in patients {
+        let lane = got.get(patient).cloned().unwrap_or_default();
+        let (once, lane_repeats) = dedup_adjacent(&lane);
+        // Every ACKed message, in the order sent; a repeat that is not next to its
+        // original would show here as an extra entry out of order.
+        assert_eq!(once, acked[patient], "{patient}: downstream got {lane:?}");
+        repeats += lane_repeats;
+    }
+    assert!(repeats <= KILLS * IN_FLIGHT, "{repeats} repeats after {KILLS} kills with in_flight {IN_FLIGHT}");
+    eprintln!("crash test: {total} messages ACKed, {KILLS} kills, {repeats} repeats at the downstream");
+    drop(down);
+}
