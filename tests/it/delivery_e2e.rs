@@ -19,6 +19,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hl7d::store::DATABASE_FILE;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
 use rusqlite::Connection;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -491,4 +496,131 @@ async fn an_outage_with_a_short_park_after_parks_each_lane_head_once_and_retry_a
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outage_shorter_than_park_after_is_retried_with_backoff_and_delivers_everything_in_order() {
     outage("1h", false).await;
+}
+
+/// An HTTP/1.1 downstream on 127.0.0.1:0: answers 400 to any message of patient `PX` while
+/// `refuse` is set, 200 to every other; records the control ids it answered 200, in order.
+struct Refusing {
+    addr: SocketAddr,
+    refuse: Arc<AtomicBool>,
+    accepted: Arc<Mutex<Vec<String>>>,
+}
+
+impl Refusing {
+    async fn start() -> Refusing {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let refuse = Arc::new(AtomicBool::new(true));
+        let accepted = Arc::new(Mutex::new(Vec::new()));
+        let (flag, log) = (refuse.clone(), accepted.clone());
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (flag, log) = (flag.clone(), log.clone());
+                tokio::spawn(async move {
+                    let service = service_fn(move |request: hyper::Request<Incoming>| {
+                        let (flag, log) = (flag.clone(), log.clone());
+                        async move {
+                            let body = request.into_body().collect().await.unwrap().to_bytes();
+                            let text = String::from_utf8_lossy(&body).into_owned();
+                            let control_id = text.split('|').nth(9).unwrap_or_default().to_owned();
+                            let poison = control_id.starts_with("PX-") && flag.load(Ordering::SeqCst);
+                            if !poison {
+                                log.lock().unwrap().push(control_id);
+                            }
+                            let mut response = hyper::Response::new(Full::new(Bytes::from_static(b"")));
+                            if poison {
+                                *response.status_mut() = http::StatusCode::BAD_REQUEST;
+                            }
+                            Ok::<_, std::convert::Infallible>(response)
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), service).await;
+                });
+            }
+        });
+        Refusing { addr, refuse, accepted }
+    }
+
+    /// The accepted control ids of `patient`, in order.
+    fn accepted(&self, patient: &str) -> Vec<String> {
+        let prefix = format!("{patient}-");
+        self.accepted.lock().unwrap().iter().filter(|id| id.starts_with(&prefix)).cloned().collect()
+    }
+}
+
+/// One patient's messages are refused by the downstream (HTTP 400): the first parks and
+/// holds that lane only, while the other patients' messages (including ones sent after the
+/// park) are delivered. `routes retry` (the downstream fixed) and `routes skip` (a second
+/// poison message given up on) release the lane within 2 s; both are audited with the OS
+/// user; each release has one lane held/released pair.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_message_holds_only_its_lane_until_retry_or_skip_releases_it() {
+    let tmp = tempdir("e2e-poison");
+    let downstream = Refusing::start().await;
+    let config = upstream_config(
+        tmp.path(),
+        &format!("http://{}/", downstream.addr),
+        "in_flight = 2\nretry_initial = \"100ms\"\nretry_max = \"300ms\"\n",
+    );
+    let up = Hl7d::start(&config);
+    let addr = up.listening();
+    let batch = |patients: &[&str], range: std::ops::Range<usize>| -> Vec<Vec<u8>> {
+        range.flat_map(|n| patients.iter().map(move |p| adt(&control_id(p, n), p))).collect()
+    };
+    let ids = |patient: &str, range: std::ops::Range<usize>| -> Vec<String> {
+        range.map(|n| control_id(patient, n)).collect()
+    };
+    send_all(addr, &batch(&["PX", "PA", "PB"], 0..2)).await;
+    send_all(addr, &batch(&["PA", "PB"], 2..5)).await;
+    let wait = |what: [u64; 4]| {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || {
+            wait_status(&config, WAIT, move |s| {
+                ["delivered", "parked", "held_lanes", "pending"].map(|field| count(s, field)) == what
+            })
+        })
+    };
+    // PA and PB: 10 delivered; PX-0000 parked holding its lane, PX-0001 waiting behind it.
+    let (held, _) = wait([10, 1, 1, 1]).await.unwrap();
+    assert!(held["last_error"].as_str().unwrap().contains("400"), "{held}");
+    assert_eq!(downstream.accepted("PA"), ids("PA", 0..5));
+    assert_eq!(downstream.accepted("PB"), ids("PB", 0..5));
+    assert!(downstream.accepted("PX").is_empty());
+    // Other lanes keep flowing while it holds.
+    send_all(addr, &batch(&["PA"], 5..6)).await;
+    wait([11, 1, 1, 1]).await.unwrap();
+    assert_eq!(downstream.accepted("PA"), ids("PA", 0..6));
+
+    // The downstream is fixed; the operator retries the parked message.
+    downstream.refuse.store(false, Ordering::SeqCst);
+    hl7d_ok(&config, &["routes", "retry", "down", "--message", &message_id(tmp.path(), "PX-0000")]);
+    let (_, took) = wait([13, 0, 0, 0]).await.unwrap();
+    assert!(took < Duration::from_secs(2), "released after {took:?}");
+    assert_eq!(downstream.accepted("PX"), ids("PX", 0..2));
+
+    // A second poison message is given up on: skipped, never sent; its lane goes on.
+    downstream.refuse.store(true, Ordering::SeqCst);
+    send_all(addr, &batch(&["PX"], 2..4)).await;
+    wait([13, 1, 1, 1]).await.unwrap();
+    downstream.refuse.store(false, Ordering::SeqCst);
+    hl7d_ok(&config, &["routes", "skip", "down", "--message", &message_id(tmp.path(), "PX-0002")]);
+    let (skipped, took) = wait([14, 0, 0, 0]).await.unwrap();
+    assert!(took < Duration::from_secs(2), "released after {took:?}");
+    assert_eq!(skipped["skipped"].as_u64(), Some(1), "{skipped}");
+    assert_eq!(downstream.accepted("PX"), ["PX-0000", "PX-0001", "PX-0003"]);
+
+    let user = effective_user();
+    for event in ["route_retry", "route_skip"] {
+        let lines = audit_lines(tmp.path(), event);
+        assert_eq!(lines.len(), 1, "{event}: {lines:?}");
+        assert_eq!(lines[0]["user"].as_str(), Some(user.as_str()), "{event}: {lines:?}");
+    }
+    let deadline = Instant::now() + WAIT;
+    while audit_lines(tmp.path(), "lane_released").len() < 2 {
+        assert!(Instant::now() < deadline, "{:?}", read_audit(&tmp.path().join("audit.jsonl")));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(audit_lines(tmp.path(), "lane_held").len(), 2);
+    assert_eq!(audit_lines(tmp.path(), "lane_released").len(), 2);
+    drop(up);
 }
