@@ -193,8 +193,13 @@ fn hl7d_ok(config: &Path, args: &[&str]) -> String {
 
 /// Route `down`'s entry of `hl7d routes status --json`.
 fn status(config: &Path) -> Value {
+    route_status(config, "down")
+}
+
+/// Route `name`'s entry of `hl7d routes status --json`.
+fn route_status(config: &Path, name: &str) -> Value {
     let all: Value = serde_json::from_str(&hl7d_ok(config, &["routes", "status", "--json"])).unwrap();
-    all.as_array().unwrap().iter().find(|route| route["name"] == "down").cloned().expect("route down")
+    all.as_array().unwrap().iter().find(|route| route["name"] == name).cloned().expect("route in status")
 }
 
 fn count(status: &Value, field: &str) -> u64 {
@@ -623,4 +628,97 @@ async fn a_poison_message_holds_only_its_lane_until_retry_or_skip_releases_it() 
     assert_eq!(audit_lines(tmp.path(), "lane_held").len(), 2);
     assert_eq!(audit_lines(tmp.path(), "lane_released").len(), 2);
     drop(up);
+}
+
+/// MLLPS with mutual TLS between two `hl7d serve`: the downstream's listener requires a
+/// client certificate and pins its thumbprint. Route `down` presents the pinned certificate
+/// and delivers everything in order; route `stranger` presents another certificate of the
+/// same CA: refused at the handshake, retried (never parked), nothing of it stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mllps_with_mutual_tls_to_a_second_hl7d_delivers_with_the_pinned_client_only() {
+    use hl7d::tls::pki::{Ca, CertKind, Validity};
+    let tmp = tempdir("e2e-mtls");
+    let dir = tmp.path();
+    let ca = Ca::new("e2e test CA", Validity::days_from_now(30)).unwrap();
+    let names = ["localhost".to_string(), "127.0.0.1".to_string()];
+    let server = ca.issue(CertKind::Server, "localhost", &names, Validity::days_from_now(30)).unwrap();
+    let client = ca.issue(CertKind::Client, "hl7d route", &[], Validity::days_from_now(30)).unwrap();
+    let stranger = ca.issue(CertKind::Client, "someone else", &[], Validity::days_from_now(30)).unwrap();
+    std::fs::write(dir.join("ca.pem"), &ca.cert.cert_pem).unwrap();
+    for (name, issued) in [("server", &server), ("client", &client), ("stranger", &stranger)] {
+        std::fs::write(dir.join(format!("{name}.pem")), &issued.cert_pem).unwrap();
+        write_key(&dir.join(format!("{name}.key")), &issued.key_pem);
+    }
+    let pinned: String = client.digests().sha256.iter().map(|b| format!("{b:02x}")).collect();
+    let down_config = dir.join("down.toml");
+    std::fs::write(
+        &down_config,
+        format!(
+            "[store]\npath = {:?}\n\n[[listener]]\nname = \"down\"\nlisten = \"127.0.0.1:0\"\nduplicate_window = \"0\"\n\
+             [listener.tls]\ncert = \"server.pem\"\nkey = \"server.key\"\nclient_auth = \"required\"\n\
+             client_thumbprints = [\"sha256:{pinned}\"]\n",
+            dir.join("down-data")
+        ),
+    )
+    .unwrap();
+    let down = Hl7d::start(&down_config);
+    let port = down.listening().port();
+    let route = |name: &str, cert: &str| {
+        format!(
+            "\n[[route]]\nname = \"{name}\"\nto = \"mllps://localhost:{port}\"\nretry_initial = \"100ms\"\nretry_max = \"300ms\"\n\
+             [route.tls]\nca = \"ca.pem\"\ncert = \"{cert}.pem\"\nkey = \"{cert}.key\"\n"
+        )
+    };
+    let config = upstream_config(dir, &format!("mllps://localhost:{port}"), "");
+    // upstream_config's route `down` gets its [route.tls]; `stranger` follows.
+    let text = std::fs::read_to_string(&config).unwrap();
+    let text = text.replace(
+        &format!("[[route]]\nname = \"down\"\nto = \"mllps://localhost:{port}\"\n"),
+        &route("down", "client"),
+    ) + &route("stranger", "stranger");
+    std::fs::write(&config, text).unwrap();
+    let up = Hl7d::start(&config);
+    let mut messages = Vec::new();
+    let mut sent: HashMap<&str, Vec<String>> = HashMap::new();
+    for n in 0..3 {
+        for patient in ["PA", "PB"] {
+            messages.push(adt(&control_id(patient, n), patient));
+            sent.entry(patient).or_default().push(control_id(patient, n));
+        }
+    }
+    send_all(up.listening(), &messages).await;
+
+    let (delivered, _) = tokio::task::spawn_blocking({
+        let config = config.clone();
+        move || wait_status(&config, WAIT, |s| settled(s) && count(s, "delivered") == 6)
+    })
+    .await
+    .unwrap();
+    assert_eq!(count(&delivered, "parked"), 0, "{delivered}");
+    let (refused, _) = tokio::task::spawn_blocking({
+        let config = config.clone();
+        move || {
+            let started = Instant::now();
+            loop {
+                let now = route_status(&config, "stranger");
+                if !now["last_error"].is_null() {
+                    return (now, started.elapsed());
+                }
+                assert!(started.elapsed() < WAIT, "{now}");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(count(&refused, "delivered"), 0, "{refused}");
+    assert_eq!(count(&refused, "parked"), 0, "{refused}");
+    assert_eq!(count(&refused, "pending") + count(&refused, "in_flight"), 6, "{refused}");
+
+    let got = received(&dir.join("down-data"));
+    for patient in ["PA", "PB"] {
+        assert_eq!(got.get(patient), Some(&sent[patient]), "{patient}");
+    }
+    drop(up);
+    drop(down);
 }
