@@ -18,8 +18,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hl7d::store::DATABASE_FILE;
 use bytes::Bytes;
+use hl7d::store::DATABASE_FILE;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -228,9 +228,9 @@ fn settled(status: &Value) -> bool {
 fn received(store: &Path) -> HashMap<String, Vec<String>> {
     let db = Connection::open(store.join(DATABASE_FILE)).unwrap();
     db.busy_timeout(Duration::from_secs(5)).unwrap();
-    let mut statement = db.prepare("SELECT control_id FROM messages WHERE status = 'accepted' ORDER BY id").unwrap();
-    let ids: Vec<String> =
-        statement.query_map([], |r| r.get(0)).unwrap().collect::<Result<_, _>>().unwrap();
+    let mut statement =
+        db.prepare("SELECT control_id FROM messages WHERE status = 'accepted' ORDER BY id").unwrap();
+    let ids: Vec<String> = statement.query_map([], |r| r.get(0)).unwrap().collect::<Result<_, _>>().unwrap();
     let mut lanes: HashMap<String, Vec<String>> = HashMap::new();
     for id in ids {
         let patient = id.split_once('-').expect("PATIENT-N").0.to_owned();
@@ -437,7 +437,11 @@ async fn outage(park_after: &str, parks: bool) {
     .await
     .unwrap();
     assert_eq!(count(&during, "delivered"), 0, "{during}");
-    assert_eq!(count(&during, "pending") + count(&during, "in_flight") + count(&during, "parked"), 12, "{during}");
+    assert_eq!(
+        count(&during, "pending") + count(&during, "in_flight") + count(&during, "parked"),
+        12,
+        "{during}"
+    );
     if !parks {
         assert_eq!(count(&during, "parked"), 0, "{during}");
     }
@@ -494,7 +498,8 @@ async fn outage(park_after: &str, parks: bool) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_outage_with_a_short_park_after_parks_each_lane_head_once_and_retry_all_parked_delivers_everything() {
+async fn an_outage_with_a_short_park_after_parks_each_lane_head_once_and_retry_all_parked_delivers_everything(
+) {
     outage("500ms", true).await;
 }
 
@@ -539,7 +544,9 @@ impl Refusing {
                             Ok::<_, std::convert::Infallible>(response)
                         }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), service).await;
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tcp), service)
+                        .await;
                 });
             }
         });
