@@ -33,12 +33,14 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 HL7D=${HL7D:-$TARGET/release/hl7d}
 WORK=$(mktemp -d "$TARGET/delivery-bench.XXXXXX")
+SHM=/dev/shm/hl7d-delivery-bench.$$
 PIDS=()
 
 cleanup() {
     local pid
     for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
     for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    rm -rf "$SHM"
     if [[ -z ${KEEP:-} ]]; then rm -rf "$WORK"; else echo "kept $WORK" >&2; fi
 }
 trap cleanup EXIT
@@ -48,11 +50,16 @@ log() { echo "delivery: $*" >&2; }
 [[ -n ${NO_BUILD:-} ]] || (cd "$ROOT" && cargo build --release --quiet --locked --bin hl7d)
 
 # start NAME EXTRA_CONFIG: an `hl7d serve` with listener `lab` on port 0; prints its port.
+# DOWN_TMPFS=1 puts the downstream's store on /dev/shm (analysis only: its fsyncs then cost
+# nothing and no longer share the disk with the upstream's).
 start() {
-    local name=$1 extra=$2 dir=$WORK/$1
+    local name=$1 extra=$2 dir=$WORK/$1 data=$WORK/$1/data
     mkdir -p "$dir"
-    printf '[store]\npath = "%s/data"\n\n[[listener]]\nname = "lab"\nlisten = "127.0.0.1:0"\nplaintext = true\n%s' \
-        "$dir" "$extra" >"$dir/hl7d.toml"
+    if [[ $name == down && -n ${DOWN_TMPFS:-} ]]; then
+        data=$SHM
+    fi
+    printf '[store]\npath = "%s"\n\n[[listener]]\nname = "lab"\nlisten = "127.0.0.1:0"\nplaintext = true\n%s' \
+        "$data" "$extra" >"$dir/hl7d.toml"
     timeout "$TIME_LIMIT" "$HL7D" serve --config "$dir/hl7d.toml" >"$dir/log" 2>&1 &
     PIDS+=($!)
     local port="" i
@@ -109,7 +116,7 @@ PY
 done
 echo "uptime after:  $(uptime)"
 
-python3 - "$RESULTS" "$WORK/routed/data/messages.db" "$WORK/down/data/messages.db" "$CONNECTIONS" <<'PY'
+python3 - "$RESULTS" "$WORK/routed/data/messages.db" "$([[ -n ${DOWN_TMPFS:-} ]] && echo "$SHM" || echo "$WORK/down/data")/messages.db" "$CONNECTIONS" <<'PY'
 import json, sqlite3, statistics, sys
 results, up, down, conns = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4].split()
 rows = [json.loads(l) for l in open(results)]
