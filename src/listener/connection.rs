@@ -26,7 +26,7 @@ use super::admission::Slot;
 use super::deadlines::{Close, Deadlines, Handled, Limits, Read, MAX_JUNK_RUN};
 use super::Profile;
 use crate::peer_text;
-use crate::store::{Appended, Disposition, KeyFields, MessageStore, NewMessage};
+use crate::store::{Appended, Disposition, MessageStore, NewMessage, Origin};
 
 /// Bytes read per `read` call.
 const READ_CHUNK: usize = 16 * 1024;
@@ -347,8 +347,9 @@ impl Connection {
         self.refuse(&refused, frame.clone(), received_at, what).await
     }
 
-    /// The row for a message: its header fields (empty when a refused frame had no readable
-    /// MSH), the answer decided for it and whether it is accepted or refused.
+    /// The row for a message ([`NewMessage::received`]): its header fields (empty when a
+    /// refused frame had no readable MSH), the answer decided for it and whether it is
+    /// accepted or refused.
     fn record(
         &self,
         msh: Option<&Msh<'_>>,
@@ -358,29 +359,12 @@ impl Connection {
         raw: Bytes,
         received_at: SystemTime,
     ) -> NewMessage {
-        let text = |field: for<'m> fn(&Msh<'m>) -> &'m [u8]| {
-            msh.map(|msh| String::from_utf8_lossy(field(msh)).into_owned()).unwrap_or_default()
-        };
-        // Read once here, for accepted and refused messages alike; it never fails (a
-        // frame without a readable message gives empty fields).
-        let fields = KeyFields::extract(&raw, charset);
-        NewMessage {
+        let origin = Origin {
             listener: self.profile.name.clone(),
             peer: self.info.peer,
             client_thumbprint: self.info.client_thumbprint.clone(),
-            received_at,
-            charset,
-            message_type: msh.map(|msh| msh.message_type.to_string()).unwrap_or_default(),
-            control_id: text(|msh| msh.control_id),
-            sending_application: text(|msh| msh.sending_application),
-            sending_facility: text(|msh| msh.sending_facility),
-            processing_id: text(|msh| msh.processing_id),
-            version: text(|msh| msh.version_field),
-            ack_code,
-            disposition,
-            fields,
-            raw,
-        }
+        };
+        NewMessage::received(&origin, received_at, msh, charset, ack_code, disposition, raw)
     }
 
     /// A refused message or frame: decides its answer from the refusal table and the

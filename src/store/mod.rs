@@ -50,6 +50,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use hl7_proto::ack::{AckCode, Outcome};
 use hl7_proto::charset::Charset;
+use hl7_proto::msh::Msh;
 use hl7_proto::refusal::Refusal;
 use thiserror::Error;
 
@@ -98,6 +99,56 @@ pub struct NewMessage {
     /// larger than `max_message_size`, its first bytes only (see
     /// [`hl7_proto::mllp::ERROR_PREFIX_LEN`]), since the rest is dropped unread.
     pub raw: Bytes,
+}
+
+/// Where a message came from: the listener that took it and the peer that sent it.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    /// Listener (profile) name.
+    pub listener: Arc<str>,
+    /// Peer address.
+    pub peer: SocketAddr,
+    /// Client certificate thumbprint (mutual TLS), `sha256:<hex>`.
+    pub client_thumbprint: Option<String>,
+}
+
+impl NewMessage {
+    /// The row for a received message, accepted or refused: its header fields from `msh`
+    /// (empty when a refused frame had no readable MSH), its key fields read from `raw`
+    /// (once, here; never fails), the ACK code decided for it and its disposition. The
+    /// listener builds every row it appends with this, and so does the store generator in
+    /// `bench/`, so that a generated store holds what hl7d would have written.
+    pub fn received(
+        origin: &Origin,
+        received_at: SystemTime,
+        msh: Option<&Msh<'_>>,
+        charset: Charset,
+        ack_code: Option<AckCode>,
+        disposition: Disposition,
+        raw: Bytes,
+    ) -> NewMessage {
+        let text = |field: for<'m> fn(&Msh<'m>) -> &'m [u8]| {
+            msh.map(|msh| String::from_utf8_lossy(field(msh)).into_owned()).unwrap_or_default()
+        };
+        let fields = KeyFields::extract(&raw, charset);
+        NewMessage {
+            listener: origin.listener.clone(),
+            peer: origin.peer,
+            client_thumbprint: origin.client_thumbprint.clone(),
+            received_at,
+            charset,
+            message_type: msh.map(|msh| msh.message_type.to_string()).unwrap_or_default(),
+            control_id: text(|msh| msh.control_id),
+            sending_application: text(|msh| msh.sending_application),
+            sending_facility: text(|msh| msh.sending_facility),
+            processing_id: text(|msh| msh.processing_id),
+            version: text(|msh| msh.version_field),
+            ack_code,
+            disposition,
+            fields,
+            raw,
+        }
+    }
 }
 
 /// Whether a message is kept as accepted or as refused, and what each needs.
