@@ -361,11 +361,11 @@ pub fn show(store_dir: &Path, id: i64, raw: bool, json: bool, out: &mut dyn Writ
         out.flush()?;
         return Ok(());
     }
-    let fields = reader.key_fields(id)?.unwrap_or_default();
+    let fields = &message.fields;
     let deliveries = reader.deliveries_of(id)?;
     if json {
+        // The summary carries the key fields already.
         let mut object = summary_json(&message);
-        object["key_fields"] = key_fields_json(&fields);
         object["deliveries"] = deliveries.iter().map(delivery_json).collect();
         serde_json::to_writer(&mut *out, &object)?;
         out.write_all(b"\n")?;
@@ -398,7 +398,7 @@ pub fn show(store_dir: &Path, id: i64, raw: bool, json: bool, out: &mut dyn Writ
     if let Some(at) = message.last_duplicate_at {
         head += &field("last_duplicate_at", &time(at));
     }
-    for (name, value) in key_field_values(&fields) {
+    for (name, value) in key_field_values(fields) {
         head += &field(name, &value);
     }
     let optional_time = |t: Option<SystemTime>| t.map_or_else(|| "-".to_owned(), time);
@@ -574,7 +574,8 @@ pub fn parse_since(text: &str) -> Result<SystemTime, String> {
     }
 }
 
-/// The object `list --json` prints for one message.
+/// The object `list --json` prints for one message (and `show --json` with its deliveries),
+/// with the key fields read at ingest in `key_fields`.
 fn summary_json(m: &StoredMessage) -> serde_json::Value {
     let time = |t: SystemTime| humantime::format_rfc3339_micros(t).to_string();
     json!({
@@ -597,6 +598,7 @@ fn summary_json(m: &StoredMessage) -> serde_json::Value {
         "status": m.status.as_str(),
         "reason": m.reason,
         "error_code": m.error_code,
+        "key_fields": key_fields_json(&m.fields),
     })
 }
 
@@ -643,7 +645,7 @@ fn micros_rfc3339(micros: i64) -> String {
     humantime::format_rfc3339_micros(time).to_string()
 }
 
-/// The `key_fields` object of `show --json`.
+/// The `key_fields` object of `list --json` and `show --json`.
 fn key_fields_json(fields: &KeyFields) -> serde_json::Value {
     json!({
         "patient_id": fields.patient_id,
@@ -755,6 +757,7 @@ mod tests {
             error_code: None,
             duplicate_count: 0,
             last_duplicate_at: None,
+            fields: KeyFields::default(),
             raw: None,
         }
     }

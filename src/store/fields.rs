@@ -8,7 +8,7 @@
 use hl7_proto::charset::Charset;
 use hl7_proto::extract::{self, Extracted};
 use hl7_proto::keys::{lane_key, LaneOrder};
-use rusqlite::ToSql;
+use rusqlite::{Row, ToSql};
 
 /// The searchable key fields of one message, one per column of schema version 3.
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -76,6 +76,22 @@ pub(super) const COLUMNS: [&str; 10] = [
 ];
 
 impl KeyFields {
+    /// The fields from `row`, whose columns from `first` on are [`COLUMNS`] in order.
+    pub(super) fn read(row: &Row<'_>, first: usize) -> rusqlite::Result<KeyFields> {
+        Ok(KeyFields {
+            patient_id: row.get(first)?,
+            patient_authority: row.get(first + 1)?,
+            visit_number: row.get(first + 2)?,
+            placer_order: row.get(first + 3)?,
+            filler_order: row.get(first + 4)?,
+            message_time_utc: row.get(first + 5)?,
+            message_time_wall: row.get(first + 6)?,
+            trigger_event: row.get(first + 7)?,
+            lane_sender: row.get(first + 8)?,
+            lane_patient: row.get(first + 9)?,
+        })
+    }
+
     /// The fields as SQL parameters, in the order of [`COLUMNS`].
     pub(super) fn values(&self) -> [&dyn ToSql; 10] {
         [

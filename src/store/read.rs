@@ -5,12 +5,14 @@
 //! state and never blocks the writer (a long read only delays the WAL checkpoint).
 
 use std::path::{Path, PathBuf};
+use std::sync::LazyLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hl7_proto::charset::Charset;
 use rusqlite::types::{Type, Value};
 use rusqlite::{params_from_iter, Connection, OpenFlags, OptionalExtension, Row};
 
+use super::fields::{self, KeyFields};
 use super::schema::{self, SCHEMA_VERSION};
 use super::sqlite::{describe, micros, DATABASE_FILE};
 use super::{Status, StoreError};
@@ -230,6 +232,9 @@ pub struct StoredMessage {
     pub error_code: Option<u16>,
     /// How often the same message was received again and not stored.
     pub duplicate_count: u64,
+    /// The key fields read from the message when it was stored (patient, visit, orders,
+    /// message time, trigger event, lanes); see [`KeyFields`].
+    pub fields: KeyFields,
     /// When the last duplicate came.
     pub last_duplicate_at: Option<SystemTime>,
     /// The bytes exactly as received: loaded by [`Reader::message`] and
@@ -255,9 +260,18 @@ pub struct Reader {
     file: PathBuf,
 }
 
-const COLUMNS: &str = "id, listener, peer, client_thumbprint, received_at, charset, message_type, \
-     control_id, sending_application, sending_facility, processing_id, version, size, ack_code, status, \
-     duplicate_count, last_duplicate_at, reason, error_code";
+/// The columns [`stored`] reads, in its order: the header columns, then the key fields
+/// (`fields::COLUMNS`, from [`KEY_FIELDS_AT`]); `raw` comes after them when asked for.
+static COLUMNS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "id, listener, peer, client_thumbprint, received_at, charset, message_type, control_id, \
+         sending_application, sending_facility, processing_id, version, size, ack_code, status, \
+         duplicate_count, last_duplicate_at, reason, error_code, {}",
+        fields::COLUMNS.join(", ")
+    )
+});
+/// Where the key fields start in [`COLUMNS`].
+const KEY_FIELDS_AT: usize = 19;
 
 /// Opens the store in `dir` that `hl7d serve` made (never creates one) with `flags` (plus
 /// no-mutex), runs `setup` on the connection, and checks that its schema is this build's:
@@ -331,7 +345,7 @@ impl Reader {
 
     /// The message with this id, with its bytes.
     pub fn message(&self, id: i64) -> Result<Option<StoredMessage>, StoreError> {
-        let sql = format!("SELECT {COLUMNS}, raw FROM messages WHERE id = ?1");
+        let sql = format!("SELECT {}, raw FROM messages WHERE id = ?1", *COLUMNS);
         self.conn.query_row(&sql, [id], |row| stored(row, true)).optional().map_err(|e| self.error(&e))
     }
 
@@ -428,7 +442,8 @@ fn query(filter: &Filter, with_raw: bool) -> (String, Vec<Value>) {
     let raw = if with_raw { ", raw" } else { "" };
     let order = if filter.oldest_first { "ASC" } else { "DESC" };
     let sql = format!(
-        "SELECT {COLUMNS}{raw} FROM messages WHERE {condition} ORDER BY received_at {order}, id {order}"
+        "SELECT {}{raw} FROM messages WHERE {condition} ORDER BY received_at {order}, id {order}",
+        *COLUMNS
     );
     (sql, values)
 }
@@ -454,7 +469,8 @@ fn stored(row: &Row<'_>, with_raw: bool) -> rusqlite::Result<StoredMessage> {
         last_duplicate_at: row.get::<_, Option<i64>>(16)?.map(time),
         reason: row.get(17)?,
         error_code: row.get(18)?,
-        raw: if with_raw { Some(row.get(19)?) } else { None },
+        fields: KeyFields::read(row, KEY_FIELDS_AT)?,
+        raw: if with_raw { Some(row.get(KEY_FIELDS_AT + fields::COLUMNS.len())?) } else { None },
     })
 }
 
@@ -626,6 +642,31 @@ mod tests {
         let described =
             Filter { patient_id: text("111"), order: text("PL9"), ..Filter::default() }.describe();
         assert!(!described.contains("111") && !described.contains("PL9"), "{described}");
+    }
+
+    /// Issue 14: what the writer stored in the key-field columns is what the reader gives
+    /// back, every column in its place (a message with all of them, one with none).
+    #[test]
+    fn key_fields_read_back_as_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path(), SqliteOptions::default()).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let full = b"MSH|^~\\&|REG|MCM|||20261104153000-0500||ORM^O01|K1|P|2.5\r\
+            PID|1||123456^^^HOSP^MR\rPV1|1|I|||||||||||||||||V77\rORC|NW|PL1|FI1\r";
+        let accepted = || Disposition::Accepted { duplicate_window: None };
+        rt.block_on(store.append(test_message("K1", full, None, accepted()))).unwrap();
+        rt.block_on(store.append(test_message("K2", b"MSH|^~\\&|X", None, accepted()))).unwrap();
+        store.close();
+        let reader = Reader::open(dir.path()).unwrap();
+        let listed = reader.list(&Filter { oldest_first: true, ..Filter::default() }).unwrap();
+        let expected = KeyFields::extract(full, Charset::Utf8);
+        assert_eq!(expected.placer_order.as_deref(), Some("PL1"), "the sample has every field");
+        assert!(expected.message_time_utc.is_some() && expected.lane_patient.is_some());
+        assert_eq!(listed[0].fields, expected);
+        assert_eq!(reader.message(listed[0].id).unwrap().unwrap().fields, expected);
+        let empty = &listed[1].fields;
+        assert_eq!((&empty.patient_id, &empty.visit_number, &empty.filler_order), (&None, &None, &None));
+        assert_eq!((empty.message_time_utc, empty.message_time_wall), (None, None));
     }
 
     #[test]

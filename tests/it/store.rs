@@ -814,3 +814,58 @@ async fn messages_are_found_by_patient_order_type_and_sender() {
     assert!(found(&["--sender", "CPOE^SOUTH"]).is_empty());
     assert_eq!(found(&["--sender", "REGADT", "--patient", "PATID1234"]), ["MSG00001"]);
 }
+
+/// Issue 14: `messages list --json` carries the key fields read at ingest (the
+/// `key_fields` object `show --json` has too; null for a message without them), and `show`
+/// prints those a message has.
+#[tokio::test]
+async fn list_json_and_show_print_the_key_fields() {
+    let tmp = tempdir("key-fields");
+    let store_dir = tmp.path().join("data");
+    let store = open_store(&store_dir);
+    let server = start_with_store(vec![plain("lab")], store.clone()).await;
+    let mut conn = TcpStream::connect(server.local_addr("lab").unwrap()).await.unwrap();
+    assert_eq!(exchange(&mut conn, &fixture("oru_r01_v251_key_fields.hl7")).await.0, "CA");
+    assert_eq!(exchange(&mut conn, &original("BARE-1")).await.0, "AA");
+    server.shutdown(WAIT).await;
+    store.close();
+
+    let config = write_config(tmp.path(), &store_dir, "127.0.0.1:0".parse().unwrap());
+    let config = config.to_str().unwrap();
+    let json = String::from_utf8(hl7d(&["messages", "list", "--config", config, "--json"])).unwrap();
+    let rows: Vec<serde_json::Value> = json.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let [bare, full] = &rows[..] else { panic!("two rows, newest first: {json}") };
+    assert_eq!(full["control_id"], "XF-0001");
+    let fields = &full["key_fields"];
+    // PID-3's first repetition with an id: `PAT\T\77` unescaped, authority from CX.4's HD.2.
+    assert_eq!(fields["patient_id"], "PAT&77");
+    assert_eq!(fields["patient_authority"], "2.16.840.1.113883.19.5");
+    assert_eq!(fields["visit_number"], "V-2026-0042");
+    // ORC-2 is the HL7 null `""`: the placer number comes from OBR-2.
+    assert_eq!(fields["placer_order"], "PLC-1");
+    assert_eq!(fields["filler_order"], "FIL-9");
+    // MSH-7 20261104153000.25-0500.
+    assert_eq!(fields["message_time_utc"], "2026-11-04T20:30:00.250000Z");
+    assert_eq!(fields["message_time_wall"], "2026-11-04T15:30:00.250000");
+    assert_eq!(fields["trigger_event"], "R01");
+    // `original` has PID-3 = its control id and an MSH-7 of a day with no offset.
+    let fields = &bare["key_fields"];
+    assert_eq!(fields["patient_id"], "BARE-1");
+    for key in ["patient_authority", "visit_number", "placer_order", "filler_order", "message_time_utc"] {
+        assert!(fields[key].is_null(), "{key}: {bare}");
+    }
+    assert_eq!(fields["message_time_wall"], "2026-11-28T00:00:00.000000");
+
+    // `show --json` has the same object; `show` prints what there is.
+    let id = full["id"].to_string();
+    let shown: serde_json::Value =
+        serde_json::from_slice(&hl7d(&["messages", "show", "--config", config, &id, "--json"])).unwrap();
+    assert_eq!(shown["key_fields"], full["key_fields"]);
+    let shown = String::from_utf8(hl7d(&["messages", "show", "--config", config, &id])).unwrap();
+    for line in ["patient_id           PAT&77", "visit_number         V-2026-0042", "placer_order         PLC-1"] {
+        assert!(shown.lines().any(|l| l == line), "{line:?} not in\n{shown}");
+    }
+    let id = bare["id"].to_string();
+    let shown = String::from_utf8(hl7d(&["messages", "show", "--config", config, &id])).unwrap();
+    assert!(!shown.contains("filler_order"), "{shown}");
+}
