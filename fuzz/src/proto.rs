@@ -16,8 +16,8 @@ use hl7_proto::ack::{self, AckCode, AckError, AckParams, AckPolicy, Outcome};
 use hl7_proto::batch;
 use hl7_proto::charset::{self, Charset};
 use hl7_proto::error::ErrorCode;
-use hl7_proto::extract::{extract as extract_fields, Extracted, MAX_VALUE_LEN};
-use hl7_proto::inbound::{inspect, inspect_frame_error};
+use hl7_proto::extract::{extract as extract_fields, extract_with_header, Extracted, MAX_VALUE_LEN};
+use hl7_proto::inbound::{inspect, inspect_frame_error, Inspection};
 use hl7_proto::keys::{duplicate_key, duplicate_key_of, lane_key, LaneOrder};
 use hl7_proto::message::{unescape, Delimiters, Message, Value};
 use hl7_proto::mllp::{self, Decoder, DecoderConfig, FrameError, Framing, MAX_MARKER_LEN};
@@ -446,13 +446,20 @@ pub fn charset(data: &[u8]) {
 /// * a lane key is `strict`, or `sender/…/…` / `patient/…/…` whose two parts read back
 ///   (percent-decoded) to exactly the extracted values, and `patient/` exactly when there is
 ///   a patient id; its length stays within the documented bound;
-/// * the duplicate key of a readable header is the hash of its fields' text.
+/// * the duplicate key of a readable header is the hash of its fields' text;
+/// * for an accepted frame, extraction from the header `inspect` built gives the same.
 pub fn extract(data: &[u8]) {
     let seen = inspect(data, Charset::Utf8, false);
     let forced = Charset::ALL[data.len() % Charset::ALL.len()];
     for charset in [seen.charset(), forced] {
         let fields = extract_fields(data, charset);
         assert!(fields == extract_fields(data, charset), "extraction is not deterministic");
+        if let Inspection::Accept { msh, .. } = &seen {
+            assert!(
+                extract_with_header(data, msh, charset) == fields,
+                "extraction from the inspected header differs"
+            );
+        }
         check_extracted(&fields);
         for order in LaneOrder::ALL {
             check_lane_key(order, &fields, &lane_key(order, &fields));

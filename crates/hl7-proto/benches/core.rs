@@ -16,7 +16,9 @@ use std::time::Duration;
 use criterion::{criterion_group, Criterion, Throughput};
 use hl7_proto::ack::{self, AckParams, AckPolicy, Outcome};
 use hl7_proto::charset::Charset;
+use hl7_proto::extract;
 use hl7_proto::inbound::{inspect, Inspection};
+use hl7_proto::keys::{lane_key, LaneOrder};
 use hl7_proto::mllp::{self, Decoder, DecoderConfig, Framing};
 use hl7_proto::refusal::Refusal;
 
@@ -31,8 +33,16 @@ const TIMESTAMP: &[u8] = b"20261128093000+0000";
 const CONTROL_ID: &[u8] = b"ACK0000000001";
 
 /// Benchmark names, in the order they run.
-const NAMES: [&str; 6] =
-    ["baseline_memcpy", "baseline_to_vec", "mllp_decode", "inspect", "ack_build", "pipeline"];
+const NAMES: [&str; 8] = [
+    "baseline_memcpy",
+    "baseline_to_vec",
+    "mllp_decode",
+    "inspect",
+    "ack_build",
+    "pipeline",
+    "extract",
+    "extract_with_header",
+];
 
 /// `STREAM_MESSAGES` framed copies of the sample, back to back.
 fn framed_stream() -> Vec<u8> {
@@ -116,6 +126,24 @@ impl Bench {
         black_box(inspect(black_box(MESSAGE), Charset::Utf8, false));
     }
 
+    /// The store's key fields of an inspected message: what the listener's `record` adds
+    /// to `inspect` (the key fields read from the frame, and both lane keys).
+    fn extract(&mut self) {
+        let fields = extract::extract(black_box(MESSAGE), Charset::Utf8);
+        black_box(lane_key(LaneOrder::PerSender, &fields));
+        black_box(lane_key(LaneOrder::PerPatient, &fields));
+        black_box(fields);
+    }
+
+    /// The same from the header `inspect` built (the MSH is not split again).
+    fn extract_with_header(&mut self) {
+        let msh = self.seen.msh().expect("the sample has a header");
+        let fields = extract::extract_with_header(black_box(MESSAGE), msh, Charset::Utf8);
+        black_box(lane_key(LaneOrder::PerSender, &fields));
+        black_box(lane_key(LaneOrder::PerPatient, &fields));
+        black_box(fields);
+    }
+
     /// `ack::decide` and `ack::build_ack` into a reused buffer (not framed).
     fn ack_build(&mut self) {
         let msh = black_box(self.seen.msh());
@@ -163,6 +191,8 @@ impl Bench {
             "mllp_decode" => self.repeat(count, Bench::mllp_decode),
             "inspect" => self.repeat(count, Bench::inspect),
             "ack_build" => self.repeat(count, Bench::ack_build),
+            "extract" => self.repeat(count, Bench::extract),
+            "extract_with_header" => self.repeat(count, Bench::extract_with_header),
             "pipeline" => self.repeat(count, |b| {
                 b.pipeline();
             }),
@@ -204,6 +234,8 @@ fn core(c: &mut Criterion) {
     group.bench_function(NAMES[3], |b| b.iter(|| bench.inspect()));
     group.bench_function(NAMES[4], |b| b.iter(|| bench.ack_build()));
     group.bench_function(NAMES[5], |b| b.iter(|| bench.pipeline()));
+    group.bench_function(NAMES[6], |b| b.iter(|| bench.extract()));
+    group.bench_function(NAMES[7], |b| b.iter(|| bench.extract_with_header()));
     group.finish();
 }
 

@@ -55,6 +55,7 @@ use std::fmt;
 use crate::charset::Charset;
 use crate::dtm::Dtm;
 use crate::message::{Message, Segment, Value};
+use crate::msh::Msh;
 
 /// Most bytes (of UTF-8) kept of one extracted value; longer values are cut at the last
 /// character boundary before it.
@@ -150,12 +151,91 @@ impl<'a> Segments<'a> {
     }
 }
 
+/// [`extract`] for a frame whose header has been read already: `msh` must be the frame's
+/// own MSH (what [`crate::inbound::inspect`] built when it accepted the frame, not a header
+/// salvaged from later bytes). The MSH is not split again: its values come from `msh`, and
+/// only the segments after it are read. The result is the same as `extract(raw, charset)`
+/// (a property test checks it). In the sets where a delimiter byte can be half of a
+/// character the message is decoded first, so the raw header cannot be reused, and this is
+/// [`extract`].
+pub fn extract_with_header(raw: &[u8], msh: &Msh<'_>, charset: Charset) -> Extracted {
+    if !charset.is_ascii_compatible() {
+        return extract(raw, charset);
+    }
+    match Message::parse(raw) {
+        Ok(message) => from_parts(Header::of(msh), &message, charset),
+        Err(_) => Extracted::default(),
+    }
+}
+
+/// The MSH values the extractor reads, each as the field or component it comes from.
+struct Header<'a> {
+    /// MSH-3 to MSH-6, whole fields.
+    sending_application: Value<'a>,
+    sending_facility: Value<'a>,
+    receiving_application: Value<'a>,
+    receiving_facility: Value<'a>,
+    /// MSH-7, whole field (its first component is read).
+    date_time: Value<'a>,
+    /// MSH-9.1, MSH-9.2, MSH-9.3.
+    message_code: Value<'a>,
+    trigger_event: Value<'a>,
+    message_structure: Value<'a>,
+    /// MSH-10, whole field.
+    control_id: Value<'a>,
+    /// MSH-11, whole field (its first component is read).
+    processing_id: Value<'a>,
+    /// MSH-12.1.
+    version: Value<'a>,
+}
+
+impl<'a> Header<'a> {
+    /// Splits the MSH of `message`.
+    fn read(message: &Message<'a>) -> Header<'a> {
+        let fields: [Value<'a>; 13] = message.msh().header_fields();
+        Header {
+            sending_application: fields[3],
+            sending_facility: fields[4],
+            receiving_application: fields[5],
+            receiving_facility: fields[6],
+            date_time: fields[7],
+            message_code: fields[9].component(1),
+            trigger_event: fields[9].component(2),
+            message_structure: fields[9].component(3),
+            control_id: fields[10],
+            processing_id: fields[11],
+            version: fields[12].component(1),
+        }
+    }
+
+    /// The same values from an MSH view: its slices are those fields and components.
+    fn of(msh: &Msh<'a>) -> Header<'a> {
+        let value = |raw| Value::field(raw, msh.delimiters);
+        Header {
+            sending_application: value(msh.sending_application),
+            sending_facility: value(msh.sending_facility),
+            receiving_application: value(msh.receiving_application),
+            receiving_facility: value(msh.receiving_facility),
+            date_time: value(msh.date_time),
+            message_code: value(msh.message_type.code),
+            trigger_event: value(msh.message_type.trigger),
+            message_structure: value(msh.message_type.structure),
+            control_id: value(msh.control_id),
+            processing_id: value(msh.processing_id),
+            version: value(msh.version),
+        }
+    }
+}
+
 /// Extraction from a parsed message whose bytes are in `charset`.
 fn from_message<'a>(message: &Message<'a>, charset: Charset) -> Extracted {
+    from_parts(Header::read(message), message, charset)
+}
+
+/// Extraction from the header's values and the segments of `message`.
+fn from_parts<'a>(header: Header<'a>, message: &Message<'a>, charset: Charset) -> Extracted {
     let clean = |value: Value<'a>| text(charset.decode(&value.unescape()));
     let whole = |value: Value<'a>| text(charset.decode(value.raw()));
-    let msh = message.msh();
-    let fields: [Value<'a>; 13] = msh.header_fields();
     let segments = Segments::find(message);
     let field = |segment: Option<Segment<'a>>, n: usize| segment.map(|s| s.field(n));
 
@@ -174,17 +254,17 @@ fn from_message<'a>(message: &Message<'a>, charset: Charset) -> Extracted {
     };
 
     Extracted {
-        sending_application: whole(fields[3]),
-        sending_facility: whole(fields[4]),
-        receiving_application: whole(fields[5]),
-        receiving_facility: whole(fields[6]),
-        message_time: Dtm::parse(fields[7].component(1).raw()),
-        message_code: clean(fields[9].component(1)),
-        trigger_event: clean(fields[9].component(2)),
-        message_structure: clean(fields[9].component(3)),
-        control_id: clean(fields[10]),
-        processing_id: clean(fields[11].component(1)),
-        version: clean(fields[12].component(1)),
+        sending_application: whole(header.sending_application),
+        sending_facility: whole(header.sending_facility),
+        receiving_application: whole(header.receiving_application),
+        receiving_facility: whole(header.receiving_facility),
+        message_time: Dtm::parse(header.date_time.component(1).raw()),
+        message_code: clean(header.message_code),
+        trigger_event: clean(header.trigger_event),
+        message_structure: clean(header.message_structure),
+        control_id: clean(header.control_id),
+        processing_id: clean(header.processing_id.component(1)),
+        version: clean(header.version),
         patient_id,
         patient_id_authority,
         visit_number: field(segments.pv1, 19).and_then(|cx| clean(cx.component(1))),
@@ -509,6 +589,39 @@ mod tests {
             // Deterministic, and the ASCII header reads the same in every set.
             prop_assert_eq!(&e, &extract(raw.as_bytes(), charset));
             prop_assert_eq!(e.message_code.as_deref(), Some("ADT"));
+        }
+
+        /// The header view's values are the ones `extract` reads itself, in every set (and
+        /// with leading line ends, which `Message::parse` skips).
+        #[test]
+        fn with_the_header_gives_the_same(
+            msh in r"\r?MSH\|\^~\\&\|[A-Z^&~\\]{0,8}\|[A-Z&]{0,6}\|R\|R\|[0-9.+^-]{0,24}\|\|[A-Z]{0,3}(\^[A-Z0-9_]{0,7}){0,3}\|[A-Z0-9~^\\]{0,8}\|[PT^]{0,3}\|[0-9.^]{0,7}",
+            segments in prop::collection::vec(segment(), 0..8),
+            set in 0..Charset::ALL.len(),
+        ) {
+            let raw = format!("{msh}\r{}\r", segments.join("\r"));
+            let charset = Charset::ALL[set];
+            let header = Msh::parse(raw.as_bytes()).expect("an MSH");
+            prop_assert_eq!(extract_with_header(raw.as_bytes(), &header, charset), extract(raw.as_bytes(), charset));
+        }
+    }
+
+    #[test]
+    fn with_the_header_gives_the_same_on_every_fixture() {
+        let fixtures: &[&[u8]] = &[
+            include_bytes!("../tests/fixtures/oru_r01_v251_key_fields.hl7"),
+            include_bytes!("../tests/fixtures/adt_a01_v25.hl7"),
+            include_bytes!("../tests/fixtures/custom_delimiters.hl7"),
+            include_bytes!("../tests/fixtures/crlf_segment_terminators.hl7"),
+            include_bytes!("../tests/fixtures/windows1252_adt_a08.hl7"),
+            include_bytes!("../tests/fixtures/v27_truncation_char.hl7"),
+            include_bytes!("../tests/fixtures/processing_id_training.hl7"),
+        ];
+        for raw in fixtures {
+            let header = Msh::parse(raw).unwrap();
+            for charset in Charset::ALL {
+                assert_eq!(extract_with_header(raw, &header, charset), extract(raw, charset));
+            }
         }
     }
 }

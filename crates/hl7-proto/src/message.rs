@@ -365,6 +365,11 @@ pub struct Value<'a> {
 }
 
 impl<'a> Value<'a> {
+    /// A whole field of a segment, from its raw bytes (e.g. one the MSH view kept).
+    pub(crate) fn field(raw: &'a [u8], delimiters: Delimiters) -> Value<'a> {
+        Value { raw, delimiters, level: Level::Field }
+    }
+
     /// The raw (still escaped) bytes.
     pub fn raw(&self) -> &'a [u8] {
         self.raw
