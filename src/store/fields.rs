@@ -8,6 +8,7 @@
 use hl7_proto::charset::Charset;
 use hl7_proto::extract::{self, Extracted};
 use hl7_proto::keys::{lane_key, LaneOrder};
+use hl7_proto::msh::Msh;
 use rusqlite::{Row, ToSql};
 
 /// The searchable key fields of one message, one per column of schema version 3.
@@ -40,22 +41,30 @@ pub struct KeyFields {
 impl KeyFields {
     /// Reads the key fields of `raw` in `charset`. Never fails (see [`extract::extract`]).
     pub fn extract(raw: &[u8], charset: Charset) -> KeyFields {
-        KeyFields::from_extracted(&extract::extract(raw, charset))
+        KeyFields::from_extracted(extract::extract(raw, charset))
     }
 
-    /// The columns' values from what [`extract::extract`] read.
-    pub fn from_extracted(fields: &Extracted) -> KeyFields {
+    /// The same for a frame whose own header `msh` has been read already (the listener's
+    /// accepted messages): the MSH is not split again ([`extract::extract_with_header`]).
+    pub fn extract_with_header(raw: &[u8], msh: &Msh<'_>, charset: Charset) -> KeyFields {
+        KeyFields::from_extracted(extract::extract_with_header(raw, msh, charset))
+    }
+
+    /// The columns' values from what [`extract::extract`] read (moved, not copied).
+    pub fn from_extracted(fields: Extracted) -> KeyFields {
+        let lane_sender = Some(lane_key(LaneOrder::PerSender, &fields));
+        let lane_patient = Some(lane_key(LaneOrder::PerPatient, &fields));
         KeyFields {
-            patient_id: fields.patient_id.clone(),
-            patient_authority: fields.patient_id_authority.clone(),
-            visit_number: fields.visit_number.clone(),
-            placer_order: fields.placer_order.clone(),
-            filler_order: fields.filler_order.clone(),
             message_time_utc: fields.message_time.as_ref().and_then(|t| t.utc_micros()),
             message_time_wall: fields.message_time.as_ref().map(|t| t.wall_micros()),
-            trigger_event: fields.trigger_event.clone(),
-            lane_sender: Some(lane_key(LaneOrder::PerSender, fields)),
-            lane_patient: Some(lane_key(LaneOrder::PerPatient, fields)),
+            patient_id: fields.patient_id,
+            patient_authority: fields.patient_id_authority,
+            visit_number: fields.visit_number,
+            placer_order: fields.placer_order,
+            filler_order: fields.filler_order,
+            trigger_event: fields.trigger_event,
+            lane_sender,
+            lane_patient,
         }
     }
 }

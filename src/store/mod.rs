@@ -130,7 +130,12 @@ impl NewMessage {
         let text = |field: for<'m> fn(&Msh<'m>) -> &'m [u8]| {
             msh.map(|msh| String::from_utf8_lossy(field(msh)).into_owned()).unwrap_or_default()
         };
-        let fields = KeyFields::extract(&raw, charset);
+        // An accepted message's header is its own, read by `inspect`: extraction reuses
+        // it. A refused frame's may have been salvaged from later bytes, or be missing.
+        let fields = match (&disposition, msh) {
+            (Disposition::Accepted { .. }, Some(msh)) => KeyFields::extract_with_header(&raw, msh, charset),
+            _ => KeyFields::extract(&raw, charset),
+        };
         NewMessage {
             listener: origin.listener.clone(),
             peer: origin.peer,
