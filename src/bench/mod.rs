@@ -78,6 +78,9 @@ pub struct BenchOptions {
     pub ack_timeout: Duration,
     /// Runtime threads the caller runs the plan on (shown in the report).
     pub threads: u16,
+    /// Send at this many messages per second in total instead of as fast as the ACKs come
+    /// (persistent connections only; see [`Pacing`]).
+    pub rate: Option<f64>,
 }
 
 /// Everything a run needs, checked before the first connection.
@@ -93,6 +96,7 @@ pub struct Plan {
     handshakes: bool,
     ack_timeout: Duration,
     threads: u16,
+    rate: Option<f64>,
 }
 
 /// When a run ends.
@@ -129,6 +133,7 @@ impl Plan {
             handshakes: options.handshakes,
             ack_timeout: options.ack_timeout,
             threads: options.threads,
+            rate: options.rate,
         })
     }
 }
@@ -312,6 +317,7 @@ async fn persistent(index: u32, shared: &Shared, ready: &Barrier) -> Samples {
     };
     ready.wait().await;
     let deadline = deadline(plan.stop);
+    let mut pacing = plan.rate.map(|rate| Pacing::new(rate, plan.connections, index));
     let mut failures_in_a_row = u32::from(stream.is_none());
     loop {
         let conn = match stream.as_mut() {
@@ -338,9 +344,12 @@ async fn persistent(index: u32, shared: &Shared, ready: &Barrier) -> Samples {
         if !shared.claim(deadline) {
             break;
         }
+        let started = match pacing.as_mut() {
+            Some(pacing) => pacing.wait().await,
+            None => std::time::Instant::now(),
+        };
         let id = plan.template.write_framed(&mut link.ids, &mut link.out);
         shared.sent.fetch_add(1, Ordering::Relaxed);
-        let started = std::time::Instant::now();
         match exchange(conn, &mut link, id, plan.ack_timeout).await {
             Ok(code) => {
                 samples.ack.record(started.elapsed());
@@ -357,6 +366,35 @@ async fn persistent(index: u32, shared: &Shared, ready: &Barrier) -> Samples {
         let _ = timeout(Duration::from_secs(1), stream.shutdown()).await;
     }
     samples
+}
+
+/// `--rate`: when each message of one connection is due. The connections share the rate
+/// (each sends every `connections / rate` seconds, their first messages spread over one
+/// interval). A message is sent when it is due, or as soon as the one before it was
+/// answered when that came later; so a server that stalls gets the backlog at once, as
+/// from real senders with a queue, and the total stays at the rate. Latency is counted
+/// from when the message was due, not from when it could be written: the time a message
+/// waited behind a slow answer is part of what its sender sees (no coordinated omission).
+#[derive(Debug)]
+struct Pacing {
+    interval: Duration,
+    next: std::time::Instant,
+}
+
+impl Pacing {
+    fn new(rate: f64, connections: u32, index: u32) -> Pacing {
+        let interval = Duration::from_secs_f64(f64::from(connections) / rate);
+        let offset = interval.mul_f64(f64::from(index) / f64::from(connections));
+        Pacing { interval, next: std::time::Instant::now() + offset }
+    }
+
+    /// Waits until the next message is due and returns when it was due.
+    async fn wait(&mut self) -> std::time::Instant {
+        let due = self.next;
+        self.next += self.interval;
+        tokio::time::sleep_until(tokio::time::Instant::from_std(due)).await;
+        due
+    }
 }
 
 /// `--handshakes`: a new connection (and TLS handshake) for every message.
@@ -542,6 +580,7 @@ pub struct Report {
     errors: Vec<(&'static str, u64)>,
     first_error: Option<String>,
     handshakes: u64,
+    rate: Option<f64>,
     elapsed: Duration,
     samples: Samples,
 }
@@ -566,6 +605,7 @@ impl Report {
                 .collect(),
             first_error: shared.first_error.lock().unwrap_or_else(PoisonError::into_inner).clone(),
             handshakes: shared.handshakes.load(Ordering::Relaxed),
+            rate: plan.rate,
             elapsed,
             samples,
         }
@@ -616,6 +656,9 @@ impl Report {
             json["handshakes_per_s"] = round3(self.per_second(self.handshakes)).into();
             json["connect_latency_us"] = self.samples.connect.summary_us();
         }
+        if let Some(rate) = self.rate {
+            json["rate_per_s"] = round3(rate).into();
+        }
         json
     }
 
@@ -623,7 +666,11 @@ impl Report {
     pub fn to_text(&self) -> String {
         let mut out = String::new();
         let transport = if self.tls { "TLS" } else { "plaintext" };
-        let mode = if self.handshakes_mode { "new connection per message" } else { "persistent" };
+        let mode = match (self.handshakes_mode, self.rate) {
+            (true, _) => "new connection per message".to_owned(),
+            (false, None) => "persistent".to_owned(),
+            (false, Some(rate)) => format!("persistent at {rate} msg/s"),
+        };
         let _ = writeln!(
             out,
             "hl7d bench: {} ({transport}), {} connection(s), {mode}, {:.2} s, {}-byte message",

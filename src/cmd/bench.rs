@@ -52,6 +52,12 @@ pub struct BenchArgs {
     /// How long to wait for each ACK before counting an error and reconnecting.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub ack_timeout: Duration,
+    /// Send at this many messages per second in total, spread over the connections,
+    /// instead of each connection sending as soon as its last message was answered. A
+    /// message is due at its time whatever happened before, and its latency counts from
+    /// then (a late answer delays the next message, and that delay is counted too).
+    #[arg(long, value_name = "MSG_PER_S", conflicts_with = "handshakes", value_parser = parse_rate)]
+    pub rate: Option<f64>,
     /// Client runtime threads. One leaves the other cores to a server on the same machine.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub threads: u16,
@@ -120,7 +126,16 @@ fn options(args: &BenchArgs) -> Result<BenchOptions, String> {
         tls_resumption: args.tls_resumption,
         ack_timeout: args.ack_timeout,
         threads: args.threads,
+        rate: args.rate,
     })
+}
+
+/// `--rate`: a positive number of messages per second.
+fn parse_rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
+        _ => Err(format!("{text:?}: expected a positive number of messages per second")),
+    }
 }
 
 /// 2 if anything failed, else 1 if any message was refused, else 0.

@@ -45,6 +45,21 @@ async fn every_message_acknowledged_and_counted() {
     assert!(at("p50") <= at("p90") && at("p90") <= at("p99") && at("p99") <= at("max"), "{latency}");
 }
 
+/// `--rate`: messages go out when they are due, not as fast as the ACKs come: 40 messages
+/// at 100/s over 4 connections cannot finish before the last one is due (0.39 s).
+#[tokio::test]
+async fn rate_paces_the_messages() {
+    let server = TestServer::start(vec![plain("bench")]).await;
+    let to = server.addr("bench").to_string();
+    let args = ["--to", &to, "--connections", "4", "--messages", "40", "--rate", "100"];
+    let (code, report, stderr) = hl7d_bench(&args).await;
+    assert_eq!(code, 0, "{report} {stderr}");
+    assert_eq!((report["acked"].as_u64(), report["errors"].as_u64()), (Some(40), Some(0)), "{report}");
+    assert_eq!(report["rate_per_s"], 100.0);
+    let elapsed = report["elapsed_s"].as_f64().unwrap();
+    assert!(elapsed >= 0.38, "40 messages at 100/s took {elapsed} s");
+}
+
 #[tokio::test]
 async fn handshakes_mode_opens_a_connection_per_message() {
     let server = TestServer::start(vec![plain("bench")]).await;
