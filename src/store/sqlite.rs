@@ -59,8 +59,10 @@ const CHECKPOINT_AFTER_COMMITS: u64 = 500;
 /// after a PASSIVE checkpoint, the writer restarts it between two batches so that the WAL
 /// does not grow without bound (see [`Checkpointer`]).
 const RESTART_ABOVE_WAL_FRAMES: i64 = 4096;
-/// Most expired messages deleted in one retention step (one short transaction).
+/// Most expired messages deleted in one retention step (one short transaction), by default.
 pub const RETENTION_BATCH: i64 = 500;
+/// The writer's pause after a retention step, as a multiple of the step's time, by default.
+pub const RETENTION_PAUSE: u32 = 0;
 /// How often retention looks for expired messages once a sweep has found no more.
 const DEFAULT_RETENTION_INTERVAL: Duration = Duration::from_secs(60);
 /// Longest a delivery update nobody waits for is held back to share a later commit.
@@ -88,6 +90,14 @@ pub struct SqliteOptions {
     pub retention: Option<Duration>,
     /// How often retention looks for expired messages (default one minute).
     pub retention_interval: Duration,
+    /// Most expired messages one retention step deletes, in one transaction (default
+    /// [`RETENTION_BATCH`]).
+    pub retention_batch: u32,
+    /// While expired messages remain, the writer waits this many times the last step's own
+    /// duration before the next step (default [`RETENTION_PAUSE`]), so that retention takes
+    /// at most `1 / (1 + pause)` of the writer's time; 0 runs the next step right after the
+    /// next batch of messages.
+    pub retention_pause: u32,
     /// Fsync or not; see [`Durability`].
     pub durability: Durability,
     /// Extra setup for the writer's connection; `hl7d serve` sets none.
@@ -130,6 +140,8 @@ impl Default for SqliteOptions {
         SqliteOptions {
             retention: None,
             retention_interval: DEFAULT_RETENTION_INTERVAL,
+            retention_batch: RETENTION_BATCH as u32,
+            retention_pause: RETENTION_PAUSE,
             durability: Durability::Full,
             connection_setup: None,
             routes: None,
@@ -623,6 +635,7 @@ impl Writer {
         };
         let cutoff = SystemTime::now().checked_sub(retention).map_or(i64::MIN, micros);
         let cursor = self.retention_cursor;
+        let batch = self.options.retention_batch.max(1);
         let conn = match self.connection() {
             Ok(conn) => conn,
             Err(reason) => {
@@ -631,16 +644,20 @@ impl Writer {
                 return;
             }
         };
-        match expire_step(conn, cutoff, cursor) {
+        let started = Instant::now();
+        match expire_step(conn, cutoff, cursor, batch) {
             Ok(step) => {
                 self.counters.expired.fetch_add(step.deleted, Ordering::Relaxed);
                 self.counters.kept_undelivered.fetch_add(step.kept, Ordering::Relaxed);
                 self.commits_since_checkpoint += 1;
                 self.swept += step.deleted;
                 self.kept += step.kept;
-                if step.examined as i64 == RETENTION_BATCH {
+                if step.examined == batch as usize {
+                    // More may be waiting: the next step after a pause in proportion to this
+                    // one (none by default), so that retention takes a bounded share of the
+                    // writer's time.
                     self.retention_cursor = step.last;
-                    self.next_retention = Instant::now();
+                    self.next_retention = Instant::now() + started.elapsed() * self.options.retention_pause;
                 } else {
                     if self.swept > 0 {
                         info!(deleted = self.swept, retention = %humantime::format_duration(retention),
@@ -1128,7 +1145,7 @@ struct BatchWritten {
 
 /// What one retention step did.
 struct ExpireStep {
-    /// Expired messages looked at (at most [`RETENTION_BATCH`]).
+    /// Expired messages looked at (at most the step's `rows`).
     examined: usize,
     /// Deleted (with their delivery rows, by the schema's trigger).
     deleted: u64,
@@ -1138,7 +1155,7 @@ struct ExpireStep {
     last: Option<(i64, i64)>,
 }
 
-/// One retention step, one transaction: looks at the next [`RETENTION_BATCH`] messages
+/// One retention step, one transaction: looks at the next `rows` messages
 /// received before `cutoff` (oldest first, after `cursor`) and deletes those with no
 /// delivery still to do. A message with a pending, in-flight or parked delivery is never
 /// deleted by retention (`hl7d messages purge --include-undelivered` can).
@@ -1146,6 +1163,7 @@ fn expire_step(
     conn: &mut Connection,
     cutoff: i64,
     cursor: Option<(i64, i64)>,
+    rows: u32,
 ) -> rusqlite::Result<ExpireStep> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let (after_at, after_id) = cursor.unwrap_or((i64::MIN, i64::MIN));
@@ -1157,7 +1175,7 @@ fn expire_step(
              WHERE received_at < ?1 AND (received_at > ?2 OR (received_at = ?2 AND id > ?3)) \
              ORDER BY received_at, id LIMIT ?4",
         )?
-        .query_map(params![cutoff, after_at, after_id, RETENTION_BATCH], |row| {
+        .query_map(params![cutoff, after_at, after_id, rows], |row| {
             Ok((row.get(0)?, row.get(1)?, row.get(2)?))
         })?
         .collect::<rusqlite::Result<_>>()?;
