@@ -35,6 +35,8 @@ use super::{exit_code, Failure, EXIT_CONFIG};
 
 /// How many messages `list` shows without `--limit`.
 const DEFAULT_LIST_LIMIT: u64 = 100;
+/// `list` counts the messages its limit left out up to this many (or the limit, if larger).
+const LIST_COUNT_CAP: u64 = 10_000;
 /// Digits of the zero-padded id that starts an exported file's name, so that name order is
 /// store order (up to 10^12 messages).
 const EXPORT_ID_DIGITS: usize = 12;
@@ -332,16 +334,26 @@ pub fn list(store_dir: &Path, filter: &Filter, json: bool, out: &mut dyn Write) 
     out.flush()?;
     let shown = messages.len() as u64;
     if filter.limit == Some(shown) {
-        let total = reader.count_matching(filter)?;
-        if total > shown {
-            eprintln!(
-                "{} of {} shown; --limit N shows more (the newest N)",
-                thousands(shown),
-                thousands(total)
-            );
+        // Counted up to a bound: an exact count of a day on a large store would cost more
+        // than the list itself.
+        let total = reader.count_matching_up_to(filter, shown.max(LIST_COUNT_CAP) + 1)?;
+        if let Some(note) = cut_note(shown, total) {
+            eprintln!("{note}");
         }
     }
     Ok(())
+}
+
+/// What stderr says when the limit cut the list: `2 of 5 shown; …`, or `100 of more than
+/// 10,000 shown; …` when counting stopped at its bound (`total` is then one more than it).
+/// `None` when nothing was cut.
+fn cut_note(shown: u64, total: u64) -> Option<String> {
+    if total <= shown {
+        return None;
+    }
+    let cap = shown.max(LIST_COUNT_CAP);
+    let of = if total > cap { format!("more than {}", thousands(cap)) } else { thousands(total) };
+    Some(format!("{} of {of} shown; --limit N shows more (the newest N)", thousands(shown)))
 }
 
 /// `hl7d messages show ID`: with `raw`, the exact bytes received and nothing else; with
@@ -794,6 +806,25 @@ mod tests {
         assert_eq!(parse_sender("APP"), Ok(sender("APP", None)));
         assert_eq!(parse_sender("APP^FAC^X"), Ok(sender("APP", Some("FAC^X"))));
         assert!(parse_sender("^FAC").is_err());
+    }
+
+    #[test]
+    fn the_cut_note_says_how_many_or_that_there_are_more_than_the_bound() {
+        assert_eq!(cut_note(5, 5), None);
+        assert_eq!(cut_note(2, 5).as_deref(), Some("2 of 5 shown; --limit N shows more (the newest N)"));
+        assert_eq!(
+            cut_note(100, 10_000).as_deref(),
+            Some("100 of 10,000 shown; --limit N shows more (the newest N)")
+        );
+        assert_eq!(
+            cut_note(100, 10_001).as_deref(),
+            Some("100 of more than 10,000 shown; --limit N shows more (the newest N)")
+        );
+        // A limit above the bound is counted up to itself.
+        assert_eq!(
+            cut_note(20_000, 20_001).as_deref(),
+            Some("20,000 of more than 20,000 shown; --limit N shows more (the newest N)")
+        );
     }
 
     #[test]
