@@ -18,9 +18,10 @@
 //! ACK latency p50/p99/max as `hl7d bench` measured it (from when each message was due),
 //! messages deleted, the load average.
 //!
-//! `--batch N` and `--pause F` set `SqliteOptions::retention_batch` and
-//! `retention_pause` (what one retention step deletes, and how long the writer waits after a
-//! step, as a multiple of the step's own time), to compare settings.
+//! `--batch N`, `--step D` and `--pause F` set `SqliteOptions::retention_batch`,
+//! `retention_step` and `retention_pause` (the most one retention step deletes, how long a
+//! step should take, and how long the writer waits after one, as a multiple of its own
+//! time), to compare settings; without them the store's defaults apply.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -41,6 +42,7 @@ struct Args {
     phase: Duration,
     phases: usize,
     batch: Option<u32>,
+    step: Option<Duration>,
     pause: Option<u32>,
 }
 
@@ -54,6 +56,7 @@ fn parse_args() -> Args {
         phase: Duration::from_secs(30),
         phases: 8,
         batch: None,
+        step: None,
         pause: None,
     };
     let mut it = std::env::args().skip(1);
@@ -68,6 +71,7 @@ fn parse_args() -> Args {
             "--phase" => args.phase = humantime::parse_duration(&value).expect("--phase: e.g. 30s"),
             "--phases" => args.phases = value.parse().expect("--phases: a count"),
             "--batch" => args.batch = Some(value.parse().expect("--batch: a count")),
+            "--step" => args.step = Some(humantime::parse_duration(&value).expect("--step: e.g. 5ms")),
             "--pause" => args.pause = Some(value.parse().expect("--pause: a factor")),
             other => panic!("unknown option {other} (see the file header)"),
         }
@@ -102,6 +106,13 @@ fn load_average() -> String {
 async fn main() {
     let args = parse_args();
     let retention = retention_expiring(&args.dir, args.expire);
+    let defaults = SqliteOptions::default();
+    println!(
+        "retention steps: at most {} messages, about {:?} each, pause {}x",
+        args.batch.unwrap_or(defaults.retention_batch),
+        args.step.unwrap_or(defaults.retention_step),
+        args.pause.unwrap_or(defaults.retention_pause)
+    );
     println!(
         "retention {} ({} expired at the start); {} msg/s over {} connections, {} phases of {}",
         humantime::format_duration(Duration::from_secs(retention.as_secs())),
@@ -120,6 +131,9 @@ async fn main() {
         let mut options = SqliteOptions { retention: on.then_some(retention), ..SqliteOptions::default() };
         if let Some(batch) = args.batch {
             options.retention_batch = batch;
+        }
+        if let Some(step) = args.step {
+            options.retention_step = step;
         }
         if let Some(pause) = args.pause {
             options.retention_pause = pause;

@@ -17,8 +17,9 @@
 //! WAL checkpoints run on their own thread with their own connection (see [`Checkpointer`]):
 //! the writer only notifies it when enough has been written since the last one and never
 //! waits for it, so no commit waits for a checkpoint's fsyncs. Retention runs on the writer
-//! thread between batches, in small steps (at most [`RETENTION_BATCH`] expired messages per
-//! step) so that writes never wait long.
+//! thread between batches, in small steps (each sized to take about [`RETENTION_STEP`], at
+//! most [`RETENTION_BATCH`] messages, with a pause after each) so that writes never wait
+//! long.
 //! Readers use their own read-only connections ([`super::Reader`]); in WAL mode they never
 //! block the writer.
 
@@ -61,8 +62,14 @@ const CHECKPOINT_AFTER_COMMITS: u64 = 500;
 const RESTART_ABOVE_WAL_FRAMES: i64 = 4096;
 /// Most expired messages deleted in one retention step (one short transaction), by default.
 pub const RETENTION_BATCH: i64 = 500;
-/// The writer's pause after a retention step, as a multiple of the step's time, by default.
-pub const RETENTION_PAUSE: u32 = 0;
+/// How long one retention step should take, by default: the writer sizes the steps so
+/// (see [`next_step_rows`]).
+pub const RETENTION_STEP: Duration = Duration::from_millis(5);
+/// The writer's pause after a retention step, as a multiple of the step's time, by default:
+/// retention takes at most a tenth of the writer's time while it works off a backlog.
+pub const RETENTION_PAUSE: u32 = 9;
+/// Messages the first step of a sweep deletes (then sized to [`SqliteOptions::retention_step`]).
+const RETENTION_FIRST_STEP: u32 = 16;
 /// How often retention looks for expired messages once a sweep has found no more.
 const DEFAULT_RETENTION_INTERVAL: Duration = Duration::from_secs(60);
 /// Longest a delivery update nobody waits for is held back to share a later commit.
@@ -93,6 +100,10 @@ pub struct SqliteOptions {
     /// Most expired messages one retention step deletes, in one transaction (default
     /// [`RETENTION_BATCH`]).
     pub retention_batch: u32,
+    /// How long one retention step should take (default [`RETENTION_STEP`]): messages that
+    /// arrive meanwhile wait for it, so the writer sizes each step from the time the last
+    /// one took per message deleted.
+    pub retention_step: Duration,
     /// While expired messages remain, the writer waits this many times the last step's own
     /// duration before the next step (default [`RETENTION_PAUSE`]), so that retention takes
     /// at most `1 / (1 + pause)` of the writer's time; 0 runs the next step right after the
@@ -141,6 +152,7 @@ impl Default for SqliteOptions {
             retention: None,
             retention_interval: DEFAULT_RETENTION_INTERVAL,
             retention_batch: RETENTION_BATCH as u32,
+            retention_step: RETENTION_STEP,
             retention_pause: RETENTION_PAUSE,
             durability: Durability::Full,
             connection_setup: None,
@@ -207,6 +219,7 @@ impl SqliteStore {
         let counters = Arc::new(Counters::default());
         let (sender, receiver) = mpsc::channel();
         let checkpointer = Checkpointer::start(&file, options.durability, counters.clone())?;
+        let retention_rows = RETENTION_FIRST_STEP.min(options.retention_batch.max(1));
         let writer = Writer {
             file: file.clone(),
             next_retention: Instant::now(),
@@ -219,6 +232,7 @@ impl SqliteStore {
             swept: 0,
             kept: 0,
             retention_cursor: None,
+            retention_rows,
             checkpointer: Some(checkpointer),
             deferred: Vec::new(),
             deferred_since: None,
@@ -405,6 +419,8 @@ struct Writer {
     /// looked at (`None` between sweeps). Expired messages kept for their deliveries are
     /// passed over, not looked at again in every step.
     retention_cursor: Option<(i64, i64)>,
+    /// Messages the next retention step deletes (see [`next_step_rows`]).
+    retention_rows: u32,
     /// Taken (stopped and joined) by `close`.
     checkpointer: Option<Checkpointer>,
     /// Delivery updates nobody waits for (an attempt's claim): written with the next batch,
@@ -624,9 +640,14 @@ impl Writer {
         }
     }
 
-    /// Deletes at most [`RETENTION_BATCH`] expired messages. A full step means more may be
-    /// waiting: the next step comes right after the next batch of messages (or at once when
-    /// idle), so deletion proceeds in small transactions interleaved with writes.
+    /// Looks at a few expired messages in one transaction and deletes those with no delivery
+    /// still to do ([`expire_step`]): as many as the last step says fit in
+    /// [`SqliteOptions::retention_step`] (at most [`SqliteOptions::retention_batch`]). A
+    /// full step means more may be waiting: the next one comes after a pause of
+    /// [`SqliteOptions::retention_pause`] times this one's duration, so that a backlog (a
+    /// shortened retention, a store that was off) is worked off in short transactions that
+    /// take a bounded share of the writer's time, and messages arriving meanwhile wait at
+    /// most about one step.
     fn retention_step(&mut self) {
         let interval = self.options.retention_interval;
         let Some(retention) = self.options.retention else {
@@ -635,7 +656,7 @@ impl Writer {
         };
         let cutoff = SystemTime::now().checked_sub(retention).map_or(i64::MIN, micros);
         let cursor = self.retention_cursor;
-        let batch = self.options.retention_batch.max(1);
+        let rows = self.retention_rows;
         let conn = match self.connection() {
             Ok(conn) => conn,
             Err(reason) => {
@@ -645,19 +666,19 @@ impl Writer {
             }
         };
         let started = Instant::now();
-        match expire_step(conn, cutoff, cursor, batch) {
+        match expire_step(conn, cutoff, cursor, rows) {
             Ok(step) => {
+                let elapsed = started.elapsed();
                 self.counters.expired.fetch_add(step.deleted, Ordering::Relaxed);
                 self.counters.kept_undelivered.fetch_add(step.kept, Ordering::Relaxed);
                 self.commits_since_checkpoint += 1;
                 self.swept += step.deleted;
                 self.kept += step.kept;
-                if step.examined == batch as usize {
-                    // More may be waiting: the next step after a pause in proportion to this
-                    // one (none by default), so that retention takes a bounded share of the
-                    // writer's time.
+                if step.examined == rows as usize {
+                    let (target, most) = (self.options.retention_step, self.options.retention_batch);
+                    self.retention_rows = next_step_rows(rows, elapsed, target, most);
                     self.retention_cursor = step.last;
-                    self.next_retention = Instant::now() + started.elapsed() * self.options.retention_pause;
+                    self.next_retention = Instant::now() + elapsed * self.options.retention_pause;
                 } else {
                     if self.swept > 0 {
                         info!(deleted = self.swept, retention = %humantime::format_duration(retention),
@@ -703,6 +724,15 @@ impl Writer {
         }
         debug!(path = %self.file.display(), "message store closed");
     }
+}
+
+/// The size of the next retention step: `rows` scaled by how far the last step's `elapsed`
+/// was from `target`, at most doubling or halving at once (one slow step, a checkpoint or
+/// another process's I/O, does not collapse it), within `1..=most`.
+fn next_step_rows(rows: u32, elapsed: Duration, target: Duration, most: u32) -> u32 {
+    let scaled = f64::from(rows) * target.as_secs_f64() / elapsed.as_secs_f64().max(1e-6);
+    let bounded = scaled.clamp(f64::from(rows) / 2.0, f64::from(rows) * 2.0);
+    (bounded as u32).clamp(1, most.max(1))
 }
 
 /// The checkpoint thread: its own read-write connection to the database file, which it
@@ -1511,6 +1541,21 @@ mod tests {
         assert!(std::fs::metadata(&wal).map_or(true, |m| m.len() == 0), "WAL left behind after close");
         let reader = Reader::open(&dir).unwrap();
         assert_eq!(reader.count().unwrap(), messages as u64);
+    }
+
+    #[test]
+    fn retention_steps_are_sized_to_take_the_target_time() {
+        let ms = Duration::from_millis;
+        // On target: unchanged. Twice too slow: halved. Much too fast: at most doubled.
+        assert_eq!(next_step_rows(100, ms(5), ms(5), 500), 100);
+        assert_eq!(next_step_rows(100, ms(10), ms(5), 500), 50);
+        assert_eq!(next_step_rows(100, ms(1), ms(5), 500), 200);
+        // One very slow step halves, no more.
+        assert_eq!(next_step_rows(100, ms(2000), ms(5), 500), 50);
+        // Within 1..=most.
+        assert_eq!(next_step_rows(400, ms(1), ms(5), 500), 500);
+        assert_eq!(next_step_rows(1, ms(50), ms(5), 500), 1);
+        assert_eq!(next_step_rows(16, Duration::ZERO, ms(5), 500), 32);
     }
 
     #[test]
