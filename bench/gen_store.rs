@@ -8,6 +8,10 @@
 //! target/release/examples/gen_store --dry-run --messages 200000                 # sizes and mix only
 //! ```
 //!
+//! `--page-size N` makes the store with another SQLite page size than hl7d's (4 KiB), for
+//! the size comparison in BENCHMARKS.md; `--messages`, `--patients`, `--senders`, `--days`,
+//! `--end` (RFC 3339; give it when resuming), `--seed` change what is generated.
+//!
 //! Every message goes the listener's way into the store: `hl7_proto::inbound::inspect`
 //! (parse, MSH view, checks, charset), `ack::decide`, [`NewMessage::received`] (header
 //! columns and the key fields, `KeyFields`, extracted from the bytes) and
@@ -69,6 +73,7 @@ struct Args {
     end: SystemTime,
     seed: u64,
     dry_run: bool,
+    page_size: Option<u32>,
 }
 
 fn parse_args() -> Args {
@@ -81,6 +86,7 @@ fn parse_args() -> Args {
         end: SystemTime::now(),
         seed: 14,
         dry_run: false,
+        page_size: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -102,6 +108,7 @@ fn parse_args() -> Args {
                     .expect("--end: an RFC 3339 time (2026-12-01T00:00:00Z)")
             }
             "--seed" => args.seed = number("--seed"),
+            "--page-size" => args.page_size = Some(number("--page-size") as u32),
             other => panic!("unknown option {other} (see the file header)"),
         }
     }
@@ -124,6 +131,9 @@ fn main() {
         connection_setup: Some(ConnectionSetup::new(|conn| conn.pragma_update(None, "cache_size", -262_144))),
         ..SqliteOptions::default()
     };
+    if let Some(page_size) = args.page_size {
+        create_with_page_size(&dir, page_size);
+    }
     let store = SqliteStore::open(&dir, options).expect("open the store");
     // Resume: every index below `first` has its accepted row (batches commit in order).
     let first = Reader::open(&dir)
@@ -188,6 +198,23 @@ fn main() {
         elapsed.as_secs_f64()
     );
     println!("{rows} rows, database file {file} bytes");
+}
+
+/// `--page-size N` (an experiment; hl7d makes its stores with SQLite's default, 4 KiB):
+/// creates the database file with that page size before the store opens it, so that the
+/// schema and every message are written in pages of that size. An existing file keeps its.
+fn create_with_page_size(dir: &std::path::Path, page_size: u32) {
+    let file = dir.join(hl7d::store::DATABASE_FILE);
+    if file.exists() {
+        return;
+    }
+    hl7d::private_files::create_dir_all(dir).expect("create the store's directory");
+    let conn = rusqlite::Connection::open(&file).expect("create the database file");
+    conn.pragma_update(None, "page_size", page_size).expect("page_size");
+    // Writing the header fixes the page size.
+    let _: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0)).expect("WAL");
+    drop(conn);
+    hl7d::private_files::secure_file(&file).expect("0600");
 }
 
 /// `--dry-run`: the sizes and the mix of the first `--messages` messages, nothing written.
