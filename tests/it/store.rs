@@ -862,7 +862,9 @@ async fn list_json_and_show_print_the_key_fields() {
         serde_json::from_slice(&hl7d(&["messages", "show", "--config", config, &id, "--json"])).unwrap();
     assert_eq!(shown["key_fields"], full["key_fields"]);
     let shown = String::from_utf8(hl7d(&["messages", "show", "--config", config, &id])).unwrap();
-    for line in ["patient_id           PAT&77", "visit_number         V-2026-0042", "placer_order         PLC-1"] {
+    for line in
+        ["patient_id           PAT&77", "visit_number         V-2026-0042", "placer_order         PLC-1"]
+    {
         assert!(shown.lines().any(|l| l == line), "{line:?} not in\n{shown}");
     }
     let id = bare["id"].to_string();
