@@ -11,7 +11,8 @@
 #
 # A variant is NAME=BINARY, optionally followed by :VAR=VALUE pairs put in that server's
 # environment. The first variant is the reference: the report gives, per variant, the
-# median and range of msg/s, ACK p50/p99/max, messages per commit, server CPU time per
+# median and range of msg/s, ACK p50/p99/max, messages per commit and the mean time of a
+# commit (the writer's transaction, fsync included), server CPU time per
 # message (all threads, and the store's writer thread alone; from /proc), and its ratio to
 # the reference in each repetition (ratios within one repetition are what stands on a shared
 # machine; the spread of the reference's own repetitions says how much noise there is).
@@ -111,11 +112,13 @@ for spec in "$@"; do
     log "$name: ${environment[*]:-} $binary (pid ${PID_OF[$name]}, port $port)"
 done
 
-# Messages and commits so far: the sum and count of the messages-per-commit histogram.
+# Messages and commits so far (the sum and count of the messages-per-commit histogram), and
+# the time spent in commits, fsync included, in microseconds.
 store_counters() {
     curl -sf "http://127.0.0.1:${ADMIN_OF[$1]}/metrics" |
         awk '$1 == "hl7d_store_commit_messages_sum" { s = $2 } $1 == "hl7d_store_commit_messages_count" { c = $2 }
-             END { printf "%d %d\n", s, c }'
+             $1 == "hl7d_store_commit_seconds_sum" { t = $2 }
+             END { printf "%d %d %d\n", s, c, t * 1e6 }'
 }
 
 # CPU time in clock ticks (utime + stime) of the whole server and of its store writer thread.
@@ -138,17 +141,20 @@ bench() {   # bench NAME REP
     read -r -a cpu_after < <(cpu_ticks "$name")
     read -r -a after < <(store_counters "$name")
     python3 - "$RESULTS" "$name" "$rep" "$out" $((after[0] - before[0])) $((after[1] - before[1])) \
-        $((cpu_after[0] - cpu_before[0])) $((cpu_after[1] - cpu_before[1])) "$(getconf CLK_TCK)" <<'PY'
+        $((cpu_after[0] - cpu_before[0])) $((cpu_after[1] - cpu_before[1])) "$(getconf CLK_TCK)" \
+        $((after[2] - before[2])) <<'PY'
 import json, sys
-results, name, rep, out, messages, commits, cpu, writer_cpu, tck = sys.argv[1:10]
+results, name, rep, out, messages, commits, cpu, writer_cpu, tck, commit_us = sys.argv[1:11]
 r = json.loads(out)
-r.update(variant=name, rep=int(rep), store_messages=int(messages), store_commits=int(commits))
+r.update(variant=name, rep=int(rep), store_messages=int(messages), store_commits=int(commits),
+         commit_us=int(commit_us))
 acked = max(r["acked"], 1)
 r.update(cpu_us_per_msg=int(cpu) / int(tck) * 1e6 / acked, writer_cpu_us_per_msg=int(writer_cpu) / int(tck) * 1e6 / acked)
 open(results, "a").write(json.dumps(r) + "\n")
 lat = r["latency_us"]
 print(f"ab: rep {rep} {name:<12} {r['messages_per_s']:>8.0f} msg/s  p50 {lat['p50']:>7.0f} us  "
       f"p99 {lat['p99']:>7.0f} us  max {lat['max']:>8.0f} us  {int(messages) / max(int(commits), 1):>5.1f} msg/commit  "
+      f"commit {int(commit_us) / max(int(commits), 1):.0f} us  "
       f"CPU {r['cpu_us_per_msg']:.0f} us/msg (writer {r['writer_cpu_us_per_msg']:.0f})  errors {r['errors']}", file=sys.stderr)
 PY
 }
@@ -175,18 +181,20 @@ by = {n: {r["rep"]: r for r in rows if r["variant"] == n} for n in names}
 ref = names[0]
 print(f"{len(by[ref])} repetitions of {duration} at {connections} connections{' (TLS)' if tls == '1' else ''}, "
       f"interleaved; load average {load_before} before, {load_after} after")
-print(f"| variant | msg/s median (range) | ratio to {ref}: median (range of the repetitions) | ACK p50 µs | p99 µs | max µs | msg/commit | server CPU µs/msg (writer thread) | errors |")
-print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+print(f"| variant | msg/s median (range) | ratio to {ref}: median (range of the repetitions) | ACK p50 µs | p99 µs | max µs | msg/commit | commit µs (mean) | server CPU µs/msg (writer thread) | errors |")
+print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
 for n in names:
     reps = by[n]
     rates = [r["messages_per_s"] for r in reps.values()]
     ratios = [reps[k]["messages_per_s"] / by[ref][k]["messages_per_s"] for k in reps if k in by[ref]]
     med = lambda key: statistics.median(r["latency_us"][key] for r in reps.values())
-    per_commit = sum(r["store_messages"] for r in reps.values()) / max(1, sum(r["store_commits"] for r in reps.values()))
+    commits = max(1, sum(r["store_commits"] for r in reps.values()))
+    per_commit = sum(r["store_messages"] for r in reps.values()) / commits
+    commit_us = sum(r["commit_us"] for r in reps.values()) / commits
     errors = sum(r["errors"] for r in reps.values())
     print(f"| {n} | {statistics.median(rates):,.0f} ({min(rates):,.0f}–{max(rates):,.0f}) | "
           f"{statistics.median(ratios):.3f} ({min(ratios):.3f}–{max(ratios):.3f}) | {med('p50'):,.0f} | "
-          f"{med('p99'):,.0f} | {max(r['latency_us']['max'] for r in reps.values()):,.0f} | {per_commit:.1f} | "
+          f"{med('p99'):,.0f} | {max(r['latency_us']['max'] for r in reps.values()):,.0f} | {per_commit:.1f} | {commit_us:,.0f} | "
           f"{statistics.median(r['cpu_us_per_msg'] for r in reps.values()):.0f} "
           f"({statistics.median(r['writer_cpu_us_per_msg'] for r in reps.values()):.0f}) | {errors} |")
 PY
