@@ -8,6 +8,10 @@
 //! for a batch to fill); under load, the messages that arrive during one fsync share the
 //! next one.
 //!
+//! The answers of a batch go to the waiting appends through [`Answers`]: one wake-up of a
+//! task on the runtime that opened the store per batch, rather than one wake-up per message
+//! from the writer's thread (less server CPU per message: BENCHMARKS.md, "Write path").
+//!
 //! After an error the writer drops its connection and answers the whole batch with
 //! [`StoreError::Unavailable`]; the next batch opens a fresh connection. So a full disk or an
 //! I/O error costs error ACKs while it lasts, and the store works again without a restart
@@ -33,7 +37,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use hl7_proto::ack::AckCode;
 use hl7_proto::keys::duplicate_key_of;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, ToSql, TransactionBehavior};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc as tokio_mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 
 use super::fields;
@@ -221,6 +225,7 @@ impl SqliteStore {
         let checkpointer = Checkpointer::start(&file, options.durability, counters.clone())?;
         let retention_rows = RETENTION_FIRST_STEP.min(options.retention_batch.max(1));
         let writer = Writer {
+            answers: Answers::start(),
             file: file.clone(),
             next_retention: Instant::now(),
             options,
@@ -360,7 +365,57 @@ impl Request {
 /// One message for the writer thread.
 struct Append {
     message: NewMessage,
-    reply: oneshot::Sender<Result<Appended, StoreError>>,
+    reply: Reply,
+}
+
+type Reply = oneshot::Sender<Result<Appended, StoreError>>;
+
+/// How the writer hands a finished batch's answers to the appends waiting for them; it is
+/// called only once the batch's transaction has committed (or failed).
+///
+/// Completing a oneshot wakes the task waiting on it. Woken from the writer's thread, which
+/// is not one of the runtime's, every wake-up goes through the runtime's shared queue and
+/// may unpark a worker: one of those per message. So when the store is opened on a tokio
+/// runtime (as `serve` does), one task there does it instead: the writer sends it the whole
+/// batch (one wake-up), and the tasks it wakes go to its worker's own run queue.
+enum Answers {
+    /// The answering task on the runtime that opened the store.
+    Task(tokio_mpsc::UnboundedSender<Vec<(Reply, Result<Appended, StoreError>)>>),
+    /// No runtime at open (tools, some tests): the writer completes the oneshots itself.
+    Direct,
+}
+
+impl Answers {
+    fn start() -> Answers {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return Answers::Direct };
+        let (batches, mut received) = tokio_mpsc::unbounded_channel::<Vec<(Reply, _)>>();
+        // Ends when the writer drops its sender (the store closed).
+        runtime.spawn(async move {
+            while let Some(batch) = received.recv().await {
+                for (reply, answer) in batch {
+                    // The connection may have gone meanwhile; the message is stored anyway
+                    // and a resend will be recognised as a duplicate.
+                    let _ = reply.send(answer);
+                }
+            }
+        });
+        Answers::Task(batches)
+    }
+
+    /// Never blocks. When the answering task is gone (its runtime shut down), the writer
+    /// answers itself.
+    fn send(&self, batch: Vec<(Reply, Result<Appended, StoreError>)>) {
+        let batch = match self {
+            Answers::Task(task) => match task.send(batch) {
+                Ok(()) => return,
+                Err(tokio_mpsc::error::SendError(batch)) => batch,
+            },
+            Answers::Direct => batch,
+        };
+        for (reply, answer) in batch {
+            let _ = reply.send(answer);
+        }
+    }
 }
 
 /// What a batch came to, request by request.
@@ -400,6 +455,8 @@ impl Counters {
 
 /// State of the writer thread.
 struct Writer {
+    /// Where a committed (or failed) batch's answers go.
+    answers: Answers,
     file: PathBuf,
     options: SqliteOptions,
     /// `None` after an error: reopened for the next batch.
@@ -524,12 +581,11 @@ impl Writer {
                     elapsed_us = started.elapsed().as_micros() as u64,
                     "store batch committed"
                 );
+                let mut answers = Vec::with_capacity(batch.len());
                 for (request, outcome) in batch.into_iter().zip(outcomes) {
                     match (request, outcome) {
-                        // The connection may have gone meanwhile; the message is stored anyway
-                        // and a resend will be recognised as a duplicate.
                         (Request::Append(append), Written::Append(outcome)) => {
-                            let _ = append.reply.send(Ok(outcome));
+                            answers.push((append.reply, Ok(outcome)));
                         }
                         (Request::Deliveries { reply: Some(reply), .. }, Written::Deliveries(changed)) => {
                             let _ = reply.send(Ok(changed));
@@ -539,6 +595,8 @@ impl Writer {
                         _ => {}
                     }
                 }
+                // The appends' answers in one hand-over (see [`Answers`]).
+                self.answers.send(answers);
                 // After the commit: the engine reads what it is woken for.
                 for notify in woken {
                     notify.notify_one();
@@ -553,18 +611,18 @@ impl Writer {
                 // connection again: reopen for the next batch.
                 self.conn = None;
                 self.reopen_after = Some(Instant::now() + REOPEN_BACKOFF);
+                let mut answers = Vec::new();
                 for request in batch {
                     let error = StoreError::Unavailable(reason.clone());
                     match request {
-                        Request::Append(append) => {
-                            let _ = append.reply.send(Err(error));
-                        }
+                        Request::Append(append) => answers.push((append.reply, Err(error))),
                         Request::Deliveries { reply: Some(reply), .. } => {
                             let _ = reply.send(Err(error));
                         }
                         Request::Deliveries { reply: None, .. } => {}
                     }
                 }
+                self.answers.send(answers);
             }
         }
     }
@@ -1541,6 +1599,95 @@ mod tests {
         assert!(std::fs::metadata(&wal).map_or(true, |m| m.len() == 0), "WAL left behind after close");
         let reader = Reader::open(&dir).unwrap();
         assert_eq!(reader.count().unwrap(), messages as u64);
+    }
+
+    /// A writer connection on which every COMMIT of a batch holding a message with control
+    /// id `doomed` fails, after each of its INSERTs succeeded: a trigger gives it a child
+    /// row whose deferred foreign key is only checked at COMMIT. Temporary objects belong
+    /// to the connection, so the setup makes them again on every reopen.
+    fn commit_fails_for_doomed() -> ConnectionSetup {
+        ConnectionSetup::new(|conn| {
+            conn.execute_batch(
+                "PRAGMA foreign_keys = ON;
+                 CREATE TEMP TABLE IF NOT EXISTS parent (id INTEGER PRIMARY KEY);
+                 CREATE TEMP TABLE IF NOT EXISTS child
+                     (parent_id INTEGER REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED);
+                 CREATE TEMP TRIGGER IF NOT EXISTS doom AFTER INSERT ON main.messages
+                     WHEN NEW.control_id = 'doomed' BEGIN INSERT INTO child VALUES (1); END;",
+            )
+        })
+    }
+
+    /// Issue 14 (one wake-up per batch): an append is answered only after its batch's
+    /// transaction committed — on the answering task (store opened on a runtime, as `serve`
+    /// does) as well as by the writer itself (no runtime). A batch whose COMMIT fails is
+    /// answered with an error and nothing of it is stored; an answer given before the
+    /// COMMIT would be `New`. And once the answering task's runtime is gone, the writer
+    /// answers by itself.
+    #[test]
+    fn appends_are_answered_only_after_their_batch_committed() {
+        for on_runtime in [false, true] {
+            let tmp = tempfile::tempdir().unwrap();
+            let dir = tmp.path().join("answers");
+            let options = SqliteOptions {
+                connection_setup: Some(commit_fails_for_doomed()),
+                ..SqliteOptions::default()
+            };
+            let rt = runtime();
+            let store = if on_runtime {
+                rt.block_on(async { SqliteStore::open(&dir, options) }).unwrap()
+            } else {
+                SqliteStore::open(&dir, options).unwrap()
+            };
+            let reader = Reader::open(&dir).unwrap();
+            let mut expected = vec!["first", "after", "later"];
+            if on_runtime {
+                // The answers go through a task on that runtime: committed, the append is
+                // not answered until the runtime runs.
+                let mut queued = store.append(message("queued", b"MSH|0"));
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while store.stats().stored == 0 {
+                    assert!(Instant::now() < deadline, "not committed: {:?}", store.stats());
+                    thread::sleep(Duration::from_millis(1));
+                }
+                let mut idle = std::task::Context::from_waker(std::task::Waker::noop());
+                assert!(queued.as_mut().poll(&mut idle).is_pending());
+                assert_eq!(rt.block_on(queued).unwrap(), Appended::New);
+                expected.insert(0, "queued");
+            }
+
+            assert_eq!(rt.block_on(store.append(message("first", b"MSH|1"))).unwrap(), Appended::New);
+            // Answered after the COMMIT: another connection sees the row already.
+            let stored = expected.len() as u64 - 2;
+            assert_eq!(reader.count().unwrap(), stored, "on_runtime={on_runtime}");
+
+            // Every INSERT of this batch succeeds; its COMMIT does not.
+            let doomed = rt.block_on(store.append(message("doomed", b"MSH|2")));
+            assert!(
+                matches!(&doomed, Err(StoreError::Unavailable(reason)) if reason.contains("FOREIGN KEY")),
+                "on_runtime={on_runtime}: {doomed:?}"
+            );
+            assert_eq!(reader.count().unwrap(), stored, "on_runtime={on_runtime}");
+            assert_eq!(store.stats().failed_batches, 1);
+
+            // The writer reopened its connection (setup included) and goes on.
+            assert_eq!(rt.block_on(store.append(message("after", b"MSH|3"))).unwrap(), Appended::New);
+            assert_eq!(reader.count().unwrap(), stored + 1, "on_runtime={on_runtime}");
+
+            // The runtime that held the answering task is gone: answered all the same.
+            drop(rt);
+            let later = runtime();
+            assert_eq!(later.block_on(store.append(message("later", b"MSH|4"))).unwrap(), Appended::New);
+            store.close();
+            let ids: Vec<String> = Reader::open(&dir)
+                .unwrap()
+                .list(&Filter { oldest_first: true, ..Filter::default() })
+                .unwrap()
+                .into_iter()
+                .map(|m| m.control_id)
+                .collect();
+            assert_eq!(ids, expected, "on_runtime={on_runtime}");
+        }
     }
 
     #[test]
