@@ -18,7 +18,7 @@
 //! ACK latency p50/p99/max as `hl7d bench` measured it (from when each message was due),
 //! messages deleted, the load average.
 //!
-//! `--batch N`, `--step D` and `--pause F` set `SqliteOptions::retention_batch`,
+//! `--batch N`, `--step D` and `--pause F` (or `F1,F2,…`: the "on" phases take them in turn) set `SqliteOptions::retention_batch`,
 //! `retention_step` and `retention_pause` (the most one retention step deletes, how long a
 //! step should take, and how long the writer waits after one, as a multiple of its own
 //! time), to compare settings; without them the store's defaults apply.
@@ -43,7 +43,7 @@ struct Args {
     phases: usize,
     batch: Option<u32>,
     step: Option<Duration>,
-    pause: Option<u32>,
+    pause: Vec<u32>,
 }
 
 fn parse_args() -> Args {
@@ -57,7 +57,7 @@ fn parse_args() -> Args {
         phases: 8,
         batch: None,
         step: None,
-        pause: None,
+        pause: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -72,7 +72,10 @@ fn parse_args() -> Args {
             "--phases" => args.phases = value.parse().expect("--phases: a count"),
             "--batch" => args.batch = Some(value.parse().expect("--batch: a count")),
             "--step" => args.step = Some(humantime::parse_duration(&value).expect("--step: e.g. 5ms")),
-            "--pause" => args.pause = Some(value.parse().expect("--pause: a factor")),
+            "--pause" => {
+                args.pause =
+                    value.split(',').map(|f| f.trim().parse().expect("--pause: factors, e.g. 9,19")).collect()
+            }
             other => panic!("unknown option {other} (see the file header)"),
         }
     }
@@ -108,10 +111,10 @@ async fn main() {
     let retention = retention_expiring(&args.dir, args.expire);
     let defaults = SqliteOptions::default();
     println!(
-        "retention steps: at most {} messages, about {:?} each, pause {}x",
+        "retention steps: at most {} messages, about {:?} each, pause {:?}x",
         args.batch.unwrap_or(defaults.retention_batch),
         args.step.unwrap_or(defaults.retention_step),
-        args.pause.unwrap_or(defaults.retention_pause)
+        if args.pause.is_empty() { vec![defaults.retention_pause] } else { args.pause.clone() }
     );
     println!(
         "retention {} ({} expired at the start); {} msg/s over {} connections, {} phases of {}",
@@ -123,7 +126,7 @@ async fn main() {
         humantime::format_duration(args.phase)
     );
     println!(
-        "{:>5} {:>9} {:>8} {:>9} {:>9} {:>9} {:>9} {:>8}  load",
+        "{:>5} {:>10} {:>8} {:>9} {:>9} {:>9} {:>9} {:>8}  load",
         "phase", "retention", "acked", "p50 ms", "p99 ms", "max ms", "deleted", "errors"
     );
     for phase in 0..args.phases {
@@ -135,7 +138,9 @@ async fn main() {
         if let Some(step) = args.step {
             options.retention_step = step;
         }
-        if let Some(pause) = args.pause {
+        // "On" phases take the pause factors in turn.
+        let pause = (!args.pause.is_empty()).then(|| args.pause[(phase / 2) % args.pause.len()]);
+        if let Some(pause) = pause {
             options.retention_pause = pause;
         }
         let store = Arc::new(SqliteStore::open(&args.dir, options).expect("open the store"));
@@ -168,9 +173,13 @@ async fn main() {
         let latency = &report["latency_us"];
         let ms = |key: &str| latency[key].as_f64().unwrap_or(f64::NAN) / 1000.0;
         println!(
-            "{:>5} {:>9} {:>8} {:>9.2} {:>9.2} {:>9.1} {:>9} {:>8}  {}",
+            "{:>5} {:>10} {:>8} {:>9.2} {:>9.2} {:>9.1} {:>9} {:>8}  {}",
             phase + 1,
-            if on { "on" } else { "off" },
+            if on {
+                format!("on {}x", pause.unwrap_or(SqliteOptions::default().retention_pause))
+            } else {
+                "off".to_owned()
+            },
             report["acked"],
             ms("p50"),
             ms("p99"),
