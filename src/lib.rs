@@ -14,6 +14,7 @@ pub mod admin;
 pub mod audit;
 pub mod bench;
 pub mod config;
+pub mod console;
 pub mod delivery;
 pub mod expiry;
 pub mod listener;
