@@ -38,7 +38,7 @@ use hl7_proto::ack::AckCode;
 use hl7_proto::keys::duplicate_key_of;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, ToSql, TransactionBehavior};
 use tokio::sync::{mpsc as tokio_mpsc, oneshot};
-use tracing::{debug, error, info, warn};
+use tracing::{debug, error, info, trace, warn};
 
 use super::fields;
 use super::queue::{self, DeliveryUpdate, RouteTable, SharedRouteTable};
@@ -84,6 +84,9 @@ const DEFAULT_RETENTION_INTERVAL: Duration = Duration::from_secs(60);
 const DEFER_AT_MOST: Duration = Duration::from_millis(100);
 /// After a write error, the writer waits this long before it may reopen the database.
 const REOPEN_BACKOFF: Duration = Duration::from_millis(100);
+/// A batch whose first message waited this long from `append` to its answer is logged at
+/// debug level with where the time went (to explain ACK latency stalls; no message content).
+const SLOW_BATCH: Duration = Duration::from_millis(10);
 
 /// How hard a commit tries to reach the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -330,7 +333,7 @@ impl std::fmt::Debug for SqliteStore {
 impl MessageStore for SqliteStore {
     fn append(&self, message: NewMessage) -> BoxFuture<'_, Result<Appended, StoreError>> {
         let (reply, answer) = oneshot::channel();
-        let queued = self.send(Request::Append(Append { message, reply }));
+        let queued = self.send(Request::Append(Append { message, reply, queued: Instant::now() }));
         Box::pin(async move {
             queued?;
             // The writer answers every request it takes; a dropped reply means it is gone.
@@ -370,6 +373,8 @@ impl Request {
 struct Append {
     message: NewMessage,
     reply: Reply,
+    /// When `append` queued it.
+    queued: Instant,
 }
 
 type Reply = oneshot::Sender<Result<Appended, StoreError>>;
@@ -528,7 +533,28 @@ impl Writer {
                     next = requests.try_recv().ok();
                 }
             }
-            self.commit(batch, bytes as u64);
+            let oldest = batch.iter().find_map(|request| match request {
+                Request::Append(append) => Some(append.queued),
+                _ => None,
+            });
+            if let Some(oldest) = oldest {
+                let (messages, started) = (batch.len(), Instant::now());
+                self.commit(batch, bytes as u64);
+                let answered = Instant::now();
+                if answered - oldest >= SLOW_BATCH {
+                    // The queue is FIFO, so the batch's first message waited longest: in the
+                    // queue while the writer was busy (the previous batch, a WAL restart, a
+                    // retention step), then in this batch's commit.
+                    debug!(
+                        messages,
+                        queued_us = (started - oldest).as_micros() as u64,
+                        commit_us = (answered - started).as_micros() as u64,
+                        "store batch slow"
+                    );
+                }
+            } else {
+                self.commit(batch, bytes as u64);
+            }
             self.checkpoint_if_due();
             self.restart_wal_if_wanted();
             if Instant::now() >= self.next_retention {
@@ -577,7 +603,8 @@ impl Writer {
                 crate::metrics::store_commit(started.elapsed(), messages as usize);
                 self.bytes_since_checkpoint += bytes;
                 self.commits_since_checkpoint += 1;
-                debug!(
+                // Every batch: trace level; a slow one also comes at debug ("store batch slow").
+                trace!(
                     messages,
                     delivery_updates = batch.len() as u64 - messages,
                     queued,
@@ -733,6 +760,14 @@ impl Writer {
                 let elapsed = started.elapsed();
                 self.counters.expired.fetch_add(step.deleted, Ordering::Relaxed);
                 self.counters.kept_undelivered.fetch_add(step.kept, Ordering::Relaxed);
+                if step.deleted > 0 {
+                    debug!(
+                        deleted = step.deleted,
+                        kept = step.kept,
+                        elapsed_us = elapsed.as_micros() as u64,
+                        "store retention step"
+                    );
+                }
                 self.commits_since_checkpoint += 1;
                 self.swept += step.deleted;
                 self.kept += step.kept;
