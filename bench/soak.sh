@@ -4,6 +4,7 @@
 #
 #   bench/soak.sh                    # 30 minutes
 #   SOAK_MINUTES=2 bench/soak.sh     # the short version (~2.5 minutes after the build)
+#   STALLS=1 SOAK_MINUTES=10 bench/soak.sh   # also: where the store's slow batches came from
 #
 # Traffic, all on 127.0.0.1 against one hl7d with a plaintext and a TLS listener (SQLite
 # store, fsync before every positive ACK):
@@ -15,6 +16,10 @@
 # Then everything stops, the listener's limits close what is left, and one more sample is
 # taken: descriptors must be back at their idle count. The verdict line compares memory
 # in the last third of the run with the first third (after a one-minute warm-up).
+#
+# With STALLS=1 the server logs the store's timing at debug level (slow batches, checkpoints,
+# WAL restarts; no message content), bench/disk_probe.py samples the disk's sync time beside
+# it, and bench/stalls.py says at the end which slow batches coincided with what.
 #
 # Needs: cargo, python3. Writes only under target/soak.*; KEEP=1 keeps that directory.
 # Everything the script starts is stopped on exit (trap); the server also stops by itself
@@ -103,6 +108,9 @@ cert = "$WORK/pki/server.pem"
 key = "$WORK/pki/server.key"
 handshake_timeout = "2s"
 EOF
+if [[ -n ${STALLS:-} ]]; then
+    export RUST_LOG=warn,hl7d::store::sqlite=debug
+fi
 timeout $((SECONDS_TOTAL + 300)) "$HL7D" serve --config "$WORK/hl7d.toml" 2>"$WORK/hl7d.log" &
 PIDS+=("$!")
 for _ in $(seq 1 200); do
@@ -146,6 +154,13 @@ timeout $((SECONDS_TOTAL + 120)) python3 "$ROOT/bench/soak_clients.py" --plain "
 PIDS+=("$!")
 CLIENTS+=("$!")
 
+if [[ -n ${STALLS:-} ]]; then
+    # Beside the store, on the same disk.
+    timeout $((SECONDS_TOTAL + 60)) python3 "$ROOT/bench/disk_probe.py" "$WORK" "$WORK/disk_probe.log" \
+        "$SECONDS_TOTAL" &
+    PIDS+=("$!")
+fi
+log "load average at the start: $(cut -d' ' -f1-3 /proc/loadavg)"
 started=$SECONDS
 while ((SECONDS - started < SECONDS_TOTAL)); do
     sleep "$SAMPLE_SECONDS"
@@ -179,6 +194,10 @@ print(f"soak: {name}: {r.get('acked')} acked, {r.get('rejected')} rejected, {r.g
 PY
 done
 log "bad clients: $(cat "$WORK/bad_clients.json" 2>/dev/null || echo 'no result')"
+log "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
+if [[ -n ${STALLS:-} ]]; then
+    python3 "$ROOT/bench/stalls.py" "$WORK/hl7d.log" "$WORK/disk_probe.log" >&2 || log "no stall analysis"
+fi
 stuck=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["stuck"])' "$WORK/bad_clients.json" 2>/dev/null || echo "?")
 
 # The server still answers after all of it.
