@@ -25,6 +25,7 @@
 pub mod backup;
 pub mod deliveries;
 mod fields;
+pub mod postgres;
 mod purge;
 pub mod queue;
 mod read;

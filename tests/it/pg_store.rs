@@ -20,3 +20,30 @@ async fn each_test_gets_a_fresh_database() {
         .get(0);
     assert_eq!(tables, 0, "the second database is empty");
 }
+
+use hl7d::store::postgres::schema::{self, PG_SCHEMA_VERSION};
+
+/// Several nodes starting together on a new database: every open succeeds and exactly one
+/// of them applies the migrations (the advisory lock).
+#[tokio::test]
+async fn concurrent_opens_migrate_once() {
+    let Some(db) = TestDb::create("concurrent_opens_migrate_once").await else { return };
+    let opens = (0..6).map(|_| {
+        let url = db.url.clone();
+        tokio::spawn(async move {
+            let (mut client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+            tokio::spawn(connection);
+            schema::migrate(&mut client, &url).await
+        })
+    });
+    let mut applied = Vec::new();
+    for open in opens {
+        applied.push(open.await.unwrap().expect("every node's migration succeeds"));
+    }
+    let migrated: Vec<_> = applied.iter().filter(|versions| !versions.is_empty()).collect();
+    assert_eq!(migrated.len(), 1, "one node migrates: {applied:?}");
+    assert_eq!(migrated[0], &(1..=PG_SCHEMA_VERSION).collect::<Vec<_>>());
+    let client = db.client().await;
+    let rows: i64 = client.query_one("SELECT count(*) FROM hl7d_schema_versions", &[]).await.unwrap().get(0);
+    assert_eq!(rows, PG_SCHEMA_VERSION);
+}
