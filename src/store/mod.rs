@@ -33,6 +33,7 @@ mod schema;
 mod sqlite;
 
 pub use fields::KeyFields;
+pub use postgres::{PgOptions, PgStore};
 pub use purge::{purge, PURGE_BATCH};
 pub use read::{Filter, Reader, StoredMessage};
 pub use schema::SCHEMA_VERSION;
