@@ -146,15 +146,9 @@ impl Cluster {
         self.run("restart");
     }
 
-    /// Runs `bench/pg.sh COMMAND` on this cluster.
-    pub fn run(&self, command: &str) {
+    fn run(&self, command: &str) {
         let out = script().arg(command).env("HL7D_PG_DIR", &self.dir).output().expect("run bench/pg.sh");
         assert!(out.status.success(), "bench/pg.sh {command}: {}", String::from_utf8_lossy(&out.stderr));
-    }
-
-    /// The cluster's directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 }
 
