@@ -199,9 +199,9 @@ pub async fn run(config: Config, options: &RunOptions) -> anyhow::Result<()> {
         let reload: crate::admin::ReloadFn = Arc::new(move || {
             let (reloader, source, ready_file) = (reloader.clone(), source.clone(), ready_file.clone());
             let engine = engine.clone();
-            Box::pin(
-                async move { reload_and_announce(&reloader, engine.as_ref(), &source, ready_file.as_deref()).await },
-            )
+            Box::pin(async move {
+                reload_and_announce(&reloader, engine.as_ref(), &source, ready_file.as_deref()).await
+            })
         });
         admin.attach(Running { reloader: server.reloader(), reload });
         admin.readiness().set(true);

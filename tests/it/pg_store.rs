@@ -34,7 +34,9 @@ use hl7_proto::refusal::Refusal;
 use hl7d::config::{PostgresConfig, SslMode};
 use hl7d::store::postgres::schema::{self, PG_SCHEMA_VERSION};
 use hl7d::store::queue::{QueueRoute, RouteTable};
-use hl7d::store::{Appended, Disposition, KeyFields, MessageStore, NewMessage, PgOptions, PgStore, StoreError};
+use hl7d::store::{
+    Appended, Disposition, KeyFields, MessageStore, NewMessage, PgOptions, PgStore, StoreError,
+};
 use tokio::sync::Notify;
 
 /// The store's settings for a test database: no TLS on loopback, a small pool.
@@ -44,8 +46,10 @@ pub(crate) fn pg_config(url: &str) -> PostgresConfig {
 
 /// An ADT^A01 from LAB/FAC for patient `patient` on listener `lab`.
 pub(crate) fn adt(control_id: &str, patient: &str) -> Vec<u8> {
-    format!("MSH|^~\\&|LAB|FAC|HL7D|FAC|20261201||ADT^A01^ADT_A01|{control_id}|P|2.5\rPID|1||{patient}^^^HOSP\r")
-        .into_bytes()
+    format!(
+        "MSH|^~\\&|LAB|FAC|HL7D|FAC|20261201||ADT^A01^ADT_A01|{control_id}|P|2.5\rPID|1||{patient}^^^HOSP\r"
+    )
+    .into_bytes()
 }
 
 /// `raw` as the listener would append it, accepted with `window` or refused.
@@ -85,7 +89,8 @@ async fn concurrent_opens_migrate_once() {
     let opens = (0..6).map(|_| {
         let url = db.url.clone();
         tokio::spawn(async move {
-            let (mut client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+            let (mut client, connection) =
+                tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
             tokio::spawn(connection);
             schema::migrate(&mut client, &url).await
         })
@@ -226,7 +231,10 @@ async fn two_nodes_store_a_message_once() {
     assert_eq!(new, messages.len(), "each message New on exactly one node");
     let client = db.client().await;
     let row = client
-        .query_one("SELECT count(*), count(DISTINCT control_id), sum(duplicate_count)::bigint FROM messages", &[])
+        .query_one(
+            "SELECT count(*), count(DISTINCT control_id), sum(duplicate_count)::bigint FROM messages",
+            &[],
+        )
         .await
         .unwrap();
     let (rows, distinct, duplicates): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
@@ -269,8 +277,7 @@ async fn an_append_is_answered_only_after_its_commit() {
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(!append.is_finished(), "no answer before COMMIT");
-    let terminated: bool =
-        admin.query_one("SELECT pg_terminate_backend($1)", &[&pid]).await.unwrap().get(0);
+    let terminated: bool = admin.query_one("SELECT pg_terminate_backend($1)", &[&pid]).await.unwrap().get(0);
     assert!(terminated);
     let answer = tokio::time::timeout(Duration::from_secs(10), append).await.unwrap().unwrap();
     assert!(matches!(answer, Err(StoreError::Unavailable(_))), "{answer:?}");
@@ -280,4 +287,103 @@ async fn an_append_is_answered_only_after_its_commit() {
     let rows: i64 = admin.query_one("SELECT count(*) FROM messages", &[]).await.unwrap().get(0);
     assert_eq!(rows, 1);
     store.close().await;
+}
+
+/// Runs `hl7d ARGS` and returns (exit code, stdout, stderr).
+fn hl7d(args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hl7d")).args(args).output().expect("run hl7d");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `hl7d messages list|show|export` and `check-config` against a `[store] url`
+/// configuration, with the answers SQLite gives; the commands this build does not have on
+/// PostgreSQL say so (usage error), `store backup` names pg_dump.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_commands_read_the_postgresql_store() {
+    let Some(db) = TestDb::create("operator_commands_read_the_postgresql_store").await else { return };
+    let store = PgStore::open(&pg_config(&db.url), PgOptions::default()).await.unwrap();
+    let oru =
+        b"MSH|^~\\&|LAB|FAC|HL7D|FAC|20261201||ORU^R01^ORU_R01|OR-1|P|2.5\rPID|1||P9^^^HOSP\rOBR|1|PL7|FI7\r"
+            .to_vec();
+    for raw in [adt("CLI-1", "P1"), adt("CLI-2", "P2"), oru.clone(), adt("CLI-3", "P1")] {
+        store.append(new_message(&raw, accepted(HOUR))).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    store.append(new_message(&adt("BAD-1", "P1"), Disposition::Refused(Refusal::FrameBadEnd))).await.unwrap();
+    store.close().await;
+
+    let dir = crate::support::tempdir("pg-cli");
+    let config = dir.join("hl7d.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[store]\nurl = {:?}\nsslmode = \"disable\"\n\n[[listener]]\nname = \"lab\"\nlisten = \"127.0.0.1:0\"\nplaintext = true\n",
+            db.url
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let list = |extra: &[&str]| {
+        let mut args = vec!["messages", "list", "--config", config, "--json"];
+        args.extend_from_slice(extra);
+        let (code, out, err) = hl7d(&args);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        out.lines()
+            .map(|line| {
+                serde_json::from_str::<serde_json::Value>(line).unwrap()["control_id"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(list(&[]), ["BAD-1", "CLI-3", "OR-1", "CLI-2", "CLI-1"], "newest first");
+    assert_eq!(list(&["--patient", "P1", "--status", "accepted"]), ["CLI-3", "CLI-1"]);
+    assert_eq!(list(&["--type", "ADT^A0*", "--limit", "2", "--status", "accepted"]), ["CLI-3", "CLI-2"]);
+    assert_eq!(list(&["--order", "FI7"]), ["OR-1"]);
+    assert_eq!(list(&["--control-id", "CLI-2"]), ["CLI-2"]);
+    assert_eq!(list(&["--status", "rejected"]), ["BAD-1"]);
+    assert_eq!(list(&["--sender", "LAB^FAC", "--type", "ORU^R01"]), ["OR-1"]);
+    assert!(list(&["--since", "2000-01-01", "--until", "2001-01-01"]).is_empty());
+
+    let (code, all, _) = hl7d(&["messages", "list", "--config", config, "--json", "--control-id", "OR-1"]);
+    assert_eq!(code, 0);
+    let id = serde_json::from_str::<serde_json::Value>(all.lines().next().unwrap()).unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hl7d"))
+        .args(["messages", "show", "--config", config, "--raw", &id.to_string()])
+        .output()
+        .unwrap();
+    assert_eq!(out.stdout, oru, "show --raw gives the bytes exactly");
+    let (code, shown, err) = hl7d(&["messages", "show", "--config", config, "--json", &id.to_string()]);
+    assert_eq!(code, 0, "{err}");
+    let shown: serde_json::Value = serde_json::from_str(shown.trim()).unwrap();
+    assert_eq!(shown["control_id"], "OR-1");
+
+    let exported = dir.join("export");
+    let (code, _, err) =
+        hl7d(&["messages", "export", "--config", config, "--out", exported.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(std::fs::read_dir(&exported).unwrap().count(), 4, "accepted messages only");
+
+    let (code, out, err) = hl7d(&["check-config", "--config", config]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&format!("store: postgresql {} (sslmode disable)", db.url)), "{out}");
+    let (code, out, _) = hl7d(&["check-config", "--config", config, "--json"]);
+    assert_eq!(code, 0);
+    let json: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(json["store"]["kind"], "postgresql");
+
+    let (code, _, err) = hl7d(&["routes", "status", "--config", config]);
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("not available on the PostgreSQL store"), "{err}");
+    let (code, _, err) =
+        hl7d(&["store", "backup", "--config", config, "--out", dir.join("b.db").to_str().unwrap()]);
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("pg_dump"), "{err}");
 }

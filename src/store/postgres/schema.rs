@@ -176,7 +176,9 @@ async fn migrate_locked(client: &mut Client, url: &str) -> Result<Vec<i64>, Stor
         let next = index as i64 + 1;
         let tx = client.transaction().await.map_err(open_error)?;
         tx.batch_execute(sql).await.map_err(open_error)?;
-        tx.execute("INSERT INTO hl7d_schema_versions (version) VALUES ($1)", &[&next]).await.map_err(open_error)?;
+        tx.execute("INSERT INTO hl7d_schema_versions (version) VALUES ($1)", &[&next])
+            .await
+            .map_err(open_error)?;
         tx.commit().await.map_err(open_error)?;
         applied.push(next);
     }
