@@ -438,3 +438,31 @@ async fn tls_to_the_database_follows_sslmode() {
     assert!(!encrypted(&store).await, "disable: plain");
     store.close().await;
 }
+
+/// With no traffic, the health probe alone notices the database going away and coming
+/// back (what `/ready` follows).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_health_probe_follows_the_database_without_traffic() {
+    const TEST: &str = "the_health_probe_follows_the_database_without_traffic";
+    let Some(cluster) = crate::support::pg::Cluster::start(TEST).map(Arc::new) else { return };
+    let db = TestDb::create_on(&cluster.url, "probe").await;
+    let options = PgOptions { probe_interval: Some(Duration::from_millis(50)), ..PgOptions::default() };
+    let store = PgStore::open(&pg_config(&db.url), options).await.unwrap();
+    let health = store.health();
+    assert!(health.is_up());
+    let restarting = cluster.clone();
+    let restart = tokio::task::spawn_blocking(move || restarting.restart());
+    let mut seen_down = false;
+    while !restart.is_finished() {
+        seen_down |= !health.is_up();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    restart.await.unwrap();
+    assert!(seen_down, "the probe never saw the database down during its restart");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !health.is_up() {
+        assert!(std::time::Instant::now() < deadline, "the probe did not see the database back");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    store.close().await;
+}
