@@ -504,6 +504,9 @@ fn deploy_example_config_is_valid_and_names_every_table() {
         "handshake_timeout",
         "client_ca",
         "[listener.framing]",
+        "metrics_public",
+        "session_idle_timeout",
+        "[admin.tls]",
     ] {
         assert!(text.contains(key), "the example does not mention {key}");
     }
