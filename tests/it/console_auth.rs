@@ -228,6 +228,29 @@ async fn wrong_passwords_are_rate_limited_per_user_and_unknown_users_answer_the_
     audit.wait_for(&[("event", "login_failed"), ("user", "nobody")]).await;
     // Another user from the same address is not locked out by ana's failures.
     assert!(login(at, "bo", PASSWORD).await.is_some());
+
+    // Attempts made in parallel are counted as they start: no more than the limit get a
+    // password check.
+    let attempts =
+        (0..3 * console_auth::limiter::USER_LIMIT).map(|_| login_response(at, "bo", "not the password"));
+    let statuses: Vec<u16> = futures_join(attempts).await.into_iter().map(|r| r.status).collect();
+    let checked = statuses.iter().filter(|&&s| s == 401).count();
+    assert_eq!(checked, console_auth::limiter::USER_LIMIT, "{statuses:?}");
+    assert!(statuses.iter().all(|&s| s == 401 || s == 429), "{statuses:?}");
+}
+
+/// Runs the futures concurrently (as tasks on this test's runtime) and collects their outputs.
+async fn futures_join<F>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futures.map(tokio::spawn).collect();
+    let mut outputs = Vec::new();
+    for handle in handles {
+        outputs.push(handle.await.unwrap());
+    }
+    outputs
 }
 
 #[tokio::test]

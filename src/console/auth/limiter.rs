@@ -50,10 +50,10 @@ impl Limiter {
         self.addresses.record(addr, ADDRESS_LIMIT, now);
     }
 
-    /// Forgets the failures of `user` and `addr` after a successful login.
-    pub fn succeeded(&mut self, user: &str, addr: IpAddr) {
+    /// Forgets the failures of `user` after a successful login. The address keeps its
+    /// count: one account's password must not reset the limit for guessing others'.
+    pub fn succeeded(&mut self, user: &str) {
         self.users.failures.remove(&user.to_lowercase());
-        self.addresses.failures.remove(&addr);
     }
 }
 
@@ -134,7 +134,7 @@ mod tests {
         assert_eq!(limiter.check("ana", addr, start + WINDOW), None, "the first failure left the window");
         limiter.failed(Some("ana"), addr, start + WINDOW);
         assert!(limiter.check("ana", addr, start + WINDOW).is_some());
-        limiter.succeeded("ana", addr);
+        limiter.succeeded("ana");
         assert_eq!(limiter.check("ana", addr, start + WINDOW), None);
     }
 

@@ -166,6 +166,9 @@ impl AuthState {
             password_checks: Semaphore::new(CONCURRENT_PASSWORD_CHECKS),
         });
         state.accounts();
+        // Hashed now rather than at the first login with an unknown name, whose answer
+        // would otherwise take longer than a wrong password's.
+        let _ = accounts::decoy_hash();
         state
     }
 
@@ -287,7 +290,7 @@ pub async fn layer(State(auth): State<Arc<AuthState>>, request: Request, next: N
         if let Some(wait) = lock(&auth.limiter).check_address(addr, now) {
             warn!(target: "audit", event = "login_rate_limited", %addr, credential = "token",
                 retry_after = wait.as_secs(), "API token refused: too many failures from this address");
-            return too_many(wait, false);
+            return too_many(wait);
         }
         let accounts = auth.accounts();
         let Some(token) = accounts.token(secret) else {
@@ -414,6 +417,9 @@ async fn login(State(auth): State<Arc<AuthState>>, request: Request) -> Response
         set_retry_after(&mut response, wait);
         return response;
     }
+    // Counted as a failure before the check, and cleared on success: attempts made in
+    // parallel cannot all slip under the limit while their checks run.
+    lock(&auth.limiter).failed(Some(&user), addr, auth.now());
     let accounts = auth.accounts();
     let known = accounts.user(&user).cloned();
     // An unknown user costs one Argon2 run like a known one, and gets the same answer.
@@ -425,12 +431,11 @@ async fn login(State(auth): State<Arc<AuthState>>, request: Request) -> Response
     drop(permit);
     let now = auth.now();
     let Some(known) = known.filter(|_| matched) else {
-        lock(&auth.limiter).failed(Some(&user), addr, now);
         warn!(target: "audit", event = "login_failed", user = %peer_text::cap(&user), %addr,
             "console login failed: wrong user name or password");
         return failed(StatusCode::UNAUTHORIZED, "wrong user name or password");
     };
-    lock(&auth.limiter).succeeded(&user, addr);
+    lock(&auth.limiter).succeeded(&user);
     let (id, _csrf) = lock(&auth.sessions).create(&known.name, known.role, &known.password_hash, now);
     info!(target: "audit", event = "login", user = %known.name, role = known.role.as_str(), %addr,
         "console login");
@@ -473,17 +478,10 @@ fn unauthorized(auth: &AuthState, request: &Request, why: &str) -> Response {
     response
 }
 
-fn too_many(wait: Duration, html: bool) -> Response {
-    let mut response = if html {
-        page::login(
-            StatusCode::TOO_MANY_REQUESTS,
-            Some("too many failed logins: try again later"),
-            None,
-            false,
-        )
-    } else {
-        json_error(StatusCode::TOO_MANY_REQUESTS, "too many failures from this address: try again later")
-    };
+/// 429 for an API request from an address with too many failures.
+fn too_many(wait: Duration) -> Response {
+    let mut response =
+        json_error(StatusCode::TOO_MANY_REQUESTS, "too many failures from this address: try again later");
     set_retry_after(&mut response, wait);
     response
 }
