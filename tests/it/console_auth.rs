@@ -402,6 +402,8 @@ fn users_and_tokens_commands() {
     let users_file = dir.join("data/users.toml");
     let run = |args: &[&str], stdin: &str| cli(&config, args, stdin);
 
+    let check = run(&["check-config"], "");
+    assert!(check.ok && check.stderr.contains("the console has no users yet"), "{check:?}");
     let added = run(&["users", "add", "ana", "--role", "operator"], &format!("{PASSWORD}\n"));
     assert!(added.ok, "{added:?}");
     assert!(added.stdout.contains("added user \"ana\""), "{added:?}");
@@ -411,6 +413,7 @@ fn users_and_tokens_commands() {
     let short = run(&["users", "add", "cy", "--role", "viewer"], "short\n");
     assert_eq!(short.code, Some(64), "{short:?}");
     assert!(short.stderr.contains("too short"), "{short:?}");
+    assert!(!run(&["check-config"], "").stderr.contains("no users"));
     let list = run(&["users", "list"], "");
     assert!(
         list.stdout.contains("ana") && list.stdout.contains("operator") && list.stdout.contains("bo"),
