@@ -163,7 +163,9 @@ impl Admin {
             console_refused: config.console_refused(),
             clock,
         });
-        let app = router(state.clone(), auth.clone());
+        // The console's pages and `/api/v1/` join here (`console::router`), as the third
+        // argument: inside the auth layer.
+        let app = router(state.clone(), auth.clone(), Router::new());
         let stop = CancellationToken::new();
         let task = tokio::spawn({
             let stop = stop.clone();
@@ -230,7 +232,10 @@ impl Admin {
 
 /// The whole admin server: the endpoints, the login routes and the console, all behind the
 /// auth layer (which lets the public paths through), then the security headers.
-fn router(state: Arc<AdminState>, auth: Arc<AuthState>) -> Router {
+///
+/// `Router::layer` wraps the routes merged before it (and the fallback), so every route of
+/// the server is merged here, before the layers, and nothing is merged into the result.
+fn router(state: Arc<AdminState>, auth: Arc<AuthState>, console: Router) -> Router {
     let endpoints = Router::new()
         .route("/live", get(live))
         .route("/ready", get(ready))
@@ -240,6 +245,7 @@ fn router(state: Arc<AdminState>, auth: Arc<AuthState>) -> Router {
     Router::new()
         .merge(endpoints)
         .merge(auth::routes(auth.clone()))
+        .merge(console)
         .layer(axum::middleware::from_fn_with_state(auth, auth::layer))
         .layer(axum::middleware::from_fn(auth::security_headers))
 }
@@ -419,4 +425,50 @@ fn report_json(report: &ReloadReport) -> serde_json::Value {
         body["error"] = serde_json::Value::from(error.as_str());
     }
     body
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// The console's router joins inside the auth layer: its routes answer 401 without
+    /// credentials, like everything but the public paths.
+    #[tokio::test]
+    async fn console_routes_are_behind_the_layer() {
+        let auth = AuthState::new(AuthSettings {
+            users_file: "/nonexistent/users.toml".into(),
+            metrics_public: true,
+            idle: Duration::from_secs(60),
+            lifetime: Duration::from_secs(600),
+            tls: false,
+            console_refused: false,
+            clock: Clock::tokio(),
+        });
+        let state = Arc::new(AdminState {
+            ready: Readiness::default(),
+            started: SystemTime::now(),
+            running: OnceLock::new(),
+        });
+        let console = Router::new().route("/api/v1/messages", get(|| async { "patient data" }));
+        let app = router(state, auth, console);
+        let socket = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let at = socket.local_addr().unwrap();
+        tokio::spawn(async move {
+            let _ = axum::serve(socket, app.into_make_service_with_connect_info::<SocketAddr>()).await;
+        });
+        let get = |path: &'static str| async move {
+            let mut stream = tokio::net::TcpStream::connect(at).await.unwrap();
+            let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+            stream.write_all(request.as_bytes()).await.unwrap();
+            let mut response = String::new();
+            stream.read_to_string(&mut response).await.unwrap();
+            response
+        };
+        let refused = get("/api/v1/messages").await;
+        assert!(refused.starts_with("HTTP/1.1 401"), "{refused}");
+        assert!(!refused.contains("patient data"));
+        assert!(get("/live").await.starts_with("HTTP/1.1 200"));
+    }
 }
