@@ -465,6 +465,78 @@ fn users_and_tokens_commands() {
     assert!(!trail.contains(PASSWORD) && !trail.contains(&token), "{trail}");
 }
 
+/// On a terminal `hl7d users add` asks twice, without echo. The terminal is a pty from
+/// `script` (util-linux/bsdutils, part of every Debian system); each answer is written only
+/// once its prompt has appeared.
+#[test]
+fn users_add_on_a_terminal_prompts_twice_without_echo() {
+    use std::io::{Read, Write};
+    let Ok(script) = which("script") else {
+        assert!(!crate::support::running_in_ci(), "`script` (bsdutils) is required under CI");
+        eprintln!("SKIPPED users_add_on_a_terminal_prompts_twice_without_echo: no `script` command");
+        return;
+    };
+    let dir = tempdir("auth-tty");
+    let config = dir.join("hl7d.toml");
+    std::fs::write(
+        &config,
+        "[store]\npath = \"data\"\n[[listener]]\nname = \"t\"\nlisten = \"127.0.0.1:0\"\nplaintext = true\n",
+    )
+    .unwrap();
+    let command = format!(
+        "{} users add tty-user --role viewer --config {}",
+        env!("CARGO_BIN_EXE_hl7d"),
+        config.display()
+    );
+    let mut child = Command::new(script)
+        .args(["-qec", &command, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    let mut output = child.stdout.take().unwrap();
+    let (lines, seen) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        let mut buf = [0u8; 256];
+        while let Ok(n) = output.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            all.push_str(&String::from_utf8_lossy(&buf[..n]));
+            let _ = lines.send(all.clone());
+        }
+        all
+    });
+    let wait_for = |text: &str| loop {
+        let so_far = seen.recv_timeout(WAIT).unwrap_or_else(|_| panic!("no {text:?} prompt"));
+        if so_far.contains(text) {
+            return;
+        }
+    };
+    wait_for("New password: ");
+    input.write_all(b"typed on a tty 42\n").unwrap();
+    wait_for("Again: ");
+    input.write_all(b"typed on a tty 42\n").unwrap();
+    let status = child.wait().unwrap();
+    drop(input);
+    let all = reader.join().unwrap();
+    assert!(status.success(), "{all}");
+    assert!(all.contains("added user \"tty-user\""), "{all}");
+    assert!(!all.contains("typed on a tty"), "the password was echoed: {all}");
+    let hash =
+        Accounts::load(&dir.join("data/users.toml")).unwrap().user("tty-user").unwrap().password_hash.clone();
+    assert!(accounts::verify_password(&hash, "typed on a tty 42"));
+}
+
+fn which(tool: &str) -> Result<std::path::PathBuf, ()> {
+    std::env::var_os("PATH")
+        .and_then(|paths| std::env::split_paths(&paths).map(|dir| dir.join(tool)).find(|path| path.is_file()))
+        .ok_or(())
+}
+
 // ---------------------------------------------------------------------------------------
 // Helpers
 
