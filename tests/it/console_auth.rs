@@ -465,6 +465,31 @@ fn users_and_tokens_commands() {
     assert!(!trail.contains(PASSWORD) && !trail.contains(&token), "{trail}");
 }
 
+/// `check-config` (and so `serve`) refuses an `[admin.tls]` whose files cannot be used, and
+/// warns about a non-loopback admin address without TLS.
+#[test]
+fn check_config_checks_admin_tls_and_warns_without_it() {
+    let dir = tempdir("auth-check");
+    let config = dir.join("hl7d.toml");
+    let listener = "[[listener]]\nname = \"c\"\nlisten = \"127.0.0.1:0\"\nplaintext = true\n";
+    std::fs::write(
+        &config,
+        format!("[admin]\nlisten = \"127.0.0.1:0\"\n[admin.tls]\ncert = \"missing.pem\"\nkey = \"missing.key\"\n{listener}"),
+    )
+    .unwrap();
+    let check = cli(&config, &["check-config"], "");
+    assert_eq!(check.code, Some(78), "{check:?}");
+    assert!(check.stderr.contains("admin: [admin.tls]") && check.stderr.contains("missing.pem"), "{check:?}");
+    // Not bound: check-config without --bind only reads the file.
+    std::fs::write(&config, format!("[admin]\nlisten = \"0.0.0.0:19275\"\n{listener}")).unwrap();
+    let check = cli(&config, &["check-config"], "");
+    assert!(check.ok, "{check:?}");
+    assert!(
+        check.stderr.contains("0.0.0.0:19275 is reachable from the network without [admin.tls]"),
+        "{check:?}"
+    );
+}
+
 /// On a terminal `hl7d users add` asks twice, without echo. The terminal is a pty from
 /// `script` (util-linux/bsdutils, part of every Debian system); each answer is written only
 /// once its prompt has appeared.
