@@ -144,7 +144,7 @@ impl Admin {
         let tls = config
             .tls
             .as_ref()
-            .map(|tls| TlsListener::load("admin", tls, DEFAULT_CERT_EXPIRY_WARNING))
+            .map(|tls| TlsListener::load("admin", tls, DEFAULT_CERT_EXPIRY_WARNING).map(Arc::new))
             .transpose()?;
         let bind = |source| AdminError::Bind { addr: config.listen, source };
         let socket = TcpListener::bind(config.listen).await.map_err(bind)?;
@@ -171,7 +171,7 @@ impl Admin {
             let stop = stop.clone();
             let auth = auth.clone();
             async move {
-                let upkeep = upkeep(stop.clone(), auth);
+                let upkeep = upkeep(stop.clone(), auth, tls.clone());
                 let service = app.into_make_service_with_connect_info::<SocketAddr>();
                 let shutdown = stop.clone().cancelled_owned();
                 let serve = async move {
@@ -179,8 +179,7 @@ impl Admin {
                         None => axum::serve(socket, service).with_graceful_shutdown(shutdown).await,
                         Some(tls) => {
                             // `tap_io` gives the listener axum's `ConnectInfo<SocketAddr>`.
-                            let incoming =
-                                TlsIncoming::start(socket, Arc::new(tls), stop.clone()).tap_io(|_| {});
+                            let incoming = TlsIncoming::start(socket, tls, stop.clone()).tap_io(|_| {});
                             axum::serve(incoming, service).with_graceful_shutdown(shutdown).await
                         }
                     }
@@ -316,15 +315,24 @@ impl axum::serve::Listener for TlsIncoming {
 }
 
 /// Folds histogram samples into their buckets every few seconds (bounded memory even when
-/// nobody scrapes), and ends expired console sessions every minute.
-async fn upkeep(stop: CancellationToken, auth: Arc<AuthState>) {
+/// nobody scrapes), ends expired console sessions every minute, and with `[admin.tls]`
+/// checks its certificate's expiry once a day against the default `cert_expiry_warning`
+/// (as the listeners' daily check does; start-up logs its own notice).
+async fn upkeep(stop: CancellationToken, auth: Arc<AuthState>, tls: Option<Arc<TlsListener>>) {
     let mut tick = tokio::time::interval(crate::metrics::UPKEEP_INTERVAL);
     let mut sweep = tokio::time::interval(SESSION_SWEEP);
+    let first_check = tokio::time::Instant::now() + crate::expiry::CHECK_INTERVAL;
+    let mut expiry = tokio::time::interval_at(first_check, crate::expiry::CHECK_INTERVAL);
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tick.tick() => crate::metrics::run_upkeep(),
             _ = sweep.tick() => auth.sweep(),
+            _ = expiry.tick() => {
+                if let Some(tls) = &tls {
+                    tls.check_expiry(crate::tls::unix_now(), DEFAULT_CERT_EXPIRY_WARNING);
+                }
+            }
         }
     }
 }
