@@ -64,10 +64,11 @@ const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
 /// checkpoint writes, no gain in throughput, CPU or latency (BENCHMARKS.md, "Write path").
 const CHECKPOINT_AFTER_BYTES: u64 = 4 * 1024 * 1024;
 const CHECKPOINT_AFTER_COMMITS: u64 = 500;
-/// When the WAL still holds more than this many frames (pages, 4 KiB by default: 16 MiB)
-/// after a PASSIVE checkpoint, the writer restarts it between two batches so that the WAL
-/// does not grow without bound (see [`Checkpointer`]).
-const RESTART_ABOVE_WAL_FRAMES: i64 = 4096;
+/// When the WAL still holds more than this many bytes of frames after a PASSIVE checkpoint,
+/// the writer restarts it between two batches so that the WAL does not grow without bound
+/// (see [`Checkpointer`]). Counted in bytes, not frames, so that a store with larger pages
+/// ([`NEW_STORE_PAGE_SIZE`]) keeps the same bound as one with 4 KiB pages (4096 frames).
+const RESTART_ABOVE_WAL_BYTES: i64 = 16 * 1024 * 1024;
 /// Most expired messages deleted in one retention step (one short transaction), by default.
 pub const RETENTION_BATCH: i64 = 500;
 /// How long one retention step should take, by default: the writer sizes the steps so
@@ -843,7 +844,7 @@ fn next_step_rows(rows: u32, elapsed: Duration, target: Duration, most: u32) -> 
 /// load the writer commits while the checkpoint runs, so the frames written meanwhile are
 /// never folded in time and this may never happen; a long reader (a backup, an operator's
 /// open `sqlite3` transaction) also keeps PASSIVE from folding the frames written after its
-/// snapshot. So when the WAL still holds more than [`RESTART_ABOVE_WAL_FRAMES`] frames after
+/// snapshot. So when the WAL still holds more than [`RESTART_ABOVE_WAL_BYTES`] of frames after
 /// a PASSIVE checkpoint, this thread asks the writer for a RESTART: between two batches
 /// (after the ACKs of the last one are released) the writer runs
 /// `wal_checkpoint(RESTART)` with no busy wait. It folds only what the PASSIVE ones left
@@ -873,7 +874,14 @@ impl Checkpointer {
         let path = file.clone();
         let restart_wanted = Arc::new(AtomicBool::new(false));
         let checkpoints =
-            CheckpointLoop { file, durability, counters, conn: None, restart_wanted: restart_wanted.clone() };
+            CheckpointLoop {
+                file,
+                durability,
+                counters,
+                conn: None,
+                restart_wanted: restart_wanted.clone(),
+                page_size: 4096,
+            };
         let thread = thread::Builder::new()
             .name("hl7d-store-checkpoint".into())
             .spawn(move || checkpoints.run(received))
@@ -912,6 +920,8 @@ struct CheckpointLoop {
     /// `None` until the first request and after an error.
     conn: Option<Connection>,
     restart_wanted: Arc<AtomicBool>,
+    /// The store's page size (a WAL frame holds one page), read when `conn` opens.
+    page_size: i64,
 }
 
 /// What `PRAGMA wal_checkpoint` answers: busy (1 when it could not finish), frames in the
@@ -927,7 +937,7 @@ impl CheckpointLoop {
                 continue;
             }
             if let Some((_, wal_frames, _)) = self.checkpoint("PASSIVE") {
-                if wal_frames > RESTART_ABOVE_WAL_FRAMES {
+                if wal_frames.saturating_mul(self.page_size) > RESTART_ABOVE_WAL_BYTES {
                     self.restart_wanted.store(true, Ordering::Relaxed);
                 }
             }
@@ -941,7 +951,11 @@ impl CheckpointLoop {
         let conn = match self.conn.take() {
             Some(conn) => conn,
             None => match open_checkpointer(&self.file, self.durability) {
-                Ok(conn) => conn,
+                Ok(conn) => {
+                    // The file's header says it; 4096 (SQLite's default) if it cannot be read.
+                    self.page_size = conn.pragma_query_value(None, "page_size", |row| row.get(0)).unwrap_or(4096);
+                    conn
+                }
                 Err(e) => {
                     // Not fatal: the WAL keeps the data; the next request retries.
                     warn!(path = %self.file.display(), error = %describe(&e), "store checkpoint connection failed");
@@ -1582,6 +1596,7 @@ mod tests {
             counters: counters.clone(),
             conn: None,
             restart_wanted: Arc::default(),
+            page_size: 4096,
         };
 
         // The writer holds the write lock while both checkpoints run.
