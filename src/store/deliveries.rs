@@ -30,8 +30,8 @@ use hl7_proto::keys::LaneOrder;
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 use thiserror::Error;
 
-use super::purge::open_writable;
 use super::fields;
+use super::purge::open_writable;
 use super::queue::{lane_for, type_matches, DeliveryState, STRICT_LANE};
 use super::read::{time, Reader};
 use super::sqlite::{describe, micros};
@@ -1261,10 +1261,14 @@ mod tests {
         let until = SystemTime::now() + Duration::from_secs(1);
         let now = SystemTime::now();
         let rule = |name: &str, order| RouteRule { name: name.into(), ..rule(order, None, &[]) };
-        for (writer, backfilled, order) in
-            [("w-sender", "b-sender", LaneOrder::PerSender), ("w-patient", "b-patient", LaneOrder::PerPatient)]
-        {
-            assert_eq!(actions.backfill(&rule(backfilled, order), since, until, false, now).unwrap().count, 5);
+        for (writer, backfilled, order) in [
+            ("w-sender", "b-sender", LaneOrder::PerSender),
+            ("w-patient", "b-patient", LaneOrder::PerPatient),
+        ] {
+            assert_eq!(
+                actions.backfill(&rule(backfilled, order), since, until, false, now).unwrap().count,
+                5
+            );
             actions.resend(&rule(writer, order), &[1, 2, 3, 4, 5], false, now).unwrap();
             let lanes = |route: &str| -> Vec<(i64, String)> {
                 rows(tmp.path())

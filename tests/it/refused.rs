@@ -420,10 +420,7 @@ fn a_store_written_by_the_previous_release_migrates_keeping_every_message() {
             ],
         ]
     );
-    assert_eq!(
-        rows(&db, "SELECT count(*) FROM messages WHERE dup_key IS NULL"),
-        [vec![Value::Integer(0)]]
-    );
+    assert_eq!(rows(&db, "SELECT count(*) FROM messages WHERE dup_key IS NULL"), [vec![Value::Integer(0)]]);
     // Schema 6: the lane keys are not stored in `messages` (the reader computes them from
     // the bytes: below).
     assert_eq!(

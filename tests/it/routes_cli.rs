@@ -103,7 +103,9 @@ impl Setup {
     fn lane(&self, id: i64) -> String {
         let (charset, raw): (String, Vec<u8>) = self
             .db()
-            .query_row("SELECT charset, raw FROM messages WHERE id = ?1", [id], |r| Ok((r.get(0)?, r.get(1)?)))
+            .query_row("SELECT charset, raw FROM messages WHERE id = ?1", [id], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
             .unwrap();
         let charset = Charset::from_config_name(&charset).unwrap();
         lane_key(LaneOrder::PerPatient, &hl7_proto::extract::extract(&raw, charset))
