@@ -17,7 +17,7 @@
 //! (parse, MSH view, checks, charset), `ack::decide`, [`NewMessage::received`] (header
 //! columns and the key fields, `KeyFields`, extracted from the bytes) and
 //! [`SqliteStore::append`] (the writer thread's `write_batch`: duplicate lookup on
-//! `dup_key`, the INSERT, group commit, checkpoints). Nothing here writes SQL, so the file
+//! the control-id index, the INSERT, group commit, checkpoints). Nothing here writes SQL, so the file
 //! has hl7d's schema, indexes and column values. Two settings differ from `hl7d serve`, and
 //! neither changes what is in the file: `Durability::DangerNoSync` (no fsync per batch) and
 //! a 256 MiB page cache on the writer's connection (`PRAGMA cache_size`).

@@ -250,6 +250,31 @@ const MIGRATIONS: &[&[Step]] = &[
     // but the version, which keeps a build of schema 5 (which reads the columns) from
     // opening a store whose new rows lack them.
     &[Step::Sql("")],
+    // 7 (issue 14, write path): duplicates are looked up on the control-id index, and the
+    // duplicate-key index goes.
+    //
+    // `messages_dup_key (dup_key, received_at)` and `messages_control_id (control_id)` were
+    // the two indexes whose keys arrive in no order (a hash; each sender's own counter), so
+    // each dirtied a leaf page of its own for every message: about 1.3 WAL frames per
+    // message each, of the 3.7 that schema 3 wrote at 16 connections (BENCHMARKS.md, "WAL
+    // pages per message"). One such index now serves both: `(control_id, received_at)`
+    // finds a duplicate's candidates (MSH-10 within the window; then the listener, MSH-3,
+    // MSH-4 and the bytes decide, as before) and `--control-id` search (its newest first).
+    // `dup_key` is no longer written (NULL in new rows; rows before keep their value,
+    // unread), nor is its index kept: 9 bytes a row and an index of 29 bytes a message.
+    //
+    // The price: building the new index reads every row once (a migration of a large store
+    // takes that long at the first start; measured in BENCHMARKS.md), and a candidate is
+    // found by a text key a sender chooses rather than a fixed-width hash; a sender that
+    // reuses one control id for many messages makes each lookup walk that id's entries in
+    // the window, as the hash index did for its key.
+    &[Step::Sql(
+        r#"
+    DROP INDEX messages_dup_key;
+    DROP INDEX messages_control_id;
+    CREATE INDEX messages_control_id ON messages (control_id, received_at);
+    "#,
+    )],
 ];
 
 /// Migration 3: fills the key-field columns and `dup_key` of every stored row from its
@@ -415,13 +440,8 @@ mod tests {
         assert_eq!((patient, placer, filler), (format!("P{last}"), format!("PL{last}"), format!("FI{last}")));
         assert_eq!(wall - utc, 3600 * 1_000_000, "+01:00");
         assert_eq!(key, duplicate_key_of("lab", "APP", "FAC", &format!("C{last}")) as i64);
-        let unfilled: i64 = conn
-            .query_row(
-                "SELECT count(*) FROM messages WHERE dup_key IS NULL",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
+        let unfilled: i64 =
+            conn.query_row("SELECT count(*) FROM messages WHERE dup_key IS NULL", [], |r| r.get(0)).unwrap();
         assert_eq!(unfilled, 0);
         let lanes: i64 = conn
             .query_row(
@@ -447,7 +467,13 @@ mod tests {
             .collect::<Result<_, _>>()
             .unwrap();
         assert!(!indexes.iter().any(|name| name == "messages_duplicate"), "{indexes:?}");
-        assert!(indexes.iter().any(|name| name == "messages_dup_key"), "{indexes:?}");
+        // Schema 7 dropped migration 3's `messages_dup_key` again: duplicates are looked up
+        // on the control-id index.
+        assert!(!indexes.iter().any(|name| name == "messages_dup_key"), "{indexes:?}");
+        let control_id: String = conn
+            .query_row("SELECT sql FROM sqlite_master WHERE name = 'messages_control_id'", [], |r| r.get(0))
+            .unwrap();
+        assert!(control_id.contains("(control_id, received_at)"), "{control_id}");
     }
 
     /// Migration 4 on a version 3 store: the messages stay as they were, the delivery
@@ -704,7 +730,7 @@ mod tests {
         assert_eq!(stored[1].0, "sender/HÔPITAL/CHÉ");
 
         assert_eq!(migrate(&mut conn).unwrap(), 5);
-        assert_eq!(version(&conn).unwrap(), 6);
+        assert_eq!(version(&conn).unwrap(), SCHEMA_VERSION);
         let rows: Vec<(String, Vec<u8>, String, String)> = conn
             .prepare("SELECT charset, raw, lane_sender, lane_patient FROM messages ORDER BY id")
             .unwrap()

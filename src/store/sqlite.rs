@@ -35,7 +35,6 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hl7_proto::ack::AckCode;
-use hl7_proto::keys::duplicate_key_of;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, ToSql, TransactionBehavior};
 use tokio::sync::{mpsc as tokio_mpsc, oneshot};
 use tracing::{debug, error, info, trace, warn};
@@ -873,15 +872,14 @@ impl Checkpointer {
         let file = file.to_path_buf();
         let path = file.clone();
         let restart_wanted = Arc::new(AtomicBool::new(false));
-        let checkpoints =
-            CheckpointLoop {
-                file,
-                durability,
-                counters,
-                conn: None,
-                restart_wanted: restart_wanted.clone(),
-                page_size: 4096,
-            };
+        let checkpoints = CheckpointLoop {
+            file,
+            durability,
+            counters,
+            conn: None,
+            restart_wanted: restart_wanted.clone(),
+            page_size: 4096,
+        };
         let thread = thread::Builder::new()
             .name("hl7d-store-checkpoint".into())
             .spawn(move || checkpoints.run(received))
@@ -953,7 +951,8 @@ impl CheckpointLoop {
             None => match open_checkpointer(&self.file, self.durability) {
                 Ok(conn) => {
                     // The file's header says it; 4096 (SQLite's default) if it cannot be read.
-                    self.page_size = conn.pragma_query_value(None, "page_size", |row| row.get(0)).unwrap_or(4096);
+                    self.page_size =
+                        conn.pragma_query_value(None, "page_size", |row| row.get(0)).unwrap_or(4096);
                     conn
                 }
                 Err(e) => {
@@ -1133,17 +1132,19 @@ fn open_writer(file: &Path, durability: Durability) -> Result<(Connection, i64),
 }
 
 /// Only accepted messages are originals: a refused one never makes a later message a
-/// duplicate (its resend must be judged, and stored, afresh). `dup_key` and the time narrow
-/// the candidates on the index `messages_dup_key`; the listener and the bytes themselves
-/// decide, so a hash collision costs a comparison, never a lost message.
-const FIND_DUPLICATE: &str = "SELECT id FROM messages INDEXED BY messages_dup_key \
-     WHERE dup_key = ?1 AND received_at >= ?2 AND listener = ?3 AND status = 'accepted' AND raw = ?4 \
+/// duplicate (its resend must be judged, and stored, afresh). MSH-10 and the time narrow
+/// the candidates on the index `messages_control_id (control_id, received_at)` (schema 7,
+/// which serves `--control-id` search too); the listener, MSH-3, MSH-4 and the bytes
+/// themselves decide.
+const FIND_DUPLICATE: &str = "SELECT id FROM messages INDEXED BY messages_control_id \
+     WHERE control_id = ?1 AND received_at >= ?2 AND listener = ?3 AND sending_application = ?4 \
+     AND sending_facility = ?5 AND status = 'accepted' AND raw = ?6 \
      ORDER BY id DESC LIMIT 1";
 
 const COUNT_DUPLICATE: &str =
     "UPDATE messages SET duplicate_count = duplicate_count + 1, last_duplicate_at = ?2 WHERE id = ?1";
 
-/// The columns the writer fills before the key fields (`fields::COLUMNS`) and `dup_key`.
+/// The columns the writer fills before the key fields (`fields::COLUMNS`).
 const INSERT_COLUMNS: [&str; 17] = [
     "listener",
     "peer",
@@ -1164,11 +1165,11 @@ const INSERT_COLUMNS: [&str; 17] = [
     "error_code",
 ];
 
-/// The writer's INSERT, built once from [`INSERT_COLUMNS`], `fields::COLUMNS` and `dup_key`.
-/// `v1_status` is the schema's leftover from version 1, read by nothing (see `schema.rs`).
+/// The writer's INSERT, built once from [`INSERT_COLUMNS`] and `fields::COLUMNS`.
+/// `v1_status` is the schema's leftover from version 1, read by nothing (see `schema.rs`);
+/// `dup_key` (schema 3 to 6) and the lane columns (3 to 5) stay NULL.
 static INSERT: LazyLock<String> = LazyLock::new(|| {
-    let columns: Vec<&str> =
-        INSERT_COLUMNS.iter().chain(fields::COLUMNS.iter()).copied().chain(["dup_key"]).collect();
+    let columns: Vec<&str> = INSERT_COLUMNS.iter().chain(fields::COLUMNS.iter()).copied().collect();
     let placeholders: Vec<String> = (1..=columns.len()).map(|i| format!("?{i}")).collect();
     format!(
         "INSERT INTO messages ({}, v1_status) VALUES ({}, '')",
@@ -1178,10 +1179,9 @@ static INSERT: LazyLock<String> = LazyLock::new(|| {
 });
 
 /// One transaction for the whole batch. Duplicates are checked message by message inside
-/// it, so a message resent within the same batch is found too. Compares the stored bytes
-/// themselves, not only the hash: the narrow index (`dup_key`, a hash of listener, MSH-3,
-/// MSH-4 and MSH-10) finds the candidates, and an exact comparison cannot collide. Refused
-/// messages are inserted without a duplicate check.
+/// it, so a message resent within the same batch is found too: the control-id index finds
+/// the candidates ([`FIND_DUPLICATE`]), and the stored bytes themselves are compared.
+/// Refused messages are inserted without a duplicate check.
 fn write_batch(
     conn: &mut Connection,
     batch: &[Request],
@@ -1209,9 +1209,6 @@ fn write_batch(
                 }
             };
             let at = micros(m.received_at);
-            let dup_key =
-                duplicate_key_of(&m.listener, &m.sending_application, &m.sending_facility, &m.control_id)
-                    as i64;
             let (window, refusal) = match &m.disposition {
                 Disposition::Accepted { duplicate_window } => (*duplicate_window, None),
                 Disposition::Refused(refusal) => (None, Some(refusal)),
@@ -1219,7 +1216,14 @@ fn write_batch(
             let original = match window {
                 Some(window) => {
                     let since = at.saturating_sub(i64::try_from(window.as_micros()).unwrap_or(i64::MAX));
-                    let key = params![dup_key, since, &*m.listener, &m.raw[..]];
+                    let key = params![
+                        &m.control_id,
+                        since,
+                        &*m.listener,
+                        &m.sending_application,
+                        &m.sending_facility,
+                        &m.raw[..]
+                    ];
                     find.query_row(key, |row| row.get::<_, i64>(0)).optional()?
                 }
                 None => None,
@@ -1256,7 +1260,6 @@ fn write_batch(
                         &error_code,
                     ];
                     values.extend(m.fields.values());
-                    values.push(&dup_key);
                     insert.execute(&values[..])?;
                     // Only new accepted messages are delivered: never a refused one, never
                     // a duplicate (its original was queued when it was stored).
@@ -1463,35 +1466,44 @@ mod tests {
         assert!(matches!(rt.block_on(store.append(message("2", b"x"))), Err(StoreError::Closed)));
     }
 
-    /// Issue 14: duplicates are looked up by `dup_key`, and a hash collision (two different
-    /// messages with the same key; forced here by rewriting a stored row's key) is kept
-    /// apart by the byte comparison.
+    /// Issue 14: duplicates are looked up by MSH-10 on the control-id index (schema 7); the
+    /// same MSH-10 from another sender, on another listener or with other bytes is another
+    /// message, and the lookup uses the index, not a scan.
     #[test]
-    fn a_duplicate_key_collision_is_kept_apart_by_the_bytes() {
+    fn a_duplicate_needs_the_same_control_id_sender_listener_and_bytes() {
         let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("collision");
+        let dir = tmp.path().join("control-id");
         let rt = runtime();
         let store = SqliteStore::open(&dir, SqliteOptions::default()).unwrap();
-        assert_eq!(rt.block_on(store.append(message("1", b"MSH|a"))).unwrap(), Appended::New);
-        store.close();
-        let key_of_2 = duplicate_key_of("lab", "APP", "FAC", "2") as i64;
-        let conn = Connection::open(dir.join(DATABASE_FILE)).unwrap();
-        assert_eq!(conn.execute("UPDATE messages SET dup_key = ?1", [key_of_2]).unwrap(), 1);
-        drop(conn);
-
-        let store = SqliteStore::open(&dir, SqliteOptions::default()).unwrap();
         let append = |m| rt.block_on(store.append(m)).unwrap();
-        // Same key, same listener, other bytes: a different message, stored.
-        assert_eq!(append(message("2", b"MSH|b")), Appended::New);
-        // The lookup goes by the key: the first message's resend no longer finds its row
-        // (whose key now says "2"), so it is stored again...
         assert_eq!(append(message("1", b"MSH|a")), Appended::New);
-        // ...while resends of both now find their originals.
-        assert_eq!(append(message("2", b"MSH|b")), Appended::Duplicate);
+        assert_eq!(append(message("1", b"MSH|b")), Appended::New, "other bytes");
+        let other_sender = NewMessage { sending_facility: "ELSEWHERE".into(), ..message("1", b"MSH|a") };
+        assert_eq!(append(other_sender), Appended::New);
+        let other_listener = NewMessage { listener: "adt".into(), ..message("1", b"MSH|a") };
+        assert_eq!(append(other_listener), Appended::New);
         assert_eq!(append(message("1", b"MSH|a")), Appended::Duplicate);
+        assert_eq!(append(message("1", b"MSH|b")), Appended::Duplicate);
         store.close();
+        let conn = Connection::open(dir.join(DATABASE_FILE)).unwrap();
+        let plan: Vec<String> = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {FIND_DUPLICATE}"))
+            .unwrap()
+            .query_map(params!["1", 0, "lab", "APP", "FAC", &b"MSH|a"[..]], |row| row.get::<_, String>(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(
+            plan.iter().any(|step| step.contains("INDEX messages_control_id (control_id=? AND received_at")),
+            "{plan:?}"
+        );
+        let keys: i64 = conn
+            .query_row("SELECT count(*) FROM messages WHERE dup_key IS NOT NULL", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(keys, 0, "dup_key is no longer written");
+        drop(conn);
         let reader = Reader::open(&dir).unwrap();
-        assert_eq!(reader.count().unwrap(), 3);
+        assert_eq!(reader.count().unwrap(), 4);
     }
 
     /// Issue 13 item 15: a refused message is kept, but never as a duplicate and never as
