@@ -29,6 +29,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::console;
 use crate::listener::{ReloadReport, Reloader};
 
 /// Content type of the Prometheus text exposition format.
@@ -72,6 +73,7 @@ pub struct Running {
 pub struct Admin {
     addr: SocketAddr,
     state: Arc<AdminState>,
+    console: console::Slot,
     stop: CancellationToken,
     task: JoinHandle<()>,
 }
@@ -94,12 +96,14 @@ impl Admin {
             started: SystemTime::now(),
             running: OnceLock::new(),
         });
+        let console = console::Slot::default();
         let app = Router::new()
             .route("/live", get(live))
             .route("/ready", get(ready))
             .route("/metrics", get(metrics))
             .route("/reload", post(reload))
-            .with_state(state.clone());
+            .with_state(state.clone())
+            .merge(console::router(console.clone()));
         let stop = CancellationToken::new();
         let task = tokio::spawn({
             let stop = stop.clone();
@@ -113,7 +117,7 @@ impl Admin {
             }
         });
         info!(%addr, "admin endpoint: /live /ready /metrics /reload");
-        Ok(Admin { addr, state, stop, task })
+        Ok(Admin { addr, state, console, stop, task })
     }
 
     /// The bound address.
@@ -129,6 +133,12 @@ impl Admin {
     /// Hands over the started server. Only the first call counts.
     pub fn attach(&self, running: Running) {
         let _ = self.state.running.set(running);
+    }
+
+    /// Hands the console what it reads and acts on. Only the first call counts; until it,
+    /// the console's routes answer 503.
+    pub fn attach_console(&self, context: console::Context) {
+        let _ = self.console.set(context);
     }
 
     /// Stops serving (requests under way finish) and waits for the task.
@@ -187,7 +197,8 @@ async fn reload(State(state): State<Arc<AdminState>>) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], format!("{body}\n")).into_response()
 }
 
-fn report_json(report: &ReloadReport) -> serde_json::Value {
+/// A reload report as JSON (`POST /reload`, the console's reload).
+pub(crate) fn report_json(report: &ReloadReport) -> serde_json::Value {
     let reloaded: Vec<serde_json::Value> = report
         .reloaded
         .iter()
