@@ -149,6 +149,20 @@ pub(crate) async fn http(
     content_type: Option<&str>,
     body: &[u8],
 ) -> (u16, String, String) {
+    http_within(addr, method, path, content_type, body, WAIT).await
+}
+
+/// [`http`] with its own bound on the whole exchange. The body ends at its
+/// `Content-Length` when the head gives one (chromedriver keeps the connection open), else
+/// at the end of the stream.
+pub(crate) async fn http_within(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    content_type: Option<&str>,
+    body: &[u8],
+    bound: std::time::Duration,
+) -> (u16, String, String) {
     let mut stream = TcpStream::connect(addr).await.unwrap();
     let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     if let Some(content_type) = content_type {
@@ -159,8 +173,29 @@ pub(crate) async fn http(
     head += "\r\n";
     stream.write_all(head.as_bytes()).await.unwrap();
     stream.write_all(body).await.unwrap();
-    let mut raw = Vec::new();
-    tokio::time::timeout(WAIT, stream.read_to_end(&mut raw)).await.expect("response in time").unwrap();
+    let exchange = async {
+        let mut raw = Vec::new();
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+                let length = head
+                    .lines()
+                    .find_map(|line| line.strip_prefix("content-length:"))
+                    .and_then(|n| n.trim().parse::<usize>().ok());
+                if length.is_some_and(|length| raw.len() >= end + 4 + length) {
+                    break;
+                }
+            }
+            let n = stream.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            raw.extend_from_slice(&buf[..n]);
+        }
+        raw
+    };
+    let raw = tokio::time::timeout(bound, exchange).await.expect("response in time");
     let text = String::from_utf8_lossy(&raw).into_owned();
     let (head, body) = text.split_once("\r\n\r\n").expect("a head and a body");
     let status = head.split(' ').nth(1).unwrap().parse().unwrap();

@@ -2,6 +2,7 @@
 
 mod admin;
 mod bench;
+mod browser;
 mod cli;
 mod client_keys;
 mod console;
@@ -27,3 +28,4 @@ mod store;
 mod store_backup;
 mod support;
 mod tls;
+mod webdriver;
