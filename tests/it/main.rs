@@ -6,6 +6,7 @@ mod browser;
 mod cli;
 mod client_keys;
 mod console;
+mod console_auth;
 mod delivery;
 mod delivery_e2e;
 mod delivery_transports;
