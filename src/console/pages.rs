@@ -73,7 +73,7 @@ fn layout(principal: &Principal, title: &str, nav: Nav, refresh: Option<Duration
                         a href="/routes" aria-current=[current(Nav::Routes)] { "Routes" }
                     }
                     div.who {
-                        span #user { (principal.user) " (" (principal.role.as_str()) ")" }
+                        span #signed-in { (principal.user) " (" (principal.role.as_str()) ")" }
                         form.inline method="post" action="/logout" {
                             (csrf(principal))
                             button #logout type="submit" { "Log out" }

@@ -49,7 +49,7 @@ pub fn json_ok(value: serde_json::Value) -> Response {
 }
 
 /// Adds the headers every console response carries unless the handler (or a layer in
-/// front) set them: the CSP, no sniffing, no referrer, and no caching (pages hold patient
+/// front) set them: the CSP, no sniffing, no referrer to other sites, and no caching (pages hold patient
 /// data).
 pub async fn security_headers(request: Request, next: Next) -> Response {
     let mut response = next.run(request).await;
@@ -57,7 +57,7 @@ pub async fn security_headers(request: Request, next: Next) -> Response {
     let defaults = [
         (header::CONTENT_SECURITY_POLICY, CSP),
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-        (header::REFERRER_POLICY, "no-referrer"),
+        (header::REFERRER_POLICY, "same-origin"),
         (header::X_FRAME_OPTIONS, "DENY"),
     ];
     for (name, value) in defaults {

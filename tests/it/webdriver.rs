@@ -200,6 +200,24 @@ impl Session {
         self.cmd("POST", "/window/rect", Some(json!({ "width": width, "height": height }))).await;
     }
 
+    /// The page's cookies as (name, value) (HttpOnly ones too: WebDriver sees them).
+    pub async fn cookies(&self) -> Vec<(String, String)> {
+        let all = self.cmd("GET", "/cookie", None).await;
+        all.as_array()
+            .map(|cookies| {
+                cookies
+                    .iter()
+                    .map(|c| {
+                        (
+                            c["name"].as_str().unwrap_or("").to_owned(),
+                            c["value"].as_str().unwrap_or("").to_owned(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Runs `script` (a function body) in the page and returns what it returns.
     pub async fn execute(&self, script: &str) -> Value {
         self.cmd("POST", "/execute/sync", Some(json!({ "script": script, "args": [] }))).await
