@@ -24,7 +24,7 @@ const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 /// Chromium, by the names Debian and others install it under.
 fn chromium() -> Option<PathBuf> {
-    ["chromium", "chromium-browser", "google-chrome"].into_iter().find_map(|name| which(name))
+    ["chromium", "chromium-browser", "google-chrome"].into_iter().find_map(which)
 }
 
 fn which(name: &str) -> Option<PathBuf> {
