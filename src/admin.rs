@@ -146,7 +146,7 @@ impl Admin {
         let tls = config
             .tls
             .as_ref()
-            .map(|tls| TlsListener::load("admin", tls, DEFAULT_CERT_EXPIRY_WARNING))
+            .map(|tls| TlsListener::load("admin", tls, DEFAULT_CERT_EXPIRY_WARNING).map(Arc::new))
             .transpose()?;
         let bind = |source| AdminError::Bind { addr: config.listen, source };
         let socket = TcpListener::bind(config.listen).await.map_err(bind)?;
@@ -165,14 +165,15 @@ impl Admin {
             console_refused: config.console_refused(),
             clock,
         });
+        // The console's pages and `/api/v1/`, inside the auth layer.
         let console = console::Slot::default();
-        let app = router(state.clone(), auth.clone(), console.clone());
+        let app = router(state.clone(), auth.clone(), console::router(console.clone()));
         let stop = CancellationToken::new();
         let task = tokio::spawn({
             let stop = stop.clone();
             let auth = auth.clone();
             async move {
-                let upkeep = upkeep(stop.clone(), auth);
+                let upkeep = upkeep(stop.clone(), auth, tls.clone());
                 let service = app.into_make_service_with_connect_info::<SocketAddr>();
                 let shutdown = stop.clone().cancelled_owned();
                 let serve = async move {
@@ -180,8 +181,7 @@ impl Admin {
                         None => axum::serve(socket, service).with_graceful_shutdown(shutdown).await,
                         Some(tls) => {
                             // `tap_io` gives the listener axum's `ConnectInfo<SocketAddr>`.
-                            let incoming =
-                                TlsIncoming::start(socket, Arc::new(tls), stop.clone()).tap_io(|_| {});
+                            let incoming = TlsIncoming::start(socket, tls, stop.clone()).tap_io(|_| {});
                             axum::serve(incoming, service).with_graceful_shutdown(shutdown).await
                         }
                     }
@@ -239,7 +239,10 @@ impl Admin {
 
 /// The whole admin server: the endpoints, the login routes and the console, all behind the
 /// auth layer (which lets the public paths through), then the security headers.
-fn router(state: Arc<AdminState>, auth: Arc<AuthState>, console: console::Slot) -> Router {
+///
+/// `Router::layer` wraps the routes merged before it (and the fallback), so every route of
+/// the server is merged here, before the layers, and nothing is merged into the result.
+fn router(state: Arc<AdminState>, auth: Arc<AuthState>, console: Router) -> Router {
     let endpoints = Router::new()
         .route("/live", get(live))
         .route("/ready", get(ready))
@@ -249,7 +252,7 @@ fn router(state: Arc<AdminState>, auth: Arc<AuthState>, console: console::Slot) 
     Router::new()
         .merge(endpoints)
         .merge(auth::routes(auth.clone()))
-        .merge(console::router(console))
+        .merge(console)
         .layer(axum::middleware::from_fn_with_state(auth, auth::layer))
         .layer(axum::middleware::from_fn(auth::security_headers))
 }
@@ -320,15 +323,24 @@ impl axum::serve::Listener for TlsIncoming {
 }
 
 /// Folds histogram samples into their buckets every few seconds (bounded memory even when
-/// nobody scrapes), and ends expired console sessions every minute.
-async fn upkeep(stop: CancellationToken, auth: Arc<AuthState>) {
+/// nobody scrapes), ends expired console sessions every minute, and with `[admin.tls]`
+/// checks its certificate's expiry once a day against the default `cert_expiry_warning`
+/// (as the listeners' daily check does; start-up logs its own notice).
+async fn upkeep(stop: CancellationToken, auth: Arc<AuthState>, tls: Option<Arc<TlsListener>>) {
     let mut tick = tokio::time::interval(crate::metrics::UPKEEP_INTERVAL);
     let mut sweep = tokio::time::interval(SESSION_SWEEP);
+    let first_check = tokio::time::Instant::now() + crate::expiry::CHECK_INTERVAL;
+    let mut expiry = tokio::time::interval_at(first_check, crate::expiry::CHECK_INTERVAL);
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tick.tick() => crate::metrics::run_upkeep(),
             _ = sweep.tick() => auth.sweep(),
+            _ = expiry.tick() => {
+                if let Some(tls) = &tls {
+                    tls.check_expiry(crate::tls::unix_now(), DEFAULT_CERT_EXPIRY_WARNING);
+                }
+            }
         }
     }
 }
@@ -430,4 +442,50 @@ pub(crate) fn report_json(report: &ReloadReport) -> serde_json::Value {
         body["error"] = serde_json::Value::from(error.as_str());
     }
     body
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// The console's router joins inside the auth layer: its routes answer 401 without
+    /// credentials, like everything but the public paths.
+    #[tokio::test]
+    async fn console_routes_are_behind_the_layer() {
+        let auth = AuthState::new(AuthSettings {
+            users_file: "/nonexistent/users.toml".into(),
+            metrics_public: true,
+            idle: Duration::from_secs(60),
+            lifetime: Duration::from_secs(600),
+            tls: false,
+            console_refused: false,
+            clock: Clock::tokio(),
+        });
+        let state = Arc::new(AdminState {
+            ready: Readiness::default(),
+            started: SystemTime::now(),
+            running: OnceLock::new(),
+        });
+        let console = Router::new().route("/api/v1/messages", get(|| async { "patient data" }));
+        let app = router(state, auth, console);
+        let socket = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let at = socket.local_addr().unwrap();
+        tokio::spawn(async move {
+            let _ = axum::serve(socket, app.into_make_service_with_connect_info::<SocketAddr>()).await;
+        });
+        let get = |path: &'static str| async move {
+            let mut stream = tokio::net::TcpStream::connect(at).await.unwrap();
+            let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+            stream.write_all(request.as_bytes()).await.unwrap();
+            let mut response = String::new();
+            stream.read_to_string(&mut response).await.unwrap();
+            response
+        };
+        let refused = get("/api/v1/messages").await;
+        assert!(refused.starts_with("HTTP/1.1 401"), "{refused}");
+        assert!(!refused.contains("patient data"));
+        assert!(get("/live").await.starts_with("HTTP/1.1 200"));
+    }
 }

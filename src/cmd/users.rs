@@ -181,26 +181,27 @@ fn read_new_password() -> Result<String, AccountsError> {
     Ok(password)
 }
 
-/// Asks on stderr and reads one line from the terminal with echo off.
+/// Turns echo off, asks on stderr, reads one line from the terminal, turns echo back on.
 fn prompt(question: &str) -> Result<String, AccountsError> {
     let failed = |e: std::io::Error| AccountsError::Refused(format!("cannot read the password: {e}"));
-    let mut stderr = std::io::stderr();
-    let _ = write!(stderr, "{question}");
-    let _ = stderr.flush();
     let stdin = std::io::stdin();
+    // Echo off before the prompt appears: nothing typed after it can be echoed.
     #[cfg(unix)]
     let saved = {
         use rustix::termios::{tcgetattr, tcsetattr, LocalModes, OptionalActions};
         let saved = tcgetattr(&stdin).map_err(|e| failed(e.into()))?;
         let mut quiet = saved.clone();
         quiet.local_modes.remove(LocalModes::ECHO);
-        tcsetattr(&stdin, OptionalActions::Flush, &quiet).map_err(|e| failed(e.into()))?;
+        tcsetattr(&stdin, OptionalActions::Now, &quiet).map_err(|e| failed(e.into()))?;
         saved
     };
+    let mut stderr = std::io::stderr();
+    let _ = write!(stderr, "{question}");
+    let _ = stderr.flush();
     let mut line = String::new();
     let read = stdin.lock().read_line(&mut line);
     #[cfg(unix)]
-    let _ = rustix::termios::tcsetattr(&stdin, rustix::termios::OptionalActions::Flush, &saved);
+    let _ = rustix::termios::tcsetattr(&stdin, rustix::termios::OptionalActions::Now, &saved);
     let _ = writeln!(stderr);
     read.map_err(failed)?;
     Ok(line.trim_end_matches(['\n', '\r']).to_owned())

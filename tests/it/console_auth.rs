@@ -402,6 +402,8 @@ fn users_and_tokens_commands() {
     let users_file = dir.join("data/users.toml");
     let run = |args: &[&str], stdin: &str| cli(&config, args, stdin);
 
+    let check = run(&["check-config"], "");
+    assert!(check.ok && check.stderr.contains("the console has no users yet"), "{check:?}");
     let added = run(&["users", "add", "ana", "--role", "operator"], &format!("{PASSWORD}\n"));
     assert!(added.ok, "{added:?}");
     assert!(added.stdout.contains("added user \"ana\""), "{added:?}");
@@ -411,6 +413,7 @@ fn users_and_tokens_commands() {
     let short = run(&["users", "add", "cy", "--role", "viewer"], "short\n");
     assert_eq!(short.code, Some(64), "{short:?}");
     assert!(short.stderr.contains("too short"), "{short:?}");
+    assert!(!run(&["check-config"], "").stderr.contains("no users"));
     let list = run(&["users", "list"], "");
     assert!(
         list.stdout.contains("ana") && list.stdout.contains("operator") && list.stdout.contains("bo"),
@@ -460,6 +463,103 @@ fn users_and_tokens_commands() {
         assert!(trail.contains(&format!("\"event\":\"{event}\"")), "{event} in {trail}");
     }
     assert!(!trail.contains(PASSWORD) && !trail.contains(&token), "{trail}");
+}
+
+/// `check-config` (and so `serve`) refuses an `[admin.tls]` whose files cannot be used, and
+/// warns about a non-loopback admin address without TLS.
+#[test]
+fn check_config_checks_admin_tls_and_warns_without_it() {
+    let dir = tempdir("auth-check");
+    let config = dir.join("hl7d.toml");
+    let listener = "[[listener]]\nname = \"c\"\nlisten = \"127.0.0.1:0\"\nplaintext = true\n";
+    std::fs::write(
+        &config,
+        format!("[admin]\nlisten = \"127.0.0.1:0\"\n[admin.tls]\ncert = \"missing.pem\"\nkey = \"missing.key\"\n{listener}"),
+    )
+    .unwrap();
+    let check = cli(&config, &["check-config"], "");
+    assert_eq!(check.code, Some(78), "{check:?}");
+    assert!(check.stderr.contains("admin: [admin.tls]") && check.stderr.contains("missing.pem"), "{check:?}");
+    // Not bound: check-config without --bind only reads the file.
+    std::fs::write(&config, format!("[admin]\nlisten = \"0.0.0.0:19275\"\n{listener}")).unwrap();
+    let check = cli(&config, &["check-config"], "");
+    assert!(check.ok, "{check:?}");
+    assert!(
+        check.stderr.contains("0.0.0.0:19275 is reachable from the network without [admin.tls]"),
+        "{check:?}"
+    );
+}
+
+/// On a terminal `hl7d users add` asks twice, without echo. The terminal is a pty from
+/// `script` (util-linux/bsdutils, part of every Debian system); each answer is written only
+/// once its prompt has appeared.
+#[test]
+fn users_add_on_a_terminal_prompts_twice_without_echo() {
+    use std::io::{Read, Write};
+    let Ok(script) = which("script") else {
+        assert!(!crate::support::running_in_ci(), "`script` (bsdutils) is required under CI");
+        eprintln!("SKIPPED users_add_on_a_terminal_prompts_twice_without_echo: no `script` command");
+        return;
+    };
+    let dir = tempdir("auth-tty");
+    let config = dir.join("hl7d.toml");
+    std::fs::write(
+        &config,
+        "[store]\npath = \"data\"\n[[listener]]\nname = \"t\"\nlisten = \"127.0.0.1:0\"\nplaintext = true\n",
+    )
+    .unwrap();
+    let command = format!(
+        "{} users add tty-user --role viewer --config {}",
+        env!("CARGO_BIN_EXE_hl7d"),
+        config.display()
+    );
+    let mut child = Command::new(script)
+        .args(["-qec", &command, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    let mut output = child.stdout.take().unwrap();
+    let (lines, seen) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        let mut buf = [0u8; 256];
+        while let Ok(n) = output.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            all.push_str(&String::from_utf8_lossy(&buf[..n]));
+            let _ = lines.send(all.clone());
+        }
+        all
+    });
+    let wait_for = |text: &str| loop {
+        let so_far = seen.recv_timeout(WAIT).unwrap_or_else(|_| panic!("no {text:?} prompt"));
+        if so_far.contains(text) {
+            return;
+        }
+    };
+    wait_for("New password: ");
+    input.write_all(b"typed on a tty 42\n").unwrap();
+    wait_for("Again: ");
+    input.write_all(b"typed on a tty 42\n").unwrap();
+    let status = child.wait().unwrap();
+    drop(input);
+    let all = reader.join().unwrap();
+    assert!(status.success(), "{all}");
+    assert!(all.contains("added user \"tty-user\""), "{all}");
+    assert!(!all.contains("typed on a tty"), "the password was echoed: {all}");
+    let hash =
+        Accounts::load(&dir.join("data/users.toml")).unwrap().user("tty-user").unwrap().password_hash.clone();
+    assert!(accounts::verify_password(&hash, "typed on a tty 42"));
+}
+
+fn which(tool: &str) -> Result<std::path::PathBuf, ()> {
+    std::env::var_os("PATH")
+        .and_then(|paths| std::env::split_paths(&paths).map(|dir| dir.join(tool)).find(|path| path.is_file()))
+        .ok_or(())
 }
 
 // ---------------------------------------------------------------------------------------
