@@ -32,6 +32,7 @@ mod read;
 mod reader;
 mod schema;
 mod sqlite;
+mod stats;
 
 pub use fields::KeyFields;
 pub use postgres::{PgOptions, PgReader, PgStore};
@@ -42,6 +43,7 @@ pub use schema::SCHEMA_VERSION;
 pub use sqlite::{
     micros, ConnectionSetup, Durability, SqliteOptions, SqliteStore, StoreStats, DATABASE_FILE,
 };
+pub use stats::{ListenerTraffic, SenderSeen};
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -55,6 +55,10 @@ pub struct Filter {
     pub limit: Option<u64>,
     /// Oldest first (export) instead of newest first (list), by time received then id.
     pub oldest_first: bool,
+    /// Keyset paging of a newest-first list: only messages that come after this one (its
+    /// time received and id, see [`Reader::position`]) in that order — received before it,
+    /// or at the same time and stored before it. A page is the next `limit` of them.
+    pub before: Option<(SystemTime, i64)>,
 }
 
 impl Filter {
@@ -74,6 +78,7 @@ impl Filter {
             status,
             limit: _,
             oldest_first: _,
+            before: _,
         } = self;
         listener.is_none()
             && sending_application.is_none()
@@ -180,6 +185,13 @@ impl Filter {
                 conditions.push("status <> 'accepted'".into());
             }
         }
+        if let Some((received_at, id)) = self.before {
+            // A row value: SQLite reads it as a range on the index's (received_at, id) order.
+            values.push(Value::Integer(micros(received_at)));
+            values.push(Value::Integer(id));
+            let n = values.len();
+            conditions.push(format!("(received_at, id) < (?{}, ?{n})", n - 1));
+        }
         // Either number: SQLite answers the OR from both partial indexes (MULTI-INDEX OR).
         if let Some(order) = &self.order {
             values.push(Value::Text(order.clone()));
@@ -237,7 +249,7 @@ pub struct StoredMessage {
     pub fields: KeyFields,
     /// When the last duplicate came.
     pub last_duplicate_at: Option<SystemTime>,
-    /// The bytes exactly as received: loaded by [`Reader::message`] and
+    /// The bytes exactly as received: kept by [`Reader::message`] and
     /// [`Reader::for_each_message`], `None` from [`Reader::list`].
     pub raw: Option<Vec<u8>>,
 }
@@ -312,6 +324,16 @@ impl Reader {
     pub fn open(dir: &Path) -> Result<Reader, StoreError> {
         let (conn, file) = open_existing(dir, OpenFlags::SQLITE_OPEN_READ_ONLY, |_| Ok(()))?;
         Ok(Reader { conn, file })
+    }
+
+    /// Where message `id` stands in a newest-first list (its time received and id), for
+    /// [`Filter::before`]; `None` when there is no such message.
+    pub fn position(&self, id: i64) -> Result<Option<(SystemTime, i64)>, StoreError> {
+        self.conn
+            .query_row("SELECT received_at FROM messages WHERE id = ?1", [id], |row| row.get::<_, i64>(0))
+            .optional()
+            .map(|found| found.map(|micros| (time(micros), id)))
+            .map_err(|e| self.error(&e))
     }
 
     /// Messages matching `filter`, without their bytes.
@@ -420,7 +442,7 @@ impl Reader {
         with_raw: bool,
         mut each: impl FnMut(StoredMessage) -> bool,
     ) -> Result<(), StoreError> {
-        let (sql, values) = query(filter, with_raw);
+        let (sql, values) = query(filter);
         let mut run = || -> rusqlite::Result<()> {
             let mut statement = self.conn.prepare(&sql)?;
             let mut rows = statement.query(params_from_iter(values.iter()))?;
@@ -446,7 +468,7 @@ impl Reader {
 /// `messages_sender` keep, so a time range or a patient's newest messages are read from
 /// the index in order. Ordered by id alone, SQLite prefers walking the whole table
 /// backwards to a `--since` range on the index (the id order saves it a sort).
-fn query(filter: &Filter, with_raw: bool) -> (String, Vec<Value>) {
+fn query(filter: &Filter) -> (String, Vec<Value>) {
     let (mut condition, mut values) = filter.condition();
     if let Some(limit) = filter.limit {
         // The newest `limit` that match, in either order.
@@ -456,23 +478,30 @@ fn query(filter: &Filter, with_raw: bool) -> (String, Vec<Value>) {
             values.len()
         );
     }
-    let raw = if with_raw { ", raw" } else { "" };
     let order = if filter.oldest_first { "ASC" } else { "DESC" };
+    // `raw` always: the lane keys are computed from it ([`stored`]). It costs no extra page
+    // read: the key-field columns that every listing reads sit after it in the row.
     let sql = format!(
-        "SELECT {}{raw} FROM messages WHERE {condition} ORDER BY received_at {order}, id {order}",
+        "SELECT {}, raw FROM messages WHERE {condition} ORDER BY received_at {order}, id {order}",
         *COLUMNS
     );
     (sql, values)
 }
 
+/// The message in `row`: [`COLUMNS`], then `raw`, whose bytes give the lane keys
+/// ([`fields::lanes_of_stored`]) and are kept when `with_raw`.
 fn stored(row: &Row<'_>, with_raw: bool) -> rusqlite::Result<StoredMessage> {
+    let raw_at = KEY_FIELDS_AT + fields::COLUMNS.len();
+    let encoding: String = row.get(5)?;
+    let fields = KeyFields::read(row, KEY_FIELDS_AT)?
+        .with_lanes_of_stored(row.get_ref(raw_at)?.as_blob().unwrap_or_default(), &encoding);
     Ok(StoredMessage {
         id: row.get(0)?,
         listener: row.get(1)?,
         peer: row.get(2)?,
         client_thumbprint: row.get(3)?,
         received_at: time(row.get(4)?),
-        encoding: row.get(5)?,
+        encoding,
         message_type: row.get(6)?,
         control_id: row.get(7)?,
         sending_application: row.get(8)?,
@@ -486,8 +515,8 @@ fn stored(row: &Row<'_>, with_raw: bool) -> rusqlite::Result<StoredMessage> {
         last_duplicate_at: row.get::<_, Option<i64>>(16)?.map(time),
         reason: row.get(17)?,
         error_code: row.get(18)?,
-        fields: KeyFields::read(row, KEY_FIELDS_AT)?,
-        raw: if with_raw { Some(row.get(KEY_FIELDS_AT + fields::COLUMNS.len())?) } else { None },
+        fields,
+        raw: if with_raw { Some(row.get(raw_at)?) } else { None },
     })
 }
 
@@ -546,7 +575,7 @@ mod tests {
         // A refused status is looked up in the partial index, not by scanning every message.
         for status in [Status::Rejected, Status::Error] {
             let (sql, values) =
-                query(&Filter { status: Some(status), limit: Some(100), ..Filter::default() }, false);
+                query(&Filter { status: Some(status), limit: Some(100), ..Filter::default() });
             let plan: Vec<String> = reader
                 .conn
                 .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
@@ -561,7 +590,7 @@ mod tests {
 
     /// The plan steps SQLite reports for `filter`'s query (the one `list` runs).
     fn plan(reader: &Reader, filter: &Filter) -> Vec<String> {
-        let (sql, values) = query(filter, false);
+        let (sql, values) = query(filter);
         reader
             .conn
             .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
@@ -659,6 +688,50 @@ mod tests {
         let described =
             Filter { patient_id: text("111"), order: text("PL9"), ..Filter::default() }.describe();
         assert!(!described.contains("111") && !described.contains("PL9"), "{described}");
+    }
+
+    /// Issue 17: the console pages a patient's messages by keyset (`before` the last one
+    /// shown): the pages join up without a gap or a repeat, and each is read from the
+    /// patient index, never by scanning every message.
+    #[test]
+    fn keyset_pages_follow_each_other_on_the_patient_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path(), SqliteOptions::default()).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let accepted = || Disposition::Accepted { duplicate_window: None };
+        for i in 0..7 {
+            let patient = if i % 2 == 0 { "111" } else { "222" };
+            let raw =
+                format!("MSH|^~\\&|REG|MCM|||20261104153000||ADT^A08|C{i}|P|2.5\rPID|1||{patient}^^^H\r");
+            rt.block_on(store.append(test_message(&format!("C{i}"), raw.as_bytes(), None, accepted())))
+                .unwrap();
+        }
+        store.close();
+        let reader = Reader::open(dir.path()).unwrap();
+        let page = |before| -> Vec<String> {
+            let filter =
+                Filter { patient_id: Some("111".into()), limit: Some(2), before, ..Filter::default() };
+            reader.list(&filter).unwrap().into_iter().map(|m| m.control_id).collect()
+        };
+        let position = |control_id: &str| {
+            let id =
+                reader.list(&Filter { control_id: Some(control_id.into()), ..Filter::default() }).unwrap()[0]
+                    .id;
+            reader.position(id).unwrap()
+        };
+        assert_eq!(page(None), ["C6", "C4"]);
+        assert_eq!(page(position("C4")), ["C2", "C0"]);
+        assert!(page(position("C0")).is_empty());
+        assert_eq!(reader.position(999).unwrap(), None);
+        let filter = Filter {
+            patient_id: Some("111".into()),
+            limit: Some(2),
+            before: position("C4"),
+            ..Filter::default()
+        };
+        let steps = plan(&reader, &filter);
+        assert!(!steps.iter().any(|s| s.starts_with("SCAN messages")), "{steps:?}");
+        assert!(steps.iter().any(|s| s.contains("INDEX messages_patient ")), "{steps:?}");
     }
 
     /// Issue 14: what the writer stored in the key-field columns is what the reader gives

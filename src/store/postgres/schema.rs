@@ -1,9 +1,11 @@
 //! The PostgreSQL schema (issue 16) and its migrations, applied once however many nodes
 //! start together.
 //!
-//! The tables mean what SQLite schema version 5 means (`../schema.rs`): the same columns
-//! with the same names and units, so the readers and the operator's commands share their
-//! meaning. Choices made for PostgreSQL:
+//! The tables mean what SQLite schema version 5 means (`../schema.rs`), with version 7's
+//! `(control_id, received_at)` index: the same columns with the same names and units, so
+//! the readers and the operator's commands share their meaning. Unlike SQLite since version
+//! 6/7, PostgreSQL keeps writing `lane_sender`, `lane_patient` and `dup_key` (the last is
+//! part of the duplicate key below). Choices made for PostgreSQL:
 //! - Times stay microseconds since the Unix epoch in `BIGINT` (not `timestamptz`): the
 //!   same values as in SQLite, so `Filter`, JSON output and the delivery engine need no
 //!   second conversion. Every integer is `BIGINT` (read as `i64`).
@@ -83,7 +85,7 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX messages_visit ON messages (visit_number) WHERE visit_number IS NOT NULL;
     CREATE INDEX messages_placer_order ON messages (placer_order) WHERE placer_order IS NOT NULL;
     CREATE INDEX messages_filler_order ON messages (filler_order) WHERE filler_order IS NOT NULL;
-    CREATE INDEX messages_control_id ON messages (control_id);
+    CREATE INDEX messages_control_id ON messages (control_id, received_at);
     CREATE INDEX messages_type ON messages (message_type, received_at);
     CREATE INDEX messages_sender ON messages (sending_application, sending_facility, received_at);
 
