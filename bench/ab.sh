@@ -10,7 +10,9 @@
 #   REPS=7 DURATION=20s bench/ab.sh A=/tmp/x B=/tmp/x:HL7D_SETTING=1:OTHER=2
 #
 # A variant is NAME=BINARY, optionally followed by :VAR=VALUE pairs put in that server's
-# environment. The first variant is the reference: the report gives, per variant, the
+# environment; `:PAGE_SIZE=N` is ab.sh's own: the variant's database file is created with
+# SQLite pages of N bytes before hl7d opens it (a store keeps the page size it was made
+# with), so one binary can be measured with another page size than it gives new stores. The first variant is the reference: the report gives, per variant, the
 # median and range of msg/s, ACK p50/p99/max, messages per commit and the mean time of a
 # commit (the writer's transaction, fsync included), server CPU time per
 # message (all threads, and the store's writer thread alone; from /proc), and its ratio to
@@ -67,12 +69,22 @@ for spec in "$@"; do
     rest=${spec#*=}
     IFS=: read -r -a parts <<<"$rest"
     binary=${parts[0]}
-    environment=("${parts[@]:1}")
+    environment=()
+    page_size=
+    for part in "${parts[@]:1}"; do
+        if [[ $part == PAGE_SIZE=* ]]; then page_size=${part#PAGE_SIZE=}; else environment+=("$part"); fi
+    done
     [[ -x $binary ]] || { log "$name: $binary is not an executable"; exit 64; }
     [[ -n $FIRST_BIN ]] || FIRST_BIN=$binary
     port=$(free_port)
     admin=$(free_port)
     mkdir -p "$WORK/$name"
+    if [[ -n $page_size ]]; then
+        mkdir -m 700 "$WORK/$name/data"
+        # Setting WAL writes the header, which fixes the page size.
+        sqlite3 "$WORK/$name/data/messages.db" "PRAGMA page_size = $page_size; PRAGMA journal_mode = WAL;" >/dev/null
+        chmod 600 "$WORK/$name/data/messages.db"
+    fi
     {
         echo '[store]'
         echo "path = \"$WORK/$name/data\""
@@ -109,7 +121,7 @@ for spec in "$@"; do
     PORT_OF[$name]=$port
     ADMIN_OF[$name]=$admin
     PID_OF[$name]=$(pgrep -P "$pid" | head -1)
-    log "$name: ${environment[*]:-} $binary (pid ${PID_OF[$name]}, port $port)"
+    log "$name: ${environment[*]:-} $binary (pid ${PID_OF[$name]}, port $port, page size $(sqlite3 -readonly "$WORK/$name/data/messages.db" 'PRAGMA page_size'))"
 done
 
 # Messages and commits so far (the sum and count of the messages-per-commit histogram), and

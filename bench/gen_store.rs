@@ -8,7 +8,8 @@
 //! target/release/examples/gen_store --dry-run --messages 200000                 # sizes and mix only
 //! ```
 //!
-//! `--page-size N` makes the store with another SQLite page size than hl7d's (4 KiB), for
+//! `--page-size N` makes the store with another SQLite page size than hl7d's (8 KiB for a
+//! new store since schema 6, `sqlite::NEW_STORE_PAGE_SIZE`; 4 KiB before), for
 //! the size comparison in BENCHMARKS.md; `--messages`, `--patients`, `--senders`, `--days`,
 //! `--end` (RFC 3339; give it when resuming), `--seed` change what is generated.
 //!
@@ -16,7 +17,7 @@
 //! (parse, MSH view, checks, charset), `ack::decide`, [`NewMessage::received`] (header
 //! columns and the key fields, `KeyFields`, extracted from the bytes) and
 //! [`SqliteStore::append`] (the writer thread's `write_batch`: duplicate lookup on
-//! `dup_key`, the INSERT, group commit, checkpoints). Nothing here writes SQL, so the file
+//! the control-id index, the INSERT, group commit, checkpoints). Nothing here writes SQL, so the file
 //! has hl7d's schema, indexes and column values. Two settings differ from `hl7d serve`, and
 //! neither changes what is in the file: `Durability::DangerNoSync` (no fsync per batch) and
 //! a 256 MiB page cache on the writer's connection (`PRAGMA cache_size`).
@@ -200,7 +201,7 @@ fn main() {
     println!("{rows} rows, database file {file} bytes");
 }
 
-/// `--page-size N` (an experiment; hl7d makes its stores with SQLite's default, 4 KiB):
+/// `--page-size N` (an experiment; hl7d makes new stores with 8 KiB pages):
 /// creates the database file with that page size before the store opens it, so that the
 /// schema and every message are written in pages of that size. An existing file keeps its.
 fn create_with_page_size(dir: &std::path::Path, page_size: u32) {

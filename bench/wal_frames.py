@@ -2,6 +2,7 @@
 """Which b-tree each WAL frame belongs to: frames per commit by table and index.
 
     python3 bench/wal_frames.py COPY/messages.db     # COPY/messages.db-wal next to it
+    python3 bench/wal_frames.py COPY/messages.db 9.8 # and per message, at 9.8 messages a commit
 
 Reads the write-ahead log's frames (the valid ones: the current salts, up to the last commit
 frame), maps each frame's page number to the table or index owning that page (SQLite's
@@ -51,9 +52,17 @@ def main():
     inner = collections.Counter(owner[p][0] for p, _ in written if owner.get(p, ("", ""))[1] == "internal")
     print(f"{len(written)} frames of {page_size} bytes in {commits} commits "
           f"({len(written) / commits:.2f} per commit); {rows} rows in the copy")
-    print(f"{'b-tree':<28} {'frames':>8} {'per commit':>11} {'of them interior':>17}")
-    for name, count in by_tree.most_common():
-        print(f"{name:<28} {count:>8} {count / commits:>11.2f} {inner[name]:>17}")
+    # Messages per commit, when given (the run's, from hl7d's metrics): frames and bytes per
+    # message, each frame being its 24-byte header and one page.
+    per_commit = float(sys.argv[2]) if len(sys.argv) > 2 else None
+    messages = commits * per_commit if per_commit else None
+    extra = f" {'per message':>12} {'KiB/message':>12}" if messages else ""
+    print(f"{'b-tree':<28} {'frames':>8} {'per commit':>11} {'of them interior':>17}{extra}")
+    for name, count in by_tree.most_common() + [("(all)", len(written))]:
+        line = f"{name:<28} {count:>8} {count / commits:>11.2f} {inner[name]:>17}"
+        if messages:
+            line += f" {count / messages:>12.3f} {count * (page_size + 24) / 1024 / messages:>12.2f}"
+        print(line)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@
 #   bench/wal_pages.sh                              # 100 000 messages at 16 connections
 #   MESSAGES=20000 CONNECTIONS="1 16 64" bench/wal_pages.sh
 #   HL7D=/path/to/other/hl7d bench/wal_pages.sh     # another build (no cargo build then)
+#   PAGE_SIZE=4096 bench/wal_pages.sh               # the store made with 4 KiB pages first
 #
 # One release `hl7d serve` (plaintext listener on 127.0.0.1, durable SQLite store on the
 # repository's disk, `[admin]` for /metrics) is driven by `hl7d bench` at each connection
@@ -89,6 +90,13 @@ max_connections = 200
 max_connections_per_ip = 200   # every client is on 127.0.0.1
 max_pending = 200              # bench connections wait for each other before sending
 EOF
+if [[ -n ${PAGE_SIZE:-} ]]; then
+    # A store keeps the page size it was made with: make it first. Setting WAL writes the
+    # header, which fixes the page size.
+    mkdir -m 700 "$WORK/data"
+    sqlite3 "$WORK/data/messages.db" "PRAGMA page_size = $PAGE_SIZE; PRAGMA journal_mode = WAL;" >/dev/null
+    chmod 600 "$WORK/data/messages.db"
+fi
 timeout 3600 "$HL7D" serve --config "$WORK/hl7d.toml" 2>"$WORK/hl7d.log" &
 PIDS+=("$!")
 for _ in $(seq 1 200); do
@@ -127,6 +135,7 @@ log "WAL descriptors: $WAL_FDS; database: $DB_FDS; page size $PAGE_SIZE"
 
 printf '%-6s %9s %8s %8s %10s %10s %11s %10s %9s %8s %10s\n' connections messages commits msg/commit \
     wal_frames frames/msg frames/commit wal_KiB/msg ckpt_pg/msg syncs msg/s
+PER_COMMIT=
 for connections in $CONNECTIONS; do
     read -r messages_before commits_before < <(store_counters)
     perf stat -x, -o "$WORK/perf.$connections" -p "$SERVER" \
@@ -143,6 +152,7 @@ for connections in $CONNECTIONS; do
     kill -INT "$perf_pid"
     wait "$perf_pid" || true
     read -r messages_after commits_after < <(store_counters)
+    PER_COMMIT=$(python3 -c "print($((messages_after - messages_before)) / max($((commits_after - commits_before)), 1))")
     python3 - "$WORK/perf.$connections" "$WORK/bench.$connections.json" "$connections" \
         $((messages_after - messages_before)) $((commits_after - commits_before)) "$PAGE_SIZE" <<'PY'
 import json, sys
@@ -169,4 +179,5 @@ done
 sleep 2
 mkdir "$WORK/copy"
 cp "$WORK/data/messages.db" "$WORK/data/messages.db-wal" "$WORK/data/messages.db-shm" "$WORK/copy/"
-python3 "$ROOT/bench/wal_frames.py" "$WORK/copy/messages.db" || log "no breakdown (WAL empty?)"
+# Per message too, by the last run's messages per commit.
+python3 "$ROOT/bench/wal_frames.py" "$WORK/copy/messages.db" $PER_COMMIT || log "no breakdown (WAL empty?)"

@@ -30,8 +30,9 @@ use hl7_proto::keys::LaneOrder;
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 use thiserror::Error;
 
+use super::fields;
 use super::purge::open_writable;
-use super::queue::{lane_for, type_matches, DeliveryState};
+use super::queue::{lane_for, type_matches, DeliveryState, STRICT_LANE};
 use super::read::{time, Reader};
 use super::sqlite::{describe, micros};
 use super::{KeyFields, Status, StoreError};
@@ -314,16 +315,17 @@ impl Reader {
         run().map_err(|e| self.error(&e))
     }
 
-    /// The key fields stored for message `id` (schema 3's columns).
+    /// The key fields stored for message `id` (schema 3's columns), with its lane keys
+    /// (computed from its bytes: [`fields::lanes_of_stored`]).
     pub fn key_fields(&self, id: i64) -> Result<Option<KeyFields>, StoreError> {
         self.conn
             .query_row(
                 "SELECT patient_id, patient_authority, visit_number, placer_order, filler_order, \
-                 message_time_utc, message_time_wall, trigger_event, lane_sender, lane_patient \
+                 message_time_utc, message_time_wall, trigger_event, charset, raw \
                  FROM messages WHERE id = ?1",
                 [id],
                 |row| {
-                    Ok(KeyFields {
+                    let fields = KeyFields {
                         patient_id: row.get(0)?,
                         patient_authority: row.get(1)?,
                         visit_number: row.get(2)?,
@@ -332,9 +334,13 @@ impl Reader {
                         message_time_utc: row.get(5)?,
                         message_time_wall: row.get(6)?,
                         trigger_event: row.get(7)?,
-                        lane_sender: row.get(8)?,
-                        lane_patient: row.get(9)?,
-                    })
+                        lane_sender: None,
+                        lane_patient: None,
+                    };
+                    Ok(fields.with_lanes_of_stored(
+                        row.get_ref(9)?.as_blob().unwrap_or_default(),
+                        row.get_ref(8)?.as_str().unwrap_or_default(),
+                    ))
                 },
             )
             .optional()
@@ -386,11 +392,16 @@ impl RouteRule {
                 || self.message_types.iter().any(|pattern| type_matches(pattern, message_type)))
     }
 
-    /// The lane of a message whose stored lane columns are these, under the route's
-    /// order: the writer's rule ([`lane_for`]), so that a backfilled or resent message goes
-    /// into the lane a new one would.
-    pub fn lane(&self, lane_sender: Option<&str>, lane_patient: Option<&str>) -> String {
-        lane_for(self.order, lane_sender, lane_patient)
+    /// The lane of a stored message under the route's order, from its bytes and `charset`
+    /// column: the writer's keys ([`fields::lanes_of_stored`]) and rule ([`lane_for`]), so
+    /// that a backfilled or resent message goes into the lane a new one would. `strict`
+    /// reads nothing.
+    pub fn lane(&self, raw: &[u8], charset: &str) -> String {
+        if self.order == LaneOrder::Strict {
+            return STRICT_LANE.to_owned();
+        }
+        let (sender, patient) = fields::lanes_of_stored(raw, charset);
+        lane_for(self.order, Some(&sender), Some(&patient))
     }
 }
 
@@ -560,8 +571,8 @@ impl DeliveryActions {
 
     /// `hl7d routes backfill`: queues a delivery on `route` for every accepted message
     /// received in `[since, until)` that the route takes and that has no delivery on it
-    /// yet, in id order (the order of storage), each in the lane its stored lane columns
-    /// give under the route's order, due `now`. [`ACTION_BATCH`] messages per transaction;
+    /// yet, in id order (the order of storage), each in the lane its bytes give under the
+    /// route's order ([`RouteRule::lane`]), due `now`. [`ACTION_BATCH`] messages per transaction;
     /// with `dry_run` nothing is written and the count is what would be queued.
     /// Running it again queues nothing new.
     pub fn backfill(
@@ -611,15 +622,14 @@ impl DeliveryActions {
             let tx = conn.transaction_with_behavior(behavior)?;
             let mut queued = Vec::with_capacity(ids.len());
             {
-                let mut message =
-                    tx.prepare("SELECT status, lane_sender, lane_patient FROM messages WHERE id = ?1")?;
+                let mut message = tx.prepare("SELECT status, charset, raw FROM messages WHERE id = ?1")?;
                 let mut original = tx.prepare(ORIGINAL)?;
                 let mut insert = tx.prepare(INSERT)?;
                 for &id in &ids {
-                    let found: Option<(String, Option<String>, Option<String>)> = message
+                    let found: Option<(String, String, Vec<u8>)> = message
                         .query_row([id], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
                         .optional()?;
-                    let Some((status, lane_sender, lane_patient)) = found else {
+                    let Some((status, charset, raw)) = found else {
                         return Ok(Err(ActionError::NoMessage(id)));
                     };
                     // A status this build does not know is not `accepted` either.
@@ -632,7 +642,7 @@ impl DeliveryActions {
                     let new = if dry_run {
                         None
                     } else {
-                        let lane = route.lane(lane_sender.as_deref(), lane_patient.as_deref());
+                        let lane = route.lane(&raw, &charset);
                         insert.execute(params![id, route.name, lane, micros(now), resend_of])?;
                         Some(tx.last_insert_rowid())
                     };
@@ -678,7 +688,7 @@ impl DeliveryActions {
                     // stored; `received_at` is checked per row (a clock step back can put a
                     // message of the range among ids outside it).
                     let mut batch = tx.prepare_cached(
-                        "SELECT id, listener, message_type, status, received_at, lane_sender, lane_patient, \
+                        "SELECT id, listener, message_type, status, received_at, charset, raw, \
                          EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = messages.id AND d.route = ?4) \
                          FROM messages WHERE id > ?1 AND id <= ?2 ORDER BY id LIMIT ?3",
                     )?;
@@ -710,9 +720,10 @@ impl DeliveryActions {
                                     .query_row(params![id, route.name], |row| row.get(0))
                                     .optional()?,
                             };
-                            let lane_sender: Option<String> = row.get(5)?;
-                            let lane_patient: Option<String> = row.get(6)?;
-                            let lane = route.lane(lane_sender.as_deref(), lane_patient.as_deref());
+                            let lane = route.lane(
+                                row.get_ref(6)?.as_blob().unwrap_or_default(),
+                                row.get_ref(5)?.as_str().unwrap_or_default(),
+                            );
                             insert.execute(params![id, route.name, lane, now, resend_of])?;
                         }
                         result.count += 1;
@@ -1155,7 +1166,11 @@ mod tests {
         ];
         let messages =
             [("lab", "ADT^A01"), ("lab", "ORU^R01"), ("adt", "ADT^A08"), ("adt", "ADT"), ("x", "SIU^S12")];
-        let lanes = [(Some("sender/A/B"), Some("patient/B/P1")), (Some("sender/A/B"), None), (None, None)];
+        let raws: [&[u8]; 3] = [
+            b"MSH|^~\\&|A|B|||20261128||ADT^A01|C1|P|2.5\rPID|1||P1^^^HOSP\r",
+            b"MSH|^~\\&|A|B|||20261128||ADT^A01|C2|P|2.5\r",
+            b"not a message",
+        ];
         for (listeners, message_types, order) in routes {
             let rule = RouteRule {
                 name: "r".into(),
@@ -1177,14 +1192,113 @@ mod tests {
                     "{listener} {kind} {order:?}"
                 );
             }
-            for (sender, patient) in lanes {
-                let fields = KeyFields {
-                    lane_sender: sender.map(Into::into),
-                    lane_patient: patient.map(Into::into),
-                    ..KeyFields::default()
-                };
-                assert_eq!(rule.lane(sender, patient), writer.lane(&fields), "{order:?}");
+            for raw in raws {
+                let fields = KeyFields::extract(raw, Charset::Utf8);
+                assert_eq!(rule.lane(raw, "utf-8"), writer.lane(&fields), "{order:?}");
             }
         }
+    }
+
+    /// Schema 6 keeps no lane keys in `messages`: the lane the writer gives a new message
+    /// at ingest (the listener's path: `inspect`, `NewMessage::received`) is the lane
+    /// backfill and resend compute from its stored bytes, under `per_sender` and
+    /// `per_patient`, for messages whose MSH-3/4 the stored header columns do not hold as
+    /// the key does (Windows-1252 bytes, surrounding spaces, escapes, no PID).
+    #[test]
+    fn the_writers_lane_is_the_lane_backfill_and_resend_compute() {
+        use crate::store::{NewMessage, Origin};
+        use hl7_proto::inbound::{inspect, Inspection};
+
+        let messages: [&[u8]; 5] = [
+            b"MSH|^~\\&|REG|MCM|||20261128||ADT^A01|C1|P|2.5\rPID|1||P1^^^HOSP\r",
+            b"MSH|^~\\&|H\xd4PITAL|CH\xc9|||20261128||ADT^A01|C2|P|2.5|||||FR|8859/1\rPID|1||M\xdcLLER-1^^^H\r",
+            b"MSH|^~\\&| LAB |  NORTH |||20261128||ORU^R01|C3|P|2.5\rPID|1||P\\F\\2^^^H\r",
+            b"MSH|^~\\&|LAB|NORTH|||20261128||ORU^R01|C4|P|2.5\rOBR|1|PL1\r",
+            b"MSH|^~\\&|REG|MCM/X%|||20261128||ADT^A08|C5|P|2.5\rPID|1||P1/X%^^^HOSP\r",
+        ];
+        let tmp = tempfile::tempdir().unwrap();
+        let writer_route = |name: &str, order| super::super::queue::QueueRoute {
+            name: name.into(),
+            listeners: None,
+            message_types: vec![],
+            order,
+            queued: std::sync::Arc::new(tokio::sync::Notify::new()),
+        };
+        let table = super::super::queue::RouteTable::new(vec![
+            writer_route("w-sender", LaneOrder::PerSender),
+            writer_route("w-patient", LaneOrder::PerPatient),
+        ]);
+        let options = SqliteOptions {
+            routes: Some(std::sync::Arc::new(arc_swap::ArcSwap::from_pointee(table))),
+            ..SqliteOptions::default()
+        };
+        let store = SqliteStore::open(tmp.path(), options).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let origin = Origin {
+            listener: "lab".into(),
+            peer: std::net::SocketAddr::from(([127, 0, 0, 1], 1)),
+            client_thumbprint: None,
+        };
+        for raw in messages {
+            let Inspection::Accept { msh, charset } = inspect(raw, Charset::Utf8, false) else {
+                panic!("accepted")
+            };
+            let message = NewMessage::received(
+                &origin,
+                SystemTime::now(),
+                Some(&msh),
+                charset,
+                None,
+                Disposition::Accepted { duplicate_window: None },
+                bytes::Bytes::copy_from_slice(raw),
+            );
+            rt.block_on(store.append(message)).unwrap();
+        }
+        store.close();
+
+        let mut actions = DeliveryActions::open(tmp.path()).unwrap();
+        let since = SystemTime::now() - Duration::from_secs(3600);
+        let until = SystemTime::now() + Duration::from_secs(1);
+        let now = SystemTime::now();
+        let rule = |name: &str, order| RouteRule { name: name.into(), ..rule(order, None, &[]) };
+        for (writer, backfilled, order) in [
+            ("w-sender", "b-sender", LaneOrder::PerSender),
+            ("w-patient", "b-patient", LaneOrder::PerPatient),
+        ] {
+            assert_eq!(
+                actions.backfill(&rule(backfilled, order), since, until, false, now).unwrap().count,
+                5
+            );
+            actions.resend(&rule(writer, order), &[1, 2, 3, 4, 5], false, now).unwrap();
+            let lanes = |route: &str| -> Vec<(i64, String)> {
+                rows(tmp.path())
+                    .into_iter()
+                    .filter(|row| row.2 == route && row.5.is_none())
+                    .map(|row| (row.1, row.3))
+                    .collect()
+            };
+            let resent: Vec<(i64, String)> = rows(tmp.path())
+                .into_iter()
+                .filter(|row| row.2 == writer && row.5.is_some())
+                .map(|row| (row.1, row.3))
+                .collect();
+            assert_eq!(lanes(writer).len(), 5);
+            assert_eq!(lanes(backfilled), lanes(writer), "{order:?}");
+            assert_eq!(resent, lanes(writer), "{order:?}");
+        }
+        let sender_lanes: Vec<String> =
+            rows(tmp.path()).into_iter().filter(|row| row.2 == "w-sender").map(|row| row.3).collect();
+        assert_eq!(sender_lanes[1], "sender/HÔPITAL/CHÉ", "decoded in the message's character set");
+        assert_eq!(sender_lanes[2], "sender/LAB/NORTH", "trimmed");
+        let patient_lanes: Vec<String> =
+            rows(tmp.path()).into_iter().filter(|row| row.2 == "w-patient").map(|row| row.3).collect();
+        assert_eq!(patient_lanes[1], "patient/CHÉ/MÜLLER-1");
+        assert_eq!(patient_lanes[3], "sender/LAB/NORTH", "no PID: the sender's lane");
+        // What `messages show` prints is the same.
+        let shown = Reader::open(tmp.path()).unwrap().message(2).unwrap().unwrap().fields;
+        assert_eq!(
+            (shown.lane_sender.as_deref(), shown.lane_patient.as_deref()),
+            (Some("sender/HÔPITAL/CHÉ"), Some("patient/CHÉ/MÜLLER-1"))
+        );
     }
 }

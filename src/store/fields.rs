@@ -2,8 +2,9 @@
 //! the store keeps in columns of their own, so that a search by patient, visit, order or
 //! message time uses an index instead of reading every message.
 //!
-//! Owns the mapping from [`Extracted`] to the schema's columns. It never fails: a value that
-//! is missing or malformed in the message is `None` (NULL in the column).
+//! Owns the mapping from [`Extracted`] to the schema's columns, and the lane keys of a
+//! message ([`lanes_of`], [`lanes_of_stored`]). It never fails: a value that is missing or
+//! malformed in the message is `None` (NULL in the column).
 
 use hl7_proto::charset::Charset;
 use hl7_proto::extract::{self, Extracted};
@@ -11,7 +12,8 @@ use hl7_proto::keys::{lane_key, LaneOrder};
 use hl7_proto::msh::Msh;
 use rusqlite::{Row, ToSql};
 
-/// The searchable key fields of one message, one per column of schema version 3.
+/// The searchable key fields of one message, one per column of schema version 3 (the lane
+/// keys aside: see [`KeyFields::lane_sender`]).
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct KeyFields {
     /// PID-3 CX.1 (`patient_id`).
@@ -31,10 +33,13 @@ pub struct KeyFields {
     pub message_time_wall: Option<i64>,
     /// MSH-9.2 (`trigger_event`).
     pub trigger_event: Option<String>,
-    /// The delivery lane under `per_sender` ([`lane_key`]; `lane_sender`); `None` only in
-    /// a [`KeyFields::default`] (a message built without extraction).
+    /// The delivery lane under `per_sender` ([`lane_key`]). Not a column since schema 6:
+    /// computed at ingest from the extraction, once, for the message's delivery rows (which
+    /// keep it), and for a stored message from its bytes ([`lanes_of_stored`], the same
+    /// extraction and key); `None` in a [`KeyFields::default`] (a message built without
+    /// extraction) and in fields read from the columns alone ([`KeyFields::read`]).
     pub lane_sender: Option<String>,
-    /// The delivery lane under `per_patient` (`lane_patient`).
+    /// The delivery lane under `per_patient`, as [`KeyFields::lane_sender`].
     pub lane_patient: Option<String>,
 }
 
@@ -52,8 +57,7 @@ impl KeyFields {
 
     /// The columns' values from what [`extract::extract`] read (moved, not copied).
     pub fn from_extracted(fields: Extracted) -> KeyFields {
-        let lane_sender = Some(lane_key(LaneOrder::PerSender, &fields));
-        let lane_patient = Some(lane_key(LaneOrder::PerPatient, &fields));
+        let (lane_sender, lane_patient) = lanes_of(&fields);
         KeyFields {
             message_time_utc: fields.message_time.as_ref().and_then(|t| t.utc_micros()),
             message_time_wall: fields.message_time.as_ref().map(|t| t.wall_micros()),
@@ -63,15 +67,49 @@ impl KeyFields {
             placer_order: fields.placer_order,
             filler_order: fields.filler_order,
             trigger_event: fields.trigger_event,
-            lane_sender,
-            lane_patient,
+            lane_sender: Some(lane_sender),
+            lane_patient: Some(lane_patient),
         }
+    }
+
+    /// Fills [`KeyFields::lane_sender`] and `lane_patient` from the stored message's bytes
+    /// ([`lanes_of_stored`]).
+    pub fn with_lanes_of_stored(mut self, raw: &[u8], charset: &str) -> KeyFields {
+        let (sender, patient) = lanes_of_stored(raw, charset);
+        self.lane_sender = Some(sender);
+        self.lane_patient = Some(patient);
+        self
     }
 }
 
+/// The lane keys of a message under `per_sender` and `per_patient`
+/// ([`hl7_proto::keys::lane_key`]): the one place they are computed from an extraction, at
+/// ingest ([`KeyFields::from_extracted`]) and for stored messages ([`lanes_of_stored`]).
+pub fn lanes_of(fields: &Extracted) -> (String, String) {
+    (lane_key(LaneOrder::PerSender, fields), lane_key(LaneOrder::PerPatient, fields))
+}
+
+/// The lane keys of a stored message from its bytes and its `charset` column: the
+/// extraction and keys the listener ran at ingest ([`extract::extract`], equal to the
+/// listener's [`extract::extract_with_header`] by that module's property test and fuzz
+/// target), so that a backfill, a resend or `messages show` puts a message in the lane a
+/// new one gets.
+///
+/// Not from the stored `sending_application`/`sending_facility` columns: those hold MSH-3
+/// and MSH-4 as UTF-8 read lossily from the raw bytes, not decoded in the message's
+/// character set and trimmed as the extraction (and so the key) has them, so a
+/// Windows-1252 `HÔPITAL` would come out as another lane.
+pub fn lanes_of_stored(raw: &[u8], charset: &str) -> (String, String) {
+    // A charset name this build does not know cannot be in a row it wrote (the same
+    // fallback as migration 3's fill).
+    let charset = Charset::from_config_name(charset).unwrap_or(Charset::Utf8);
+    lanes_of(&extract::extract(raw, charset))
+}
+
 /// The schema's column of each field, in the order of [`KeyFields::values`]: the writer's
-/// INSERT and the migration that fills stored rows both take their SQL from here.
-pub(super) const COLUMNS: [&str; 10] = [
+/// INSERT and the migration that fills stored rows both take their SQL from here. The lane
+/// keys are not among them (schema 6; see [`KeyFields::lane_sender`]).
+pub(super) const COLUMNS: [&str; 8] = [
     "patient_id",
     "patient_authority",
     "visit_number",
@@ -80,12 +118,11 @@ pub(super) const COLUMNS: [&str; 10] = [
     "message_time_utc",
     "message_time_wall",
     "trigger_event",
-    "lane_sender",
-    "lane_patient",
 ];
 
 impl KeyFields {
-    /// The fields from `row`, whose columns from `first` on are [`COLUMNS`] in order.
+    /// The fields from `row`, whose columns from `first` on are [`COLUMNS`] in order; no
+    /// lane keys ([`KeyFields::with_lanes_of_stored`] adds them).
     pub(super) fn read(row: &Row<'_>, first: usize) -> rusqlite::Result<KeyFields> {
         Ok(KeyFields {
             patient_id: row.get(first)?,
@@ -96,13 +133,13 @@ impl KeyFields {
             message_time_utc: row.get(first + 5)?,
             message_time_wall: row.get(first + 6)?,
             trigger_event: row.get(first + 7)?,
-            lane_sender: row.get(first + 8)?,
-            lane_patient: row.get(first + 9)?,
+            lane_sender: None,
+            lane_patient: None,
         })
     }
 
     /// The fields as SQL parameters, in the order of [`COLUMNS`].
-    pub(super) fn values(&self) -> [&dyn ToSql; 10] {
+    pub(super) fn values(&self) -> [&dyn ToSql; 8] {
         [
             &self.patient_id,
             &self.patient_authority,
@@ -112,8 +149,6 @@ impl KeyFields {
             &self.message_time_utc,
             &self.message_time_wall,
             &self.trigger_event,
-            &self.lane_sender,
-            &self.lane_patient,
         ]
     }
 }

@@ -249,7 +249,7 @@ pub struct StoredMessage {
     pub fields: KeyFields,
     /// When the last duplicate came.
     pub last_duplicate_at: Option<SystemTime>,
-    /// The bytes exactly as received: loaded by [`Reader::message`] and
+    /// The bytes exactly as received: kept by [`Reader::message`] and
     /// [`Reader::for_each_message`], `None` from [`Reader::list`].
     pub raw: Option<Vec<u8>>,
 }
@@ -442,7 +442,7 @@ impl Reader {
         with_raw: bool,
         mut each: impl FnMut(StoredMessage) -> bool,
     ) -> Result<(), StoreError> {
-        let (sql, values) = query(filter, with_raw);
+        let (sql, values) = query(filter);
         let mut run = || -> rusqlite::Result<()> {
             let mut statement = self.conn.prepare(&sql)?;
             let mut rows = statement.query(params_from_iter(values.iter()))?;
@@ -468,7 +468,7 @@ impl Reader {
 /// `messages_sender` keep, so a time range or a patient's newest messages are read from
 /// the index in order. Ordered by id alone, SQLite prefers walking the whole table
 /// backwards to a `--since` range on the index (the id order saves it a sort).
-fn query(filter: &Filter, with_raw: bool) -> (String, Vec<Value>) {
+fn query(filter: &Filter) -> (String, Vec<Value>) {
     let (mut condition, mut values) = filter.condition();
     if let Some(limit) = filter.limit {
         // The newest `limit` that match, in either order.
@@ -478,23 +478,30 @@ fn query(filter: &Filter, with_raw: bool) -> (String, Vec<Value>) {
             values.len()
         );
     }
-    let raw = if with_raw { ", raw" } else { "" };
     let order = if filter.oldest_first { "ASC" } else { "DESC" };
+    // `raw` always: the lane keys are computed from it ([`stored`]). It costs no extra page
+    // read: the key-field columns that every listing reads sit after it in the row.
     let sql = format!(
-        "SELECT {}{raw} FROM messages WHERE {condition} ORDER BY received_at {order}, id {order}",
+        "SELECT {}, raw FROM messages WHERE {condition} ORDER BY received_at {order}, id {order}",
         *COLUMNS
     );
     (sql, values)
 }
 
+/// The message in `row`: [`COLUMNS`], then `raw`, whose bytes give the lane keys
+/// ([`fields::lanes_of_stored`]) and are kept when `with_raw`.
 fn stored(row: &Row<'_>, with_raw: bool) -> rusqlite::Result<StoredMessage> {
+    let raw_at = KEY_FIELDS_AT + fields::COLUMNS.len();
+    let encoding: String = row.get(5)?;
+    let fields = KeyFields::read(row, KEY_FIELDS_AT)?
+        .with_lanes_of_stored(row.get_ref(raw_at)?.as_blob().unwrap_or_default(), &encoding);
     Ok(StoredMessage {
         id: row.get(0)?,
         listener: row.get(1)?,
         peer: row.get(2)?,
         client_thumbprint: row.get(3)?,
         received_at: time(row.get(4)?),
-        encoding: row.get(5)?,
+        encoding,
         message_type: row.get(6)?,
         control_id: row.get(7)?,
         sending_application: row.get(8)?,
@@ -508,8 +515,8 @@ fn stored(row: &Row<'_>, with_raw: bool) -> rusqlite::Result<StoredMessage> {
         last_duplicate_at: row.get::<_, Option<i64>>(16)?.map(time),
         reason: row.get(17)?,
         error_code: row.get(18)?,
-        fields: KeyFields::read(row, KEY_FIELDS_AT)?,
-        raw: if with_raw { Some(row.get(KEY_FIELDS_AT + fields::COLUMNS.len())?) } else { None },
+        fields,
+        raw: if with_raw { Some(row.get(raw_at)?) } else { None },
     })
 }
 
@@ -568,7 +575,7 @@ mod tests {
         // A refused status is looked up in the partial index, not by scanning every message.
         for status in [Status::Rejected, Status::Error] {
             let (sql, values) =
-                query(&Filter { status: Some(status), limit: Some(100), ..Filter::default() }, false);
+                query(&Filter { status: Some(status), limit: Some(100), ..Filter::default() });
             let plan: Vec<String> = reader
                 .conn
                 .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
@@ -583,7 +590,7 @@ mod tests {
 
     /// The plan steps SQLite reports for `filter`'s query (the one `list` runs).
     fn plan(reader: &Reader, filter: &Filter) -> Vec<String> {
-        let (sql, values) = query(filter, false);
+        let (sql, values) = query(filter);
         reader
             .conn
             .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))

@@ -139,7 +139,8 @@ const MIGRATIONS: &[&[Step]] = &[
     //
     // - `id` orders the queue: inside a lane, rows go out in `id` order, one at a time.
     // - `lane` is `hl7_proto::keys::lane_key` under the route's `order`: the message's
-    //   stored `lane_sender` or `lane_patient`, or `strict`.
+    //   stored `lane_sender` or `lane_patient`, or `strict` (since schema 6 the lane is
+    //   computed at ingest and kept here only).
     // - `state`: `pending` (waiting, due at `next_attempt_at`), `in_flight` (an attempt is
     //   under way; back to `pending` when hl7d starts, since such an attempt was cut off),
     //   `delivered`, `parked` (held for an operator: its lane waits behind it) or `skipped`
@@ -234,10 +235,51 @@ const MIGRATIONS: &[&[Step]] = &[
     END;
     "#,
     )],
+    // 6 (issue 14, size): the lane keys leave `messages`. `lane_sender` and `lane_patient`
+    // (36 bytes a row, 0.045x the raw bytes on the 10 M store of BENCHMARKS.md) are no
+    // longer written: new rows hold NULL there (one record-header byte each). The lane is
+    // still computed once at ingest, by the listener's extraction, for the message's
+    // delivery rows, which keep it (`deliveries.lane`); where a stored message's lane is
+    // needed again (backfill, resend, `messages show`/`list`) it is computed from the row's
+    // bytes by the same extraction and key (`fields::lanes_of_stored`), never from these
+    // columns, so old and new rows are read alike.
+    //
+    // No row is rewritten: dropping the columns would rewrite the whole table (SQLite's
+    // DROP COLUMN), so the values of rows written before stay where they are, unread, until
+    // a later migration rewrites the table anyway. The migration itself changes nothing
+    // but the version, which keeps a build of schema 5 (which reads the columns) from
+    // opening a store whose new rows lack them.
+    &[Step::Sql("")],
+    // 7 (issue 14, write path): duplicates are looked up on the control-id index, and the
+    // duplicate-key index goes.
+    //
+    // `messages_dup_key (dup_key, received_at)` and `messages_control_id (control_id)` were
+    // the two indexes whose keys arrive in no order (a hash; each sender's own counter), so
+    // each dirtied a leaf page of its own for every message: about 1.3 WAL frames per
+    // message each, of the 3.7 that schema 3 wrote at 16 connections (BENCHMARKS.md, "WAL
+    // pages per message"). One such index now serves both: `(control_id, received_at)`
+    // finds a duplicate's candidates (MSH-10 within the window; then the listener, MSH-3,
+    // MSH-4 and the bytes decide, as before) and `--control-id` search (its newest first).
+    // `dup_key` is no longer written (NULL in new rows; rows before keep their value,
+    // unread), nor is its index kept: 9 bytes a row and an index of 29 bytes a message.
+    //
+    // The price: building the new index reads every row once (a migration of a large store
+    // takes that long at the first start; measured in BENCHMARKS.md), and a candidate is
+    // found by a text key a sender chooses rather than a fixed-width hash; a sender that
+    // reuses one control id for many messages makes each lookup walk that id's entries in
+    // the window, as the hash index did for its key.
+    &[Step::Sql(
+        r#"
+    DROP INDEX messages_dup_key;
+    DROP INDEX messages_control_id;
+    CREATE INDEX messages_control_id ON messages (control_id, received_at);
+    "#,
+    )],
 ];
 
 /// Migration 3: fills the key-field columns and `dup_key` of every stored row from its
-/// bytes and header columns, [`FILL_BATCH`] rows at a time.
+/// bytes and header columns, [`FILL_BATCH`] rows at a time. The columns are this build's
+/// `fields::COLUMNS`, so since schema 6 the lane columns stay NULL here too.
 fn fill_key_fields(conn: &Connection) -> rusqlite::Result<()> {
     let mut select = conn.prepare(
         "SELECT id, listener, charset, sending_application, sending_facility, control_id, raw \
@@ -398,14 +440,17 @@ mod tests {
         assert_eq!((patient, placer, filler), (format!("P{last}"), format!("PL{last}"), format!("FI{last}")));
         assert_eq!(wall - utc, 3600 * 1_000_000, "+01:00");
         assert_eq!(key, duplicate_key_of("lab", "APP", "FAC", &format!("C{last}")) as i64);
-        let unfilled: i64 = conn
+        let unfilled: i64 =
+            conn.query_row("SELECT count(*) FROM messages WHERE dup_key IS NULL", [], |r| r.get(0)).unwrap();
+        assert_eq!(unfilled, 0);
+        let lanes: i64 = conn
             .query_row(
-                "SELECT count(*) FROM messages WHERE dup_key IS NULL OR lane_sender IS NULL",
+                "SELECT count(*) FROM messages WHERE lane_sender IS NOT NULL OR lane_patient IS NOT NULL",
                 [],
                 |r| r.get(0),
             )
             .unwrap();
-        assert_eq!(unfilled, 0);
+        assert_eq!(lanes, 0, "schema 6: no lane keys in messages");
         let junk: (Option<String>, Option<i64>) = conn
             .query_row(
                 "SELECT patient_id, message_time_wall FROM messages WHERE status = 'rejected'",
@@ -422,7 +467,13 @@ mod tests {
             .collect::<Result<_, _>>()
             .unwrap();
         assert!(!indexes.iter().any(|name| name == "messages_duplicate"), "{indexes:?}");
-        assert!(indexes.iter().any(|name| name == "messages_dup_key"), "{indexes:?}");
+        // Schema 7 dropped migration 3's `messages_dup_key` again: duplicates are looked up
+        // on the control-id index.
+        assert!(!indexes.iter().any(|name| name == "messages_dup_key"), "{indexes:?}");
+        let control_id: String = conn
+            .query_row("SELECT sql FROM sqlite_master WHERE name = 'messages_control_id'", [], |r| r.get(0))
+            .unwrap();
+        assert!(control_id.contains("(control_id, received_at)"), "{control_id}");
     }
 
     /// Migration 4 on a version 3 store: the messages stay as they were, the delivery
@@ -621,6 +672,77 @@ mod tests {
             assert_eq!(counted(&conn), actual(&conn), "after step {step}");
         }
         assert!(!actual(&conn).is_empty());
+    }
+
+    /// Migration 6 on a version 5 store whose rows hold the lane keys the schema-5 writer
+    /// stored (`KeyFields::extract_with_header` on the listener's MSH view, as that writer
+    /// did): nothing is rewritten, and the lanes computed from each row's bytes now
+    /// ([`lanes_of_stored`], what backfill, resend and `messages show` use) are the stored
+    /// ones, under both orders.
+    #[test]
+    fn migration_6_leaves_a_version_5_stores_lanes_and_computes_the_same_ones() {
+        use hl7_proto::inbound::{inspect, Inspection};
+
+        use super::super::fields::lanes_of_stored;
+
+        let mut conn = Connection::open_in_memory().unwrap();
+        for steps in &MIGRATIONS[..5] {
+            let tx = conn.transaction().unwrap();
+            for step in *steps {
+                match step {
+                    Step::Sql(sql) => tx.execute_batch(sql).unwrap(),
+                    Step::Code(code) => code(&tx).unwrap(),
+                }
+            }
+            tx.commit().unwrap();
+        }
+        conn.pragma_update(None, "user_version", 5).unwrap();
+        let messages: [&[u8]; 4] = [
+            b"MSH|^~\\&|REG|MCM|||20261128||ADT^A01|C1|P|2.5\rPID|1||P1^^^HOSP\r",
+            b"MSH|^~\\&|H\xd4PITAL|CH\xc9|||20261128||ADT^A01|C2|P|2.5|||||FR|8859/1\rPID|1||M\xdcLLER^^^H\r",
+            b"MSH|^~\\&| LAB | NORTH |||20261128||ORU^R01|C3|P|2.5\rOBR|1|PL1\r",
+            b"MSH|^~\\&|REG|A/B|||20261128||ADT^A08|C4|P|2.5\rPID|1||C%D^^^H\r",
+        ];
+        let mut stored = Vec::new();
+        for raw in messages {
+            let Inspection::Accept { msh, charset } = inspect(raw, Charset::Utf8, false) else {
+                panic!("accepted")
+            };
+            let fields = KeyFields::extract_with_header(raw, &msh, charset);
+            let lanes = (fields.lane_sender.clone().unwrap(), fields.lane_patient.clone().unwrap());
+            conn.execute(
+                "INSERT INTO messages (listener, peer, received_at, charset, message_type, control_id, \
+                 sending_application, sending_facility, processing_id, version, size, v1_status, raw, status, \
+                 lane_sender, lane_patient) \
+                 VALUES ('lab', 'p', 0, ?1, '', '', ?2, ?3, 'P', '2.5', 0, '', ?4, 'accepted', ?5, ?6)",
+                params![
+                    charset.config_name(),
+                    String::from_utf8_lossy(msh.sending_application),
+                    String::from_utf8_lossy(msh.sending_facility),
+                    raw,
+                    lanes.0,
+                    lanes.1
+                ],
+            )
+            .unwrap();
+            stored.push(lanes);
+        }
+        assert_eq!(stored[1].0, "sender/HÔPITAL/CHÉ");
+
+        assert_eq!(migrate(&mut conn).unwrap(), 5);
+        assert_eq!(version(&conn).unwrap(), SCHEMA_VERSION);
+        let rows: Vec<(String, Vec<u8>, String, String)> = conn
+            .prepare("SELECT charset, raw, lane_sender, lane_patient FROM messages ORDER BY id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(rows.len(), messages.len());
+        for ((charset, raw, sender, patient), expected) in rows.iter().zip(&stored) {
+            assert_eq!(&(sender.clone(), patient.clone()), expected, "the rows are as they were");
+            assert_eq!(&lanes_of_stored(raw, charset), expected);
+        }
     }
 
     #[test]

@@ -97,9 +97,18 @@ impl Setup {
         stdout
     }
 
-    /// The lane the writer stored for message `id` under per_patient.
+    /// The lane of message `id` under per_patient, as the writer computes it at ingest
+    /// (`hl7_proto::keys::lane_key` of the extraction; schema 6 stores it in the delivery
+    /// rows only), from the message's stored bytes.
     fn lane(&self, id: i64) -> String {
-        self.db().query_row("SELECT lane_patient FROM messages WHERE id = ?1", [id], |r| r.get(0)).unwrap()
+        let (charset, raw): (String, Vec<u8>) = self
+            .db()
+            .query_row("SELECT charset, raw FROM messages WHERE id = ?1", [id], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        let charset = Charset::from_config_name(&charset).unwrap();
+        lane_key(LaneOrder::PerPatient, &hl7_proto::extract::extract(&raw, charset))
     }
 
     /// Inserts a delivery row as the engine would have left it; returns its id.
@@ -382,7 +391,7 @@ async fn skip_gives_up_on_parked_and_pending_deliveries_but_not_one_in_flight() 
 }
 
 /// Backfill queues what the route takes and never had, in store order, in the lanes the
-/// writer stored (equal to `hl7_proto::keys::lane_key` of each message), once.
+/// writer gives (`hl7_proto::keys::lane_key` of each message), once.
 #[tokio::test]
 async fn backfill_queues_earlier_messages_once_in_the_writers_lanes() {
     let s = setup("routes-backfill").await;

@@ -2,8 +2,9 @@
 //! each route order ([`lane_key`]), and the narrow duplicate-detection key
 //! ([`duplicate_key`]).
 //!
-//! Both are stored with the message and compared later, possibly by another release of
-//! hl7d, so their forms are a contract: they are pinned by tests and must never change. A
+//! Both are stored (the lane in each delivery row; the duplicate key in rows of older
+//! schemas) and compared later, possibly by another release of hl7d, so their forms are a
+//! contract: they are pinned by tests and must never change. A
 //! change would put a lane's old and new messages in different lanes (out of order), or
 //! stop recognising duplicates across an upgrade.
 
@@ -107,9 +108,11 @@ fn escape_part(part: &str, out: &mut String) {
 }
 
 /// The narrow duplicate-detection key of a message: a 64-bit FNV-1a hash of the listener
-/// name, MSH-3, MSH-4 and MSH-10. The store indexes it (with the time received) instead of
-/// four text columns, and still compares the stored bytes of every candidate, so a
-/// collision costs one extra comparison, never a lost message.
+/// name, MSH-3, MSH-4 and MSH-10. The store's schemas 3 to 6 indexed it (with the time
+/// received) instead of four text columns, and still compared the stored bytes of every
+/// candidate, so a collision cost one extra comparison, never a lost message. Since schema
+/// 7 the store finds candidates on its MSH-10 index instead and no longer writes this key
+/// (see `store/schema.rs` in the hl7d crate); it is kept for the rows migration 3 fills.
 ///
 /// The fields are the whole raw fields as received, read as UTF-8 with invalid sequences
 /// replaced by U+FFFD (`String::from_utf8_lossy`): the same text the store keeps in its
