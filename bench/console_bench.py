@@ -67,15 +67,21 @@ def main():
     created = subprocess.run([args.hl7d, "tokens", "create", "--role", "viewer", "--name", "bench",
                               "--config", config], check=True, capture_output=True, text=True)
     token = created.stdout.strip().splitlines()[-1].strip()
+    # The log goes to a file: every patient search is an audit line, and a pipe nobody
+    # reads would fill and stop the server.
+    log_path = os.path.join(work, "serve.log")
+    log = open(log_path, "w")
     server = subprocess.Popen([args.hl7d, "serve", "--config", config], stdin=subprocess.DEVNULL,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                              stdout=subprocess.DEVNULL, stderr=log)
     admin = None
-    for line in server.stderr:
-        m = re.search(r"admin endpoint.* addr=([0-9.:]+)", line)
-        if m:
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        text = open(log_path).read()
+        m = re.search(r"admin endpoint.* addr=([0-9.:]+)", text)
+        if m and "hl7d started" in text:
             admin = m.group(1)
-        if "hl7d started" in line:
             break
+        time.sleep(0.1)
     if not admin:
         server.kill()
         sys.exit("hl7d serve did not say where its admin endpoint listens")
