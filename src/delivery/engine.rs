@@ -5,9 +5,9 @@
 //!
 //! What it relies on and never does itself:
 //! - the store's writer queued the rows in the message's transaction and wakes the route's
-//!   worker after the commit ([`crate::store::queue`]); every change the engine makes to a
-//!   row goes through that same writer ([`SqliteStore::update_deliveries`]); it reads on a
-//!   read-only connection of its own ([`QueueReader`]);
+//!   worker after the commit ([`crate::store::queue`]); the engine reads and changes rows
+//!   through its queue ([`DeliveryQueue`]: on SQLite every change goes through that same
+//!   writer, reads through a read-only connection of its own);
 //! - the transports answer one attempt with an [`Outcome`] and never retry or sleep;
 //! - operators release held lanes by changing rows from another process (`hl7d routes
 //!   retry|skip`): each worker reads its held lanes every [`EngineOptions::refresh`] (one
@@ -34,12 +34,12 @@ use tracing::{debug, error, info, warn};
 
 use super::backoff::{self, AfterFailure, RetryPolicy};
 use super::lanes::{self, HeldLanes, LaneEvent, ParkedHead};
+use super::queue::sqlite::SqliteQueue;
+use super::queue::{DeliveryQueue, RouteQueue};
 use super::{Outbound, Outcome, RetryReason, Transport};
 use crate::config::RouteConfig;
 use crate::metrics::RouteMetrics;
-use crate::store::queue::{
-    DeliveryState, DeliveryUpdate, Finished, LaneHead, QueueReader, QueueRoute, RouteTable, SharedRouteTable,
-};
+use crate::store::queue::{DeliveryUpdate, Finished, LaneHead, QueueRoute, RouteTable, SharedRouteTable};
 use crate::store::{SqliteStore, StoreError};
 
 /// A lane task delivers at most this many messages before it gives its slot back, so that
@@ -144,8 +144,7 @@ pub struct Engine {
 }
 
 struct Inner {
-    store: Arc<SqliteStore>,
-    dir: std::path::PathBuf,
+    queue: Arc<dyn DeliveryQueue>,
     table: SharedRouteTable,
     options: EngineOptions,
     stop: CancellationToken,
@@ -211,10 +210,19 @@ impl Engine {
         table: SharedRouteTable,
         options: EngineOptions,
     ) -> Engine {
+        Engine::with_queue(Arc::new(SqliteQueue::new(store, dir)), table, options)
+    }
+
+    /// An engine with no route yet, delivering from `queue`. `table` is the one the store's
+    /// writer queues by: the engine fills and swaps it.
+    pub fn with_queue(
+        queue: Arc<dyn DeliveryQueue>,
+        table: SharedRouteTable,
+        options: EngineOptions,
+    ) -> Engine {
         Engine {
             inner: Arc::new(Inner {
-                store,
-                dir: dir.to_path_buf(),
+                queue,
                 table,
                 options,
                 stop: CancellationToken::new(),
@@ -351,8 +359,7 @@ impl Engine {
         let worker = Worker {
             route: config.clone(),
             name: Arc::from(config.name.as_str()),
-            store: self.inner.store.clone(),
-            dir: self.inner.dir.clone(),
+            queue: self.inner.queue.clone(),
             queued: queued.clone(),
             stop: stop.clone(),
             options: self.inner.options.clone(),
@@ -383,8 +390,7 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 struct Worker {
     route: Arc<RouteConfig>,
     name: Arc<str>,
-    store: Arc<SqliteStore>,
-    dir: std::path::PathBuf,
+    queue: Arc<dyn DeliveryQueue>,
     queued: Arc<Notify>,
     stop: CancellationToken,
     options: EngineOptions,
@@ -417,7 +423,7 @@ enum LaneEnd {
     Parked(ParkedHead),
 }
 
-type SharedReader = Arc<Mutex<QueueReader>>;
+type SharedReader = Arc<dyn RouteQueue>;
 
 impl Worker {
     async fn run(mut self) {
@@ -497,18 +503,9 @@ impl Worker {
     }
 
     async fn open_reader(&mut self) -> Option<SharedReader> {
-        let dir = self.dir.clone();
         loop {
-            let opened = tokio::task::spawn_blocking({
-                let dir = dir.clone();
-                move || QueueReader::open(&dir)
-            })
-            .await;
-            match opened {
-                Ok(Ok(reader)) => return Some(Arc::new(Mutex::new(reader))),
-                Ok(Err(e)) => {
-                    error!(route = %self.name, error = %e, "cannot read the delivery queue; retrying")
-                }
+            match self.queue.route(&self.name).await {
+                Ok(reader) => return Some(reader),
                 Err(e) => error!(route = %self.name, error = %e, "cannot read the delivery queue; retrying"),
             }
             tokio::select! {
@@ -521,21 +518,8 @@ impl Worker {
     /// Walks the lane heads from after the last lane started, round the end, and picks up
     /// to `free` ready lanes ([`lanes::pick`]).
     async fn walk(&mut self, reader: &SharedReader, free: usize) -> Result<lanes::Pick, StoreError> {
-        let (reader, route, cursor) = (reader.clone(), self.name.clone(), self.cursor.clone());
-        let busy = self.busy.clone();
         let now = self.options.clock.now_micros();
-        blocking(move || {
-            let reader = lock(&reader);
-            let heads = LaneWalk {
-                reader: &reader,
-                route: &route,
-                cursor: cursor.as_deref(),
-                after: cursor.clone(),
-                wrapped: false,
-            };
-            lanes::pick(heads, &busy, free, now)
-        })
-        .await
+        reader.pick(self.cursor.clone(), self.busy.clone(), free, now).await
     }
 
     fn start_lane(&mut self, lane: String, reader: &SharedReader, done: &mpsc::UnboundedSender<LaneDone>) {
@@ -560,7 +544,6 @@ impl Worker {
             route: self.route.clone(),
             name: self.name.clone(),
             lane,
-            store: self.store.clone(),
             reader: reader.clone(),
             clock: self.options.clock,
             stop: self.stop.clone(),
@@ -599,8 +582,7 @@ impl Worker {
 
     /// Reads the held lanes and reports what changed since the last look.
     async fn refresh_held(&mut self, reader: &SharedReader) {
-        let (reader, route) = (reader.clone(), self.name.clone());
-        let held = blocking(move || lock(&reader).held_lanes(&route)).await;
+        let held = reader.held_lanes().await;
         match held {
             Ok(heads) => {
                 let now_held = heads.into_iter().filter(|head| !self.busy.contains(&head.lane)).map(|head| {
@@ -615,8 +597,7 @@ impl Worker {
     }
 
     async fn count(&mut self, reader: &SharedReader) {
-        let (reader, route) = (reader.clone(), self.name.clone());
-        match blocking(move || lock(&reader).open_counts(&route)).await {
+        match reader.open_counts().await {
             Ok(counts) => {
                 self.metrics.pending.set(counts.pending as f64);
                 self.metrics.parked.set(counts.parked as f64);
@@ -647,47 +628,11 @@ impl Worker {
     }
 }
 
-/// The lane heads of a route from after `cursor` to the last lane, then from the first lane
-/// to `cursor` itself: one seek each.
-struct LaneWalk<'a> {
-    reader: &'a QueueReader,
-    route: &'a str,
-    cursor: Option<&'a str>,
-    after: Option<String>,
-    wrapped: bool,
-}
-
-impl Iterator for LaneWalk<'_> {
-    type Item = Result<LaneHead, StoreError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        loop {
-            match self.reader.next_head(self.route, self.after.as_deref()) {
-                Err(e) => return Some(Err(e)),
-                Ok(Some(head)) => {
-                    if self.wrapped && self.cursor.is_some_and(|cursor| head.lane.as_str() > cursor) {
-                        return None;
-                    }
-                    self.after = Some(head.lane.clone());
-                    return Some(Ok(head));
-                }
-                // The end: go round once, when the walk did not start at the beginning.
-                Ok(None) if !self.wrapped && self.cursor.is_some() => {
-                    self.wrapped = true;
-                    self.after = None;
-                }
-                Ok(None) => return None,
-            }
-        }
-    }
-}
-
 /// Delivers one lane's messages, one at a time.
 struct LaneTask {
     route: Arc<RouteConfig>,
     name: Arc<str>,
     lane: String,
-    store: Arc<SqliteStore>,
     reader: SharedReader,
     clock: Clock,
     stop: CancellationToken,
@@ -712,11 +657,7 @@ impl LaneTask {
             };
             let attempts = head.attempts + 1;
             let started = self.clock.now_micros();
-            // Not waited for: lost in a crash, the row is pending and goes out again, as an
-            // in-flight one would.
-            if let Err(e) =
-                self.store.update_deliveries_later(vec![DeliveryUpdate::Claim { id: head.id, at: started }])
-            {
+            if let Err(e) = self.reader.claim(&head, started).await {
                 warn!(route = %self.name, error = %e, "cannot record a delivery attempt");
                 return LaneEnd::Paused;
             }
@@ -761,7 +702,7 @@ impl LaneTask {
             };
             // Waited for: the lane's next message goes out only once this one's outcome is
             // on disk, so a crash resends at most the message in flight.
-            match self.store.update_deliveries(vec![update]).await {
+            match self.reader.finish(update).await {
                 Ok(_) => {}
                 Err(e) => {
                     error!(route = %self.name, message_id = message.id, error = %e,
@@ -793,44 +734,6 @@ impl LaneTask {
 
     /// The lane's head and its message, when it is due now.
     async fn next(&self) -> Result<Option<(LaneHead, Outbound)>, StoreError> {
-        let (reader, route, lane) = (self.reader.clone(), self.name.clone(), self.lane.clone());
-        let now = self.clock.now_micros();
-        blocking(move || {
-            let reader = lock(&reader);
-            // Twice at most: a message purged between the two reads takes its delivery rows
-            // with it, so the second look finds the next head.
-            for _ in 0..2 {
-                let Some(head) = reader.head(&route, &lane)? else { return Ok(None) };
-                if head.state == DeliveryState::Parked || head.next_attempt_at > now {
-                    return Ok(None);
-                }
-                match reader.message(head.message_id)? {
-                    Some(message) => {
-                        let outbound = Outbound {
-                            id: message.id,
-                            listener: Arc::from(message.listener),
-                            control_id: message.control_id,
-                            message_type: message.message_type,
-                            charset: message.charset,
-                            received_at: message.received_at,
-                            raw: message.raw,
-                        };
-                        return Ok(Some((head, outbound)));
-                    }
-                    None => continue,
-                }
-            }
-            Ok(None)
-        })
-        .await
+        self.reader.next(&self.lane, self.clock.now_micros()).await
     }
-}
-
-/// Runs a store read on the blocking pool.
-async fn blocking<T: Send + 'static>(
-    read: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, StoreError> {
-    tokio::task::spawn_blocking(read)
-        .await
-        .unwrap_or_else(|e| Err(StoreError::Unavailable(format!("store read task failed: {e}"))))
 }
