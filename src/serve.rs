@@ -180,7 +180,7 @@ pub async fn run(config: Config, options: &RunOptions) -> anyhow::Result<()> {
         admin.attach(Running { reloader: server.reloader(), reload });
         admin.readiness().set(true);
     }
-    info!(target: "audit", event = "start", version = env!("CARGO_PKG_VERSION"),
+    info!(target: "audit", event = "start", version = env!("CARGO_PKG_VERSION"), node = %config.node.resolved_name(),
         listeners = config.listeners.len(), routes = config.routes.len(), "hl7d started");
     if let Some(file) = &options.ready_file {
         write_ready_file(file, &server.local_addrs())

@@ -34,8 +34,9 @@ use tracing::{debug, error, info, warn};
 
 use super::backoff::{self, AfterFailure, RetryPolicy};
 use super::lanes::{self, HeldLanes, LaneEvent, ParkedHead};
+use super::lease::{Lease, LeaseStep};
 use super::queue::sqlite::SqliteQueue;
-use super::queue::{DeliveryQueue, RouteQueue};
+use super::queue::{DeliveryQueue, LaneHold, RouteQueue};
 use super::{Outbound, Outcome, RetryReason, Transport};
 use crate::config::RouteConfig;
 use crate::metrics::RouteMetrics;
@@ -53,6 +54,19 @@ const IDLE_CLOSE: Duration = Duration::from_secs(15);
 /// second), so that a route with very many lanes, none ready, does not walk them after
 /// every new message.
 const WALK_SPACING: u32 = 10;
+
+/// After a renewal failed (the database did not answer), the next try comes this much
+/// later, still within the lease.
+const RENEW_RETRY: Duration = Duration::from_secs(1);
+
+/// `future`, bounded by the time `lease` (if any) lets this node work its lane: `None`
+/// when that passed first.
+async fn within<T>(lease: &Option<Lease>, future: impl std::future::Future<Output = T>) -> Option<T> {
+    match lease {
+        None => Some(future.await),
+        Some(lease) => tokio::time::timeout_at(lease.good_until(), future).await.ok(),
+    }
+}
 
 /// Makes the transport a route's `to` names. The engine builds one per lane in flight.
 pub trait TransportFactory: Send + Sync + 'static {
@@ -417,10 +431,13 @@ struct LaneDone {
 
 enum LaneEnd {
     /// Nothing more to do now (empty, not due, retrying later, gave its slot back, stopped,
-    /// or a store error that was logged).
+    /// another node holds the lane, or a store error that was logged).
     Paused,
     /// Its head was parked: the lane holds.
     Parked(ParkedHead),
+    /// This node's lease on the lane ran out or was taken: it stopped working the lane
+    /// (an attempt under way was abandoned, nothing recorded).
+    LeaseLost,
 }
 
 type SharedReader = Arc<dyn RouteQueue>;
@@ -539,8 +556,10 @@ impl Worker {
             self.report(event);
         }
         self.busy.insert(lane.clone());
+        self.metrics.lanes_active.set(self.busy.len() as f64);
         self.cursor = Some(lane.clone());
         let task = LaneTask {
+            lease: self.queue.lease(),
             route: self.route.clone(),
             name: self.name.clone(),
             lane,
@@ -561,11 +580,21 @@ impl Worker {
 
     fn lane_done(&mut self, done: LaneDone) {
         self.busy.remove(&done.lane);
+        self.metrics.lanes_active.set(self.busy.len() as f64);
         self.idle.push((done.transport, Instant::now()));
-        if let LaneEnd::Parked(head) = done.ended {
-            if let Some(event) = self.held.parked(&done.lane, head) {
-                self.report(event);
+        match done.ended {
+            LaneEnd::Parked(head) => {
+                if let Some(event) = self.held.parked(&done.lane, head) {
+                    self.report(event);
+                }
             }
+            LaneEnd::LeaseLost => {
+                self.metrics.leases_lost.increment(1);
+                // The lane key is not named (a patient identifier under `per_patient`).
+                warn!(route = %self.name, "lost the lease on a lane: stopped working it; \
+                    another node sends its head again");
+            }
+            LaneEnd::Paused => {}
         }
     }
 
@@ -630,6 +659,8 @@ impl Worker {
 
 /// Delivers one lane's messages, one at a time.
 struct LaneTask {
+    /// The lease it holds the lane under; `None`: this node owns every lane.
+    lease: Option<Duration>,
     route: Arc<RouteConfig>,
     name: Arc<str>,
     lane: String,
@@ -641,11 +672,47 @@ struct LaneTask {
 }
 
 impl LaneTask {
+    /// Takes the lane, works it ([`LaneTask::work`]), gives it back.
     async fn run(&self, transport: &mut Box<dyn Transport>) -> LaneEnd {
+        let sent = Instant::now();
+        let hold = match self.reader.take(&self.lane).await {
+            Ok(Some(hold)) => hold,
+            // Another node works it.
+            Ok(None) => return LaneEnd::Paused,
+            Err(e) => {
+                warn!(route = %self.name, error = %e, "cannot take a lane");
+                return LaneEnd::Paused;
+            }
+        };
+        let mut lease = self.lease.map(|term| {
+            self.metrics.lanes_taken.increment(1);
+            Lease::taken(term, sent)
+        });
+        let ended = self.work(&hold, &mut lease, transport).await;
+        if matches!(ended, LaneEnd::LeaseLost) {
+            transport.close();
+        }
+        if let Err(e) = self.reader.release(hold).await {
+            debug!(route = %self.name, error = %e, "cannot release a lane; it is free when its lease expires");
+        }
+        ended
+    }
+
+    /// Delivers the lane's messages one at a time, up to [`FAIR_SHARE`] of them, while
+    /// `lease` (if any) holds.
+    async fn work(
+        &self,
+        hold: &LaneHold,
+        lease: &mut Option<Lease>,
+        transport: &mut Box<dyn Transport>,
+    ) -> LaneEnd {
         let policy = RetryPolicy::of(&self.route);
         for _ in 0..FAIR_SHARE {
             if self.stop.is_cancelled() {
                 return LaneEnd::Paused;
+            }
+            if lease.is_some_and(|lease| !lease.may_attempt(Instant::now())) {
+                return LaneEnd::LeaseLost;
             }
             let (head, message) = match self.next().await {
                 Ok(Some(next)) => next,
@@ -657,11 +724,22 @@ impl LaneTask {
             };
             let attempts = head.attempts + 1;
             let started = self.clock.now_micros();
-            if let Err(e) = self.reader.claim(&head, started).await {
-                warn!(route = %self.name, error = %e, "cannot record a delivery attempt");
-                return LaneEnd::Paused;
+            let sent = Instant::now();
+            match within(lease, self.reader.claim(hold, &head, started)).await {
+                Some(Ok(true)) => {
+                    if let Some(lease) = lease {
+                        lease.renewed(sent);
+                    }
+                }
+                Some(Ok(false)) | None => return LaneEnd::LeaseLost,
+                Some(Err(e)) => {
+                    warn!(route = %self.name, error = %e, "cannot record a delivery attempt");
+                    return LaneEnd::Paused;
+                }
             }
-            let outcome = transport.deliver(&message).await;
+            let Some(outcome) = self.attempt(hold, lease, transport, &message).await else {
+                return LaneEnd::LeaseLost;
+            };
             let now = self.clock.now_micros();
             let first_attempt_at = head.first_attempt_at.unwrap_or(started);
             let (result, error, response) = match outcome {
@@ -702,8 +780,10 @@ impl LaneTask {
             };
             // Waited for: the lane's next message goes out only once this one's outcome is
             // on disk, so a crash resends at most the message in flight.
-            match self.reader.finish(update).await {
-                Ok(_) => {}
+            match self.reader.finish(hold, update).await {
+                Ok(true) => {}
+                // Another node holds the lane now and sends this message again.
+                Ok(false) => return LaneEnd::LeaseLost,
                 Err(e) => {
                     error!(route = %self.name, message_id = message.id, error = %e,
                         "cannot record a delivery outcome; the message will be sent again");
@@ -730,6 +810,54 @@ impl LaneTask {
             }
         }
         LaneEnd::Paused
+    }
+
+    /// One attempt, while the lease (if any) holds: renewed every third of it as the
+    /// attempt goes on; `None` when it ran out (or was taken) first, the attempt abandoned
+    /// ([`super::lease`]: the holder stops a third of the lease before anyone may take
+    /// the lane).
+    async fn attempt(
+        &self,
+        hold: &LaneHold,
+        lease: &mut Option<Lease>,
+        transport: &mut Box<dyn Transport>,
+        message: &Outbound,
+    ) -> Option<Outcome> {
+        let Some(lease) = lease else {
+            return Some(transport.deliver(message).await);
+        };
+        let attempt = transport.deliver(message);
+        tokio::pin!(attempt);
+        loop {
+            match lease.next_step(Instant::now()) {
+                LeaseStep::Lost => return None,
+                LeaseStep::Hold { until } => tokio::select! {
+                    outcome = &mut attempt => return Some(outcome),
+                    () = tokio::time::sleep_until(until) => {}
+                },
+                LeaseStep::Renew => {
+                    let sent = Instant::now();
+                    let renew = self.reader.renew(hold);
+                    tokio::pin!(renew);
+                    tokio::select! {
+                        outcome = &mut attempt => return Some(outcome),
+                        () = tokio::time::sleep_until(lease.good_until()) => return None,
+                        renewed = &mut renew => match renewed {
+                            Ok(true) => lease.renewed(sent),
+                            Ok(false) => return None,
+                            Err(e) => {
+                                warn!(route = %self.name, error = %e, "cannot renew a lane's lease; trying again");
+                                let again = (Instant::now() + RENEW_RETRY).min(lease.good_until());
+                                tokio::select! {
+                                    outcome = &mut attempt => return Some(outcome),
+                                    () = tokio::time::sleep_until(again) => {}
+                                }
+                            }
+                        },
+                    }
+                }
+            }
+        }
     }
 
     /// The lane's head and its message, when it is due now.

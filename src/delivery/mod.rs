@@ -20,6 +20,7 @@
 pub mod backoff;
 pub mod engine;
 pub mod lanes;
+pub mod lease;
 pub mod queue;
 pub mod transport;
 

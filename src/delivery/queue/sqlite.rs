@@ -10,7 +10,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use super::{DeliveryQueue, RouteQueue};
+use super::{DeliveryQueue, LaneHold, RouteQueue};
 use crate::delivery::lanes::{self, Pick};
 use crate::delivery::{BoxFuture, Outbound};
 use crate::store::queue::{DeliveryState, DeliveryUpdate, LaneHead, OpenCounts, QueueReader};
@@ -41,6 +41,10 @@ impl DeliveryQueue for SqliteQueue {
             });
             Ok(queue)
         })
+    }
+
+    fn lease(&self) -> Option<std::time::Duration> {
+        None
     }
 }
 
@@ -104,15 +108,37 @@ impl RouteQueue for SqliteRouteQueue {
         }))
     }
 
-    fn claim(&self, head: &LaneHead, at: i64) -> BoxFuture<'_, Result<(), StoreError>> {
-        // Not waited for: see the module documentation.
-        let queued = self.store.update_deliveries_later(vec![DeliveryUpdate::Claim { id: head.id, at }]);
-        Box::pin(std::future::ready(queued))
+    fn take(&self, lane: &str) -> BoxFuture<'_, Result<Option<LaneHold>, StoreError>> {
+        // One node: every lane is this node's.
+        Box::pin(std::future::ready(Ok(Some(LaneHold { lane: lane.to_owned(), token: 0 }))))
     }
 
-    fn finish(&self, update: DeliveryUpdate) -> BoxFuture<'_, Result<(), StoreError>> {
+    fn renew<'a>(&'a self, _hold: &'a LaneHold) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(std::future::ready(Ok(true)))
+    }
+
+    fn release(&self, _hold: LaneHold) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn claim<'a>(
+        &'a self,
+        _hold: &'a LaneHold,
+        head: &'a LaneHead,
+        at: i64,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        // Not waited for: see the module documentation.
+        let queued = self.store.update_deliveries_later(vec![DeliveryUpdate::Claim { id: head.id, at }]);
+        Box::pin(std::future::ready(queued.map(|()| true)))
+    }
+
+    fn finish<'a>(
+        &'a self,
+        _hold: &'a LaneHold,
+        update: DeliveryUpdate,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
         let written = self.store.update_deliveries(vec![update]);
-        Box::pin(async move { written.await.map(|_| ()) })
+        Box::pin(async move { written.await.map(|_| true) })
     }
 
     fn held_lanes(&self) -> BoxFuture<'_, Result<Vec<LaneHead>, StoreError>> {
