@@ -30,24 +30,35 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::listener::{ReloadReport, Reloader};
+use crate::store::postgres::StoreHealth;
 
 /// Content type of the Prometheus text exposition format.
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// Whether the server is ready for traffic: every listener bound and the store open.
-/// Cheap to clone; all clones share one flag.
+/// Whether the server is ready for traffic: every listener bound and the store open, and,
+/// with the PostgreSQL store, its database reachable now. Cheap to clone; all clones share
+/// one state.
 #[derive(Debug, Clone, Default)]
-pub struct Readiness(Arc<AtomicBool>);
+pub struct Readiness {
+    flag: Arc<AtomicBool>,
+    store: Arc<OnceLock<StoreHealth>>,
+}
 
 impl Readiness {
-    /// Sets the flag (`/ready` answers 200 while it is set).
+    /// Sets the flag (`/ready` answers 200 while it is set and the store is up).
     pub fn set(&self, ready: bool) {
-        self.0.store(ready, Ordering::Release);
+        self.flag.store(ready, Ordering::Release);
     }
 
-    /// The flag.
+    /// From now on `/ready` also needs `health` to be up (the PostgreSQL store's last batch
+    /// or probe reached the database). Set once; later calls change nothing.
+    pub fn watch_store(&self, health: StoreHealth) {
+        let _ = self.store.set(health);
+    }
+
+    /// The flag, and the store's health when one is watched.
     pub fn is_ready(&self) -> bool {
-        self.0.load(Ordering::Acquire)
+        self.flag.load(Ordering::Acquire) && self.store.get().is_none_or(StoreHealth::is_up)
     }
 }
 

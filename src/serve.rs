@@ -14,7 +14,7 @@ use crate::admin::{Admin, Running};
 use crate::config::{Config, Transport};
 use crate::delivery::engine::{Engine, EngineOptions};
 use crate::listener::{ReloadReport, Reloader, ServeError, Server};
-use crate::store::{MessageStore, SqliteOptions, SqliteStore};
+use crate::store::{MessageStore, PgOptions, PgStore, SqliteOptions, SqliteStore};
 use crate::tls::pki::{self, LocalTls};
 
 /// Upper bound on how long shutdown waits for messages in flight.
@@ -126,22 +126,48 @@ pub async fn run(config: Config, options: &RunOptions) -> anyhow::Result<()> {
     };
     let local_tls = if embedded { prepare_local_tls(&config)? } else { None };
     let routes = Engine::table();
-    let store_options = SqliteOptions {
-        retention: config.store.retention,
-        routes: Some(routes.clone()),
-        ..SqliteOptions::default()
+    // The embedded SQLite store and its delivery engine, or the shared PostgreSQL store
+    // (`[store] url`, issue 16), which has no delivery engine in this build yet.
+    let (opened, engine) = match &config.store.postgres {
+        None => {
+            let store_options = SqliteOptions {
+                retention: config.store.retention,
+                routes: Some(routes.clone()),
+                ..SqliteOptions::default()
+            };
+            let sqlite = Arc::new(SqliteStore::open(&config.store.path, store_options)?);
+            info!(path = %sqlite.file().display(), "message store open");
+            // Before the listeners: every message they store is queued for the routes of
+            // the configuration it was received under.
+            let engine = Engine::new(sqlite.clone(), &config.store.path, routes, EngineOptions::default());
+            if let Err(failures) = engine.start(&config.routes) {
+                let why: Vec<String> =
+                    failures.iter().map(|(route, why)| format!("route {route:?}: {why}")).collect();
+                anyhow::bail!("{}", why.join("; "));
+            }
+            (OpenedStore::Sqlite(sqlite), Some(engine))
+        }
+        Some(postgres) => {
+            if !config.routes.is_empty() {
+                anyhow::bail!(
+                    "[[route]] with the PostgreSQL store ([store] url) needs delivery across nodes, \
+                     which this build does not have yet: remove the routes or use the SQLite store"
+                );
+            }
+            let options = PgOptions { retention: config.store.retention, ..PgOptions::default() };
+            let pg = Arc::new(PgStore::open(postgres, options).await?);
+            info!(url = %pg.url(), sslmode = postgres.sslmode.as_str(), "message store open (PostgreSQL)");
+            if let Some(admin) = &admin {
+                // `/ready` answers 503 while the database cannot be reached.
+                admin.readiness().watch_store(pg.health());
+            }
+            (OpenedStore::Postgres(pg), None)
+        }
     };
-    let sqlite = Arc::new(SqliteStore::open(&config.store.path, store_options)?);
-    info!(path = %sqlite.file().display(), "message store open");
-    // Before the listeners: every message they store is queued for the routes of the
-    // configuration it was received under.
-    let engine = Engine::new(sqlite.clone(), &config.store.path, routes, EngineOptions::default());
-    if let Err(failures) = engine.start(&config.routes) {
-        let why: Vec<String> =
-            failures.iter().map(|(route, why)| format!("route {route:?}: {why}")).collect();
-        anyhow::bail!("{}", why.join("; "));
-    }
-    let store: Arc<dyn MessageStore> = sqlite.clone();
+    let store: Arc<dyn MessageStore> = match &opened {
+        OpenedStore::Sqlite(sqlite) => sqlite.clone(),
+        OpenedStore::Postgres(pg) => pg.clone(),
+    };
     let server = Server::start(&config, store).await?;
     for (name, addr) in server.local_addrs() {
         let listener = config.listener(&name).map(|l| &l.transport);
@@ -174,7 +200,7 @@ pub async fn run(config: Config, options: &RunOptions) -> anyhow::Result<()> {
             let (reloader, source, ready_file) = (reloader.clone(), source.clone(), ready_file.clone());
             let engine = engine.clone();
             Box::pin(
-                async move { reload_and_announce(&reloader, &engine, &source, ready_file.as_deref()).await },
+                async move { reload_and_announce(&reloader, engine.as_ref(), &source, ready_file.as_deref()).await },
             )
         });
         admin.attach(Running { reloader: server.reloader(), reload });
@@ -205,18 +231,27 @@ pub async fn run(config: Config, options: &RunOptions) -> anyhow::Result<()> {
         }
         info!("termination signal: no new connections; finishing messages and deliveries in flight");
         stop.cancel();
-        deliveries.stop();
+        if let Some(deliveries) = deliveries {
+            deliveries.stop();
+        }
     });
     let abandoned = server.run_until_stopped(SHUTDOWN_GRACE).await;
     // The server stopped (a signal, which stopped the engine too, or the shutdown token):
     // deliveries under way finish, within the same grace.
-    engine.stop();
-    if !engine.wait(SHUTDOWN_GRACE).await {
-        warn!("deliveries still under way at shutdown; they go out again at the next start");
+    if let Some(engine) = &engine {
+        engine.stop();
+        if !engine.wait(SHUTDOWN_GRACE).await {
+            warn!("deliveries still under way at shutdown; they go out again at the next start");
+        }
     }
     // Every connection has finished (or was abandoned): write what is queued, checkpoint,
-    // close the database file.
-    let _ = tokio::task::spawn_blocking(move || sqlite.close()).await;
+    // close the database file (SQLite), or commit what is queued and close the pool.
+    match opened {
+        OpenedStore::Sqlite(sqlite) => {
+            let _ = tokio::task::spawn_blocking(move || sqlite.close()).await;
+        }
+        OpenedStore::Postgres(pg) => pg.close().await,
+    }
     if let Some(admin) = admin {
         admin.stop().await;
     }
@@ -251,6 +286,12 @@ pub async fn reload(reloader: &Reloader, source: &ConfigSource) -> ReloadReport 
 /// reload applied (see [`Engine::prepare`], [`Engine::apply`]).
 pub async fn reload_with_routes(reloader: &Reloader, engine: &Engine, source: &ConfigSource) -> ReloadReport {
     reload_config(reloader, Some(engine), source).await
+}
+
+/// The store `serve` opened.
+enum OpenedStore {
+    Sqlite(Arc<SqliteStore>),
+    Postgres(Arc<PgStore>),
 }
 
 async fn reload_config(reloader: &Reloader, engine: Option<&Engine>, source: &ConfigSource) -> ReloadReport {
@@ -296,11 +337,11 @@ async fn reload_config(reloader: &Reloader, engine: Option<&Engine>, source: &Co
 /// added, moved or removed listeners.
 async fn reload_and_announce(
     reloader: &Reloader,
-    engine: &Engine,
+    engine: Option<&Engine>,
     source: &ConfigSource,
     ready_file: Option<&Path>,
 ) -> ReloadReport {
-    let report = reload_with_routes(reloader, engine, source).await;
+    let report = reload_config(reloader, engine, source).await;
     if let (true, Some(file)) = (report.is_ok(), ready_file) {
         if let Err(e) = write_ready_file(file, &reloader.local_addrs()) {
             error!(file = %file.display(), error = %e, "--ready-file: cannot write the reloaded listeners");
@@ -313,13 +354,13 @@ async fn reload_and_announce(
 async fn reload_on_hangup(
     mut hangup: tokio::signal::unix::Signal,
     reloader: Reloader,
-    engine: Engine,
+    engine: Option<Engine>,
     source: ConfigSource,
     ready_file: Option<PathBuf>,
 ) {
     while hangup.recv().await.is_some() {
         info!(target: "audit", event = "reload_requested", source = "SIGHUP", "SIGHUP: reloading the configuration");
-        reload_and_announce(&reloader, &engine, &source, ready_file.as_deref()).await;
+        reload_and_announce(&reloader, engine.as_ref(), &source, ready_file.as_deref()).await;
     }
 }
 

@@ -48,6 +48,12 @@ pub(super) struct RawDelivery {
 pub(super) struct RawStore {
     pub(super) path: Option<Spanned<String>>,
     pub(super) retention: Option<Spanned<String>>,
+    pub(super) url: Option<Spanned<String>>,
+    pub(super) password: Option<Spanned<String>>,
+    pub(super) password_file: Option<Spanned<String>>,
+    pub(super) sslmode: Option<Spanned<String>>,
+    pub(super) ca: Option<Spanned<String>>,
+    pub(super) pool_size: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]

@@ -76,6 +76,9 @@ pub struct StoreConfig {
     pub path: PathBuf,
     /// Delete messages older than this (`retention`); `None` keeps them forever.
     pub retention: Option<Duration>,
+    /// `url` and its keys: the shared PostgreSQL store instead of the embedded SQLite one in
+    /// `path` (issue 16). `None` = SQLite.
+    pub postgres: Option<PostgresConfig>,
 }
 
 /// `[node]`: who this hl7d process is among several on one shared store (docs/scale-out.md,
@@ -121,6 +124,75 @@ impl Default for DeliveryConfig {
         DeliveryConfig { lease: DEFAULT_LEASE }
     }
 }
+
+/// `[store] url = "postgresql://user@host/db"` and the keys beside it: where the shared
+/// PostgreSQL store is and how to reach it. Its `Debug` never shows a password (the URL
+/// cannot hold one, and the password itself is read only when a connection is made).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostgresConfig {
+    /// `url`: `postgresql://user@host[:port]/database` (or `postgres://`), without a
+    /// password and without `sslmode` (the keys below say those).
+    pub url: String,
+    /// `password = "env:NAME"` or `password_file`; `None` = no password (trust, peer or
+    /// certificate authentication on the server's side).
+    pub password: Option<PasswordSource>,
+    /// `sslmode`: TLS to the database (default `verify-full`).
+    pub sslmode: SslMode,
+    /// `ca`: the CA certificates (PEM) the database's certificate must chain to; `None` =
+    /// the system's trust store.
+    pub ca: Option<PathBuf>,
+    /// `pool_size`: most connections this node opens to the database (default 16).
+    pub pool_size: usize,
+}
+
+/// Where the database password is read from, when the store opens (a changed password
+/// takes a restart).
+#[derive(Clone, PartialEq, Eq)]
+pub enum PasswordSource {
+    /// `password = "env:NAME"`: the environment variable `NAME`.
+    Env(String),
+    /// `password_file = "…"`: the file's first line.
+    File(PathBuf),
+}
+
+impl std::fmt::Debug for PasswordSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Names where the password is, never the password.
+        match self {
+            PasswordSource::Env(name) => write!(f, "env:{name}"),
+            PasswordSource::File(path) => write!(f, "file:{}", path.display()),
+        }
+    }
+}
+
+/// `[store] sslmode`: how the connection to the database is protected, after libpq's
+/// modes of the same names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SslMode {
+    /// `disable`: no TLS (a local socket, a private network, tests).
+    Disable,
+    /// `require`: TLS, encrypted, without checking the server's certificate (as libpq's
+    /// `require`: it protects against eavesdropping, not against an active attacker).
+    Require,
+    /// `verify-full` (the default): TLS, the certificate chains to `ca` (or the system's
+    /// roots) and names the URL's host.
+    #[default]
+    VerifyFull,
+}
+
+impl SslMode {
+    /// The config name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SslMode::Disable => "disable",
+            SslMode::Require => "require",
+            SslMode::VerifyFull => "verify-full",
+        }
+    }
+}
+
+/// Default `[store] pool_size`.
+pub const DEFAULT_PG_POOL_SIZE: usize = 16;
 
 /// `[admin]`: the HTTP endpoint for `/live`, `/ready` and `/metrics`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -348,7 +420,7 @@ impl Config {
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        StoreConfig { path: PathBuf::from(DEFAULT_STORE_PATH), retention: None }
+        StoreConfig { path: PathBuf::from(DEFAULT_STORE_PATH), retention: None, postgres: None }
     }
 }
 

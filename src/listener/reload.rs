@@ -418,6 +418,12 @@ impl Reloader {
         if config.store.retention != started.store.retention {
             notes.push("[store] retention: the store applies the retention it was opened with".to_owned());
         }
+        if config.store.postgres != started.store.postgres {
+            notes.push(
+                "[store] url and its keys: the store keeps the database it was opened with (a change takes a restart)"
+                    .to_owned(),
+            );
+        }
         match (started.admin, config.admin) {
             (Some(old), Some(new)) if old.listen != new.listen => notes.push(format!(
                 "[admin] listen: the admin endpoint stays on {} (it answers this reload)",

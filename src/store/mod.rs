@@ -25,6 +25,7 @@
 pub mod backup;
 pub mod deliveries;
 mod fields;
+pub mod postgres;
 mod purge;
 pub mod queue;
 mod read;
@@ -32,6 +33,7 @@ mod schema;
 mod sqlite;
 
 pub use fields::KeyFields;
+pub use postgres::{PgOptions, PgStore};
 pub use purge::{purge, PURGE_BATCH};
 pub use read::{Filter, Reader, StoredMessage};
 pub use schema::SCHEMA_VERSION;

@@ -14,6 +14,7 @@ mod haproxy;
 mod hostile;
 mod interop;
 mod limits;
+mod pg_store;
 mod listener;
 mod proxy;
 mod refused;

@@ -13,6 +13,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tracing_subscriber::layer::SubscriberExt;
 
+pub mod pg;
+
 /// Upper bound for any single wait in a test, so that a broken server fails the test
 /// instead of hanging it.
 pub const WAIT: Duration = Duration::from_secs(10);

@@ -6,6 +6,7 @@
 
 mod listener;
 mod route;
+mod store;
 
 use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
@@ -167,8 +168,9 @@ impl Builder<'_> {
         DeliveryConfig { lease }
     }
 
-    fn store(&mut self, raw: RawStore) -> StoreConfig {
+    fn store(&mut self, mut raw: RawStore) -> StoreConfig {
         let section = Section::Store;
+        let postgres = self.postgres(&mut raw);
         let path = match raw.path {
             None => PathBuf::from(DEFAULT_STORE_PATH),
             Some(path) => self.path(&section, "path", path),
@@ -189,7 +191,7 @@ impl Builder<'_> {
             self.check_bounds(&section, "retention", span, value, min, max);
             Some(value)
         });
-        StoreConfig { path, retention }
+        StoreConfig { path, retention, postgres }
     }
 
     fn admin(&mut self, raw: RawAdmin) -> AdminConfig {
