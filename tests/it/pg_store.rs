@@ -34,7 +34,9 @@ use hl7_proto::refusal::Refusal;
 use hl7d::config::{PostgresConfig, SslMode};
 use hl7d::store::postgres::schema::{self, PG_SCHEMA_VERSION};
 use hl7d::store::queue::{QueueRoute, RouteTable};
-use hl7d::store::{Appended, Disposition, KeyFields, MessageStore, NewMessage, PgOptions, PgStore, StoreError};
+use hl7d::store::{
+    Appended, Disposition, KeyFields, MessageStore, NewMessage, PgOptions, PgStore, StoreError,
+};
 use tokio::sync::Notify;
 
 /// The store's settings for a test database: no TLS on loopback, a small pool.
@@ -44,8 +46,10 @@ pub(crate) fn pg_config(url: &str) -> PostgresConfig {
 
 /// An ADT^A01 from LAB/FAC for patient `patient` on listener `lab`.
 pub(crate) fn adt(control_id: &str, patient: &str) -> Vec<u8> {
-    format!("MSH|^~\\&|LAB|FAC|HL7D|FAC|20261201||ADT^A01^ADT_A01|{control_id}|P|2.5\rPID|1||{patient}^^^HOSP\r")
-        .into_bytes()
+    format!(
+        "MSH|^~\\&|LAB|FAC|HL7D|FAC|20261201||ADT^A01^ADT_A01|{control_id}|P|2.5\rPID|1||{patient}^^^HOSP\r"
+    )
+    .into_bytes()
 }
 
 /// `raw` as the listener would append it, accepted with `window` or refused.
@@ -85,7 +89,8 @@ async fn concurrent_opens_migrate_once() {
     let opens = (0..6).map(|_| {
         let url = db.url.clone();
         tokio::spawn(async move {
-            let (mut client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+            let (mut client, connection) =
+                tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
             tokio::spawn(connection);
             schema::migrate(&mut client, &url).await
         })
@@ -226,7 +231,10 @@ async fn two_nodes_store_a_message_once() {
     assert_eq!(new, messages.len(), "each message New on exactly one node");
     let client = db.client().await;
     let row = client
-        .query_one("SELECT count(*), count(DISTINCT control_id), sum(duplicate_count)::bigint FROM messages", &[])
+        .query_one(
+            "SELECT count(*), count(DISTINCT control_id), sum(duplicate_count)::bigint FROM messages",
+            &[],
+        )
         .await
         .unwrap();
     let (rows, distinct, duplicates): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
@@ -269,8 +277,7 @@ async fn an_append_is_answered_only_after_its_commit() {
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(!append.is_finished(), "no answer before COMMIT");
-    let terminated: bool =
-        admin.query_one("SELECT pg_terminate_backend($1)", &[&pid]).await.unwrap().get(0);
+    let terminated: bool = admin.query_one("SELECT pg_terminate_backend($1)", &[&pid]).await.unwrap().get(0);
     assert!(terminated);
     let answer = tokio::time::timeout(Duration::from_secs(10), append).await.unwrap().unwrap();
     assert!(matches!(answer, Err(StoreError::Unavailable(_))), "{answer:?}");

@@ -27,7 +27,12 @@ impl Builder<'_> {
                 ("pool_size", raw.pool_size.as_ref().map(|v| v.span())),
             ] {
                 if let Some(span) = given {
-                    self.problem(&section, key, Some(span), "only with url = \"postgresql://…\" (the PostgreSQL store)");
+                    self.problem(
+                        &section,
+                        key,
+                        Some(span),
+                        "only with url = \"postgresql://…\" (the PostgreSQL store)",
+                    );
                 }
             }
             return None;
@@ -41,7 +46,9 @@ impl Builder<'_> {
                 Some(url_span.clone()),
                 "must start with postgresql:// (e.g. \"postgresql://hl7d@db.example/hl7d\")",
             ),
-            Err(e) => self.problem(&section, "url", Some(url_span.clone()), format!("not a PostgreSQL URL: {e}")),
+            Err(e) => {
+                self.problem(&section, "url", Some(url_span.clone()), format!("not a PostgreSQL URL: {e}"))
+            }
             Ok(parsed) => {
                 if parsed.get_password().is_some() {
                     self.problem(
@@ -52,19 +59,39 @@ impl Builder<'_> {
                     );
                 }
                 if parsed.get_hosts().is_empty() {
-                    self.problem(&section, "url", Some(url_span.clone()), "names no host (postgresql://user@host/db)");
+                    self.problem(
+                        &section,
+                        "url",
+                        Some(url_span.clone()),
+                        "names no host (postgresql://user@host/db)",
+                    );
                 }
                 if parsed.get_user().is_none() {
-                    self.problem(&section, "url", Some(url_span.clone()), "names no user (postgresql://user@host/db)");
+                    self.problem(
+                        &section,
+                        "url",
+                        Some(url_span.clone()),
+                        "names no user (postgresql://user@host/db)",
+                    );
                 }
                 if url.contains("sslmode=") {
-                    self.problem(&section, "url", Some(url_span.clone()), "use the sslmode key, not ?sslmode= in the URL");
+                    self.problem(
+                        &section,
+                        "url",
+                        Some(url_span.clone()),
+                        "use the sslmode key, not ?sslmode= in the URL",
+                    );
                 }
             }
         }
         let password = match (raw.password.take(), raw.password_file.take()) {
             (Some(_), Some(file)) => {
-                self.problem(&section, "password_file", Some(file.span()), "give password or password_file, not both");
+                self.problem(
+                    &section,
+                    "password_file",
+                    Some(file.span()),
+                    "give password or password_file, not both",
+                );
                 None
             }
             (Some(password), None) => {
@@ -119,7 +146,12 @@ impl Builder<'_> {
             Some(size) => {
                 let value = *size.get_ref();
                 if !(1..=MAX_POOL_SIZE).contains(&value) {
-                    self.problem(&section, "pool_size", Some(size.span()), format!("must be 1..={MAX_POOL_SIZE}"));
+                    self.problem(
+                        &section,
+                        "pool_size",
+                        Some(size.span()),
+                        format!("must be 1..={MAX_POOL_SIZE}"),
+                    );
                 }
                 value.clamp(1, MAX_POOL_SIZE) as usize
             }
@@ -162,9 +194,14 @@ mod tests {
         assert_eq!(pg.password, Some(PasswordSource::Env("PGPASS".into())));
         assert_eq!(pg.ca, Some(PathBuf::from("/etc/hl7d/db-ca.pem")));
         assert_eq!(pg.pool_size, 4);
-        let config = parse_ok(&store("url = \"postgresql://u@h/d\"\npassword_file = \"/run/pg\"\nsslmode = \"disable\""));
+        let config = parse_ok(&store(
+            "url = \"postgresql://u@h/d\"\npassword_file = \"/run/pg\"\nsslmode = \"disable\"",
+        ));
         let pg = config.store.postgres.unwrap();
-        assert_eq!((pg.password, pg.sslmode), (Some(PasswordSource::File("/run/pg".into())), SslMode::Disable));
+        assert_eq!(
+            (pg.password, pg.sslmode),
+            (Some(PasswordSource::File("/run/pg".into())), SslMode::Disable)
+        );
     }
 
     #[test]
@@ -180,14 +217,19 @@ mod tests {
     fn bad_values_name_the_key() {
         assert!(parse_err(&store("url = \"mysql://u@h/d\"")).contains("must start with postgresql://"));
         assert!(parse_err(&store("url = \"postgresql://h/d\"")).contains("names no user"));
-        assert!(parse_err(&store("url = \"postgresql://u@h/d?sslmode=disable\"")).contains("use the sslmode key"));
+        assert!(
+            parse_err(&store("url = \"postgresql://u@h/d?sslmode=disable\"")).contains("use the sslmode key")
+        );
         assert!(parse_err(&store("url = \"postgresql://u@h/d\"\nsslmode = \"prefer\""))
             .starts_with("store: sslmode: unknown mode \"prefer\""));
         assert!(parse_err(&store("url = \"postgresql://u@h/d\"\nsslmode = \"require\"\nca = \"x.pem\""))
             .contains("ca: only with sslmode"));
-        assert!(parse_err(&store("url = \"postgresql://u@h/d\"\npool_size = 0")).contains("pool_size: must be 1..=256"));
-        assert!(parse_err(&store("url = \"postgresql://u@h/d\"\npassword = \"env:A\"\npassword_file = \"f\""))
-            .contains("not both"));
+        assert!(parse_err(&store("url = \"postgresql://u@h/d\"\npool_size = 0"))
+            .contains("pool_size: must be 1..=256"));
+        assert!(parse_err(&store(
+            "url = \"postgresql://u@h/d\"\npassword = \"env:A\"\npassword_file = \"f\""
+        ))
+        .contains("not both"));
     }
 
     #[test]

@@ -15,6 +15,7 @@
 //! are the engine's (`engine.rs`, `lanes.rs`, `backoff.rs`); the SQL is the store's
 //! (`crate::store::queue`).
 
+pub mod postgres;
 pub mod sqlite;
 
 use std::collections::HashSet;

@@ -38,7 +38,8 @@ pub enum ConnectError {
 /// A connection that broke (a database restart, a network cut) is dropped when it is next
 /// taken and a new one opened in its place, so the pool reconnects by itself.
 pub fn pool(config: &PostgresConfig) -> Result<Pool, ConnectError> {
-    let mut pg = tokio_postgres::Config::from_str(&config.url).map_err(|e| ConnectError::Url(e.to_string()))?;
+    let mut pg =
+        tokio_postgres::Config::from_str(&config.url).map_err(|e| ConnectError::Url(e.to_string()))?;
     if let Some(password) = &config.password {
         pg.password(read_password(password)?);
     }

@@ -314,8 +314,12 @@ impl Writer {
                 counters.queued.fetch_add(written.queued, Ordering::Relaxed);
                 counters.commits.fetch_add(1, Ordering::Relaxed);
                 crate::metrics::store_commit(started.elapsed(), batch.len());
-                trace!(messages, queued = written.queued, elapsed_us = started.elapsed().as_micros() as u64,
-                    "store batch committed (PostgreSQL)");
+                trace!(
+                    messages,
+                    queued = written.queued,
+                    elapsed_us = started.elapsed().as_micros() as u64,
+                    "store batch committed (PostgreSQL)"
+                );
                 if let Some(oldest) = oldest {
                     if oldest.elapsed() >= Duration::from_millis(10) {
                         debug!(messages, waited_us = oldest.elapsed().as_micros() as u64, "store batch slow");
@@ -459,7 +463,11 @@ struct Row {
 }
 
 impl Row {
-    fn new(m: &NewMessage, routes: Option<&super::queue::RouteTable>, woken: &mut Vec<Arc<tokio::sync::Notify>>) -> Row {
+    fn new(
+        m: &NewMessage,
+        routes: Option<&super::queue::RouteTable>,
+        woken: &mut Vec<Arc<tokio::sync::Notify>>,
+    ) -> Row {
         let at = micros(m.received_at);
         let (since, refusal) = match &m.disposition {
             Disposition::Accepted { duplicate_window: Some(window) } => {
@@ -621,12 +629,15 @@ async fn write_in(
     }
     if !duplicates.is_empty() {
         let count = tx.prepare_cached(COUNT_DUPLICATE).await?;
-        let updates = duplicates.iter().map(|&index| {
-            let row = &rows[index];
-            let count = &count;
-            let tx = &tx;
-            async move { tx.execute(count, &[&row.dup_key, &row.listener, &row.sha256, &row.received_at]).await }
-        });
+        let updates =
+            duplicates.iter().map(|&index| {
+                let row = &rows[index];
+                let count = &count;
+                let tx = &tx;
+                async move {
+                    tx.execute(count, &[&row.dup_key, &row.listener, &row.sha256, &row.received_at]).await
+                }
+            });
         try_join_all(updates).await?;
     }
     tx.commit().await?;
@@ -660,7 +671,9 @@ async fn probe(pool: Pool, shared: Arc<Shared>, interval: Duration, stop: Cancel
         .unwrap_or_else(|_| Err("health probe timed out".to_owned()));
         let was = shared.up.swap(result.is_ok(), Ordering::AcqRel);
         match (was, result) {
-            (true, Err(reason)) => warn!(error = %reason, "message store unreachable (PostgreSQL): not ready"),
+            (true, Err(reason)) => {
+                warn!(error = %reason, "message store unreachable (PostgreSQL): not ready")
+            }
             (false, Ok(_)) => info!("message store reachable again (PostgreSQL): ready"),
             _ => {}
         }

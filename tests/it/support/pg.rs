@@ -34,10 +34,11 @@ impl TestDb {
     /// A new, empty database for `test` on the cluster at `admin_url` (a superuser URL).
     pub async fn create_on(admin_url: &str, test: &str) -> TestDb {
         static NEXT: AtomicU32 = AtomicU32::new(0);
-        let mut name: String = format!("t_{}_{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed), test)
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
-            .collect();
+        let mut name: String =
+            format!("t_{}_{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed), test)
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+                .collect();
         name.truncate(63);
         let admin = connect(admin_url).await;
         admin.batch_execute(&format!("CREATE DATABASE \"{name}\"")).await.expect("create the test database");
@@ -72,8 +73,9 @@ impl Drop for TestDb {
 /// A plain (no TLS) connection for the tests' own queries; its connection task runs on the
 /// current runtime.
 pub async fn connect(url: &str) -> tokio_postgres::Client {
-    let (client, connection) =
-        tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap_or_else(|e| panic!("connect to {url}: {e}"));
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("connect to {url}: {e}"));
     tokio::spawn(connection);
     client
 }
@@ -172,5 +174,8 @@ fn script() -> Command {
 fn with_database_replaces_the_path() {
     assert_eq!(with_database("postgresql://u@h:5/postgres", "x"), "postgresql://u@h:5/x");
     assert_eq!(with_database("postgresql://u@h:5", "x"), "postgresql://u@h:5/x");
-    assert_eq!(with_database("postgresql://u@h/db?sslmode=disable", "x"), "postgresql://u@h/x?sslmode=disable");
+    assert_eq!(
+        with_database("postgresql://u@h/db?sslmode=disable", "x"),
+        "postgresql://u@h/x?sslmode=disable"
+    );
 }
