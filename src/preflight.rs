@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use thiserror::Error;
 
 use crate::audit::{AuditError, AuditTrail};
-use crate::config::{Config, RouteTarget};
+use crate::config::{Config, RouteTarget, StoreConfig};
 use crate::delivery::transport::file::FileTransport;
 use crate::store::{SqliteStore, StoreError};
 use crate::tls::cert::{self, CertSummary, ExpiryNotice};
@@ -46,6 +46,8 @@ pub struct Report {
     pub warnings: Vec<String>,
     /// What would stop `serve`; empty when it can start.
     pub problems: Vec<Problem>,
+    /// The store the configuration names (`[store]`), for `check-config` to show.
+    pub store: StoreConfig,
 }
 
 /// One configured listener as the checks saw it.
@@ -136,7 +138,8 @@ impl Report {
 
 /// Runs every check on `config`; see the module documentation.
 pub fn check(config: &Config, options: &Options) -> Report {
-    let mut report = Report { warnings: config.warnings.clone(), ..Report::default() };
+    let mut report =
+        Report { warnings: config.warnings.clone(), store: config.store.clone(), ..Report::default() };
     for listener in &config.listeners {
         let mut facts = Listener {
             name: listener.name.clone(),

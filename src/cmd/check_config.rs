@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Args;
-use hl7d::config::{Config, ConfigError};
+use hl7d::config::{Config, ConfigError, StoreConfig};
 use hl7d::preflight::{self, Report};
 
 use serde_json::{json, Value};
@@ -24,7 +24,7 @@ pub struct CheckConfigArgs {
     /// another process (a running hl7d too) holds one.
     #[arg(long)]
     pub bind: bool,
-    /// One JSON object on stdout: {"ok":…,"listeners":[…],"routes":[…],"warnings":[…],"errors":[…]}.
+    /// One JSON object on stdout: {"ok":…,"listeners":[…],"routes":[…],"store":{…},"warnings":[…],"errors":[…]}.
     #[arg(long)]
     pub json: bool,
 }
@@ -61,6 +61,7 @@ fn print_human(path: &Path, outcome: &Result<Report, ConfigError>) {
                     n => format!(", {n} route(s)"),
                 };
                 println!("{}: ok ({} listener(s){routes})", path.display(), report.listeners.len());
+                println!("  store: {}", store_line(&report.store));
                 for route in &report.routes {
                     println!(
                         "  route {}: {} (order {}, in_flight {})",
@@ -76,8 +77,28 @@ fn print_human(path: &Path, outcome: &Result<Report, ConfigError>) {
     }
 }
 
+/// Which store, where: never a password (the URL holds none; the password's source is not
+/// shown either).
+fn store_line(store: &StoreConfig) -> String {
+    match &store.postgres {
+        None => format!("sqlite in {}", store.path.display()),
+        Some(pg) => format!("postgresql {} (sslmode {})", pg.url, pg.sslmode.as_str()),
+    }
+}
+
+fn store_json(store: &StoreConfig) -> Value {
+    match &store.postgres {
+        None => json!({ "kind": "sqlite", "path": store.path.display().to_string() }),
+        Some(pg) => json!({ "kind": "postgresql", "url": pg.url, "sslmode": pg.sslmode.as_str() }),
+    }
+}
+
 /// The `--json` object, its keys in the documented order (docs/operations.md).
 fn to_json(outcome: &Result<Report, ConfigError>) -> String {
+    let store = match outcome {
+        Ok(report) => store_json(&report.store),
+        Err(_) => Value::Null,
+    };
     let (ok, listeners, routes, warnings, errors) = match outcome {
         Ok(report) => {
             let listeners: Vec<Value> = report
@@ -124,9 +145,10 @@ fn to_json(outcome: &Result<Report, ConfigError>) -> String {
         }
     };
     format!(
-        "{{\"ok\":{ok},\"listeners\":{},\"routes\":{},\"warnings\":{},\"errors\":{}}}",
+        "{{\"ok\":{ok},\"listeners\":{},\"routes\":{},\"store\":{},\"warnings\":{},\"errors\":{}}}",
         Value::from(listeners),
         Value::from(routes),
+        store,
         json!(warnings),
         json!(errors)
     )

@@ -23,11 +23,11 @@ use std::time::SystemTime;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
-use hl7d::config::Config;
+use hl7d::config::{Config, StoreConfig};
 use hl7d::private_files;
 use hl7d::store::deliveries::Delivery;
 use hl7d::store::queue::DeliveryState;
-use hl7d::store::{self, Filter, KeyFields, Reader, Status, StoredMessage};
+use hl7d::store::{self, Filter, KeyFields, Reader, Status, StoreReader, StoredMessage};
 use serde_json::json;
 
 use super::operator::{flush_audit, open_audit, os_user};
@@ -35,6 +35,10 @@ use super::{exit_code, Failure, EXIT_CONFIG};
 
 /// How many messages `list` shows without `--limit`.
 const DEFAULT_LIST_LIMIT: u64 = 100;
+/// `messages resend|purge` (and `hl7d routes`) on the PostgreSQL store: the delivery queue
+/// across nodes and purging on a shared database are not in this build yet.
+pub const POSTGRES_NOT_YET: &str = "not available on the PostgreSQL store ([store] url) in this build: \
+     delivery across nodes and purge on a shared database come later; list, show and export work";
 /// `list` counts the messages its limit left out up to this many (or the limit, if larger).
 const LIST_COUNT_CAP: u64 = 10_000;
 /// Digits of the zero-padded id that starts an exported file's name, so that name order is
@@ -254,12 +258,15 @@ pub fn run(args: MessagesArgs) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let store = &config.store.path;
+    let store = &config.store;
     let stdout = &mut std::io::stdout().lock();
     let result = match args.command {
         MessagesCommand::List { filter, json } => known_listener(&config, &filter.select)
             .and_then(|()| Ok(list(store, &filter.filter(Some(DEFAULT_LIST_LIMIT)), json, stdout)?)),
         MessagesCommand::Show { id, raw, json } => show(store, id, raw, json, stdout).map_err(Failure::from),
+        MessagesCommand::Resend { .. } | MessagesCommand::Purge { .. } if config.store.postgres.is_some() => {
+            Err(Failure::Usage(POSTGRES_NOT_YET.to_owned()))
+        }
         MessagesCommand::Resend { ids, route, since, until, dry_run } => {
             let range = since.map(|since| (since, until));
             super::routes::resend(&config, &route, &ids, range, dry_run, stdout)
@@ -285,7 +292,7 @@ fn known_listener(config: &Config, select: &SelectArgs) -> Result<(), Failure> {
     if config.listener(name).is_some() {
         return Ok(());
     }
-    let stored = Reader::open(&config.store.path)?.listeners()?;
+    let stored = StoreReader::open(&config.store)?.listeners()?;
     if stored.contains(name) {
         return Ok(());
     }
@@ -300,8 +307,8 @@ fn known_listener(config: &Config, select: &SelectArgs) -> Result<(), Failure> {
 /// `hl7d messages list`: one line per message, newest first (a table, or with `json` one
 /// JSON object per line). When the limit cut the list, stderr says how many of how many
 /// were shown.
-pub fn list(store_dir: &Path, filter: &Filter, json: bool, out: &mut dyn Write) -> anyhow::Result<()> {
-    let reader = Reader::open(store_dir)?;
+pub fn list(store: &StoreConfig, filter: &Filter, json: bool, out: &mut dyn Write) -> anyhow::Result<()> {
+    let reader = StoreReader::open(store)?;
     let messages = reader.list(filter)?;
     if json {
         for message in &messages {
@@ -361,8 +368,8 @@ fn cut_note(shown: u64, total: u64) -> Option<String> {
 /// otherwise the metadata, key fields and each delivery (route, state, attempts, last
 /// error, the downstream's response, times), a blank line, and the message decoded from
 /// its character set, one segment per line.
-pub fn show(store_dir: &Path, id: i64, raw: bool, json: bool, out: &mut dyn Write) -> anyhow::Result<()> {
-    let reader = Reader::open(store_dir)?;
+pub fn show(store: &StoreConfig, id: i64, raw: bool, json: bool, out: &mut dyn Write) -> anyhow::Result<()> {
+    let reader = StoreReader::open(store)?;
     let Some(message) = reader.message(id)? else {
         bail!("no message with id {id}");
     };
@@ -452,8 +459,8 @@ pub fn show(store_dir: &Path, id: i64, raw: bool, json: bool, out: &mut dyn Writ
 /// `hl7d messages export --out DIR`: one `<id>-<control id>.hl7` file per message (the id
 /// zero-padded to [`EXPORT_ID_DIGITS`]), holding the bytes exactly as received, oldest
 /// first; accepted messages only unless the filter names a status.
-pub fn export(store_dir: &Path, filter: &Filter, out_dir: &Path) -> anyhow::Result<Exported> {
-    let reader = Reader::open(store_dir)?;
+pub fn export(store: &StoreConfig, filter: &Filter, out_dir: &Path) -> anyhow::Result<Exported> {
+    let reader = StoreReader::open(store)?;
     // Exports hold patient data: a new directory is 0700 and every file 0600.
     private_files::create_dir_all(out_dir).with_context(|| format!("cannot create {}", out_dir.display()))?;
     let mut written = 0u64;

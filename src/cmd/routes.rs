@@ -141,6 +141,9 @@ pub fn run(args: RoutesArgs) -> ExitCode {
     };
     let out = &mut std::io::stdout().lock();
     let result = match args.command {
+        _ if config.store.postgres.is_some() => {
+            Err(Failure::Usage(super::messages::POSTGRES_NOT_YET.to_owned()))
+        }
         RoutesCommand::Status { json } => status(&config, json, out),
         RoutesCommand::Parked { route, json } => parked(&config, &route, json, out),
         RoutesCommand::Retry { route, which } => retry(&config, &route, &which.release(), out),

@@ -13,7 +13,7 @@ use hl7d::store::backup::{self, BackupOptions, BackupReport, Verification};
 use hl7d::store::DATABASE_FILE;
 use serde_json::json;
 
-use super::EXIT_CONFIG;
+use super::{EXIT_CONFIG, EXIT_USAGE};
 
 /// `hl7d store`: back up and check the message store (works while the server runs).
 #[derive(Debug, Args)]
@@ -57,6 +57,19 @@ pub enum StoreCommand {
 /// Runs `hl7d store`.
 pub fn run(args: StoreArgs) -> ExitCode {
     let store_dir = match hl7d::serve::load_config(args.config.as_deref()) {
+        // A database server has its own consistent, online backups; hl7d does not copy a
+        // shared database. `--file` names an SQLite file, which verify still checks.
+        Ok(config)
+            if config.store.postgres.is_some()
+                && !matches!(args.command, StoreCommand::Verify { file: Some(_) }) =>
+        {
+            fail(
+                args.json,
+                "the PostgreSQL store ([store] url) is backed up and checked with the database's own tools: \
+                 pg_dump (or pg_basebackup with WAL archiving) and pg_amcheck; see docs/operations.md",
+            );
+            return ExitCode::from(EXIT_USAGE);
+        }
         Ok(config) => config.store.path,
         Err(e) => {
             fail(args.json, &format!("{e:#}"));

@@ -29,13 +29,15 @@ pub mod postgres;
 mod purge;
 pub mod queue;
 mod read;
+mod reader;
 mod schema;
 mod sqlite;
 
 pub use fields::KeyFields;
-pub use postgres::{PgOptions, PgStore};
+pub use postgres::{PgOptions, PgReader, PgStore};
 pub use purge::{purge, PURGE_BATCH};
 pub use read::{Filter, Reader, StoredMessage};
+pub use reader::StoreReader;
 pub use schema::SCHEMA_VERSION;
 pub use sqlite::{
     micros, ConnectionSetup, Durability, SqliteOptions, SqliteStore, StoreStats, DATABASE_FILE,

@@ -16,6 +16,7 @@ mod interop;
 mod limits;
 mod listener;
 mod pg_delivery;
+mod pg_restart;
 mod pg_store;
 mod proxy;
 mod refused;

@@ -288,3 +288,102 @@ async fn an_append_is_answered_only_after_its_commit() {
     assert_eq!(rows, 1);
     store.close().await;
 }
+
+/// Runs `hl7d ARGS` and returns (exit code, stdout, stderr).
+fn hl7d(args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hl7d")).args(args).output().expect("run hl7d");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `hl7d messages list|show|export` and `check-config` against a `[store] url`
+/// configuration, with the answers SQLite gives; the commands this build does not have on
+/// PostgreSQL say so (usage error), `store backup` names pg_dump.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_commands_read_the_postgresql_store() {
+    let Some(db) = TestDb::create("operator_commands_read_the_postgresql_store").await else { return };
+    let store = PgStore::open(&pg_config(&db.url), PgOptions::default()).await.unwrap();
+    let oru =
+        b"MSH|^~\\&|LAB|FAC|HL7D|FAC|20261201||ORU^R01^ORU_R01|OR-1|P|2.5\rPID|1||P9^^^HOSP\rOBR|1|PL7|FI7\r"
+            .to_vec();
+    for raw in [adt("CLI-1", "P1"), adt("CLI-2", "P2"), oru.clone(), adt("CLI-3", "P1")] {
+        store.append(new_message(&raw, accepted(HOUR))).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    store.append(new_message(&adt("BAD-1", "P1"), Disposition::Refused(Refusal::FrameBadEnd))).await.unwrap();
+    store.close().await;
+
+    let dir = crate::support::tempdir("pg-cli");
+    let config = dir.join("hl7d.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[store]\nurl = {:?}\nsslmode = \"disable\"\n\n[[listener]]\nname = \"lab\"\nlisten = \"127.0.0.1:0\"\nplaintext = true\n",
+            db.url
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let list = |extra: &[&str]| {
+        let mut args = vec!["messages", "list", "--config", config, "--json"];
+        args.extend_from_slice(extra);
+        let (code, out, err) = hl7d(&args);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        out.lines()
+            .map(|line| {
+                serde_json::from_str::<serde_json::Value>(line).unwrap()["control_id"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(list(&[]), ["BAD-1", "CLI-3", "OR-1", "CLI-2", "CLI-1"], "newest first");
+    assert_eq!(list(&["--patient", "P1", "--status", "accepted"]), ["CLI-3", "CLI-1"]);
+    assert_eq!(list(&["--type", "ADT^A0*", "--limit", "2", "--status", "accepted"]), ["CLI-3", "CLI-2"]);
+    assert_eq!(list(&["--order", "FI7"]), ["OR-1"]);
+    assert_eq!(list(&["--control-id", "CLI-2"]), ["CLI-2"]);
+    assert_eq!(list(&["--status", "rejected"]), ["BAD-1"]);
+    assert_eq!(list(&["--sender", "LAB^FAC", "--type", "ORU^R01"]), ["OR-1"]);
+    assert!(list(&["--since", "2000-01-01", "--until", "2001-01-01"]).is_empty());
+
+    let (code, all, _) = hl7d(&["messages", "list", "--config", config, "--json", "--control-id", "OR-1"]);
+    assert_eq!(code, 0);
+    let id = serde_json::from_str::<serde_json::Value>(all.lines().next().unwrap()).unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hl7d"))
+        .args(["messages", "show", "--config", config, "--raw", &id.to_string()])
+        .output()
+        .unwrap();
+    assert_eq!(out.stdout, oru, "show --raw gives the bytes exactly");
+    let (code, shown, err) = hl7d(&["messages", "show", "--config", config, "--json", &id.to_string()]);
+    assert_eq!(code, 0, "{err}");
+    let shown: serde_json::Value = serde_json::from_str(shown.trim()).unwrap();
+    assert_eq!(shown["control_id"], "OR-1");
+
+    let exported = dir.join("export");
+    let (code, _, err) =
+        hl7d(&["messages", "export", "--config", config, "--out", exported.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(std::fs::read_dir(&exported).unwrap().count(), 4, "accepted messages only");
+
+    let (code, out, err) = hl7d(&["check-config", "--config", config]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&format!("store: postgresql {} (sslmode disable)", db.url)), "{out}");
+    let (code, out, _) = hl7d(&["check-config", "--config", config, "--json"]);
+    assert_eq!(code, 0);
+    let json: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(json["store"]["kind"], "postgresql");
+
+    let (code, _, err) = hl7d(&["routes", "status", "--config", config]);
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("not available on the PostgreSQL store"), "{err}");
+    let (code, _, err) =
+        hl7d(&["store", "backup", "--config", config, "--out", dir.join("b.db").to_str().unwrap()]);
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("pg_dump"), "{err}");
+}

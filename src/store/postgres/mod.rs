@@ -26,7 +26,10 @@
 //! never deleting a message with a delivery still to do.
 
 pub mod connect;
+mod read;
 pub mod schema;
+
+pub use read::PgReader;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};

@@ -27,7 +27,7 @@ impl TestDb {
     /// A new, empty database for `test` on the shared cluster, or `None` after a loud
     /// "SKIPPED" line when no cluster is configured (a failure under CI).
     pub async fn create(test: &str) -> Option<TestDb> {
-        let Some(admin_url) = shared_url(test) else { return None };
+        let admin_url = shared_url(test)?;
         Some(TestDb::create_on(&admin_url, test).await)
     }
 
@@ -148,15 +148,9 @@ impl Cluster {
         self.run("restart");
     }
 
-    /// Runs `bench/pg.sh COMMAND` on this cluster.
-    pub fn run(&self, command: &str) {
+    fn run(&self, command: &str) {
         let out = script().arg(command).env("HL7D_PG_DIR", &self.dir).output().expect("run bench/pg.sh");
         assert!(out.status.success(), "bench/pg.sh {command}: {}", String::from_utf8_lossy(&out.stderr));
-    }
-
-    /// The cluster's directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 }
 

@@ -1,0 +1,94 @@
+//! [`StoreReader`]: the operator's reads (`hl7d messages list|show|export`) on whichever
+//! store the configuration names: [`Reader`] on SQLite (`[store] path`), [`PgReader`] on
+//! PostgreSQL (`[store] url`). Same [`Filter`], same [`StoredMessage`] rows, same order.
+
+use super::deliveries::Delivery;
+use super::{Filter, PgReader, Reader, StoreError, StoredMessage};
+use crate::config::StoreConfig;
+
+/// A read-only view of the configured store.
+pub enum StoreReader {
+    /// The embedded store in `[store] path`.
+    Sqlite(Reader),
+    /// The shared store at `[store] url`.
+    Postgres(PgReader),
+}
+
+impl StoreReader {
+    /// Opens the store `config` names (never creates or migrates one).
+    pub fn open(config: &StoreConfig) -> Result<StoreReader, StoreError> {
+        match &config.postgres {
+            None => Reader::open(&config.path).map(StoreReader::Sqlite),
+            Some(postgres) => PgReader::open(postgres).map(StoreReader::Postgres),
+        }
+    }
+
+    /// Messages matching `filter`, without their bytes.
+    pub fn list(&self, filter: &Filter) -> Result<Vec<StoredMessage>, StoreError> {
+        match self {
+            StoreReader::Sqlite(reader) => reader.list(filter),
+            StoreReader::Postgres(reader) => reader.list(filter),
+        }
+    }
+
+    /// Calls `each` for every message matching `filter`, with its bytes, one at a time.
+    pub fn for_each_message<E: From<StoreError>>(
+        &self,
+        filter: &Filter,
+        each: impl FnMut(StoredMessage) -> Result<(), E>,
+    ) -> Result<(), E> {
+        match self {
+            StoreReader::Sqlite(reader) => reader.for_each_message(filter, each),
+            StoreReader::Postgres(reader) => reader.for_each_message(filter, each),
+        }
+    }
+
+    /// The message with this id, with its bytes.
+    pub fn message(&self, id: i64) -> Result<Option<StoredMessage>, StoreError> {
+        match self {
+            StoreReader::Sqlite(reader) => reader.message(id),
+            StoreReader::Postgres(reader) => reader.message(id),
+        }
+    }
+
+    /// Number of stored messages that `filter` selects, its limit aside.
+    pub fn count_matching(&self, filter: &Filter) -> Result<u64, StoreError> {
+        match self {
+            StoreReader::Sqlite(reader) => reader.count_matching(filter),
+            StoreReader::Postgres(reader) => reader.count_matching(filter),
+        }
+    }
+
+    /// `min(matching, cap)`, counting no further than `cap`.
+    pub fn count_matching_up_to(&self, filter: &Filter, cap: u64) -> Result<u64, StoreError> {
+        match self {
+            StoreReader::Sqlite(reader) => reader.count_matching_up_to(filter, cap),
+            StoreReader::Postgres(reader) => reader.count_matching_up_to(filter, cap),
+        }
+    }
+
+    /// The listener names that stored messages carry, sorted.
+    pub fn listeners(&self) -> Result<Vec<String>, StoreError> {
+        match self {
+            StoreReader::Sqlite(reader) => reader.listeners(),
+            StoreReader::Postgres(reader) => reader.listeners(),
+        }
+    }
+
+    /// Every delivery row of message `message_id`, by route then queue order.
+    pub fn deliveries_of(&self, message_id: i64) -> Result<Vec<Delivery>, StoreError> {
+        match self {
+            StoreReader::Sqlite(reader) => reader.deliveries_of(message_id),
+            StoreReader::Postgres(reader) => reader.deliveries_of(message_id),
+        }
+    }
+}
+
+impl std::fmt::Debug for StoreReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreReader::Sqlite(_) => f.write_str("StoreReader::Sqlite"),
+            StoreReader::Postgres(reader) => write!(f, "StoreReader::Postgres({reader:?})"),
+        }
+    }
+}
