@@ -22,6 +22,7 @@ mod proxy;
 mod refused;
 mod reload;
 mod routes_cli;
+mod scale_out_e2e;
 mod send;
 mod send_tls;
 mod startup;
