@@ -141,6 +141,7 @@ pub fn run(args: RoutesArgs) -> ExitCode {
     };
     let out = &mut std::io::stdout().lock();
     let result = match args.command {
+        RoutesCommand::Status { json } if config.store.postgres.is_some() => pg_status(&config, json, out),
         _ if config.store.postgres.is_some() => {
             Err(Failure::Usage(super::messages::POSTGRES_NOT_YET.to_owned()))
         }
@@ -210,10 +211,49 @@ fn status(config: &Config, json: bool, out: &mut dyn Write) -> Result<(), Failur
             routes.push((reader.route_status(&name)?, None));
         }
     }
+    let routes: Vec<(RouteStatus, Option<&RouteConfig>, Holders)> =
+        routes.into_iter().map(|(status, route)| (status, route, Vec::new())).collect();
+    print_status(&routes, json, out)
+}
+
+/// Which node holds which lanes (PostgreSQL only): (node, lanes).
+type Holders = Vec<(String, Vec<String>)>;
+
+/// `hl7d routes status` on the PostgreSQL store: the same table and JSON, and which node
+/// holds which lanes now (`holders`).
+fn pg_status(config: &Config, json: bool, out: &mut dyn Write) -> Result<(), Failure> {
+    use hl7d::delivery::queue::postgres::{delivery_routes, holders, route_status};
+    // Checked by the configuration's validation when it loaded.
+    let Some(postgres) = &config.store.postgres else { return Ok(()) };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let pool = hl7d::store::postgres::connect::pool(postgres).map_err(|e| anyhow!("{e}"))?;
+    let statuses = runtime.block_on(async {
+        let client = pool.get().await.map_err(|e| anyhow!("PostgreSQL store: {e}"))?;
+        let mut names: Vec<(String, Option<&RouteConfig>)> =
+            config.routes.iter().map(|route| (route.name.clone(), Some(route))).collect();
+        for name in delivery_routes(&client).await? {
+            if config.route(&name).is_none() {
+                names.push((name, None));
+            }
+        }
+        let mut statuses = Vec::new();
+        for (name, route) in names {
+            statuses.push((route_status(&client, &name).await?, route, holders(&client, &name).await?));
+        }
+        Ok::<_, anyhow::Error>(statuses)
+    })?;
+    print_status(&statuses, json, out)
+}
+
+fn print_status(
+    routes: &[(RouteStatus, Option<&RouteConfig>, Holders)],
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<(), Failure> {
     let now = SystemTime::now();
     if json {
         let array: Vec<serde_json::Value> =
-            routes.iter().map(|(status, route)| status_json(status, *route, now)).collect();
+            routes.iter().map(|(status, route, holders)| status_json(status, *route, holders, now)).collect();
         writeln!(out, "{}", serde_json::Value::Array(array))?;
         out.flush()?;
         return Ok(());
@@ -223,7 +263,7 @@ fn status(config: &Config, json: bool, out: &mut dyn Write) -> Result<(), Failur
         "{:<24}  {:>9}  {:>9}  {:>11}  {:>7}  {:>7}  {:>10}  {:>14}  LAST ERROR",
         "ROUTE", "PENDING", "IN FLIGHT", "DELIVERED", "PARKED", "SKIPPED", "HELD LANES", "OLDEST PENDING"
     )?;
-    for (status, route) in &routes {
+    for (status, route, _) in routes {
         let name = match route {
             Some(_) => printable(&status.name),
             None => format!("{} (removed)", printable(&status.name)),
@@ -244,6 +284,15 @@ fn status(config: &Config, json: bool, out: &mut dyn Write) -> Result<(), Failur
             status.last_error.as_deref().map_or_else(|| "-".to_owned(), printable),
         )?;
     }
+    for (status, _, holders) in routes {
+        if !holders.is_empty() {
+            let held: Vec<String> = holders
+                .iter()
+                .map(|(node, lanes)| format!("{} {}", printable(node), thousands(lanes.len() as u64)))
+                .collect();
+            writeln!(out, "  {}: lanes held by node: {}", printable(&status.name), held.join(", "))?;
+        }
+    }
     if routes.is_empty() {
         eprintln!("no routes: the configuration has no [[route]] and the store no deliveries");
     }
@@ -252,7 +301,16 @@ fn status(config: &Config, json: bool, out: &mut dyn Write) -> Result<(), Failur
 }
 
 /// One route of `status --json`. The first eight fields are the contract of issue 15.
-fn status_json(status: &RouteStatus, route: Option<&RouteConfig>, now: SystemTime) -> serde_json::Value {
+/// `holders`: which node holds which lanes now, on the PostgreSQL store (empty on SQLite,
+/// where the one node owns every lane without a lease).
+fn status_json(
+    status: &RouteStatus,
+    route: Option<&RouteConfig>,
+    holders: &Holders,
+    now: SystemTime,
+) -> serde_json::Value {
+    let holders: Vec<serde_json::Value> =
+        holders.iter().map(|(node, lanes)| json!({ "node": node, "lanes": lanes })).collect();
     json!({
         "name": status.name,
         "pending": status.pending,
@@ -265,6 +323,7 @@ fn status_json(status: &RouteStatus, route: Option<&RouteConfig>, now: SystemTim
         "skipped": status.skipped,
         "removed": route.is_none(),
         "to": route.map(|route| route.to.to_string()),
+        "holders": holders,
     })
 }
 

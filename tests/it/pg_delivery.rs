@@ -277,10 +277,10 @@ fn a_dead_nodes_lanes_are_taken_over_after_its_lease_expires() {
     setup.block_on(append(&store, 40, 4));
     let expected = setup.block_on(queue_order(&db));
     // Wait until node-a holds P0 and P1 (stuck in their first attempt).
-    let pool = connect::pool(&pg_config(&db.url)).unwrap();
+    let client = setup.block_on(db.client());
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let held = setup.block_on(holders(&pool, "r")).unwrap();
+        let held = setup.block_on(holders(&client, "r")).unwrap();
         if held == [("node-a".to_owned(), vec!["patient/FAC/P0".to_owned(), "patient/FAC/P1".to_owned()])] {
             break;
         }
@@ -290,7 +290,7 @@ fn a_dead_nodes_lanes_are_taken_over_after_its_lease_expires() {
     // Renewals go on while it is stuck: still held after more than a lease.
     std::thread::sleep(lease + Duration::from_millis(500));
     assert_eq!(
-        setup.block_on(holders(&pool, "r")).unwrap().len(),
+        setup.block_on(holders(&client, "r")).unwrap().len(),
         1,
         "node-a renews while its attempts go on"
     );

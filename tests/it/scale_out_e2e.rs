@@ -285,6 +285,34 @@ async fn two_nodes_behind_haproxy_survive_a_sigkill_with_every_message_delivered
     let a_patients: Vec<String> =
         a_lanes.iter().map(|lane| lane.rsplit('/').next().unwrap().to_owned()).collect();
     eprintln!("killed node-a holding lanes of {a_patients:?}");
+    // `routes status` (from any node's configuration) shows the dead node's lanes as its
+    // own until their leases expire.
+    let status_config = tmp.path().join("node-b.toml");
+    let status = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_hl7d"))
+            .args(["routes", "status", "--json", "--config"])
+            .arg(&status_config)
+            .output()
+            .expect("run hl7d routes status")
+    })
+    .await
+    .unwrap();
+    assert_eq!(status.status.code(), Some(0), "{}", String::from_utf8_lossy(&status.stderr));
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let route = &status[0];
+    assert_eq!(route["name"], "down");
+    for field in ["pending", "in_flight", "delivered", "parked", "held_lanes", "oldest_pending_seconds"] {
+        assert!(route[field].is_u64(), "{field}: {route}");
+    }
+    let held_by_a = route["holders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|holder| holder["node"] == "node-a")
+        .map(|holder| holder["lanes"].as_array().unwrap().len());
+    if killed.elapsed() < LEASE * 2 / 3 {
+        assert_eq!(held_by_a, Some(a_lanes.len()), "routes status names node-a's lanes: {route}");
+    }
 
     // The stream goes on through node-b for a while, then stops.
     tokio::time::sleep(LEASE + Duration::from_secs(4)).await;
