@@ -6,6 +6,7 @@ mod cli;
 mod client_keys;
 mod delivery;
 mod delivery_e2e;
+mod delivery_lease;
 mod delivery_transports;
 mod faults;
 mod file_modes;
