@@ -15,7 +15,9 @@
 # (tests/it/support/pg.rs). `initdb` refuses to run as root: as root, the cluster runs as the
 # `postgres` user (created when missing). Binaries: $HL7D_PG_BIN, else the newest
 # /usr/lib/postgresql/*/bin. fsync stays on (benchmarks measure a durable database); set
-# HL7D_PG_FSYNC=off for a faster, undurable test cluster.
+# HL7D_PG_FSYNC=off for a faster, undurable test cluster. HL7D_PG_TLS_DIR=DIR (holding
+# server.pem and server.key, e.g. from `hl7d cert dev-pki`) turns TLS on (ssl=on; clients may
+# still connect without it).
 set -euo pipefail
 
 pg_bin() {
@@ -52,10 +54,20 @@ start() {
   chmod 0700 "$dir"
   [ "$(id -u)" = 0 ] && chown postgres: "$dir"
   port=${HL7D_PG_PORT:-$(free_port)}
+  local tls=""
+  if [ -n "${HL7D_PG_TLS_DIR:-}" ]; then
+    # The server refuses a key file others can read, or owned by someone else.
+    cp "$HL7D_PG_TLS_DIR/server.pem" "$dir/server.pem"
+    cp "$HL7D_PG_TLS_DIR/server.key" "$dir/server.key"
+    chmod 0600 "$dir/server.pem" "$dir/server.key"
+    [ "$(id -u)" = 0 ] && chown postgres: "$dir/server.pem" "$dir/server.key"
+    tls="-c ssl=on -c ssl_cert_file=$dir/server.pem -c ssl_key_file=$dir/server.key"
+  fi
+  echo "$tls" >"$dir/tls-options"
   as_owner "$bin/initdb" -D "$dir/data" -U postgres --auth=trust --no-sync -E UTF8 >"$dir/initdb.log" 2>&1 \
     || { cat "$dir/initdb.log" >&2; exit 1; }
   as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
-    -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=${HL7D_PG_FSYNC:-on}" \
+    -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=${HL7D_PG_FSYNC:-on} $tls" \
     start >/dev/null || { cat "$dir/server.log" >&2; exit 1; }
   echo "$port" >"$dir/port"
   echo "export HL7D_PG_DIR=$dir"
@@ -74,7 +86,7 @@ restart() {
   local port
   port=$(cat "$dir/port")
   as_owner "$(pg_bin)/pg_ctl" -D "$dir/data" -l "$dir/server.log" -m fast -w -t 60 \
-    -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=${HL7D_PG_FSYNC:-on}" \
+    -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=${HL7D_PG_FSYNC:-on} $(cat "$dir/tls-options")" \
     restart >/dev/null || { cat "$dir/server.log" >&2; exit 1; }
 }
 

@@ -387,3 +387,82 @@ async fn operator_commands_read_the_postgresql_store() {
     assert_eq!(code, 64, "{err}");
     assert!(err.contains("pg_dump"), "{err}");
 }
+
+/// TLS to the database on rustls: `verify-full` with the right CA connects (and the session
+/// is encrypted), with another CA it is refused; `require` connects without checking;
+/// `disable` does not encrypt.
+#[tokio::test]
+async fn tls_to_the_database_follows_sslmode() {
+    const TEST: &str = "tls_to_the_database_follows_sslmode";
+    let dir = crate::support::tempdir("pg-tls");
+    hl7d::tls::pki::dev_pki(&dir.join("pki"), &[], false).unwrap();
+    hl7d::tls::pki::dev_pki(&dir.join("other"), &[], false).unwrap();
+    let Some(cluster) = crate::support::pg::Cluster::start_with_tls(TEST, &dir.join("pki")) else { return };
+    let db = TestDb::create_on(&cluster.url, "tls").await;
+    // The certificate names localhost and 127.0.0.1; verify-full checks the URL's host.
+    let url = db.url.replacen("127.0.0.1", "localhost", 1);
+    let encrypted = |store: &PgStore| {
+        let pool = store.pool().clone();
+        async move {
+            let client = pool.get().await.unwrap();
+            client
+                .query_one("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()", &[])
+                .await
+                .unwrap()
+                .get::<_, bool>(0)
+        }
+    };
+    let config = |sslmode, ca: Option<&str>| PostgresConfig {
+        sslmode,
+        ca: ca.map(|name| dir.join(name).join("ca.pem")),
+        ..pg_config(&url)
+    };
+
+    let store = PgStore::open(&config(SslMode::VerifyFull, Some("pki")), PgOptions::default()).await.unwrap();
+    assert!(encrypted(&store).await, "verify-full: encrypted");
+    assert_eq!(store.append(new_message(&adt("TLS-1", "P1"), accepted(HOUR))).await.unwrap(), Appended::New);
+    store.close().await;
+
+    match PgStore::open(&config(SslMode::VerifyFull, Some("other")), PgOptions::default()).await {
+        Err(StoreError::Open { reason, .. }) => {
+            assert!(reason.to_lowercase().contains("certificate"), "{reason}")
+        }
+        other => panic!("verify-full with another CA must fail, got {other:?}"),
+    }
+
+    let store = PgStore::open(&config(SslMode::Require, None), PgOptions::default()).await.unwrap();
+    assert!(encrypted(&store).await, "require: encrypted, not verified");
+    store.close().await;
+
+    let store = PgStore::open(&config(SslMode::Disable, None), PgOptions::default()).await.unwrap();
+    assert!(!encrypted(&store).await, "disable: plain");
+    store.close().await;
+}
+
+/// With no traffic, the health probe alone notices the database going away and coming
+/// back (what `/ready` follows).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_health_probe_follows_the_database_without_traffic() {
+    const TEST: &str = "the_health_probe_follows_the_database_without_traffic";
+    let Some(cluster) = crate::support::pg::Cluster::start(TEST).map(Arc::new) else { return };
+    let db = TestDb::create_on(&cluster.url, "probe").await;
+    let options = PgOptions { probe_interval: Some(Duration::from_millis(50)), ..PgOptions::default() };
+    let store = PgStore::open(&pg_config(&db.url), options).await.unwrap();
+    let health = store.health();
+    assert!(health.is_up());
+    let restarting = cluster.clone();
+    let restart = tokio::task::spawn_blocking(move || restarting.restart());
+    let mut seen_down = false;
+    while !restart.is_finished() {
+        seen_down |= !health.is_up();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    restart.await.unwrap();
+    assert!(seen_down, "the probe never saw the database down during its restart");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !health.is_up() {
+        assert!(std::time::Instant::now() < deadline, "the probe did not see the database back");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    store.close().await;
+}

@@ -127,7 +127,20 @@ impl Cluster {
     /// Starts a cluster for `test`, or `None` after the loud skip when there are no
     /// PostgreSQL binaries (a failure under CI).
     pub fn start(test: &str) -> Option<Cluster> {
-        let out = script().arg("start").output().expect("run bench/pg.sh");
+        Cluster::start_with(test, None)
+    }
+
+    /// [`Cluster::start`] with TLS on: `server.pem` and `server.key` from `tls_dir`.
+    pub fn start_with_tls(test: &str, tls_dir: &Path) -> Option<Cluster> {
+        Cluster::start_with(test, Some(tls_dir))
+    }
+
+    fn start_with(test: &str, tls_dir: Option<&Path>) -> Option<Cluster> {
+        let mut command = script();
+        if let Some(dir) = tls_dir {
+            command.env("HL7D_PG_TLS_DIR", dir);
+        }
+        let out = command.arg("start").output().expect("run bench/pg.sh");
         if !out.status.success() {
             skip(test, &format!("bench/pg.sh start failed: {}", String::from_utf8_lossy(&out.stderr).trim()));
             return None;
