@@ -61,7 +61,8 @@ for i in range(n):
         f.write(f"MSH|^~\\&|LAB|FAC|HL7D|FAC|20261201||ADT^A01^ADT_A01|B{i:06d}|P|2.5\rPID|1||P{i % patients}^^^HOSP\r".encode())
 PY
 
-# serve DIR NAME STORE_KEYS DOWN_PORT: an upstream node; prints its MLLP port.
+# serve DIR NAME STORE_KEYS DOWN_PORT: an upstream node; sets PORT to its MLLP port. Not
+# called in a subshell, so that its pid stays in PIDS (and is stopped).
 serve() {
     local dir=$1 name=$2 store=$3 down=$4
     mkdir -p "$dir"
@@ -94,7 +95,7 @@ EOF
         sleep 0.05
     done
     [[ -n $port ]] || { cat "$dir/$name.log" >&2; log "$name did not start"; exit 1; }
-    echo "$port"
+    PORT=$port
 }
 
 delivered() {
@@ -121,8 +122,9 @@ sslmode = \"disable\""
     fi
     local down_port port
     down_port=$(free_port)
-    port=$(serve "$dir" node-1 "$store" "$down_port")
-    [[ $nodes == 2 ]] && serve "$dir" node-2 "$store" "$down_port" >/dev/null
+    serve "$dir" node-1 "$store" "$down_port"
+    port=$PORT
+    [[ $nodes == 2 ]] && serve "$dir" node-2 "$store" "$down_port"
     "$HL7D" send --to "127.0.0.1:$port" "$MESSAGES" >/dev/null
     printf '[store]\npath = "%s"\n\n[[listener]]\nname = "down"\nlisten = "127.0.0.1:%s"\nplaintext = true\nduplicate_window = "0"\n' \
         "$dir/down-data" "$down_port" >"$dir/down.toml"
@@ -145,7 +147,8 @@ RESULTS=$WORK/results.jsonl
 echo "uptime before: $(uptime)"
 for rep in $(seq "$REPS"); do
     for setup in sqlite pg1 pg2; do
-        run "$setup" "$rep" | tee -a "$RESULTS" >&2
+        run "$setup" "$rep" >>"$RESULTS"
+        tail -n1 "$RESULTS" >&2
     done
 done
 echo "uptime after:  $(uptime)"
