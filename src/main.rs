@@ -29,5 +29,7 @@ fn main() -> ExitCode {
         }
         Command::Store(args) => cmd::store::run(args),
         Command::Routes(args) => cmd::routes::run(args),
+        Command::Users(args) => cmd::users::run(args),
+        Command::Tokens(args) => cmd::tokens::run(args),
     }
 }

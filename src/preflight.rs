@@ -15,6 +15,7 @@ use thiserror::Error;
 
 use crate::audit::{AuditError, AuditTrail};
 use crate::config::{Config, RouteTarget, StoreConfig};
+use crate::console::auth::accounts::Accounts;
 use crate::delivery::transport::file::FileTransport;
 use crate::store::{SqliteStore, StoreError};
 use crate::tls::cert::{self, CertSummary, ExpiryNotice};
@@ -87,6 +88,9 @@ pub enum Problem {
         /// What is wrong (its message names the file).
         error: TlsError,
     },
+    /// `[admin.tls]` cannot be used.
+    #[error("admin: [admin.tls]: {0}")]
+    AdminTls(TlsError),
     /// The embedded default's TLS directory cannot hold the generated files.
     #[error("listener {listener:?}: local TLS files: {error}")]
     LocalTls {
@@ -186,6 +190,24 @@ pub fn check(config: &Config, options: &Options) -> Report {
         if let RouteTarget::File { dir } = &route.to {
             if let Err(error) = FileTransport::check(dir) {
                 report.problems.push(Problem::Route { route: route.name.clone(), error });
+            }
+        }
+    }
+    if let Some(admin) = &config.admin {
+        if let Some(settings) = &admin.tls {
+            if let Err(error) = tls::check_settings(settings) {
+                report.problems.push(Problem::AdminTls(error));
+            }
+        }
+        if !admin.console_refused() {
+            match Accounts::load(&admin.users) {
+                Ok(accounts) if accounts.users.is_empty() => report.warnings.push(format!(
+                    "admin: users: the console has no users yet ({}): add one with \
+                     `hl7d users add NAME --role operator --config FILE`",
+                    admin.users.display()
+                )),
+                Ok(_) => {}
+                Err(e) => report.warnings.push(format!("admin: users: {e}: nobody can log in")),
             }
         }
     }

@@ -117,12 +117,8 @@ pub async fn run(config: Config, options: &RunOptions) -> anyhow::Result<()> {
     #[cfg(unix)]
     let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
     // First, so that `/ready` answers 503 while the store opens and the listeners bind.
-    let admin = match config.admin {
-        Some(admin) => Some(
-            Admin::start(admin.listen)
-                .await
-                .with_context(|| format!("admin: cannot listen on {}", admin.listen))?,
-        ),
+    let admin = match &config.admin {
+        Some(admin) => Some(Admin::start(admin).await?),
         None => None,
     };
     let local_tls = if embedded { prepare_local_tls(&config)? } else { None };

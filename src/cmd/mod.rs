@@ -14,6 +14,8 @@ pub mod routes;
 pub mod send;
 pub mod serve;
 pub mod store;
+pub mod tokens;
+pub mod users;
 
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -81,6 +83,10 @@ pub enum Command {
     Store(store::StoreArgs),
     /// The delivery queue of each route: status, parked, retry, skip, backfill.
     Routes(routes::RoutesArgs),
+    /// Console users: add, passwd, remove, list.
+    Users(users::UsersArgs),
+    /// API tokens for scripts: create, list, revoke.
+    Tokens(tokens::TokensArgs),
 }
 
 /// Why a store command (`hl7d messages`, `hl7d routes`) failed: the operator's request

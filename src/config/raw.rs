@@ -60,6 +60,11 @@ pub(super) struct RawStore {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawAdmin {
     pub(super) listen: Option<Spanned<String>>,
+    pub(super) users: Option<Spanned<String>>,
+    pub(super) metrics_public: Option<bool>,
+    pub(super) session_idle_timeout: Option<Spanned<String>>,
+    pub(super) session_lifetime: Option<Spanned<String>>,
+    pub(super) tls: Option<Spanned<RawTls>>,
 }
 
 #[derive(Deserialize, Default)]

@@ -18,6 +18,12 @@ use crate::tls::thumbprint::Thumbprint;
 pub const DEFAULT_STORE_PATH: &str = "hl7d-data";
 /// Default `[admin] listen` when an `[admin]` table is present without `listen`.
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9275";
+/// Default `[admin] users`: this file in the data directory.
+pub const DEFAULT_USERS_FILE: &str = "users.toml";
+/// Default `[admin] session_idle_timeout`: 30 minutes.
+pub const DEFAULT_SESSION_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// Default `[admin] session_lifetime`: 12 hours.
+pub const DEFAULT_SESSION_LIFETIME: Duration = Duration::from_secs(12 * 60 * 60);
 /// Default `idle_timeout`: 30 minutes.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// Default `frame_timeout`: 60 seconds from a frame's first byte to its end.
@@ -194,11 +200,47 @@ impl SslMode {
 /// Default `[store] pool_size`.
 pub const DEFAULT_PG_POOL_SIZE: usize = 16;
 
-/// `[admin]`: the HTTP endpoint for `/live`, `/ready` and `/metrics`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// `[admin]`: the HTTP endpoint for `/live`, `/ready`, `/metrics`, `POST /reload` and the
+/// console (see `docs/console.md`).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AdminConfig {
     /// Address to bind (`listen`, default 127.0.0.1:9275).
     pub listen: SocketAddr,
+    /// `users`: the console's users and API tokens (default `users.toml` in the data
+    /// directory); written by `hl7d users` and `hl7d tokens`.
+    pub users: PathBuf,
+    /// `metrics_public` (default true): `/metrics` without credentials; `false` puts it
+    /// behind a token or session like the console.
+    pub metrics_public: bool,
+    /// `session_idle_timeout` (default 30 minutes): a console session unused this long ends.
+    pub session_idle_timeout: Duration,
+    /// `session_lifetime` (default 12 hours): a console session ends this long after login.
+    pub session_lifetime: Duration,
+    /// `[admin.tls]`: serve over TLS 1.2/1.3 (optionally with client certificates); required
+    /// for the console and API on a non-loopback `listen`.
+    pub tls: Option<TlsConfig>,
+}
+
+impl AdminConfig {
+    /// `listen` with the users file `users` and every other key at its default: for tests
+    /// and programmatic set-ups.
+    pub fn new(listen: SocketAddr, users: impl Into<PathBuf>) -> AdminConfig {
+        AdminConfig {
+            listen,
+            users: users.into(),
+            metrics_public: true,
+            session_idle_timeout: DEFAULT_SESSION_IDLE_TIMEOUT,
+            session_lifetime: DEFAULT_SESSION_LIFETIME,
+            tls: None,
+        }
+    }
+
+    /// Whether the console and API are refused: `listen` is reachable from the network
+    /// and there is no `[admin.tls]`, so passwords, tokens and cookies would travel in clear
+    /// text. `/live`, `/ready` and a public `/metrics` are served all the same.
+    pub fn console_refused(&self) -> bool {
+        self.tls.is_none() && !self.listen.ip().to_canonical().is_loopback()
+    }
 }
 
 /// `[log]`: how the process logs.
@@ -407,6 +449,15 @@ pub enum ClientAuth {
     },
 }
 impl Config {
+    /// The console's users file: `[admin] users`, else `users.toml` in the data directory
+    /// (`hl7d users` and `hl7d tokens` work without an `[admin]` table too).
+    pub fn users_file(&self) -> PathBuf {
+        match &self.admin {
+            Some(admin) => admin.users.clone(),
+            None => self.store.path.join(DEFAULT_USERS_FILE),
+        }
+    }
+
     /// The listener called `name`, if any.
     pub fn listener(&self, name: &str) -> Option<&ListenerConfig> {
         self.listeners.iter().find(|listener| listener.name == name)

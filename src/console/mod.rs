@@ -11,6 +11,8 @@
 //!   [`Principal::may`] before an action (403 when not), and put [`Principal::csrf`] in every
 //!   form they render as the hidden field [`CSRF_FIELD`].
 
+pub mod auth;
+
 use std::net::IpAddr;
 
 /// What a user or token may do.

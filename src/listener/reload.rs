@@ -424,11 +424,16 @@ impl Reloader {
                     .to_owned(),
             );
         }
-        match (started.admin, config.admin) {
+        match (&started.admin, &config.admin) {
             (Some(old), Some(new)) if old.listen != new.listen => notes.push(format!(
                 "[admin] listen: the admin endpoint stays on {} (it answers this reload)",
                 old.listen
             )),
+            (Some(old), Some(new)) if old != new => notes.push(
+                "[admin]: the console's users file, sessions, metrics_public and [admin.tls] keep \
+                 their start-up settings"
+                    .to_owned(),
+            ),
             (None, Some(new)) => notes.push(format!("[admin] added: the endpoint on {} starts", new.listen)),
             (Some(old), None) => notes.push(format!("[admin] removed: the endpoint on {} stops", old.listen)),
             _ => {}

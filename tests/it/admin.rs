@@ -14,7 +14,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hl7d::admin::{Admin, Running};
-use hl7d::config::{ClientAuth, Config, Thumbprint, TlsConfig, TlsVersion, Transport};
+use hl7d::config::{AdminConfig, ClientAuth, Config, Thumbprint, TlsConfig, TlsVersion, Transport};
+use hl7d::console::Role;
 use hl7d::listener::Server;
 use hl7d::store::{AcceptAfterParse, MessageStore, SqliteOptions, SqliteStore};
 use hl7d::tls::pki::{Ca, CertKind, Issued, Validity};
@@ -40,15 +41,26 @@ async fn ready_is_503_until_the_listeners_run_then_200_and_reload_answers() {
     bounded(async {
         let dir = tempdir("admin-ready");
         let audit = AuditCapture::start(&dir);
-        let admin = Admin::start("127.0.0.1:0".parse().unwrap()).await.expect("admin binds");
+        let (users, operator) = support::users_with_token(&dir, Role::Operator);
+        let viewer =
+            hl7d::console::auth::accounts::update(&users, |a| a.create_token("adm-viewer", Role::Viewer))
+                .unwrap();
+        let admin = Admin::start(&AdminConfig::new("127.0.0.1:0".parse().unwrap(), users))
+            .await
+            .expect("admin binds");
         let at = admin.local_addr();
+        let reload = |token: &'static str| http_as(at, "POST", "/reload", Some(token));
+        let (operator, viewer): (&'static str, &'static str) = (operator.leak(), viewer.leak());
 
         // Stage 1: admin up, nothing else.
         assert_eq!(http(at, "GET", "/live").await, (200, "live\n".to_owned()));
         assert_eq!(http(at, "GET", "/ready").await.0, 503);
-        assert_eq!(http(at, "POST", "/reload").await.0, 503, "no server to reload yet");
-        assert_eq!(http(at, "GET", "/nothing").await.0, 404);
-        assert_eq!(http(at, "GET", "/reload").await.0, 405);
+        assert_eq!(http(at, "POST", "/reload").await.0, 401, "no credentials");
+        assert_eq!(reload(viewer).await.0, 403, "a viewer may not reload");
+        assert_eq!(reload(operator).await.0, 503, "no server to reload yet");
+        assert_eq!(http_as(at, "GET", "/nothing", Some(operator)).await.0, 404);
+        assert_eq!(http(at, "GET", "/nothing").await.0, 401, "unknown paths are not public either");
+        assert_eq!(http_as(at, "GET", "/reload", Some(operator)).await.0, 405);
 
         // Stage 2: listeners bound; still not ready until the flag says so.
         let config_file = dir.join("hl7d.toml");
@@ -64,16 +76,23 @@ async fn ready_is_503_until_the_listeners_run_then_200_and_reload_answers() {
         admin.readiness().set(true);
         assert_eq!(http(at, "GET", "/ready").await, (200, "ready\n".to_owned()));
 
-        // POST /reload: same as SIGHUP.
-        let (status, body) = http(at, "POST", "/reload").await;
+        // POST /reload: same as SIGHUP, for an operator.
+        let (status, body) = reload(operator).await;
         assert_eq!(status, 200, "{body}");
         let report: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(report["ok"], true, "{body}");
         std::fs::write(&config_file, "[[listener]]\nname = \"adm-ready\"\nlisten = nope\n").unwrap();
-        let (status, body) = http(at, "POST", "/reload").await;
+        let (status, body) = reload(operator).await;
         assert_eq!(status, 500, "{body}");
         assert!(body.contains("does not load"), "{body}");
-        audit.wait_for(&[("event", "reload_requested"), ("source", "admin")]).await;
+        audit
+            .wait_for(&[
+                ("event", "reload_requested"),
+                ("source", "admin"),
+                ("user", "test-operator"),
+                ("credential", "token"),
+            ])
+            .await;
 
         // Shutdown begins: not ready any more.
         admin.readiness().set(false);
@@ -88,7 +107,7 @@ async fn ready_is_503_until_the_listeners_run_then_200_and_reload_answers() {
 async fn metrics_count_traffic_refusals_closes_and_store_commits() {
     bounded(async {
         let dir = tempdir("admin-metrics");
-        let admin = Admin::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let admin = support::start_admin().await;
         let at = admin.local_addr();
         let store = Arc::new(SqliteStore::open(&dir, SqliteOptions::default()).unwrap());
         let mut traffic = plain("adm-traffic");
@@ -189,7 +208,7 @@ async fn metrics_count_traffic_refusals_closes_and_store_commits() {
 #[tokio::test(start_paused = true)]
 async fn closes_are_counted_by_reason() {
     bounded(async {
-        let admin = Admin::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let admin = support::start_admin().await;
         let at = admin.local_addr();
         let mut idle = plain("adm-close-idle");
         idle.idle_timeout = Duration::from_secs(1);
@@ -246,7 +265,7 @@ async fn every_refusal_kind_has_an_audit_line_and_tls_metrics_move() {
     bounded(async {
         let dir = tempdir("admin-audit");
         let audit = AuditCapture::start(&dir);
-        let admin = Admin::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let admin = support::start_admin().await;
         let at = admin.local_addr();
 
         let ca = Ca::new("admin test CA", Validity::days_from_now(30)).unwrap();
@@ -383,6 +402,14 @@ fn serve_end_to_end_with_admin_and_audit_file() {
          [audit]\nfile = \"audit.jsonl\"\n\
          [[listener]]\nname = \"adm-proc\"\nlisten = \"127.0.0.1:0\"\nplaintext = true\n";
     std::fs::write(dir.join("hl7d.toml"), config).unwrap();
+    // An operator's API token for POST /reload, made as an operator would.
+    let created = Command::new(env!("CARGO_BIN_EXE_hl7d"))
+        .args(["tokens", "create", "--role", "operator", "--name", "adm-ops", "--config"])
+        .arg(dir.join("hl7d.toml"))
+        .output()
+        .expect("run hl7d tokens create");
+    assert!(created.status.success(), "{created:?}");
+    let token = String::from_utf8(created.stdout).unwrap().lines().last().unwrap().to_owned();
     let mut child = Command::new(env!("CARGO_BIN_EXE_hl7d"))
         .args(["serve", "--config"])
         .arg(dir.join("hl7d.toml"))
@@ -404,7 +431,7 @@ fn serve_end_to_end_with_admin_and_audit_file() {
             // Ready once the store is open and the listener bound.
             let deadline = Instant::now() + Duration::from_secs(20);
             loop {
-                if let Some((200, _)) = try_http(admin, "GET", "/ready").await {
+                if let Some((200, _)) = try_http(admin, "GET", "/ready", None).await {
                     break;
                 }
                 assert!(Instant::now() < deadline, "hl7d never became ready");
@@ -421,7 +448,8 @@ fn serve_end_to_end_with_admin_and_audit_file() {
                 metric(&scrape, "hl7d_store_commit_seconds_count", &[]).unwrap_or(0.0) >= 1.0,
                 "{scrape}"
             );
-            assert_eq!(http(admin, "POST", "/reload").await.0, 200);
+            assert_eq!(http(admin, "POST", "/reload").await.0, 401, "not without credentials");
+            assert_eq!(http_as(admin, "POST", "/reload", Some(&token)).await.0, 200);
         }));
         signal("HUP", &pid);
         wait_for_audit(&audit_file, &[("event", "reload_requested"), ("source", "SIGHUP")]);
@@ -439,8 +467,15 @@ fn serve_end_to_end_with_admin_and_audit_file() {
     for expected in ["start", "connection_accepted", "reload_requested", "config_reloaded", "stop"] {
         assert!(events.contains(&expected), "no {expected} in {events:?}");
     }
-    assert_eq!(events.first(), Some(&"start"), "{events:?}");
+    // `hl7d tokens create` wrote to the same trail before the server started.
+    assert_eq!(events[..2], ["token_created", "start"], "{events:?}");
     assert_eq!(events.last(), Some(&"stop"), "{events:?}");
+    assert!(!raw_contains(&audit_file, &token), "the token is not in the audit trail");
+    let http_reload = find_line(&lines, &[("event", "reload_requested"), ("source", "admin")]).unwrap();
+    assert_eq!(
+        (http_reload["user"].as_str(), http_reload["credential"].as_str()),
+        (Some("adm-ops"), Some("token"))
+    );
     // The log's filter does not thin out the audit trail: the audit-only line is not in the
     // log, and it is in the trail (checked above).
     assert!(!stderr.contains("connection opened"), "{stderr}");
@@ -469,6 +504,9 @@ fn deploy_example_config_is_valid_and_names_every_table() {
         "handshake_timeout",
         "client_ca",
         "[listener.framing]",
+        "metrics_public",
+        "session_idle_timeout",
+        "[admin.tls]",
     ] {
         assert!(text.contains(key), "the example does not mention {key}");
     }
@@ -476,6 +514,10 @@ fn deploy_example_config_is_valid_and_names_every_table() {
 
 // ---------------------------------------------------------------------------------------
 // Helpers
+
+fn raw_contains(file: &Path, text: &str) -> bool {
+    std::fs::read_to_string(file).unwrap_or_default().contains(text)
+}
 
 /// What `hl7d serve` hands the admin endpoint: the server's TLS listeners and its reload
 /// (the configuration at `config_path`, or the embedded default).
@@ -496,18 +538,30 @@ async fn bounded<F: std::future::Future<Output = ()>>(test: F) {
     tokio::time::timeout(TEST_LIMIT, test).await.expect("test finished within its limit");
 }
 
-/// One HTTP/1.1 request without a body; (status, body).
+/// One HTTP/1.1 request without a body or credentials; (status, body).
 pub(crate) async fn http(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
-    tokio::time::timeout(WAIT, try_http(addr, method, path))
+    http_as(addr, method, path, None).await
+}
+
+/// One HTTP/1.1 request without a body, with `Authorization: Bearer TOKEN` when given;
+/// (status, body).
+pub(crate) async fn http_as(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+) -> (u16, String) {
+    tokio::time::timeout(WAIT, try_http(addr, method, path, token))
         .await
         .expect("admin answers within the test wait")
         .expect("admin answers")
 }
 
-async fn try_http(addr: SocketAddr, method: &str, path: &str) -> Option<(u16, String)> {
+async fn try_http(addr: SocketAddr, method: &str, path: &str, token: Option<&str>) -> Option<(u16, String)> {
     let mut stream = TcpStream::connect(addr).await.ok()?;
+    let authorization = token.map(|token| format!("Authorization: Bearer {token}\r\n")).unwrap_or_default();
     let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{authorization}Content-Length: 0\r\n\r\n"
     );
     stream.write_all(request.as_bytes()).await.ok()?;
     let mut response = Vec::new();

@@ -4,6 +4,7 @@ mod admin;
 mod bench;
 mod cli;
 mod client_keys;
+mod console_auth;
 mod delivery;
 mod delivery_e2e;
 mod delivery_lease;

@@ -15,7 +15,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hl7d::admin::Admin;
-use hl7d::config::Config;
+use hl7d::config::{AdminConfig, Config};
+use hl7d::console::Role;
 use hl7d::listener::{ListenerAction, ReloadReport, Server};
 use hl7d::serve::ConfigSource;
 use hl7d::store::{AcceptAfterParse, Appended, BoxFuture, MessageStore, NewMessage, StoreError};
@@ -26,10 +27,10 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsConnector;
 
-use crate::admin::{http, running};
+use crate::admin::{http_as, running};
 use crate::support::{
-    expect_closed, logged_addr, msa, read_frame, send, tempdir, tls_client_config, write_key, Logs, TestDir,
-    WAIT,
+    self, expect_closed, logged_addr, msa, read_frame, send, tempdir, tls_client_config, write_key, Logs,
+    TestDir, WAIT,
 };
 
 /// Upper bound of one whole test.
@@ -287,10 +288,12 @@ async fn a_store_path_change_is_listed_in_needs_restart_with_a_warning() {
 #[tokio::test]
 async fn a_reload_that_cannot_apply_answers_why_over_http_and_changes_nothing() {
     bounded(async {
-        let admin = Admin::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
-        let at = admin.local_addr();
         let lab = listener("rl-fail", "127.0.0.1:0", "");
         let setup = Setup::new("fail", std::slice::from_ref(&lab));
+        let (users, token) = support::users_with_token(&setup.dir, Role::Operator);
+        let admin = Admin::start(&AdminConfig::new("127.0.0.1:0".parse().unwrap(), users)).await.unwrap();
+        let at = admin.local_addr();
+        let at = (at, token);
         let server = setup.start(Arc::new(AcceptAfterParse::default())).await;
         admin.attach(running(&server, Some(setup.file.clone())));
         let addr = server.local_addr("rl-fail").unwrap();
@@ -299,7 +302,7 @@ async fn a_reload_that_cannot_apply_answers_why_over_http_and_changes_nothing() 
 
         // 1. The file no longer parses.
         setup.write(&[listener("rl-fail", "127.0.0.1:0", "max_connections = \"many\"\n")]);
-        let (status, body) = reload_over_http(at).await;
+        let (status, body) = reload_over_http(&at).await;
         assert_eq!(status, 500, "{body}");
         assert_eq!(body["ok"], false, "{body}");
         let error = body["error"].as_str().unwrap();
@@ -311,7 +314,7 @@ async fn a_reload_that_cannot_apply_answers_why_over_http_and_changes_nothing() 
         let taken_addr = taken.local_addr().unwrap().to_string();
         let tight = listener("rl-fail", "127.0.0.1:0", "allow_ips = [\"10.0.0.0/8\"]\n");
         setup.write(&[tight.clone(), listener("rl-taken", &taken_addr, "")]);
-        let (status, body) = reload_over_http(at).await;
+        let (status, body) = reload_over_http(&at).await;
         assert_eq!(status, 500, "{body}");
         assert_eq!(body["ok"], false, "{body}");
         assert_eq!(body["failed"][0]["listener"], "rl-taken", "{body}");
@@ -326,7 +329,7 @@ async fn a_reload_that_cannot_apply_answers_why_over_http_and_changes_nothing() 
         // 3. A new TLS listener whose certificate does not exist.
         let missing = "[listener.tls]\ncert = \"missing.pem\"\nkey = \"missing.key\"\n";
         setup.write(&[tight, listener("rl-cert", "127.0.0.1:0", missing)]);
-        let (status, body) = reload_over_http(at).await;
+        let (status, body) = reload_over_http(&at).await;
         assert_eq!(status, 500, "{body}");
         assert_eq!(body["failed"][0]["listener"], "rl-cert", "{body}");
         assert!(body["failed"][0]["error"].as_str().unwrap().contains("missing.pem"), "{body}");
@@ -334,7 +337,7 @@ async fn a_reload_that_cannot_apply_answers_why_over_http_and_changes_nothing() 
 
         // The running configuration is intact: a good file applies.
         setup.write(&[lab, listener("rl-added", "127.0.0.1:0", "")]);
-        let (status, body) = reload_over_http(at).await;
+        let (status, body) = reload_over_http(&at).await;
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["ok"], true, "{body}");
         assert!(body.get("error").is_none(), "{body}");
@@ -498,8 +501,9 @@ async fn connect_from(source: &str, addr: SocketAddr) -> TcpStream {
     socket.connect(addr).await.unwrap()
 }
 
-async fn reload_over_http(admin: SocketAddr) -> (u16, serde_json::Value) {
-    let (status, body) = http(admin, "POST", "/reload").await;
+/// `POST /reload` with an operator's token.
+async fn reload_over_http((admin, token): &(SocketAddr, String)) -> (u16, serde_json::Value) {
+    let (status, body) = http_as(*admin, "POST", "/reload", Some(token)).await;
     (status, serde_json::from_str(&body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}")))
 }
 

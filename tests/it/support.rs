@@ -151,6 +151,24 @@ pub fn tempdir(label: &str) -> TestDir {
     )
 }
 
+/// An admin endpoint on 127.0.0.1:0 whose users file does not exist (no console users):
+/// for tests of `/live`, `/ready` and `/metrics`.
+pub async fn start_admin() -> hl7d::admin::Admin {
+    let config =
+        hl7d::config::AdminConfig::new("127.0.0.1:0".parse().unwrap(), "/nonexistent/hl7d-users.toml");
+    hl7d::admin::Admin::start(&config).await.expect("admin binds")
+}
+
+/// A users file in `dir` with one API token of `role` called `test-operator` or
+/// `test-viewer`; (the file, the token).
+pub fn users_with_token(dir: &Path, role: hl7d::console::Role) -> (PathBuf, String) {
+    let file = dir.join("users.toml");
+    let name = format!("test-{}", role.as_str());
+    let token =
+        hl7d::console::auth::accounts::update(&file, |a| a.create_token(&name, role)).expect("token created");
+    (file, token)
+}
+
 /// A [`tempfile::TempDir`] that derefs to its path, so it is used like one.
 pub struct TestDir(tempfile::TempDir);
 

@@ -342,7 +342,8 @@ impl Builder<'_> {
         }
     }
 
-    fn tls(&mut self, section: &Section, raw: RawTls) -> TlsConfig {
+    /// One `[listener.tls]` (or `[admin.tls]`: the same keys, named `tls.…` in problems).
+    pub(super) fn tls(&mut self, section: &Section, raw: RawTls) -> TlsConfig {
         let cert = self.path(section, "tls.cert", raw.cert);
         let key = self.path(section, "tls.key", raw.key);
         let min_version = raw.min_version.map_or(TlsVersion::Tls12, |version| {

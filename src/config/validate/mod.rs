@@ -20,11 +20,13 @@ use super::raw::{locate_section, RawAdmin, RawAudit, RawConfig, RawDelivery, Raw
 use super::types::{
     AdminConfig, AuditConfig, Config, DeliveryConfig, ListenerConfig, LogConfig, LogFormat, LogLevel,
     NodeConfig, StoreConfig, SyslogConfig, DEFAULT_ADMIN_LISTEN, DEFAULT_CERT_EXPIRY_WARNING, DEFAULT_LEASE,
-    DEFAULT_STORE_PATH,
+    DEFAULT_SESSION_IDLE_TIMEOUT, DEFAULT_SESSION_LIFETIME, DEFAULT_STORE_PATH, DEFAULT_USERS_FILE,
 };
 use super::units::{parse_duration, DAY, MINUTE, SECOND};
 
 const RETENTION_BOUNDS: (Duration, Duration) = (MINUTE, Duration::from_secs(36_500 * 24 * 60 * 60));
+/// `[admin] session_idle_timeout` and `session_lifetime`: one second (tests) to a week.
+const SESSION_BOUNDS: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(7 * 24 * 60 * 60));
 const CERT_EXPIRY_WARNING_BOUNDS: (Duration, Duration) = (DAY, Duration::from_secs(365 * 24 * 60 * 60));
 /// `[delivery] lease`: at least a second (tests take over within seconds), at most an hour
 /// (a dead node's lanes wait that long).
@@ -60,7 +62,7 @@ struct Builder<'a> {
 impl Builder<'_> {
     fn config(&mut self, raw: RawConfig) -> Config {
         let store = self.store(raw.store);
-        let admin = raw.admin.map(|admin| self.admin(admin));
+        let admin = raw.admin.map(|admin| self.admin(admin, &store.path));
         let log = self.log(raw.log);
         let audit = raw.audit.map(|audit| self.audit(audit));
 
@@ -194,23 +196,60 @@ impl Builder<'_> {
         StoreConfig { path, retention, postgres }
     }
 
-    fn admin(&mut self, raw: RawAdmin) -> AdminConfig {
+    fn admin(&mut self, raw: RawAdmin, data_dir: &Path) -> AdminConfig {
+        let section = Section::Admin;
         let listen = match raw.listen {
-            Some(listen) => self.socket_addr(&Section::Admin, "listen", listen),
+            Some(listen) => self.socket_addr(&section, "listen", listen),
             // The constant is a valid socket address literal.
             None => DEFAULT_ADMIN_LISTEN.parse().expect("valid default admin address"),
         };
-        if !listen.ip().to_canonical().is_loopback() && listen.port() != 0 {
+        let users = match raw.users {
+            Some(users) => self.path(&section, "users", users),
+            None => data_dir.join(DEFAULT_USERS_FILE),
+        };
+        let session_idle_timeout = self.bounded_duration(
+            &section,
+            "session_idle_timeout",
+            raw.session_idle_timeout,
+            DEFAULT_SESSION_IDLE_TIMEOUT,
+            SESSION_BOUNDS,
+        );
+        let session_lifetime = self.bounded_duration(
+            &section,
+            "session_lifetime",
+            raw.session_lifetime,
+            DEFAULT_SESSION_LIFETIME,
+            SESSION_BOUNDS,
+        );
+        if session_idle_timeout > session_lifetime {
             self.warn(
-                &Section::Admin,
+                &section,
+                "session_idle_timeout",
+                "longer than session_lifetime: sessions end at session_lifetime all the same",
+            );
+        }
+        let tls = raw.tls.map(|tls| self.tls(&section, tls.into_inner()));
+        let admin = AdminConfig {
+            listen,
+            users,
+            metrics_public: raw.metrics_public.unwrap_or(true),
+            session_idle_timeout,
+            session_lifetime,
+            tls,
+        };
+        if admin.console_refused() && listen.port() != 0 {
+            self.warn(
+                &section,
                 "listen",
                 format!(
-                    "{listen} is reachable from the network: the admin endpoint has no \
-                     authentication (POST /reload, /metrics); keep it on a management network"
+                    "{listen} is reachable from the network without [admin.tls]: the console, the \
+                     API and POST /reload answer 403 there (passwords and tokens would travel in \
+                     clear text); /live, /ready{} are served. Set [admin.tls] to use the console",
+                    if admin.metrics_public { " and /metrics" } else { "" }
                 ),
             );
         }
-        AdminConfig { listen }
+        admin
     }
 
     fn log(&mut self, raw: RawLog) -> LogConfig {
@@ -481,7 +520,10 @@ end = "1C 0D"
         let config = parse_ok(ISSUE_3_EXAMPLE);
         assert_eq!(config.store.path, PathBuf::from("hl7d-data"));
         assert_eq!(config.store.retention, None);
-        assert_eq!(config.admin, Some(AdminConfig { listen: "127.0.0.1:9275".parse().unwrap() }));
+        assert_eq!(
+            config.admin,
+            Some(AdminConfig::new("127.0.0.1:9275".parse().unwrap(), "hl7d-data/users.toml"))
+        );
         assert_eq!(config.log, LogConfig::default());
         assert_eq!(config.listeners.len(), 1);
         let lab = &config.listeners[0];
@@ -747,10 +789,52 @@ end = "1c0d"
         let open = parse_ok(&format!("[admin]\nlisten = \"0.0.0.0:9275\"\n{}", lab("")));
         assert_eq!(open.warnings.len(), 1);
         assert!(
-            open.warnings[0].starts_with("admin: listen: 0.0.0.0:9275 is reachable"),
+            open.warnings[0]
+                .starts_with("admin: listen: 0.0.0.0:9275 is reachable from the network without [admin.tls]"),
             "{:?}",
             open.warnings
         );
+        assert!(open.admin.unwrap().console_refused());
+        let with_tls = parse_ok(&format!(
+            "[admin]\nlisten = \"0.0.0.0:9275\"\n[admin.tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\n{}",
+            lab("")
+        ));
+        assert!(with_tls.warnings.is_empty(), "{:?}", with_tls.warnings);
+        assert!(!with_tls.admin.unwrap().console_refused());
+    }
+
+    #[test]
+    fn admin_console_keys() {
+        let config = parse_ok(&format!(
+            "[store]\npath = \"/var/lib/hl7d\"\n[admin]\nmetrics_public = false\nsession_idle_timeout = \"10m\"\n\
+             session_lifetime = \"8h\"\n[admin.tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\nclient_auth = \"required\"\n\
+             client_thumbprints = [\"sha256:{}\"]\n{}",
+            "ab".repeat(32),
+            lab("")
+        ));
+        let admin = config.admin.clone().unwrap();
+        assert_eq!(
+            admin.users,
+            PathBuf::from("/var/lib/hl7d/users.toml"),
+            "in the data directory by default"
+        );
+        assert_eq!(config.users_file(), admin.users);
+        assert!(!admin.metrics_public);
+        assert_eq!((admin.session_idle_timeout, admin.session_lifetime), (10 * MINUTE, 8 * HOUR));
+        let tls = admin.tls.unwrap();
+        assert_eq!(tls.cert, PathBuf::from("c.pem"));
+        assert!(
+            matches!(tls.client_auth, ClientAuth::Required { ref thumbprints, .. } if thumbprints.len() == 1)
+        );
+        let own = parse_ok(&format!("[admin]\nusers = \"/etc/hl7d/users.toml\"\n{}", lab("")));
+        assert_eq!(own.users_file(), PathBuf::from("/etc/hl7d/users.toml"));
+        assert_eq!(parse_ok(&lab("")).users_file(), PathBuf::from("hl7d-data/users.toml"), "no [admin]");
+
+        let error = parse_err(&format!("[admin]\nsession_lifetime = \"30d\"\n[admin.tls]\ncert = \"c\"\nkey = \"k\"\nclient_auth = \"required\"\n{}", lab("")));
+        assert!(error.contains("admin: session_lifetime: must be at most 7days"), "{error}");
+        assert!(error.contains("admin: tls.client_thumbprints: client_auth = \"required\" needs"), "{error}");
+        let short = parse_ok(&format!("[admin]\nsession_idle_timeout = \"13h\"\n{}", lab("")));
+        assert!(short.warnings[0].contains("longer than session_lifetime"), "{:?}", short.warnings);
     }
 
     #[test]
