@@ -333,3 +333,52 @@ fn a_dead_nodes_lanes_are_taken_over_after_its_lease_expires() {
     }
     setup.block_on(store.close());
 }
+
+/// The lease rows themselves, from two nodes' queues on one database: one node takes a
+/// lane, the other cannot until the lease expired; the takeover draws a new token, and
+/// the old holder can then renew, claim, record and release nothing.
+#[tokio::test]
+async fn a_lane_is_taken_by_one_node_and_an_expired_lease_fences_its_old_holder() {
+    use hl7d::delivery::queue::DeliveryQueue;
+    use hl7d::store::queue::{DeliveryUpdate, Finished};
+
+    let Some(db) = TestDb::create("a_lane_is_taken_by_one_node").await else { return };
+    let store = ingest_store(&db.url).await;
+    append(&store, 2, 1).await;
+    let lease = Duration::from_secs(1);
+    let a =
+        PgQueue::new(connect::pool(&pg_config(&db.url)).unwrap(), "node-a", lease).route("r").await.unwrap();
+    let b =
+        PgQueue::new(connect::pool(&pg_config(&db.url)).unwrap(), "node-b", lease).route("r").await.unwrap();
+    let lane = "patient/FAC/P0";
+
+    let held = a.take(lane).await.unwrap().expect("a free lane is taken");
+    assert_eq!(b.take(lane).await.unwrap(), None, "held: not taken by another node");
+    assert!(a.renew(&held).await.unwrap());
+    let (head, _) = a.next(lane, i64::MAX).await.unwrap().unwrap();
+    assert!(a.claim(&held, &head, 1).await.unwrap());
+    let pick = b.pick(None, Default::default(), 4, i64::MAX).await.unwrap();
+    assert!(pick.start.is_empty(), "another node's lane is not picked: {pick:?}");
+
+    tokio::time::sleep(lease + Duration::from_millis(200)).await;
+    let pick = b.pick(None, Default::default(), 4, i64::MAX).await.unwrap();
+    assert_eq!(pick.start, [lane], "an expired lease's lane is picked");
+    let taken = b.take(lane).await.unwrap().expect("an expired lease is taken over");
+    assert_ne!(taken.token, held.token, "a new token");
+    assert_eq!(a.take(lane).await.unwrap(), None);
+    // The old holder is fenced.
+    assert!(!a.renew(&held).await.unwrap());
+    assert!(!a.claim(&held, &head, 2).await.unwrap());
+    let outcome =
+        |id| DeliveryUpdate::Finish { id, at: 3, result: Finished::Delivered, error: None, response: None };
+    assert!(!a.finish(&held, outcome(head.id)).await.unwrap());
+    a.release(held).await.unwrap();
+    // The new holder goes on from the head the old one never finished.
+    let (again, _) = b.next(lane, i64::MAX).await.unwrap().unwrap();
+    assert_eq!(again.id, head.id);
+    assert!(b.claim(&taken, &again, 4).await.unwrap());
+    assert!(b.finish(&taken, outcome(again.id)).await.unwrap());
+    b.release(taken).await.unwrap();
+    assert!(a.take(lane).await.unwrap().is_some(), "released: free at once");
+    store.close().await;
+}
