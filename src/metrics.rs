@@ -87,6 +87,14 @@ pub const ROUTE_PARKED: &str = "hl7d_route_parked";
 pub const ROUTE_HELD_LANES: &str = "hl7d_route_held_lanes";
 /// From a delivery queued (its message stored) to delivered, seconds. `{route}`
 pub const ROUTE_DELIVERY_SECONDS: &str = "hl7d_route_delivery_seconds";
+/// Lanes this node took under a lease (shared store only; each node counts its own).
+/// `{route}`
+pub const ROUTE_LANES_TAKEN: &str = "hl7d_route_lanes_taken_total";
+/// Lanes this node stopped working because its lease ran out or another node held it
+/// (shared store only). `{route}`
+pub const ROUTE_LEASES_LOST: &str = "hl7d_route_leases_lost_total";
+/// Lanes this node works now. `{route}`
+pub const ROUTE_LANES_ACTIVE: &str = "hl7d_route_lanes_active";
 
 /// Buckets of [`ACK_LATENCY`]: 0.5 ms to 10 s.
 const ACK_LATENCY_BUCKETS: &[f64] =
@@ -175,6 +183,9 @@ fn describe() {
     describe_gauge!(ROUTE_PARKED, "deliveries parked for an operator, by route");
     describe_gauge!(ROUTE_HELD_LANES, "lanes held behind a parked message, by route");
     describe_histogram!(ROUTE_DELIVERY_SECONDS, Unit::Seconds, "from a delivery queued to delivered");
+    describe_counter!(ROUTE_LANES_TAKEN, "lanes this node took under a lease, by route");
+    describe_counter!(ROUTE_LEASES_LOST, "lanes this node stopped working: lease lost, by route");
+    describe_gauge!(ROUTE_LANES_ACTIVE, "lanes this node works now, by route");
 }
 
 /// Folds histogram samples into buckets; the admin endpoint calls it every
@@ -373,6 +384,12 @@ pub struct RouteMetrics {
     pub held_lanes: Gauge,
     /// [`ROUTE_DELIVERY_SECONDS`]
     pub delivery_seconds: Histogram,
+    /// [`ROUTE_LANES_TAKEN`]
+    pub lanes_taken: Counter,
+    /// [`ROUTE_LEASES_LOST`]
+    pub leases_lost: Counter,
+    /// [`ROUTE_LANES_ACTIVE`]
+    pub lanes_active: Gauge,
     /// [`ROUTE_RETRIES`], one per reason label, in the order of `reasons`.
     retries: Vec<(&'static str, Counter)>,
 }
@@ -390,6 +407,9 @@ impl RouteMetrics {
             parked: gauge!(ROUTE_PARKED, "route" => r()),
             held_lanes: gauge!(ROUTE_HELD_LANES, "route" => r()),
             delivery_seconds: histogram!(ROUTE_DELIVERY_SECONDS, "route" => r()),
+            lanes_taken: counter!(ROUTE_LANES_TAKEN, "route" => r()),
+            leases_lost: counter!(ROUTE_LEASES_LOST, "route" => r()),
+            lanes_active: gauge!(ROUTE_LANES_ACTIVE, "route" => r()),
             retries: reasons
                 .iter()
                 .map(|&reason| (reason, counter!(ROUTE_RETRIES, "route" => r(), "reason" => reason)))

@@ -14,6 +14,7 @@ use tracing::{error, info, warn};
 use crate::admin::{Admin, Running};
 use crate::config::{Config, Transport};
 use crate::delivery::engine::{Engine, EngineOptions};
+use crate::delivery::queue::postgres::PgQueue;
 use crate::listener::{ReloadReport, Reloader, ServeError, Server};
 use crate::store::{MessageStore, PgOptions, PgStore, SqliteOptions, SqliteStore};
 use crate::tls::pki::{self, LocalTls};
@@ -126,7 +127,7 @@ pub async fn run(config: Config, options: &RunOptions) -> anyhow::Result<()> {
     let in_force = Arc::new(ArcSwap::from_pointee(config.clone()));
     let routes = Engine::table();
     // The embedded SQLite store and its delivery engine, or the shared PostgreSQL store
-    // (`[store] url`, issue 16), which has no delivery engine in this build yet.
+    // (`[store] url`, issue 16) and its engine, which works lanes under leases.
     let (opened, engine) = match &config.store.postgres {
         None => {
             let store_options = SqliteOptions {
@@ -147,20 +148,28 @@ pub async fn run(config: Config, options: &RunOptions) -> anyhow::Result<()> {
             (OpenedStore::Sqlite(sqlite), Some(engine))
         }
         Some(postgres) => {
-            if !config.routes.is_empty() {
-                anyhow::bail!(
-                    "[[route]] with the PostgreSQL store ([store] url) needs delivery across nodes, \
-                     which this build does not have yet: remove the routes or use the SQLite store"
-                );
-            }
-            let options = PgOptions { retention: config.store.retention, ..PgOptions::default() };
+            let options = PgOptions {
+                retention: config.store.retention,
+                routes: Some(routes.clone()),
+                ..PgOptions::default()
+            };
             let pg = Arc::new(PgStore::open(postgres, options).await?);
             info!(url = %pg.url(), sslmode = postgres.sslmode.as_str(), "message store open (PostgreSQL)");
             if let Some(admin) = &admin {
                 // `/ready` answers 503 while the database cannot be reached.
                 admin.readiness().watch_store(pg.health());
             }
-            (OpenedStore::Postgres(pg), None)
+            // Delivery across nodes: each lane under a lease (docs/scale-out.md).
+            let node = config.node.resolved_name();
+            let queue = Arc::new(PgQueue::new(pg.pool().clone(), &node, config.delivery.lease));
+            info!(node = %node, lease = ?config.delivery.lease, "delivery across nodes: lanes under leases");
+            let engine = Engine::with_queue(queue, routes, EngineOptions::default());
+            if let Err(failures) = engine.start(&config.routes) {
+                let why: Vec<String> =
+                    failures.iter().map(|(route, why)| format!("route {route:?}: {why}")).collect();
+                anyhow::bail!("{}", why.join("; "));
+            }
+            (OpenedStore::Postgres(pg), Some(engine))
         }
     };
     let store: Arc<dyn MessageStore> = match &opened {
@@ -212,7 +221,7 @@ pub async fn run(config: Config, options: &RunOptions) -> anyhow::Result<()> {
         });
         admin.readiness().set(true);
     }
-    info!(target: "audit", event = "start", version = env!("CARGO_PKG_VERSION"),
+    info!(target: "audit", event = "start", version = env!("CARGO_PKG_VERSION"), node = %config.node.resolved_name(),
         listeners = config.listeners.len(), routes = config.routes.len(), "hl7d started");
     if let Some(file) = &options.ready_file {
         write_ready_file(file, &server.local_addrs())

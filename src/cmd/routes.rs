@@ -21,9 +21,9 @@ use std::time::SystemTime;
 
 use anyhow::anyhow;
 use clap::{Args, Subcommand};
-use hl7d::config::Config;
+use hl7d::config::{Config, RouteConfig};
 use hl7d::ops;
-use hl7d::store::deliveries::{Changed, DeliveryActions, Release, RouteRule};
+use hl7d::store::deliveries::{Changed, DeliveryActions, Release, RouteRule, RouteStatus};
 use hl7d::store::Reader;
 use serde_json::json;
 
@@ -139,6 +139,7 @@ pub fn run(args: RoutesArgs) -> ExitCode {
     };
     let out = &mut std::io::stdout().lock();
     let result = match args.command {
+        RoutesCommand::Status { json } if config.store.postgres.is_some() => pg_status(&config, json, out),
         _ if config.store.postgres.is_some() => {
             Err(Failure::Usage(super::messages::POSTGRES_NOT_YET.to_owned()))
         }
@@ -191,10 +192,49 @@ fn known_route(config: &Config, reader: &Reader, name: &str) -> Result<bool, Fai
 fn status(config: &Config, json: bool, out: &mut dyn Write) -> Result<(), Failure> {
     let reader = Reader::open(&config.store.path)?;
     let routes = ops::route_statuses(&config.routes, &reader)?;
+    let routes: Vec<(RouteStatus, Option<&RouteConfig>, Holders)> =
+        routes.into_iter().map(|(status, route)| (status, route, Vec::new())).collect();
+    print_status(&routes, json, out)
+}
+
+/// Which node holds which lanes (PostgreSQL only): (node, lanes).
+type Holders = Vec<(String, Vec<String>)>;
+
+/// `hl7d routes status` on the PostgreSQL store: the same table and JSON, and which node
+/// holds which lanes now (`holders`).
+fn pg_status(config: &Config, json: bool, out: &mut dyn Write) -> Result<(), Failure> {
+    use hl7d::delivery::queue::postgres::{delivery_routes, holders, route_status};
+    // Checked by the configuration's validation when it loaded.
+    let Some(postgres) = &config.store.postgres else { return Ok(()) };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let pool = hl7d::store::postgres::connect::pool(postgres).map_err(|e| anyhow!("{e}"))?;
+    let statuses = runtime.block_on(async {
+        let client = pool.get().await.map_err(|e| anyhow!("PostgreSQL store: {e}"))?;
+        let mut names: Vec<(String, Option<&RouteConfig>)> =
+            config.routes.iter().map(|route| (route.name.clone(), Some(route))).collect();
+        for name in delivery_routes(&client).await? {
+            if config.route(&name).is_none() {
+                names.push((name, None));
+            }
+        }
+        let mut statuses = Vec::new();
+        for (name, route) in names {
+            statuses.push((route_status(&client, &name).await?, route, holders(&client, &name).await?));
+        }
+        Ok::<_, anyhow::Error>(statuses)
+    })?;
+    print_status(&statuses, json, out)
+}
+
+fn print_status(
+    routes: &[(RouteStatus, Option<&RouteConfig>, Holders)],
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<(), Failure> {
     let now = SystemTime::now();
     if json {
         let array: Vec<serde_json::Value> =
-            routes.iter().map(|(status, route)| ops::route_status_json(status, *route, now)).collect();
+            routes.iter().map(|(status, route, holders)| status_json(status, *route, holders, now)).collect();
         writeln!(out, "{}", serde_json::Value::Array(array))?;
         out.flush()?;
         return Ok(());
@@ -204,7 +244,7 @@ fn status(config: &Config, json: bool, out: &mut dyn Write) -> Result<(), Failur
         "{:<24}  {:>9}  {:>9}  {:>11}  {:>7}  {:>7}  {:>10}  {:>14}  LAST ERROR",
         "ROUTE", "PENDING", "IN FLIGHT", "DELIVERED", "PARKED", "SKIPPED", "HELD LANES", "OLDEST PENDING"
     )?;
-    for (status, route) in &routes {
+    for (status, route, _) in routes {
         let name = match route {
             Some(_) => printable(&status.name),
             None => format!("{} (removed)", printable(&status.name)),
@@ -225,11 +265,36 @@ fn status(config: &Config, json: bool, out: &mut dyn Write) -> Result<(), Failur
             status.last_error.as_deref().map_or_else(|| "-".to_owned(), printable),
         )?;
     }
+    for (status, _, holders) in routes {
+        if !holders.is_empty() {
+            let held: Vec<String> = holders
+                .iter()
+                .map(|(node, lanes)| format!("{} {}", printable(node), thousands(lanes.len() as u64)))
+                .collect();
+            writeln!(out, "  {}: lanes held by node: {}", printable(&status.name), held.join(", "))?;
+        }
+    }
     if routes.is_empty() {
         eprintln!("no routes: the configuration has no [[route]] and the store no deliveries");
     }
     out.flush()?;
     Ok(())
+}
+
+/// One route of `status --json`: the fields of [`ops::route_status_json`] (the first eight
+/// are the contract of issue 15) and `holders`: which node holds which lanes now, on the
+/// PostgreSQL store (empty on SQLite, where the one node owns every lane without a lease).
+fn status_json(
+    status: &RouteStatus,
+    route: Option<&RouteConfig>,
+    holders: &Holders,
+    now: SystemTime,
+) -> serde_json::Value {
+    let holders: Vec<serde_json::Value> =
+        holders.iter().map(|(node, lanes)| json!({ "node": node, "lanes": lanes })).collect();
+    let mut value = ops::route_status_json(status, route, now);
+    value["holders"] = serde_json::Value::Array(holders);
+    value
 }
 
 /// `90` → `1m 30s` (whole seconds).

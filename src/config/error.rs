@@ -66,6 +66,10 @@ pub enum Section {
     Log,
     /// `[audit]`
     Audit,
+    /// `[node]`
+    Node,
+    /// `[delivery]`
+    Delivery,
     /// One `[[listener]]` table (and its `[listener.tls]`, `[listener.framing]`).
     Listener {
         /// 0-based position among the `[[listener]]` tables.
@@ -101,6 +105,8 @@ impl fmt::Display for Section {
             Section::Admin => f.write_str("admin"),
             Section::Log => f.write_str("log"),
             Section::Audit => f.write_str("audit"),
+            Section::Node => f.write_str("node"),
+            Section::Delivery => f.write_str("delivery"),
             Section::Listener { name: Some(name), .. } => write!(f, "listener {name:?}"),
             Section::Listener { index, name: None } => write!(f, "listener #{}", index + 1),
             Section::Route { name: Some(name), .. } => write!(f, "route {name:?}"),

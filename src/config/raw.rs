@@ -25,6 +25,22 @@ pub(super) struct RawConfig {
     pub(super) listener: Vec<RawListener>,
     #[serde(default)]
     pub(super) route: Vec<RawRoute>,
+    #[serde(default)]
+    pub(super) node: RawNode,
+    #[serde(default)]
+    pub(super) delivery: RawDelivery,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawNode {
+    pub(super) name: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDelivery {
+    pub(super) lease: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -209,6 +225,8 @@ pub(super) fn locate_section(text: &str, offset: usize) -> Option<Section> {
             "admin" => Section::Admin,
             "log" => Section::Log,
             "audit" => Section::Audit,
+            "node" => Section::Node,
+            "delivery" => Section::Delivery,
             _ => Section::Root,
         };
         starts.push((value.span().start, section));

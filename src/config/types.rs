@@ -61,6 +61,10 @@ pub struct Config {
     /// `[[route]]`: where stored messages are delivered, in file order, names unique
     /// (see `docs/delivery.md`).
     pub routes: Vec<RouteConfig>,
+    /// `[node]`: this process's name among several on one shared store.
+    pub node: NodeConfig,
+    /// `[delivery]`: settings of the delivery engine shared by every route.
+    pub delivery: DeliveryConfig,
     /// Things that are allowed but probably unintended (e.g. an idle timeout below one
     /// minute). Not printed here: the caller logs them at start-up and `check-config`
     /// shows them.
@@ -81,6 +85,50 @@ pub struct StoreConfig {
     /// `url` and its keys: the shared PostgreSQL store instead of the embedded SQLite one in
     /// `path` (issue 16). `None` = SQLite.
     pub postgres: Option<PostgresConfig>,
+}
+
+/// `[node]`: who this hl7d process is among several on one shared store (docs/scale-out.md,
+/// "Delivery across nodes").
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeConfig {
+    /// `name`: shown by `hl7d routes status` beside the lanes this node holds, and kept
+    /// in the lease rows. `None` = [`NodeConfig::resolved_name`]'s default.
+    pub name: Option<String>,
+}
+
+impl NodeConfig {
+    /// The node's name: `name`, else the host name and the process id (`host-1234`), so
+    /// that two processes on one host never share one.
+    pub fn resolved_name(&self) -> String {
+        if let Some(name) = &self.name {
+            return name.clone();
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .map(|host| host.trim().to_owned())
+            .filter(|host| !host.is_empty())
+            .unwrap_or_else(|| "hl7d".to_owned());
+        format!("{host}-{}", std::process::id())
+    }
+}
+
+/// Default `[delivery] lease`: 30 s.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
+
+/// `[delivery]`: the engine's settings shared by every route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeliveryConfig {
+    /// `lease`: on a shared store, how long a node's hold on a lane lasts without renewal
+    /// (renewed every third of it); a dead node's lanes are taken over this long after its
+    /// last renewal. Unused on the embedded store (one node owns every lane).
+    pub lease: Duration,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        DeliveryConfig { lease: DEFAULT_LEASE }
+    }
 }
 
 /// `[store] url = "postgresql://user@host/db"` and the keys beside it: where the shared

@@ -5,9 +5,9 @@
 //!
 //! What it relies on and never does itself:
 //! - the store's writer queued the rows in the message's transaction and wakes the route's
-//!   worker after the commit ([`crate::store::queue`]); every change the engine makes to a
-//!   row goes through that same writer ([`SqliteStore::update_deliveries`]); it reads on a
-//!   read-only connection of its own ([`QueueReader`]);
+//!   worker after the commit ([`crate::store::queue`]); the engine reads and changes rows
+//!   through its queue ([`DeliveryQueue`]: on SQLite every change goes through that same
+//!   writer, reads through a read-only connection of its own);
 //! - the transports answer one attempt with an [`Outcome`] and never retry or sleep;
 //! - operators release held lanes by changing rows from another process (`hl7d routes
 //!   retry|skip`): each worker reads its held lanes every [`EngineOptions::refresh`] (one
@@ -34,12 +34,13 @@ use tracing::{debug, error, info, warn};
 
 use super::backoff::{self, AfterFailure, RetryPolicy};
 use super::lanes::{self, HeldLanes, LaneEvent, ParkedHead};
+use super::lease::{Lease, LeaseStep};
+use super::queue::sqlite::SqliteQueue;
+use super::queue::{DeliveryQueue, LaneHold, RouteQueue};
 use super::{Outbound, Outcome, RetryReason, Transport};
 use crate::config::RouteConfig;
 use crate::metrics::RouteMetrics;
-use crate::store::queue::{
-    DeliveryState, DeliveryUpdate, Finished, LaneHead, QueueReader, QueueRoute, RouteTable, SharedRouteTable,
-};
+use crate::store::queue::{DeliveryUpdate, Finished, LaneHead, QueueRoute, RouteTable, SharedRouteTable};
 use crate::store::{SqliteStore, StoreError};
 
 /// A lane task delivers at most this many messages before it gives its slot back, so that
@@ -53,6 +54,19 @@ const IDLE_CLOSE: Duration = Duration::from_secs(15);
 /// second), so that a route with very many lanes, none ready, does not walk them after
 /// every new message.
 const WALK_SPACING: u32 = 10;
+
+/// After a renewal failed (the database did not answer), the next try comes this much
+/// later, still within the lease.
+const RENEW_RETRY: Duration = Duration::from_secs(1);
+
+/// `future`, bounded by the time `lease` (if any) lets this node work its lane: `None`
+/// when that passed first.
+async fn within<T>(lease: &Option<Lease>, future: impl std::future::Future<Output = T>) -> Option<T> {
+    match lease {
+        None => Some(future.await),
+        Some(lease) => tokio::time::timeout_at(lease.good_until(), future).await.ok(),
+    }
+}
 
 /// Makes the transport a route's `to` names. The engine builds one per lane in flight.
 pub trait TransportFactory: Send + Sync + 'static {
@@ -144,8 +158,7 @@ pub struct Engine {
 }
 
 struct Inner {
-    store: Arc<SqliteStore>,
-    dir: std::path::PathBuf,
+    queue: Arc<dyn DeliveryQueue>,
     table: SharedRouteTable,
     options: EngineOptions,
     stop: CancellationToken,
@@ -211,10 +224,19 @@ impl Engine {
         table: SharedRouteTable,
         options: EngineOptions,
     ) -> Engine {
+        Engine::with_queue(Arc::new(SqliteQueue::new(store, dir)), table, options)
+    }
+
+    /// An engine with no route yet, delivering from `queue`. `table` is the one the store's
+    /// writer queues by: the engine fills and swaps it.
+    pub fn with_queue(
+        queue: Arc<dyn DeliveryQueue>,
+        table: SharedRouteTable,
+        options: EngineOptions,
+    ) -> Engine {
         Engine {
             inner: Arc::new(Inner {
-                store,
-                dir: dir.to_path_buf(),
+                queue,
                 table,
                 options,
                 stop: CancellationToken::new(),
@@ -351,8 +373,7 @@ impl Engine {
         let worker = Worker {
             route: config.clone(),
             name: Arc::from(config.name.as_str()),
-            store: self.inner.store.clone(),
-            dir: self.inner.dir.clone(),
+            queue: self.inner.queue.clone(),
             queued: queued.clone(),
             stop: stop.clone(),
             options: self.inner.options.clone(),
@@ -383,8 +404,7 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 struct Worker {
     route: Arc<RouteConfig>,
     name: Arc<str>,
-    store: Arc<SqliteStore>,
-    dir: std::path::PathBuf,
+    queue: Arc<dyn DeliveryQueue>,
     queued: Arc<Notify>,
     stop: CancellationToken,
     options: EngineOptions,
@@ -411,13 +431,16 @@ struct LaneDone {
 
 enum LaneEnd {
     /// Nothing more to do now (empty, not due, retrying later, gave its slot back, stopped,
-    /// or a store error that was logged).
+    /// another node holds the lane, or a store error that was logged).
     Paused,
     /// Its head was parked: the lane holds.
     Parked(ParkedHead),
+    /// This node's lease on the lane ran out or was taken: it stopped working the lane
+    /// (an attempt under way was abandoned, nothing recorded).
+    LeaseLost,
 }
 
-type SharedReader = Arc<Mutex<QueueReader>>;
+type SharedReader = Arc<dyn RouteQueue>;
 
 impl Worker {
     async fn run(mut self) {
@@ -497,18 +520,9 @@ impl Worker {
     }
 
     async fn open_reader(&mut self) -> Option<SharedReader> {
-        let dir = self.dir.clone();
         loop {
-            let opened = tokio::task::spawn_blocking({
-                let dir = dir.clone();
-                move || QueueReader::open(&dir)
-            })
-            .await;
-            match opened {
-                Ok(Ok(reader)) => return Some(Arc::new(Mutex::new(reader))),
-                Ok(Err(e)) => {
-                    error!(route = %self.name, error = %e, "cannot read the delivery queue; retrying")
-                }
+            match self.queue.route(&self.name).await {
+                Ok(reader) => return Some(reader),
                 Err(e) => error!(route = %self.name, error = %e, "cannot read the delivery queue; retrying"),
             }
             tokio::select! {
@@ -521,21 +535,8 @@ impl Worker {
     /// Walks the lane heads from after the last lane started, round the end, and picks up
     /// to `free` ready lanes ([`lanes::pick`]).
     async fn walk(&mut self, reader: &SharedReader, free: usize) -> Result<lanes::Pick, StoreError> {
-        let (reader, route, cursor) = (reader.clone(), self.name.clone(), self.cursor.clone());
-        let busy = self.busy.clone();
         let now = self.options.clock.now_micros();
-        blocking(move || {
-            let reader = lock(&reader);
-            let heads = LaneWalk {
-                reader: &reader,
-                route: &route,
-                cursor: cursor.as_deref(),
-                after: cursor.clone(),
-                wrapped: false,
-            };
-            lanes::pick(heads, &busy, free, now)
-        })
-        .await
+        reader.pick(self.cursor.clone(), self.busy.clone(), free, now).await
     }
 
     fn start_lane(&mut self, lane: String, reader: &SharedReader, done: &mpsc::UnboundedSender<LaneDone>) {
@@ -555,12 +556,13 @@ impl Worker {
             self.report(event);
         }
         self.busy.insert(lane.clone());
+        self.metrics.lanes_active.set(self.busy.len() as f64);
         self.cursor = Some(lane.clone());
         let task = LaneTask {
+            lease: self.queue.lease(),
             route: self.route.clone(),
             name: self.name.clone(),
             lane,
-            store: self.store.clone(),
             reader: reader.clone(),
             clock: self.options.clock,
             stop: self.stop.clone(),
@@ -578,11 +580,21 @@ impl Worker {
 
     fn lane_done(&mut self, done: LaneDone) {
         self.busy.remove(&done.lane);
+        self.metrics.lanes_active.set(self.busy.len() as f64);
         self.idle.push((done.transport, Instant::now()));
-        if let LaneEnd::Parked(head) = done.ended {
-            if let Some(event) = self.held.parked(&done.lane, head) {
-                self.report(event);
+        match done.ended {
+            LaneEnd::Parked(head) => {
+                if let Some(event) = self.held.parked(&done.lane, head) {
+                    self.report(event);
+                }
             }
+            LaneEnd::LeaseLost => {
+                self.metrics.leases_lost.increment(1);
+                // The lane key is not named (a patient identifier under `per_patient`).
+                warn!(route = %self.name, "lost the lease on a lane: stopped working it; \
+                    another node sends its head again");
+            }
+            LaneEnd::Paused => {}
         }
     }
 
@@ -599,8 +611,7 @@ impl Worker {
 
     /// Reads the held lanes and reports what changed since the last look.
     async fn refresh_held(&mut self, reader: &SharedReader) {
-        let (reader, route) = (reader.clone(), self.name.clone());
-        let held = blocking(move || lock(&reader).held_lanes(&route)).await;
+        let held = reader.held_lanes().await;
         match held {
             Ok(heads) => {
                 let now_held = heads.into_iter().filter(|head| !self.busy.contains(&head.lane)).map(|head| {
@@ -615,8 +626,7 @@ impl Worker {
     }
 
     async fn count(&mut self, reader: &SharedReader) {
-        let (reader, route) = (reader.clone(), self.name.clone());
-        match blocking(move || lock(&reader).open_counts(&route)).await {
+        match reader.open_counts().await {
             Ok(counts) => {
                 self.metrics.pending.set(counts.pending as f64);
                 self.metrics.parked.set(counts.parked as f64);
@@ -647,47 +657,13 @@ impl Worker {
     }
 }
 
-/// The lane heads of a route from after `cursor` to the last lane, then from the first lane
-/// to `cursor` itself: one seek each.
-struct LaneWalk<'a> {
-    reader: &'a QueueReader,
-    route: &'a str,
-    cursor: Option<&'a str>,
-    after: Option<String>,
-    wrapped: bool,
-}
-
-impl Iterator for LaneWalk<'_> {
-    type Item = Result<LaneHead, StoreError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        loop {
-            match self.reader.next_head(self.route, self.after.as_deref()) {
-                Err(e) => return Some(Err(e)),
-                Ok(Some(head)) => {
-                    if self.wrapped && self.cursor.is_some_and(|cursor| head.lane.as_str() > cursor) {
-                        return None;
-                    }
-                    self.after = Some(head.lane.clone());
-                    return Some(Ok(head));
-                }
-                // The end: go round once, when the walk did not start at the beginning.
-                Ok(None) if !self.wrapped && self.cursor.is_some() => {
-                    self.wrapped = true;
-                    self.after = None;
-                }
-                Ok(None) => return None,
-            }
-        }
-    }
-}
-
 /// Delivers one lane's messages, one at a time.
 struct LaneTask {
+    /// The lease it holds the lane under; `None`: this node owns every lane.
+    lease: Option<Duration>,
     route: Arc<RouteConfig>,
     name: Arc<str>,
     lane: String,
-    store: Arc<SqliteStore>,
     reader: SharedReader,
     clock: Clock,
     stop: CancellationToken,
@@ -696,11 +672,47 @@ struct LaneTask {
 }
 
 impl LaneTask {
+    /// Takes the lane, works it ([`LaneTask::work`]), gives it back.
     async fn run(&self, transport: &mut Box<dyn Transport>) -> LaneEnd {
+        let sent = Instant::now();
+        let hold = match self.reader.take(&self.lane).await {
+            Ok(Some(hold)) => hold,
+            // Another node works it.
+            Ok(None) => return LaneEnd::Paused,
+            Err(e) => {
+                warn!(route = %self.name, error = %e, "cannot take a lane");
+                return LaneEnd::Paused;
+            }
+        };
+        let mut lease = self.lease.map(|term| {
+            self.metrics.lanes_taken.increment(1);
+            Lease::taken(term, sent)
+        });
+        let ended = self.work(&hold, &mut lease, transport).await;
+        if matches!(ended, LaneEnd::LeaseLost) {
+            transport.close();
+        }
+        if let Err(e) = self.reader.release(hold).await {
+            debug!(route = %self.name, error = %e, "cannot release a lane; it is free when its lease expires");
+        }
+        ended
+    }
+
+    /// Delivers the lane's messages one at a time, up to [`FAIR_SHARE`] of them, while
+    /// `lease` (if any) holds.
+    async fn work(
+        &self,
+        hold: &LaneHold,
+        lease: &mut Option<Lease>,
+        transport: &mut Box<dyn Transport>,
+    ) -> LaneEnd {
         let policy = RetryPolicy::of(&self.route);
         for _ in 0..FAIR_SHARE {
             if self.stop.is_cancelled() {
                 return LaneEnd::Paused;
+            }
+            if lease.is_some_and(|lease| !lease.may_attempt(Instant::now())) {
+                return LaneEnd::LeaseLost;
             }
             let (head, message) = match self.next().await {
                 Ok(Some(next)) => next,
@@ -712,15 +724,22 @@ impl LaneTask {
             };
             let attempts = head.attempts + 1;
             let started = self.clock.now_micros();
-            // Not waited for: lost in a crash, the row is pending and goes out again, as an
-            // in-flight one would.
-            if let Err(e) =
-                self.store.update_deliveries_later(vec![DeliveryUpdate::Claim { id: head.id, at: started }])
-            {
-                warn!(route = %self.name, error = %e, "cannot record a delivery attempt");
-                return LaneEnd::Paused;
+            let sent = Instant::now();
+            match within(lease, self.reader.claim(hold, &head, started)).await {
+                Some(Ok(true)) => {
+                    if let Some(lease) = lease {
+                        lease.renewed(sent);
+                    }
+                }
+                Some(Ok(false)) | None => return LaneEnd::LeaseLost,
+                Some(Err(e)) => {
+                    warn!(route = %self.name, error = %e, "cannot record a delivery attempt");
+                    return LaneEnd::Paused;
+                }
             }
-            let outcome = transport.deliver(&message).await;
+            let Some(outcome) = self.attempt(hold, lease, transport, &message).await else {
+                return LaneEnd::LeaseLost;
+            };
             let now = self.clock.now_micros();
             let first_attempt_at = head.first_attempt_at.unwrap_or(started);
             let (result, error, response) = match outcome {
@@ -761,8 +780,10 @@ impl LaneTask {
             };
             // Waited for: the lane's next message goes out only once this one's outcome is
             // on disk, so a crash resends at most the message in flight.
-            match self.store.update_deliveries(vec![update]).await {
-                Ok(_) => {}
+            match self.reader.finish(hold, update).await {
+                Ok(true) => {}
+                // Another node holds the lane now and sends this message again.
+                Ok(false) => return LaneEnd::LeaseLost,
                 Err(e) => {
                     error!(route = %self.name, message_id = message.id, error = %e,
                         "cannot record a delivery outcome; the message will be sent again");
@@ -791,46 +812,56 @@ impl LaneTask {
         LaneEnd::Paused
     }
 
-    /// The lane's head and its message, when it is due now.
-    async fn next(&self) -> Result<Option<(LaneHead, Outbound)>, StoreError> {
-        let (reader, route, lane) = (self.reader.clone(), self.name.clone(), self.lane.clone());
-        let now = self.clock.now_micros();
-        blocking(move || {
-            let reader = lock(&reader);
-            // Twice at most: a message purged between the two reads takes its delivery rows
-            // with it, so the second look finds the next head.
-            for _ in 0..2 {
-                let Some(head) = reader.head(&route, &lane)? else { return Ok(None) };
-                if head.state == DeliveryState::Parked || head.next_attempt_at > now {
-                    return Ok(None);
-                }
-                match reader.message(head.message_id)? {
-                    Some(message) => {
-                        let outbound = Outbound {
-                            id: message.id,
-                            listener: Arc::from(message.listener),
-                            control_id: message.control_id,
-                            message_type: message.message_type,
-                            charset: message.charset,
-                            received_at: message.received_at,
-                            raw: message.raw,
-                        };
-                        return Ok(Some((head, outbound)));
+    /// One attempt, while the lease (if any) holds: renewed every third of it as the
+    /// attempt goes on; `None` when it ran out (or was taken) first, the attempt abandoned
+    /// ([`super::lease`]: the holder stops a third of the lease before anyone may take
+    /// the lane).
+    async fn attempt(
+        &self,
+        hold: &LaneHold,
+        lease: &mut Option<Lease>,
+        transport: &mut Box<dyn Transport>,
+        message: &Outbound,
+    ) -> Option<Outcome> {
+        let Some(lease) = lease else {
+            return Some(transport.deliver(message).await);
+        };
+        let attempt = transport.deliver(message);
+        tokio::pin!(attempt);
+        loop {
+            match lease.next_step(Instant::now()) {
+                LeaseStep::Lost => return None,
+                LeaseStep::Hold { until } => tokio::select! {
+                    outcome = &mut attempt => return Some(outcome),
+                    () = tokio::time::sleep_until(until) => {}
+                },
+                LeaseStep::Renew => {
+                    let sent = Instant::now();
+                    let renew = self.reader.renew(hold);
+                    tokio::pin!(renew);
+                    tokio::select! {
+                        outcome = &mut attempt => return Some(outcome),
+                        () = tokio::time::sleep_until(lease.good_until()) => return None,
+                        renewed = &mut renew => match renewed {
+                            Ok(true) => lease.renewed(sent),
+                            Ok(false) => return None,
+                            Err(e) => {
+                                warn!(route = %self.name, error = %e, "cannot renew a lane's lease; trying again");
+                                let again = (Instant::now() + RENEW_RETRY).min(lease.good_until());
+                                tokio::select! {
+                                    outcome = &mut attempt => return Some(outcome),
+                                    () = tokio::time::sleep_until(again) => {}
+                                }
+                            }
+                        },
                     }
-                    None => continue,
                 }
             }
-            Ok(None)
-        })
-        .await
+        }
     }
-}
 
-/// Runs a store read on the blocking pool.
-async fn blocking<T: Send + 'static>(
-    read: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, StoreError> {
-    tokio::task::spawn_blocking(read)
-        .await
-        .unwrap_or_else(|e| Err(StoreError::Unavailable(format!("store read task failed: {e}"))))
+    /// The lane's head and its message, when it is due now.
+    async fn next(&self) -> Result<Option<(LaneHead, Outbound)>, StoreError> {
+        self.reader.next(&self.lane, self.clock.now_micros()).await
+    }
 }

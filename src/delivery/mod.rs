@@ -10,7 +10,9 @@
 //!   turns what happened into an [`Outcome`] and decides nothing else (no retry loops, no
 //!   sleeping: backoff and parking are the engine's);
 //! - the queue (delivery rows in the store, written in the same transaction as their
-//!   message) and the engine (lanes, backoff, parking) that drives the transports.
+//!   message), which the engine reads and changes through `queue/` ([`queue::DeliveryQueue`],
+//!   one implementation per store), and the engine (lanes, backoff, parking) that drives
+//!   the transports.
 //!
 //! It must not decide what a listener ACKs, nor read message fields again: the lane key and
 //! header fields were extracted once at ingest and come with the [`Outbound`].
@@ -18,6 +20,8 @@
 pub mod backoff;
 pub mod engine;
 pub mod lanes;
+pub mod lease;
+pub mod queue;
 pub mod transport;
 
 use std::future::Future;

@@ -493,6 +493,12 @@ impl Reloader {
         if config.audit != started.audit {
             notes.push("[audit]: the audit trail keeps the file and collector it started with".to_owned());
         }
+        if config.node != started.node {
+            notes.push("[node] name: this node keeps the name it started with".to_owned());
+        }
+        if config.delivery != started.delivery {
+            notes.push("[delivery] lease: lanes are held under the lease the node started with".to_owned());
+        }
         notes
     }
 }

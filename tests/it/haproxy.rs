@@ -22,7 +22,7 @@ use hl7d::store::{Filter, Reader};
 use crate::support::{logged_addr, running_in_ci, tempdir, WAIT};
 
 /// The address HAProxy connects to hl7d from (Linux routes all of 127/8 to `lo`).
-const HAPROXY_SOURCE: &str = "127.0.0.3";
+pub(crate) const HAPROXY_SOURCE: &str = "127.0.0.3";
 
 #[test]
 fn hl7d_behind_haproxy_stores_the_senders_real_address() {
@@ -71,7 +71,7 @@ fn hl7d_behind_haproxy_stores_the_senders_real_address() {
 
 /// The HAProxy binary, or `None` after a loud "SKIPPED" line when it is not installed.
 /// Under CI a missing HAProxy fails the test.
-fn haproxy(test: &str) -> Option<PathBuf> {
+pub(crate) fn haproxy(test: &str) -> Option<PathBuf> {
     let found = ["haproxy", "/usr/sbin/haproxy", "/usr/local/sbin/haproxy"]
         .into_iter()
         .map(PathBuf::from)
@@ -100,7 +100,7 @@ fn haproxy(test: &str) -> Option<PathBuf> {
 
 /// A loopback port nobody listens on now (bound to port 0, then let go): HAProxy takes no
 /// port 0.
-fn free_port() -> SocketAddr {
+pub(crate) fn free_port() -> SocketAddr {
     let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     probe.local_addr().unwrap()
 }
@@ -139,7 +139,7 @@ fn haproxy_config(front: SocketAddr, node: &Node, socket: &Path) -> String {
 
 /// Waits (bounded) until HAProxy's health check against `/ready` has passed (`L7OK`: an
 /// HTTP answer as expected, not just a TCP connect) and the node is up.
-fn wait_until_up(socket: &Path) {
+pub(crate) fn wait_until_up(socket: &Path) {
     let deadline = Instant::now() + WAIT;
     let mut last = String::new();
     while Instant::now() < deadline {
@@ -159,10 +159,10 @@ fn wait_until_up(socket: &Path) {
 }
 
 /// HAProxy in the foreground, killed when dropped.
-struct Haproxy(Child);
+pub(crate) struct Haproxy(Child);
 
 impl Haproxy {
-    fn start(binary: &Path, config: &Path) -> Haproxy {
+    pub(crate) fn start(binary: &Path, config: &Path) -> Haproxy {
         let child = Command::new(binary)
             .arg("-db")
             .arg("-f")

@@ -16,18 +16,23 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::error::{listener_section, ConfigError, Problem, Section};
-use super::raw::{locate_section, RawAdmin, RawAudit, RawConfig, RawLog, RawStore};
+use super::raw::{locate_section, RawAdmin, RawAudit, RawConfig, RawDelivery, RawLog, RawNode, RawStore};
 use super::types::{
-    AdminConfig, AuditConfig, Config, ListenerConfig, LogConfig, LogFormat, LogLevel, StoreConfig,
-    SyslogConfig, DEFAULT_ADMIN_LISTEN, DEFAULT_CERT_EXPIRY_WARNING, DEFAULT_SESSION_IDLE_TIMEOUT,
-    DEFAULT_SESSION_LIFETIME, DEFAULT_STORE_PATH, DEFAULT_USERS_FILE,
+    AdminConfig, AuditConfig, Config, DeliveryConfig, ListenerConfig, LogConfig, LogFormat, LogLevel,
+    NodeConfig, StoreConfig, SyslogConfig, DEFAULT_ADMIN_LISTEN, DEFAULT_CERT_EXPIRY_WARNING, DEFAULT_LEASE,
+    DEFAULT_SESSION_IDLE_TIMEOUT, DEFAULT_SESSION_LIFETIME, DEFAULT_STORE_PATH, DEFAULT_USERS_FILE,
 };
-use super::units::{parse_duration, DAY, MINUTE};
+use super::units::{parse_duration, DAY, MINUTE, SECOND};
 
 const RETENTION_BOUNDS: (Duration, Duration) = (MINUTE, Duration::from_secs(36_500 * 24 * 60 * 60));
 /// `[admin] session_idle_timeout` and `session_lifetime`: one second (tests) to a week.
 const SESSION_BOUNDS: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(7 * 24 * 60 * 60));
 const CERT_EXPIRY_WARNING_BOUNDS: (Duration, Duration) = (DAY, Duration::from_secs(365 * 24 * 60 * 60));
+/// `[delivery] lease`: at least a second (tests take over within seconds), at most an hour
+/// (a dead node's lanes wait that long).
+const LEASE_BOUNDS: (Duration, Duration) = (SECOND, Duration::from_secs(60 * 60));
+/// `[node] name`: at most this many bytes.
+const NODE_NAME_MAX: usize = 64;
 
 /// TOML text → [`Config`], or every problem found. Relative paths are resolved against
 /// `base` when given (the config file's directory).
@@ -128,8 +133,41 @@ impl Builder<'_> {
         }
 
         let routes = self.routes(raw.route, &listeners);
+        let node = self.node(raw.node);
+        let delivery = self.delivery(raw.delivery);
 
-        Config { store, admin, log, audit, listeners, routes, warnings: Vec::new() }
+        Config { store, admin, log, audit, listeners, routes, node, delivery, warnings: Vec::new() }
+    }
+
+    fn node(&mut self, raw: RawNode) -> NodeConfig {
+        let name = raw.name.and_then(|name| {
+            let span = name.span();
+            let name = name.into_inner();
+            let fine = !name.is_empty()
+                && name.len() <= NODE_NAME_MAX
+                && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+            if fine {
+                Some(name)
+            } else {
+                self.problem(
+                    &Section::Node,
+                    "name",
+                    Some(span),
+                    format!(
+                        "must be 1–{NODE_NAME_MAX} characters of A-Z a-z 0-9 . _ -, e.g. \"hl7d-a\" \
+                         (leave it out for the host name and process id)"
+                    ),
+                );
+                None
+            }
+        });
+        NodeConfig { name }
+    }
+
+    fn delivery(&mut self, raw: RawDelivery) -> DeliveryConfig {
+        let lease =
+            self.bounded_duration(&Section::Delivery, "lease", raw.lease, DEFAULT_LEASE, LEASE_BOUNDS);
+        DeliveryConfig { lease }
     }
 
     fn store(&mut self, mut raw: RawStore) -> StoreConfig {
@@ -694,6 +732,33 @@ end = "1c0d"
         let keys: Vec<&str> = problems.iter().map(|problem| problem.key.as_str()).collect();
         assert_eq!(keys, ["ack", "idle_timeout", "max_connections"]);
         assert_eq!(error.to_string().lines().count(), 3);
+    }
+
+    /// Issue 16: `[node] name` and `[delivery] lease`, with their defaults and bounds.
+    #[test]
+    fn node_name_and_delivery_lease() {
+        let config = parse_ok(&lab(""));
+        assert_eq!(config.node, NodeConfig::default());
+        assert_eq!(config.delivery.lease, Duration::from_secs(30));
+        let default_name = config.node.resolved_name();
+        assert!(default_name.ends_with(&format!("-{}", std::process::id())), "{default_name}");
+
+        let config =
+            parse_ok(&format!("[node]\nname = \"hl7d-a.1\"\n[delivery]\nlease = \"2s\"\n{}", lab("")));
+        assert_eq!(config.node.resolved_name(), "hl7d-a.1");
+        assert_eq!(config.delivery.lease, Duration::from_secs(2));
+
+        for bad in ["", "a b", "ünï"] {
+            let error = parse_err(&format!("[node]\nname = \"{bad}\"\n{}", lab("")));
+            assert!(error.starts_with("node: name: must be 1–64 characters"), "{error}");
+        }
+        assert!(parse_err(&format!("[node]\nname = \"{}\"\n{}", "n".repeat(65), lab("")))
+            .starts_with("node: name:"));
+        assert!(parse_err(&format!("[delivery]\nlease = \"500ms\"\n{}", lab("")))
+            .starts_with("delivery: lease: must be at least 1s"));
+        assert!(parse_err(&format!("[delivery]\nlease = \"2h\"\n{}", lab("")))
+            .starts_with("delivery: lease: must be at most 1h"));
+        assert!(parse_err(&format!("[delivery]\nleases = \"2s\"\n{}", lab(""))).contains("unknown field"));
     }
 
     #[test]

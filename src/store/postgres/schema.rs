@@ -22,8 +22,9 @@
 //! - `deliveries.message_id` and `message_keys.message_id` reference `messages (id) ON
 //!   DELETE CASCADE` where SQLite uses a trigger; `delivery_counts` is kept by PL/pgSQL
 //!   triggers with SQLite's rules.
-//! - The lease columns of delivery across nodes (part 2 of issue 16) are not here: that
-//!   part adds them in migration 2.
+//! - The leases of delivery across nodes (part 2 of issue 16) are migration 2: a table of
+//!   their own, `delivery_leases`, one row per lane being worked (see
+//!   `crate::delivery::lease`).
 //!
 //! Migrations are recorded in `hl7d_schema_versions` (one row per version applied) and run
 //! under a session advisory lock ([`MIGRATION_LOCK`]), each in its own transaction with its
@@ -142,6 +143,22 @@ const MIGRATIONS: &[&str] = &[
     $$;
     CREATE TRIGGER deliveries_count AFTER INSERT OR UPDATE OF state, route OR DELETE ON deliveries
         FOR EACH ROW EXECUTE FUNCTION deliveries_count();
+    "#,
+    // 2: delivery across nodes (issue 16, `crate::delivery::lease`): one row per lane a
+    // node works now, with the node's name, the take's token and the lease's expiry in the
+    // database's clock. Rows come and go with lane tasks (taken, renewed, deleted); a dead
+    // node's rows stay until another node takes their lanes after `expires_at`.
+    r#"
+    CREATE SEQUENCE delivery_lease_tokens;
+    CREATE TABLE delivery_leases (
+        route      TEXT        NOT NULL,
+        lane       TEXT        NOT NULL,
+        node       TEXT        NOT NULL,
+        token      BIGINT      NOT NULL,
+        taken_at   TIMESTAMPTZ NOT NULL,
+        expires_at TIMESTAMPTZ NOT NULL,
+        PRIMARY KEY (route, lane)
+    );
     "#,
 ];
 
