@@ -38,6 +38,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::{AdminConfig, DEFAULT_CERT_EXPIRY_WARNING};
+use crate::console;
 use crate::console::auth::{self, AuthSettings, AuthState, Clock};
 use crate::console::{Action, Credential, Principal};
 use crate::listener::{ReloadReport, Reloader};
@@ -119,6 +120,7 @@ pub struct Admin {
     addr: SocketAddr,
     state: Arc<AdminState>,
     auth: Arc<AuthState>,
+    console: console::Slot,
     stop: CancellationToken,
     task: JoinHandle<()>,
 }
@@ -163,9 +165,9 @@ impl Admin {
             console_refused: config.console_refused(),
             clock,
         });
-        // The console's pages and `/api/v1/` join here (`console::router`), as the third
-        // argument: inside the auth layer.
-        let app = router(state.clone(), auth.clone(), Router::new());
+        // The console's pages and `/api/v1/`, inside the auth layer.
+        let console = console::Slot::default();
+        let app = router(state.clone(), auth.clone(), console::router(console.clone()));
         let stop = CancellationToken::new();
         let task = tokio::spawn({
             let stop = stop.clone();
@@ -199,7 +201,7 @@ impl Admin {
             warn!(users_file = %config.users.display(),
                 "the console has no users yet: add one with `hl7d users add NAME --role operator --config FILE`");
         }
-        Ok(Admin { addr, state, auth, stop, task })
+        Ok(Admin { addr, state, auth, console, stop, task })
     }
 
     /// The bound address.
@@ -220,6 +222,12 @@ impl Admin {
     /// Hands over the started server. Only the first call counts.
     pub fn attach(&self, running: Running) {
         let _ = self.state.running.set(running);
+    }
+
+    /// Hands the console what it reads and acts on. Only the first call counts; until it,
+    /// the console's routes answer 503.
+    pub fn attach_console(&self, context: console::Context) {
+        let _ = self.console.set(context);
     }
 
     /// Stops serving (requests under way finish) and waits for the task.
@@ -385,7 +393,8 @@ async fn reload(
     (status, [(header::CONTENT_TYPE, "application/json")], format!("{body}\n")).into_response()
 }
 
-fn report_json(report: &ReloadReport) -> serde_json::Value {
+/// A reload report as JSON (`POST /reload`, the console's reload).
+pub(crate) fn report_json(report: &ReloadReport) -> serde_json::Value {
     let reloaded: Vec<serde_json::Value> = report
         .reloaded
         .iter()

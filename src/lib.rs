@@ -2,7 +2,8 @@
 //!
 //! The server's parts: [`listener`] (accept loop, one task per connection), [`tls`],
 //! [`store`], [`config`], [`admin`], [`metrics`], [`audit`], [`expiry`], [`logging`],
-//! [`peer_text`] (peer-chosen text capped for logs), [`proxy_header`] (the PROXY protocol
+//! [`peer_text`] (peer-chosen text capped for logs), [`ops`] (the reads and delivery actions
+//! that the command line and the console share), [`proxy_header`] (the PROXY protocol
 //! header of a load balancer) and [`private_files`], put together by
 //! [`serve`] after [`preflight`] has checked what the configuration names. Beside them the
 //! clients: [`sender`] (the MLLP client of `hl7d send` and the tests) and [`mod@bench`] (the
@@ -20,6 +21,7 @@ pub mod expiry;
 pub mod listener;
 pub mod logging;
 pub mod metrics;
+pub mod ops;
 pub mod peer_text;
 pub mod preflight;
 pub mod private_files;

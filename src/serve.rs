@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use arc_swap::ArcSwap;
 use tracing::{error, info, warn};
 
 use crate::admin::{Admin, Running};
@@ -121,6 +122,8 @@ pub async fn run(config: Config, options: &RunOptions) -> anyhow::Result<()> {
         None => None,
     };
     let local_tls = if embedded { prepare_local_tls(&config)? } else { None };
+    // The configuration in force, for the console: swapped by every reload that applied.
+    let in_force = Arc::new(ArcSwap::from_pointee(config.clone()));
     let routes = Engine::table();
     let store_options = SqliteOptions {
         retention: config.store.retention,
@@ -165,15 +168,22 @@ pub async fn run(config: Config, options: &RunOptions) -> anyhow::Result<()> {
     if let Some(admin) = &admin {
         let reloader = server.reloader();
         let (source, ready_file) = (options.source.clone(), options.ready_file.clone());
-        let engine = engine.clone();
+        let (engine, swap) = (engine.clone(), in_force.clone());
         let reload: crate::admin::ReloadFn = Arc::new(move || {
             let (reloader, source, ready_file) = (reloader.clone(), source.clone(), ready_file.clone());
-            let engine = engine.clone();
-            Box::pin(
-                async move { reload_and_announce(&reloader, &engine, &source, ready_file.as_deref()).await },
-            )
+            let (engine, swap) = (engine.clone(), swap.clone());
+            Box::pin(async move {
+                reload_and_announce(&reloader, &engine, &source, ready_file.as_deref(), &swap).await
+            })
         });
-        admin.attach(Running { reloader: server.reloader(), reload });
+        admin.attach(Running { reloader: server.reloader(), reload: reload.clone() });
+        admin.attach_console(crate::console::Context {
+            store: config.store.path.clone(),
+            config: in_force.clone(),
+            reloader: server.reloader(),
+            reload,
+            started: std::time::SystemTime::now(),
+        });
         admin.readiness().set(true);
     }
     info!(target: "audit", event = "start", version = env!("CARGO_PKG_VERSION"),
@@ -187,7 +197,14 @@ pub async fn run(config: Config, options: &RunOptions) -> anyhow::Result<()> {
     match hangup {
         Ok(hangup) => {
             let (source, ready_file) = (options.source.clone(), options.ready_file.clone());
-            tokio::spawn(reload_on_hangup(hangup, server.reloader(), engine.clone(), source, ready_file));
+            tokio::spawn(reload_on_hangup(
+                hangup,
+                server.reloader(),
+                engine.clone(),
+                source,
+                ready_file,
+                in_force.clone(),
+            ));
         }
         Err(e) => warn!(error = %e, "cannot listen for SIGHUP: reload by signal unavailable"),
     }
@@ -238,7 +255,7 @@ fn write_ready_file(file: &Path, addrs: &[(String, SocketAddr)]) -> std::io::Res
 /// here. A configuration that no longer loads changes nothing, and the report's `error`
 /// says why.
 pub async fn reload(reloader: &Reloader, source: &ConfigSource) -> ReloadReport {
-    reload_config(reloader, None, source).await
+    reload_config(reloader, None, source, None).await
 }
 
 /// [`reload`], and the routes with it: SIGHUP and the admin `POST /reload` of `hl7d
@@ -246,10 +263,17 @@ pub async fn reload(reloader: &Reloader, source: &ConfigSource) -> ReloadReport 
 /// before the listeners are touched, and the routes change only when the listeners'
 /// reload applied (see [`Engine::prepare`], [`Engine::apply`]).
 pub async fn reload_with_routes(reloader: &Reloader, engine: &Engine, source: &ConfigSource) -> ReloadReport {
-    reload_config(reloader, Some(engine), source).await
+    reload_config(reloader, Some(engine), source, None).await
 }
 
-async fn reload_config(reloader: &Reloader, engine: Option<&Engine>, source: &ConfigSource) -> ReloadReport {
+/// [`reload`] or [`reload_with_routes`]; when it applied, the new configuration goes into
+/// `in_force` (the console's).
+async fn reload_config(
+    reloader: &Reloader,
+    engine: Option<&Engine>,
+    source: &ConfigSource,
+    in_force: Option<&ArcSwap<Config>>,
+) -> ReloadReport {
     // After logrotate moved the audit file away.
     crate::audit::reopen_files();
     // A small file: read in place, as the certificates are.
@@ -277,6 +301,9 @@ async fn reload_config(reloader: &Reloader, engine: Option<&Engine>, source: &Co
                     .map(|(route, action)| (route, action.as_str()))
                     .collect();
             }
+            if let (true, Some(in_force)) = (report.is_ok(), in_force) {
+                in_force.store(Arc::new(config));
+            }
             report
         }
         Err(e) => {
@@ -295,8 +322,9 @@ async fn reload_and_announce(
     engine: &Engine,
     source: &ConfigSource,
     ready_file: Option<&Path>,
+    in_force: &ArcSwap<Config>,
 ) -> ReloadReport {
-    let report = reload_with_routes(reloader, engine, source).await;
+    let report = reload_config(reloader, Some(engine), source, Some(in_force)).await;
     if let (true, Some(file)) = (report.is_ok(), ready_file) {
         if let Err(e) = write_ready_file(file, &reloader.local_addrs()) {
             error!(file = %file.display(), error = %e, "--ready-file: cannot write the reloaded listeners");
@@ -312,10 +340,11 @@ async fn reload_on_hangup(
     engine: Engine,
     source: ConfigSource,
     ready_file: Option<PathBuf>,
+    in_force: Arc<ArcSwap<Config>>,
 ) {
     while hangup.recv().await.is_some() {
         info!(target: "audit", event = "reload_requested", source = "SIGHUP", "SIGHUP: reloading the configuration");
-        reload_and_announce(&reloader, &engine, &source, ready_file.as_deref()).await;
+        reload_and_announce(&reloader, &engine, &source, ready_file.as_deref(), &in_force).await;
     }
 }
 

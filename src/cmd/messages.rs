@@ -24,11 +24,10 @@ use std::time::SystemTime;
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use hl7d::config::Config;
-use hl7d::private_files;
-use hl7d::store::deliveries::Delivery;
+pub use hl7d::ops::{parse_sender, parse_since, printable, Sender};
 use hl7d::store::queue::DeliveryState;
-use hl7d::store::{self, Filter, KeyFields, Reader, Status, StoredMessage};
-use serde_json::json;
+use hl7d::store::{self, Filter, Reader, Status, StoredMessage};
+use hl7d::{ops, private_files};
 
 use super::operator::{flush_audit, open_audit, os_user};
 use super::{exit_code, Failure, EXIT_CONFIG};
@@ -212,29 +211,9 @@ impl SelectArgs {
             status: self.status,
             limit: None,
             oldest_first: false,
+            before: None,
         }
     }
-}
-
-/// `--sender APP^FAC`: MSH-3 and, when given, MSH-4.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Sender {
-    /// MSH-3, as received.
-    pub application: String,
-    /// MSH-4, as received; `None` matches any.
-    pub facility: Option<String>,
-}
-
-/// Splits `APP^FAC` at the first `^`.
-fn parse_sender(text: &str) -> Result<Sender, String> {
-    let (application, facility) = match text.split_once('^') {
-        Some((application, facility)) => (application, Some(facility.to_owned())),
-        None => (text, None),
-    };
-    if application.is_empty() {
-        return Err("expected APP^FAC (MSH-3^MSH-4) or APP".into());
-    }
-    Ok(Sender { application: application.to_owned(), facility })
 }
 
 impl MessageFilterArgs {
@@ -305,7 +284,7 @@ pub fn list(store_dir: &Path, filter: &Filter, json: bool, out: &mut dyn Write) 
     let messages = reader.list(filter)?;
     if json {
         for message in &messages {
-            serde_json::to_writer(&mut *out, &summary_json(message))?;
+            serde_json::to_writer(&mut *out, &ops::message_json(message))?;
             out.write_all(b"\n")?;
         }
     } else {
@@ -377,8 +356,8 @@ pub fn show(store_dir: &Path, id: i64, raw: bool, json: bool, out: &mut dyn Writ
     let deliveries = reader.deliveries_of(id)?;
     if json {
         // The summary carries the key fields already.
-        let mut object = summary_json(&message);
-        object["deliveries"] = deliveries.iter().map(delivery_json).collect();
+        let mut object = ops::message_json(&message);
+        object["deliveries"] = deliveries.iter().map(ops::delivery_json).collect();
         serde_json::to_writer(&mut *out, &object)?;
         out.write_all(b"\n")?;
         out.flush()?;
@@ -410,7 +389,7 @@ pub fn show(store_dir: &Path, id: i64, raw: bool, json: bool, out: &mut dyn Writ
     if let Some(at) = message.last_duplicate_at {
         head += &field("last_duplicate_at", &time(at));
     }
-    for (name, value) in key_field_values(fields) {
+    for (name, value) in ops::key_field_values(fields) {
         head += &field(name, &value);
     }
     let optional_time = |t: Option<SystemTime>| t.map_or_else(|| "-".to_owned(), time);
@@ -568,131 +547,6 @@ pub fn thousands(n: u64) -> String {
     out
 }
 
-/// Parses `--since`: an RFC 3339 time (`2026-11-28T09:00:00Z`, also with a space, without
-/// `Z` meaning UTC, or a bare date) or an age before now (`90m`, `2h`, `7d`).
-pub fn parse_since(text: &str) -> Result<SystemTime, String> {
-    let text = text.trim();
-    if let Ok(time) = humantime::parse_rfc3339_weak(text) {
-        return Ok(time);
-    }
-    if let Ok(time) = humantime::parse_rfc3339_weak(&format!("{text}T00:00:00")) {
-        return Ok(time);
-    }
-    match humantime::parse_duration(text) {
-        Ok(age) => SystemTime::now().checked_sub(age).ok_or_else(|| format!("{text:?} reaches before 1970")),
-        Err(_) => Err(format!(
-            "{text:?} is neither a time (2026-11-28T09:00:00Z, 2026-11-28) nor an age (90m, 2h, 7d)"
-        )),
-    }
-}
-
-/// The object `list --json` prints for one message (and `show --json` with its deliveries),
-/// with the key fields read at ingest in `key_fields`.
-fn summary_json(m: &StoredMessage) -> serde_json::Value {
-    let time = |t: SystemTime| humantime::format_rfc3339_micros(t).to_string();
-    json!({
-        "id": m.id,
-        "listener": m.listener,
-        "control_id": m.control_id,
-        "message_type": m.message_type,
-        "received_at": time(m.received_at),
-        "peer": m.peer,
-        "client_thumbprint": m.client_thumbprint,
-        "encoding": m.encoding,
-        "size": m.size,
-        "ack_code": m.ack_code,
-        "duplicate_count": m.duplicate_count,
-        "last_duplicate_at": m.last_duplicate_at.map(time),
-        "sending_application": m.sending_application,
-        "sending_facility": m.sending_facility,
-        "processing_id": m.processing_id,
-        "version": m.version,
-        "status": m.status.as_str(),
-        "reason": m.reason,
-        "error_code": m.error_code,
-        "key_fields": key_fields_json(&m.fields),
-    })
-}
-
-/// The key fields a message has, by column name, for `show` (times in RFC 3339: MSH-7
-/// with its offset as UTC, or as written when it had none).
-fn key_field_values(fields: &KeyFields) -> Vec<(&'static str, String)> {
-    let mut values = Vec::new();
-    let mut text = |name: &'static str, value: &Option<String>| {
-        if let Some(value) = value {
-            values.push((name, value.clone()));
-        }
-    };
-    text("patient_id", &fields.patient_id);
-    text("patient_authority", &fields.patient_authority);
-    text("visit_number", &fields.visit_number);
-    text("placer_order", &fields.placer_order);
-    text("filler_order", &fields.filler_order);
-    text("trigger_event", &fields.trigger_event);
-    match (fields.message_time_utc, fields.message_time_wall) {
-        (Some(utc), _) => values.push(("message_time", micros_rfc3339(utc))),
-        (None, Some(wall)) => {
-            let written = micros_rfc3339(wall);
-            values.push(("message_time", format!("{} (no offset)", written.trim_end_matches('Z'))));
-        }
-        (None, None) => {}
-    }
-    let mut text = |name: &'static str, value: &Option<String>| {
-        if let Some(value) = value {
-            values.push((name, value.clone()));
-        }
-    };
-    text("lane_sender", &fields.lane_sender);
-    text("lane_patient", &fields.lane_patient);
-    values
-}
-
-/// Microseconds since the Unix epoch as RFC 3339 (UTC).
-fn micros_rfc3339(micros: i64) -> String {
-    let time = if micros >= 0 {
-        SystemTime::UNIX_EPOCH + std::time::Duration::from_micros(micros as u64)
-    } else {
-        SystemTime::UNIX_EPOCH - std::time::Duration::from_micros(micros.unsigned_abs())
-    };
-    humantime::format_rfc3339_micros(time).to_string()
-}
-
-/// The `key_fields` object of `list --json` and `show --json`.
-fn key_fields_json(fields: &KeyFields) -> serde_json::Value {
-    json!({
-        "patient_id": fields.patient_id,
-        "patient_authority": fields.patient_authority,
-        "visit_number": fields.visit_number,
-        "placer_order": fields.placer_order,
-        "filler_order": fields.filler_order,
-        "trigger_event": fields.trigger_event,
-        "message_time_utc": fields.message_time_utc.map(micros_rfc3339),
-        "message_time_wall": fields.message_time_wall.map(|wall| micros_rfc3339(wall).trim_end_matches('Z').to_owned()),
-        "lane_sender": fields.lane_sender,
-        "lane_patient": fields.lane_patient,
-    })
-}
-
-/// One entry of `deliveries` in `show --json`.
-fn delivery_json(d: &Delivery) -> serde_json::Value {
-    let time = |t: SystemTime| humantime::format_rfc3339_micros(t).to_string();
-    json!({
-        "id": d.id,
-        "route": d.route,
-        "lane": d.lane,
-        "state": d.state_name,
-        "attempts": d.attempts,
-        "last_error": d.last_error,
-        "response": d.response,
-        "queued_at": time(d.queued_at),
-        "next_attempt_at": time(d.next_attempt_at),
-        "first_attempt_at": d.first_attempt_at.map(time),
-        "last_attempt_at": d.last_attempt_at.map(time),
-        "done_at": d.done_at.map(time),
-        "resend_of": d.resend_of,
-    })
-}
-
 /// `<id>-<control id>.hl7` with the id zero-padded (`000000000042-CTRL.hl7`), the control
 /// id reduced to characters safe in any file system (it comes from the peer) and to 64 of
 /// them.
@@ -711,42 +565,11 @@ fn export_file_name(message: &StoredMessage) -> String {
     }
 }
 
-/// Replaces control characters (except tab) with visible stand-ins: C0 controls by their
-/// Unicode control pictures (ESC → ␛), DEL by ␡, C1 controls by U+FFFD.
-pub fn printable(text: &str) -> String {
-    text.chars()
-        .map(|c| match c {
-            '\t' => c,
-            '\u{0}'..='\u{1F}' => char::from_u32(0x2400 + c as u32).unwrap_or('\u{FFFD}'),
-            '\u{7F}' => '\u{2421}',
-            '\u{80}'..='\u{9F}' => '\u{FFFD}',
-            c => c,
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
+    use hl7d::store::KeyFields;
 
     use super::*;
-
-    #[test]
-    fn printable_neutralises_terminal_escapes() {
-        assert_eq!(printable("a\u{1b}[31mb\tc\u{7f}\u{9b}"), "a\u{241b}[31mb\tc\u{2421}\u{fffd}");
-    }
-
-    #[test]
-    fn since_accepts_times_dates_and_ages() {
-        let t = parse_since("2026-11-28T09:00:00Z").unwrap();
-        assert_eq!(humantime::format_rfc3339_seconds(t).to_string(), "2026-11-28T09:00:00Z");
-        let d = parse_since("2026-11-28").unwrap();
-        assert_eq!(humantime::format_rfc3339_seconds(d).to_string(), "2026-11-28T00:00:00Z");
-        let age = parse_since("2h").unwrap();
-        let expected = SystemTime::now() - Duration::from_secs(7200);
-        assert!(age <= expected && age > expected - Duration::from_secs(60));
-        assert!(parse_since("yesterday-ish").is_err());
-    }
 
     fn stored_message() -> StoredMessage {
         StoredMessage {
@@ -794,18 +617,6 @@ mod tests {
         sorted.sort();
         assert_eq!(sorted, names);
         assert_eq!(names[1], "000000000010-X.hl7");
-    }
-
-    #[test]
-    fn sender_splits_at_the_first_caret() {
-        let sender = |application: &str, facility: Option<&str>| Sender {
-            application: application.into(),
-            facility: facility.map(Into::into),
-        };
-        assert_eq!(parse_sender("APP^FAC"), Ok(sender("APP", Some("FAC"))));
-        assert_eq!(parse_sender("APP"), Ok(sender("APP", None)));
-        assert_eq!(parse_sender("APP^FAC^X"), Ok(sender("APP", Some("FAC^X"))));
-        assert!(parse_sender("^FAC").is_err());
     }
 
     #[test]

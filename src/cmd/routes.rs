@@ -21,18 +21,16 @@ use std::time::SystemTime;
 
 use anyhow::anyhow;
 use clap::{Args, Subcommand};
-use hl7d::config::{Config, RouteConfig};
-use hl7d::store::deliveries::{Changed, DeliveryActions, Release, RouteRule, RouteStatus};
-use hl7d::store::queue::DeliveryState;
+use hl7d::config::Config;
+use hl7d::ops;
+use hl7d::store::deliveries::{Changed, DeliveryActions, Release, RouteRule};
 use hl7d::store::Reader;
 use serde_json::json;
 
-use super::messages::{parse_since, printable, thousands};
+use super::messages::{parse_since, thousands};
 use super::operator::{flush_audit, open_audit, os_user};
 use super::{exit_code, Failure, EXIT_CONFIG};
-
-/// Most message ids an audit line lists (then `… (N in all)`).
-const AUDIT_IDS: usize = 50;
+use hl7d::ops::printable;
 
 /// `hl7d routes`: the delivery queue of each route (works while the server runs).
 #[derive(Debug, Args)]
@@ -156,7 +154,7 @@ pub fn run(args: RoutesArgs) -> ExitCode {
 /// a usage error naming the configured routes otherwise (`what` says what needs it).
 pub fn configured_route(config: &Config, name: &str, what: &str) -> Result<RouteRule, Failure> {
     match config.route(name) {
-        Some(route) => Ok(rule(route)),
+        Some(route) => Ok(ops::route_rule(route)),
         None => {
             let names: Vec<&str> = config.routes.iter().map(|r| r.name.as_str()).collect();
             let known = if names.is_empty() { "none".to_owned() } else { names.join(", ") };
@@ -165,15 +163,6 @@ pub fn configured_route(config: &Config, name: &str, what: &str) -> Result<Route
                 printable(name)
             )))
         }
-    }
-}
-
-fn rule(route: &RouteConfig) -> RouteRule {
-    RouteRule {
-        name: route.name.clone(),
-        listeners: route.listeners.clone(),
-        message_types: route.message_types.clone(),
-        order: route.order,
     }
 }
 
@@ -198,19 +187,11 @@ fn known_route(config: &Config, reader: &Reader, name: &str) -> Result<bool, Fai
 /// `hl7d routes status`.
 fn status(config: &Config, json: bool, out: &mut dyn Write) -> Result<(), Failure> {
     let reader = Reader::open(&config.store.path)?;
-    let mut routes: Vec<(RouteStatus, Option<&RouteConfig>)> = Vec::new();
-    for route in &config.routes {
-        routes.push((reader.route_status(&route.name)?, Some(route)));
-    }
-    for name in reader.delivery_routes()? {
-        if config.route(&name).is_none() {
-            routes.push((reader.route_status(&name)?, None));
-        }
-    }
+    let routes = ops::route_statuses(&config.routes, &reader)?;
     let now = SystemTime::now();
     if json {
         let array: Vec<serde_json::Value> =
-            routes.iter().map(|(status, route)| status_json(status, *route, now)).collect();
+            routes.iter().map(|(status, route)| ops::route_status_json(status, *route, now)).collect();
         writeln!(out, "{}", serde_json::Value::Array(array))?;
         out.flush()?;
         return Ok(());
@@ -246,23 +227,6 @@ fn status(config: &Config, json: bool, out: &mut dyn Write) -> Result<(), Failur
     }
     out.flush()?;
     Ok(())
-}
-
-/// One route of `status --json`. The first eight fields are the contract of issue 15.
-fn status_json(status: &RouteStatus, route: Option<&RouteConfig>, now: SystemTime) -> serde_json::Value {
-    json!({
-        "name": status.name,
-        "pending": status.pending,
-        "in_flight": status.in_flight,
-        "delivered": status.delivered,
-        "parked": status.parked,
-        "held_lanes": status.held_lanes,
-        "oldest_pending_seconds": status.oldest_pending_seconds(now),
-        "last_error": status.last_error,
-        "skipped": status.skipped,
-        "removed": route.is_none(),
-        "to": route.map(|route| route.to.to_string()),
-    })
 }
 
 /// `90` → `1m 30s` (whole seconds).
@@ -334,15 +298,7 @@ fn retry(config: &Config, route: &str, which: &Release, out: &mut dyn Write) -> 
     }
     // The audit trail first: an action that cannot be recorded does not run.
     let audit = open_audit(config)?;
-    let result =
-        DeliveryActions::open(store).and_then(|mut actions| actions.retry(route, which, SystemTime::now()));
-    let selection = match which {
-        Release::Message(_) => "message",
-        // The key names a patient under per_patient: not in the log.
-        Release::Lane(_) => "lane",
-        Release::AllParked => "all_parked",
-    };
-    audit_line("route_retry", "retry", route, selection, result.as_deref().ok(), result.as_ref().err());
+    let result = ops::retry(store, route, which, &actor());
     flush_audit(audit.as_ref());
     let released = result?;
     if released.is_empty() {
@@ -356,7 +312,9 @@ fn retry(config: &Config, route: &str, which: &Release, out: &mut dyn Write) -> 
                 printable(lane),
                 printable(route)
             ))),
-            Release::Message(id) => Err(Failure::Other(anyhow!(why_not(&reader, route, *id, "parked")?))),
+            Release::Message(id) => {
+                Err(Failure::Other(anyhow!(ops::why_not(&reader, route, *id, "parked")?)))
+            }
         };
     }
     writeln!(out, "released {} parked delivery(ies) on route {}:", released.len(), printable(route))?;
@@ -370,40 +328,15 @@ fn skip(config: &Config, route: &str, message: i64, out: &mut dyn Write) -> Resu
     let reader = Reader::open(store)?;
     known_route(config, &reader, route)?;
     let audit = open_audit(config)?;
-    let result =
-        DeliveryActions::open(store).and_then(|mut actions| actions.skip(route, message, SystemTime::now()));
-    audit_line("route_skip", "skip", route, "message", result.as_deref().ok(), result.as_ref().err());
+    let result = ops::skip(store, route, message, &actor());
     flush_audit(audit.as_ref());
     let skipped = result?;
     if skipped.is_empty() {
-        return Err(Failure::Other(anyhow!(why_not(&reader, route, message, "parked or pending")?)));
+        return Err(Failure::Other(anyhow!(ops::why_not(&reader, route, message, "parked or pending")?)));
     }
     writeln!(out, "skipped {} delivery(ies) on route {}:", skipped.len(), printable(route))?;
     print_changed(&skipped, out)?;
     Ok(())
-}
-
-/// Why message `id` had nothing in state `wanted` on `route`, for the error line.
-fn why_not(reader: &Reader, route: &str, id: i64, wanted: &str) -> anyhow::Result<String> {
-    if reader.message(id)?.is_none() {
-        return Ok(format!("no message with id {id}"));
-    }
-    let states: Vec<String> = reader
-        .deliveries_of(id)?
-        .into_iter()
-        .filter(|delivery| delivery.route == route)
-        .map(|delivery| match delivery.state {
-            Some(DeliveryState::InFlight) => {
-                "in_flight (an attempt is under way; try again when it ends)".to_owned()
-            }
-            _ => delivery.state_name,
-        })
-        .collect();
-    Ok(if states.is_empty() {
-        format!("message {id} has no delivery on route {}", printable(route))
-    } else {
-        format!("message {id} has no {wanted} delivery on route {}: {}", printable(route), states.join(", "))
-    })
 }
 
 fn print_changed(changed: &[Changed], out: &mut dyn Write) -> std::io::Result<()> {
@@ -420,40 +353,10 @@ fn print_changed(changed: &[Changed], out: &mut dyn Write) -> std::io::Result<()
     out.flush()
 }
 
-/// The audit line of a retry or skip (event `route_retry` / `route_skip`): the route, how
-/// the rows were selected, the count and message ids changed, the OS user; on failure the
-/// error.
-fn audit_line(
-    event: &str,
-    action: &str,
-    route: &str,
-    selection: &str,
-    changed: Option<&[Changed]>,
-    error: Option<&hl7d::store::StoreError>,
-) {
+/// The OS user running the command, as the shared actions' audit lines name them.
+fn actor() -> ops::Actor {
     let user = os_user();
-    let ids = message_ids(changed.unwrap_or_default().iter().map(|row| row.message_id));
-    let count = changed.map_or(0, <[Changed]>::len) as u64;
-    match error {
-        None => tracing::info!(target: "audit", event, action, route, selection, count, message_ids = %ids,
-            user = %user.name, uid = user.uid, sudo_user = user.sudo_user.as_deref(),
-            "delivery queue changed by an operator"),
-        Some(e) => {
-            tracing::warn!(target: "audit", event, action, route, selection, count, message_ids = %ids,
-            user = %user.name, uid = user.uid, sudo_user = user.sudo_user.as_deref(), error = %e,
-            "delivery queue change failed")
-        }
-    }
-}
-
-/// `1,2,3`, or the first [`AUDIT_IDS`] then `… (N in all)`.
-pub fn message_ids(ids: impl Iterator<Item = i64>) -> String {
-    let ids: Vec<i64> = ids.collect();
-    let mut text: Vec<String> = ids.iter().take(AUDIT_IDS).map(i64::to_string).collect();
-    if ids.len() > AUDIT_IDS {
-        text.push(format!("… ({} in all)", ids.len()));
-    }
-    text.join(",")
+    ops::Actor { user: user.name, uid: user.uid, sudo_user: user.sudo_user, addr: None, via: None }
 }
 
 /// `hl7d routes backfill ROUTE --since T [--until T] [--dry-run]`.
@@ -575,18 +478,7 @@ pub fn resend(
             })?
         }
         None => {
-            let result = actions.resend(&rule, ids, false, now);
-            let queued = result.as_deref().unwrap_or_default();
-            let queued_ids = message_ids(queued.iter().map(|q| q.message_id));
-            match &result {
-                Ok(_) => tracing::info!(target: "audit", event = "message_resend", action = "resend", route,
-                    count = queued.len() as u64, message_ids = %queued_ids, user = %user.name,
-                    uid = user.uid, sudo_user = user.sudo_user.as_deref(), "stored messages queued again"),
-                Err(e) => tracing::warn!(target: "audit", event = "message_resend", action = "resend", route,
-                    count = 0u64, requested = %message_ids(ids.iter().copied()),
-                    user = %user.name, uid = user.uid, sudo_user = user.sudo_user.as_deref(), error = %e,
-                    "resend failed"),
-            }
+            let result = ops::resend(store, &rule, ids, &actor());
             flush_audit(audit.as_ref());
             let queued = result?;
             let mut text = format!("{verb} {} resend(s) on route {}:\n", queued.len(), printable(route));
@@ -608,13 +500,6 @@ pub fn resend(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn audit_ids_are_capped() {
-        assert_eq!(message_ids([3, 1, 2].into_iter()), "3,1,2");
-        let many = message_ids(1..=60);
-        assert!(many.starts_with("1,2,3,") && many.ends_with(",50,… (60 in all)"), "{many}");
-    }
 
     #[test]
     fn ages_read_as_durations() {

@@ -14,6 +14,57 @@
 pub mod auth;
 
 use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+use axum::Router;
+
+use crate::admin::ReloadFn;
+use crate::config::Config;
+use crate::listener::Reloader;
+
+pub mod api;
+mod assets;
+mod audit;
+pub mod data;
+mod detail;
+mod pages;
+mod respond;
+
+/// What the console reads and acts on, handed over once the server runs (the admin endpoint
+/// starts before the store is open: until then every console route answers 503).
+pub struct Context {
+    /// The store's directory (`[store] path`): each request opens its own read-only
+    /// [`crate::store::Reader`] (and actions a short writable connection), as the CLI does.
+    pub store: PathBuf,
+    /// The configuration in force (swapped by every reload that applied): the routes and
+    /// listeners the pages show.
+    pub config: Arc<ArcSwap<Config>>,
+    /// The running listeners (connections, TLS, certificates).
+    pub reloader: Reloader,
+    /// What the reload action runs: the same as SIGHUP and `POST /reload`.
+    pub reload: ReloadFn,
+    /// When the server started.
+    pub started: SystemTime,
+}
+
+/// Where the [`Context`] is put once the server runs.
+pub type Slot = Arc<OnceLock<Context>>;
+
+/// The console's pages, assets and `/api/v1/` routes. Every route but `/assets/…` takes the
+/// caller's [`Principal`] from the request's extensions: the auth layer in front of this
+/// router puts it there (a request that reaches a handler without one is answered 500 by
+/// axum, never served).
+pub fn router(slot: Slot) -> Router {
+    Router::new()
+        .merge(pages::router())
+        .merge(api::router())
+        .merge(assets::router())
+        .layer(axum::middleware::from_fn(respond::security_headers))
+        .with_state(slot)
+}
 
 /// What a user or token may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

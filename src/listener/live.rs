@@ -209,6 +209,11 @@ impl LiveListener {
         self.tls.store(tls);
     }
 
+    /// How many connections are open on this listener now.
+    pub(crate) fn open_connections(&self) -> usize {
+        lock(&self.open).by_id.len()
+    }
+
     /// Swaps the settings for new connections, then closes every open connection whose
     /// peer the new `allow_ips` does not allow, or whose load balancer the new `proxy_from`
     /// does not list (a message in flight is answered first); returns how many were told

@@ -42,7 +42,7 @@ use admission::{Admitted, Dropped, Limits, Refused, Slot};
 use connection::ConnectionInfo;
 use live::{LiveListener, Tracked};
 use refusal_log::RefusalLog;
-pub use reload::{ListenerAction, ListenerChange, ReloadReport, Reloader};
+pub use reload::{ListenerAction, ListenerChange, ListenerView, ReloadReport, Reloader};
 
 /// A listener profile at run time: its configuration and the ACK control-id counter.
 /// Immutable: a reload builds a new one ([`Profile::with_config`]) for new connections.

@@ -66,6 +66,25 @@ struct State {
     reloading: tokio::sync::Mutex<()>,
 }
 
+/// One running listener at a glance (the console's dashboard).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerView {
+    /// The listener's name.
+    pub name: String,
+    /// The address it is bound to.
+    pub addr: SocketAddr,
+    /// MLLP over TLS.
+    pub tls: bool,
+    /// TLS with client certificates.
+    pub mutual_tls: bool,
+    /// Connections open now.
+    pub open_connections: usize,
+    /// notAfter of the server certificate presented (Unix seconds), under TLS.
+    pub server_not_after: Option<i64>,
+    /// `(SHA-256 thumbprint, notAfter)` of each approved client certificate seen since start.
+    pub clients_seen: Vec<(String, i64)>,
+}
+
 /// What a reload did, or why it changed nothing.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReloadReport {
@@ -227,6 +246,33 @@ impl Reloader {
                     .map(|client| (client.digests.sha256().to_string(), client.not_after))
                     .collect(),
                 approved: listener.approved_count(),
+            })
+            .collect()
+    }
+
+    /// Each running listener as the console's dashboard shows it, in configuration order.
+    pub fn listener_views(&self) -> Vec<ListenerView> {
+        self.listeners()
+            .iter()
+            .map(|live| {
+                let tls = live.tls();
+                ListenerView {
+                    name: live.name().to_string(),
+                    addr: live.local_addr(),
+                    tls: tls.is_some(),
+                    mutual_tls: tls.as_ref().is_some_and(|tls| tls.is_mutual()),
+                    open_connections: live.open_connections(),
+                    server_not_after: tls.as_ref().map(|tls| tls.server_certificate().not_after),
+                    clients_seen: tls
+                        .as_ref()
+                        .map(|tls| {
+                            tls.approved_clients_seen()
+                                .into_iter()
+                                .map(|client| (client.digests.sha256().to_string(), client.not_after))
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                }
             })
             .collect()
     }

@@ -30,6 +30,7 @@ pub mod queue;
 mod read;
 mod schema;
 mod sqlite;
+mod stats;
 
 pub use fields::KeyFields;
 pub use purge::{purge, PURGE_BATCH};
@@ -38,6 +39,7 @@ pub use schema::SCHEMA_VERSION;
 pub use sqlite::{
     micros, ConnectionSetup, Durability, SqliteOptions, SqliteStore, StoreStats, DATABASE_FILE,
 };
+pub use stats::{ListenerTraffic, SenderSeen};
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -55,6 +55,10 @@ pub struct Filter {
     pub limit: Option<u64>,
     /// Oldest first (export) instead of newest first (list), by time received then id.
     pub oldest_first: bool,
+    /// Keyset paging of a newest-first list: only messages that come after this one (its
+    /// time received and id, see [`Reader::position`]) in that order — received before it,
+    /// or at the same time and stored before it. A page is the next `limit` of them.
+    pub before: Option<(SystemTime, i64)>,
 }
 
 impl Filter {
@@ -74,6 +78,7 @@ impl Filter {
             status,
             limit: _,
             oldest_first: _,
+            before: _,
         } = self;
         listener.is_none()
             && sending_application.is_none()
@@ -179,6 +184,13 @@ impl Filter {
                 // can only tell that a query stays inside a partial index from the same term.
                 conditions.push("status <> 'accepted'".into());
             }
+        }
+        if let Some((received_at, id)) = self.before {
+            // A row value: SQLite reads it as a range on the index's (received_at, id) order.
+            values.push(Value::Integer(micros(received_at)));
+            values.push(Value::Integer(id));
+            let n = values.len();
+            conditions.push(format!("(received_at, id) < (?{}, ?{n})", n - 1));
         }
         // Either number: SQLite answers the OR from both partial indexes (MULTI-INDEX OR).
         if let Some(order) = &self.order {
@@ -312,6 +324,16 @@ impl Reader {
     pub fn open(dir: &Path) -> Result<Reader, StoreError> {
         let (conn, file) = open_existing(dir, OpenFlags::SQLITE_OPEN_READ_ONLY, |_| Ok(()))?;
         Ok(Reader { conn, file })
+    }
+
+    /// Where message `id` stands in a newest-first list (its time received and id), for
+    /// [`Filter::before`]; `None` when there is no such message.
+    pub fn position(&self, id: i64) -> Result<Option<(SystemTime, i64)>, StoreError> {
+        self.conn
+            .query_row("SELECT received_at FROM messages WHERE id = ?1", [id], |row| row.get::<_, i64>(0))
+            .optional()
+            .map(|found| found.map(|micros| (time(micros), id)))
+            .map_err(|e| self.error(&e))
     }
 
     /// Messages matching `filter`, without their bytes.
@@ -666,6 +688,50 @@ mod tests {
         let described =
             Filter { patient_id: text("111"), order: text("PL9"), ..Filter::default() }.describe();
         assert!(!described.contains("111") && !described.contains("PL9"), "{described}");
+    }
+
+    /// Issue 17: the console pages a patient's messages by keyset (`before` the last one
+    /// shown): the pages join up without a gap or a repeat, and each is read from the
+    /// patient index, never by scanning every message.
+    #[test]
+    fn keyset_pages_follow_each_other_on_the_patient_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path(), SqliteOptions::default()).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let accepted = || Disposition::Accepted { duplicate_window: None };
+        for i in 0..7 {
+            let patient = if i % 2 == 0 { "111" } else { "222" };
+            let raw =
+                format!("MSH|^~\\&|REG|MCM|||20261104153000||ADT^A08|C{i}|P|2.5\rPID|1||{patient}^^^H\r");
+            rt.block_on(store.append(test_message(&format!("C{i}"), raw.as_bytes(), None, accepted())))
+                .unwrap();
+        }
+        store.close();
+        let reader = Reader::open(dir.path()).unwrap();
+        let page = |before| -> Vec<String> {
+            let filter =
+                Filter { patient_id: Some("111".into()), limit: Some(2), before, ..Filter::default() };
+            reader.list(&filter).unwrap().into_iter().map(|m| m.control_id).collect()
+        };
+        let position = |control_id: &str| {
+            let id =
+                reader.list(&Filter { control_id: Some(control_id.into()), ..Filter::default() }).unwrap()[0]
+                    .id;
+            reader.position(id).unwrap()
+        };
+        assert_eq!(page(None), ["C6", "C4"]);
+        assert_eq!(page(position("C4")), ["C2", "C0"]);
+        assert!(page(position("C0")).is_empty());
+        assert_eq!(reader.position(999).unwrap(), None);
+        let filter = Filter {
+            patient_id: Some("111".into()),
+            limit: Some(2),
+            before: position("C4"),
+            ..Filter::default()
+        };
+        let steps = plan(&reader, &filter);
+        assert!(!steps.iter().any(|s| s.starts_with("SCAN messages")), "{steps:?}");
+        assert!(steps.iter().any(|s| s.contains("INDEX messages_patient ")), "{steps:?}");
     }
 
     /// Issue 14: what the writer stored in the key-field columns is what the reader gives

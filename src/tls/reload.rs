@@ -99,6 +99,12 @@ impl TlsListener {
         clients
     }
 
+    /// Whether the listener asks for client certificates (mutual TLS: `client_auth` other
+    /// than `"none"`).
+    pub fn is_mutual(&self) -> bool {
+        self.state.load().policy.is_some()
+    }
+
     /// Number of approved client thumbprints in force (0 with `client_auth = "none"`).
     pub fn approved_count(&self) -> usize {
         self.state.load().policy.as_ref().map_or(0, |policy| policy.approved().len())

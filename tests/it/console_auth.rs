@@ -117,7 +117,7 @@ async fn security_headers_on_every_response() {
             "{path}"
         );
         assert_eq!(response.header("x-content-type-options"), Some("nosniff"), "{path}");
-        assert_eq!(response.header("referrer-policy"), Some("no-referrer"), "{path}");
+        assert_eq!(response.header("referrer-policy"), Some("same-origin"), "{path}");
         assert_eq!(response.header("cache-control"), Some("no-store"), "{path}");
     }
     assert!(console_auth::CONTENT_SECURITY_POLICY.contains("script-src 'self'"));

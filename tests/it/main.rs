@@ -2,8 +2,10 @@
 
 mod admin;
 mod bench;
+mod browser;
 mod cli;
 mod client_keys;
+mod console;
 mod console_auth;
 mod delivery;
 mod delivery_e2e;
@@ -27,3 +29,4 @@ mod store;
 mod store_backup;
 mod support;
 mod tls;
+mod webdriver;

@@ -353,6 +353,11 @@ impl AuditCapture {
         std::fs::read_to_string(&self.path).unwrap_or_default()
     }
 
+    /// The audit file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     pub fn find(&self, fields: &[(&str, &str)]) -> Option<serde_json::Value> {
         find_line(&read_audit(&self.path), fields)
     }

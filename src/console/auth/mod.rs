@@ -370,7 +370,7 @@ pub async fn layer(State(auth): State<Arc<AuthState>>, request: Request, next: N
 }
 
 /// Adds the security headers to every response: the Content-Security-Policy,
-/// `X-Content-Type-Options: nosniff`, `Referrer-Policy: no-referrer`,
+/// `X-Content-Type-Options: nosniff`, `Referrer-Policy: same-origin`,
 /// `X-Frame-Options: DENY`, and `Cache-Control: no-store` on everything but `/assets/`.
 /// Use with `axum::middleware::from_fn(security_headers)`.
 pub async fn security_headers(request: Request, next: Next) -> Response {
@@ -379,7 +379,10 @@ pub async fn security_headers(request: Request, next: Next) -> Response {
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CONTENT_SECURITY_POLICY));
     headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    // Not `no-referrer`: under it Chromium sends `Origin: null` with a form's POST, and the
+    // login's same-origin check refuses a real browser. `same-origin` still keeps URLs
+    // (which may name a patient) from every other site.
+    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     if !asset {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
