@@ -10,17 +10,16 @@
 //! patient identifier under `per_patient`).
 
 use std::net::IpAddr;
-use std::path::Path;
 use std::time::SystemTime;
 
 use serde_json::json;
 
 use crate::config::RouteConfig;
 use crate::store::deliveries::{
-    ActionError, Changed, Delivery, DeliveryActions, ParkedDelivery, Queued, Release, RouteRule, RouteStatus,
+    ActionError, Changed, Delivery, ParkedDelivery, Queued, Release, RouteRule, RouteStatus,
 };
 use crate::store::queue::DeliveryState;
-use crate::store::{KeyFields, Reader, StoreError, StoredMessage};
+use crate::store::{KeyFields, Reader, StoreActions, StoreAt, StoreError, StoreReader, StoredMessage};
 
 /// Most message ids an audit line lists (then `… (N in all)`).
 const AUDIT_IDS: usize = 50;
@@ -175,8 +174,13 @@ pub fn route_status_json(
 }
 
 /// Why message `id` had nothing in state `wanted` on `route`, for the error line.
-pub fn why_not(reader: &Reader, route: &str, id: i64, wanted: &str) -> Result<String, StoreError> {
-    if reader.message(id)?.is_none() {
+pub fn why_not(
+    reader: &dyn DeliveryLookup,
+    route: &str,
+    id: i64,
+    wanted: &str,
+) -> Result<String, StoreError> {
+    if !reader.has_message(id)? {
         return Ok(format!("no message with id {id}"));
     }
     let states: Vec<String> = reader
@@ -195,6 +199,34 @@ pub fn why_not(reader: &Reader, route: &str, id: i64, wanted: &str) -> Result<St
     } else {
         format!("message {id} has no {wanted} delivery on route {}: {}", printable(route), states.join(", "))
     })
+}
+
+/// What [`why_not`] reads: a message's existence and its delivery rows, on either store.
+pub trait DeliveryLookup {
+    /// Whether a message with this id is stored.
+    fn has_message(&self, id: i64) -> Result<bool, StoreError>;
+    /// Every delivery row of message `id`, by route then queue order.
+    fn deliveries_of(&self, id: i64) -> Result<Vec<Delivery>, StoreError>;
+}
+
+impl DeliveryLookup for Reader {
+    fn has_message(&self, id: i64) -> Result<bool, StoreError> {
+        Ok(self.message(id)?.is_some())
+    }
+
+    fn deliveries_of(&self, id: i64) -> Result<Vec<Delivery>, StoreError> {
+        Reader::deliveries_of(self, id)
+    }
+}
+
+impl DeliveryLookup for StoreReader {
+    fn has_message(&self, id: i64) -> Result<bool, StoreError> {
+        Ok(self.message(id)?.is_some())
+    }
+
+    fn deliveries_of(&self, id: i64) -> Result<Vec<Delivery>, StoreError> {
+        StoreReader::deliveries_of(self, id)
+    }
 }
 
 /// `1,2,3`, or the first [`AUDIT_IDS`] then `… (N in all)`.
@@ -263,18 +295,28 @@ pub fn selection(which: &Release) -> &'static str {
 
 /// Releases parked deliveries of `route` (`routes retry`, the console's retry and release):
 /// they go out again at once. One audit line (event `route_retry`), also when it fails.
-pub fn retry(store: &Path, route: &str, which: &Release, actor: &Actor) -> Result<Vec<Changed>, StoreError> {
+pub fn retry(
+    store: StoreAt<'_>,
+    route: &str,
+    which: &Release,
+    actor: &Actor,
+) -> Result<Vec<Changed>, StoreError> {
     let result =
-        DeliveryActions::open(store).and_then(|mut actions| actions.retry(route, which, SystemTime::now()));
+        StoreActions::open(store).and_then(|mut actions| actions.retry(route, which, SystemTime::now()));
     audit_line("route_retry", "retry", route, selection(which), &result, actor);
     result
 }
 
 /// Gives up on message `message` on `route` (`routes skip`, the console's skip): its parked
 /// or pending delivery becomes skipped. One audit line (event `route_skip`).
-pub fn skip(store: &Path, route: &str, message: i64, actor: &Actor) -> Result<Vec<Changed>, StoreError> {
+pub fn skip(
+    store: StoreAt<'_>,
+    route: &str,
+    message: i64,
+    actor: &Actor,
+) -> Result<Vec<Changed>, StoreError> {
     let result =
-        DeliveryActions::open(store).and_then(|mut actions| actions.skip(route, message, SystemTime::now()));
+        StoreActions::open(store).and_then(|mut actions| actions.skip(route, message, SystemTime::now()));
     audit_line("route_skip", "skip", route, "message", &result, actor);
     result
 }
@@ -282,12 +324,12 @@ pub fn skip(store: &Path, route: &str, message: i64, actor: &Actor) -> Result<Ve
 /// Queues messages `ids` again on `route` (`messages resend ID…`, the console's resend),
 /// each linked to its earlier delivery there. One audit line (event `message_resend`).
 pub fn resend(
-    store: &Path,
+    store: StoreAt<'_>,
     rule: &RouteRule,
     ids: &[i64],
     actor: &Actor,
 ) -> Result<Vec<Queued>, ActionError> {
-    let result = DeliveryActions::open(store)
+    let result = StoreActions::open(store)
         .map_err(ActionError::from)
         .and_then(|mut actions| actions.resend(rule, ids, false, SystemTime::now()));
     let route = rule.name.as_str();

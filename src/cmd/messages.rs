@@ -34,10 +34,10 @@ use super::{exit_code, Failure, EXIT_CONFIG};
 
 /// How many messages `list` shows without `--limit`.
 const DEFAULT_LIST_LIMIT: u64 = 100;
-/// `messages resend|purge` (and `hl7d routes`) on the PostgreSQL store: the delivery queue
-/// across nodes and purging on a shared database are not in this build yet.
+/// `messages purge` on the PostgreSQL store: purging a shared database is not in this
+/// build yet.
 pub const POSTGRES_NOT_YET: &str = "not available on the PostgreSQL store ([store] url) in this build: \
-     delivery across nodes and purge on a shared database come later; list, show and export work";
+     purge on a shared database comes later; list, show, export, resend and the routes commands work";
 /// `list` counts the messages its limit left out up to this many (or the limit, if larger).
 const LIST_COUNT_CAP: u64 = 10_000;
 /// Digits of the zero-padded id that starts an exported file's name, so that name order is
@@ -243,7 +243,7 @@ pub fn run(args: MessagesArgs) -> ExitCode {
         MessagesCommand::List { filter, json } => known_listener(&config, &filter.select)
             .and_then(|()| Ok(list(store, &filter.filter(Some(DEFAULT_LIST_LIMIT)), json, stdout)?)),
         MessagesCommand::Show { id, raw, json } => show(store, id, raw, json, stdout).map_err(Failure::from),
-        MessagesCommand::Resend { .. } | MessagesCommand::Purge { .. } if config.store.postgres.is_some() => {
+        MessagesCommand::Purge { .. } if config.store.postgres.is_some() => {
             Err(Failure::Usage(POSTGRES_NOT_YET.to_owned()))
         }
         MessagesCommand::Resend { ids, route, since, until, dry_run } => {

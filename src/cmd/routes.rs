@@ -23,8 +23,8 @@ use anyhow::anyhow;
 use clap::{Args, Subcommand};
 use hl7d::config::{Config, RouteConfig};
 use hl7d::ops;
-use hl7d::store::deliveries::{Changed, DeliveryActions, Release, RouteRule, RouteStatus};
-use hl7d::store::Reader;
+use hl7d::store::deliveries::{Changed, Release, RouteRule, RouteStatus};
+use hl7d::store::{Reader, StoreActions, StoreAt, StoreReader};
 use serde_json::json;
 
 use super::messages::{parse_since, thousands};
@@ -140,9 +140,6 @@ pub fn run(args: RoutesArgs) -> ExitCode {
     let out = &mut std::io::stdout().lock();
     let result = match args.command {
         RoutesCommand::Status { json } if config.store.postgres.is_some() => pg_status(&config, json, out),
-        _ if config.store.postgres.is_some() => {
-            Err(Failure::Usage(super::messages::POSTGRES_NOT_YET.to_owned()))
-        }
         RoutesCommand::Status { json } => status(&config, json, out),
         RoutesCommand::Parked { route, json } => parked(&config, &route, json, out),
         RoutesCommand::Retry { route, which } => retry(&config, &route, &which.release(), out),
@@ -173,7 +170,7 @@ pub fn configured_route(config: &Config, name: &str, what: &str) -> Result<Route
 /// A route is known when the configuration has it or the store's rows name it (it may have
 /// been removed since, with deliveries left); anything else is a typo, and the error names
 /// the known ones. Returns whether the configuration has it.
-fn known_route(config: &Config, reader: &Reader, name: &str) -> Result<bool, Failure> {
+fn known_route(config: &Config, reader: &StoreReader, name: &str) -> Result<bool, Failure> {
     if config.route(name).is_some() {
         return Ok(true);
     }
@@ -304,7 +301,7 @@ fn age(seconds: u64) -> String {
 
 /// `hl7d routes parked ROUTE`.
 fn parked(config: &Config, route: &str, json: bool, out: &mut dyn Write) -> Result<(), Failure> {
-    let reader = Reader::open(&config.store.path)?;
+    let reader = StoreReader::open(&config.store)?;
     known_route(config, &reader, route)?;
     let parked = reader.parked(route)?;
     let time = |t: Option<SystemTime>| t.map(|t| humantime::format_rfc3339_seconds(t).to_string());
@@ -355,8 +352,8 @@ fn parked(config: &Config, route: &str, json: bool, out: &mut dyn Write) -> Resu
 
 /// `hl7d routes retry ROUTE (--message ID | --lane KEY | --all-parked)`.
 fn retry(config: &Config, route: &str, which: &Release, out: &mut dyn Write) -> Result<(), Failure> {
-    let store = &config.store.path;
-    let reader = Reader::open(store)?;
+    let store = StoreAt::of(&config.store);
+    let reader = StoreReader::open(&config.store)?;
     if !known_route(config, &reader, route)? {
         eprintln!(
             "hl7d routes: route {:?} is not in the configuration: nothing delivers what is released \
@@ -392,8 +389,8 @@ fn retry(config: &Config, route: &str, which: &Release, out: &mut dyn Write) -> 
 
 /// `hl7d routes skip ROUTE --message ID`.
 fn skip(config: &Config, route: &str, message: i64, out: &mut dyn Write) -> Result<(), Failure> {
-    let store = &config.store.path;
-    let reader = Reader::open(store)?;
+    let store = StoreAt::of(&config.store);
+    let reader = StoreReader::open(&config.store)?;
     known_route(config, &reader, route)?;
     let audit = open_audit(config)?;
     let result = ops::skip(store, route, message, &actor());
@@ -442,20 +439,20 @@ fn backfill(
     if since >= until {
         return Err(Failure::Usage("--since must be before --until".into()));
     }
-    let store = &config.store.path;
+    let store = StoreAt::of(&config.store);
     let range = format!(
         "{} to {}",
         humantime::format_rfc3339_seconds(since),
         humantime::format_rfc3339_seconds(until)
     );
     if dry_run {
-        let queued = DeliveryActions::open(store)?.backfill(&rule, since, until, true, now)?;
+        let queued = StoreActions::open(store)?.backfill(&rule, since, until, true, now)?;
         writeln!(out, "would queue {} message(s) for route {}", thousands(queued.count), printable(route))?;
         return Ok(());
     }
     let audit = open_audit(config)?;
-    let result = DeliveryActions::open(store)
-        .and_then(|mut actions| actions.backfill(&rule, since, until, false, now));
+    let result =
+        StoreActions::open(store).and_then(|mut actions| actions.backfill(&rule, since, until, false, now));
     let user = os_user();
     match &result {
         Ok(queued) => tracing::info!(target: "audit", event = "route_backfill", action = "backfill", route,
@@ -492,7 +489,7 @@ pub fn resend(
     out: &mut dyn Write,
 ) -> Result<(), Failure> {
     let rule = configured_route(config, route, "a resend needs its order")?;
-    let store = &config.store.path;
+    let store = StoreAt::of(&config.store);
     let now = SystemTime::now();
     let range = match range {
         Some((since, until)) => {
@@ -506,7 +503,7 @@ pub fn resend(
     };
     let verb = if dry_run { "would queue" } else { "queued" };
     if dry_run {
-        let mut actions = DeliveryActions::open(store)?;
+        let mut actions = StoreActions::open(store)?;
         let count = match range {
             Some((since, until)) => actions.resend_range(&rule, since, until, true, now)?.count,
             None => actions.resend(&rule, ids, true, now)?.len() as u64,
@@ -516,7 +513,7 @@ pub fn resend(
     }
     let audit = open_audit(config)?;
     let user = os_user();
-    let mut actions = DeliveryActions::open(store)?;
+    let mut actions = StoreActions::open(store)?;
     let result = match range {
         Some((since, until)) => {
             let range_text = format!(

@@ -17,7 +17,7 @@ use crate::config::RouteConfig;
 use crate::listener::{ListenerView, ReloadReport};
 use crate::ops::{self, Actor};
 use crate::store::deliveries::{Changed, Delivery, Queued, Release, RouteStatus};
-use crate::store::{Filter, ListenerTraffic, Reader, SenderSeen, Status, StoreError, StoredMessage};
+use crate::store::{Filter, ListenerTraffic, Reader, SenderSeen, Status, StoreAt, StoreError, StoredMessage};
 
 /// Messages on a page when the request does not say.
 pub const PAGE_SIZE: u64 = 50;
@@ -490,7 +490,7 @@ pub fn act(
                 (ActionKind::Release, ..) => return Err(bad("give the lane")),
                 _ => return Err(bad("give exactly one of message, lane, all_parked")),
             };
-            let released = ops::retry(store, route, &which, &actor)?;
+            let released = ops::retry(StoreAt::Sqlite(store), route, &which, &actor)?;
             if released.is_empty() {
                 return match which {
                     Release::AllParked => Ok(Outcome::Changed(released)),
@@ -506,7 +506,7 @@ pub fn act(
         }
         ActionKind::Skip => {
             let Some(id) = target.message else { return Err(bad("give the message")) };
-            let skipped = ops::skip(store, route, id, &actor)?;
+            let skipped = ops::skip(StoreAt::Sqlite(store), route, id, &actor)?;
             if skipped.is_empty() {
                 return Err(Failure::Conflict(ops::why_not(&reader, route, id, "parked or pending")?));
             }
@@ -525,7 +525,7 @@ pub fn act(
                 )));
             };
             let rule = ops::route_rule(route_config);
-            match ops::resend(store, &rule, &ids, &actor) {
+            match ops::resend(StoreAt::Sqlite(store), &rule, &ids, &actor) {
                 Ok(queued) => Ok(Outcome::Queued(queued)),
                 Err(crate::store::deliveries::ActionError::Store(e)) => Err(e.into()),
                 Err(e) => Err(Failure::Conflict(e.to_string())),

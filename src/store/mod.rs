@@ -22,6 +22,7 @@
 //! decide ACK codes or refusal reasons: the listener decides them (from
 //! [`hl7_proto::refusal`]) and passes along the ones it sends.
 
+mod actions;
 pub mod backup;
 pub mod deliveries;
 mod fields;
@@ -34,8 +35,9 @@ mod schema;
 mod sqlite;
 mod stats;
 
+pub use actions::{StoreActions, StoreAt};
 pub use fields::KeyFields;
-pub use postgres::{PgOptions, PgReader, PgStore};
+pub use postgres::{PgActions, PgOptions, PgReader, PgStore};
 pub use purge::{purge, PURGE_BATCH};
 pub use read::{Filter, Reader, StoredMessage};
 pub use reader::StoreReader;

@@ -2,7 +2,7 @@
 //! store the configuration names: [`Reader`] on SQLite (`[store] path`), [`PgReader`] on
 //! PostgreSQL (`[store] url`). Same [`Filter`], same [`StoredMessage`] rows, same order.
 
-use super::deliveries::Delivery;
+use super::deliveries::{Delivery, ParkedDelivery};
 use super::{Filter, PgReader, Reader, StoreError, StoredMessage};
 use crate::config::StoreConfig;
 
@@ -80,6 +80,30 @@ impl StoreReader {
         match self {
             StoreReader::Sqlite(reader) => reader.deliveries_of(message_id),
             StoreReader::Postgres(reader) => reader.deliveries_of(message_id),
+        }
+    }
+
+    /// The routes that delivery rows name, sorted.
+    pub fn delivery_routes(&self) -> Result<Vec<String>, StoreError> {
+        match self {
+            StoreReader::Sqlite(reader) => reader.delivery_routes(),
+            StoreReader::Postgres(reader) => reader.delivery_routes(),
+        }
+    }
+
+    /// Whether any delivery row names `route`.
+    pub fn route_has_deliveries(&self, route: &str) -> Result<bool, StoreError> {
+        match self {
+            StoreReader::Sqlite(reader) => reader.route_has_deliveries(route),
+            StoreReader::Postgres(reader) => reader.route_has_deliveries(route),
+        }
+    }
+
+    /// `route`'s parked deliveries, by lane then queue order.
+    pub fn parked(&self, route: &str) -> Result<Vec<ParkedDelivery>, StoreError> {
+        match self {
+            StoreReader::Sqlite(reader) => reader.parked(route),
+            StoreReader::Postgres(reader) => reader.parked(route),
         }
     }
 }

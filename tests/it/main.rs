@@ -20,6 +20,7 @@ mod interop;
 mod limits;
 mod listener;
 mod pg_delivery;
+mod pg_ops;
 mod pg_restart;
 mod pg_store;
 mod proxy;

@@ -23,9 +23,9 @@ use crate::support::pg::TestDb;
 
 /// What the downstream saw, shared by both nodes' transports.
 #[derive(Default)]
-struct Downstream {
+pub(crate) struct Downstream {
     /// Every attempt that completed as delivered: (node, lane, control id), in order.
-    delivered: Mutex<Vec<(String, String, String)>>,
+    pub(crate) delivered: Mutex<Vec<(String, String, String)>>,
     /// Attempts under way per lane: more than one at once is a violation.
     on_lane: Mutex<HashMap<String, usize>>,
     violations: Mutex<Vec<String>>,
@@ -105,13 +105,19 @@ fn route_config(in_flight: usize) -> RouteConfig {
 
 /// One node: its own runtime (a thread), pool and engine. Dropping the runtime kills it
 /// without releasing anything, as SIGKILL would.
-struct Node {
+pub(crate) struct Node {
     runtime: Option<tokio::runtime::Runtime>,
     engine: Engine,
 }
 
 impl Node {
-    fn start(name: &str, url: &str, lease: Duration, downstream: &Arc<Downstream>, in_flight: usize) -> Node {
+    pub(crate) fn start(
+        name: &str,
+        url: &str,
+        lease: Duration,
+        downstream: &Arc<Downstream>,
+        in_flight: usize,
+    ) -> Node {
         let runtime =
             tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
         let pool = connect::pool(&pg_config(url)).unwrap();
@@ -129,7 +135,7 @@ impl Node {
     }
 
     /// Stops as `hl7d serve` does at SIGTERM: attempts finish, leases are released.
-    fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         if let Some(runtime) = self.runtime.take() {
             let engine = self.engine.clone();
             runtime.block_on(async move {
@@ -148,7 +154,7 @@ impl Node {
 }
 
 /// The store the "listeners" write to: route `r`, per patient. Its writer only queues.
-async fn ingest_store(url: &str) -> PgStore {
+pub(crate) async fn ingest_store(url: &str) -> PgStore {
     let table = RouteTable::new(vec![QueueRoute {
         name: Arc::from("r"),
         listeners: None,

@@ -25,10 +25,12 @@
 //! [`RETENTION_BATCH`] messages (`FOR UPDATE SKIP LOCKED`, so several nodes share the work),
 //! never deleting a message with a delivery still to do.
 
+mod actions;
 pub mod connect;
 mod read;
 pub mod schema;
 
+pub use actions::PgActions;
 pub use read::PgReader;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -13,7 +13,7 @@ use futures_util::{Stream, StreamExt};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
-use super::super::deliveries::Delivery;
+use super::super::deliveries::{Delivery, ParkedDelivery};
 use super::super::queue::DeliveryState;
 use super::super::read::time;
 use super::super::{micros, Filter, KeyFields, Status, StoreError, StoredMessage};
@@ -30,9 +30,9 @@ const KEY_FIELDS_AT: usize = 19;
 
 /// A read-only view of the PostgreSQL store; see the module documentation.
 pub struct PgReader {
-    runtime: tokio::runtime::Runtime,
-    client: deadpool_postgres::Object,
-    url: String,
+    pub(super) runtime: tokio::runtime::Runtime,
+    pub(super) client: deadpool_postgres::Object,
+    pub(super) url: String,
 }
 
 impl PgReader {
@@ -136,6 +136,63 @@ impl PgReader {
         Ok(rows.iter().map(delivery).collect())
     }
 
+    /// The routes that delivery rows name, sorted (see [`crate::store::Reader::delivery_routes`]).
+    pub fn delivery_routes(&self) -> Result<Vec<String>, StoreError> {
+        let rows = self
+            .runtime
+            .block_on(self.client.query(
+                "SELECT route FROM delivery_counts WHERE rows > 0 \
+                 UNION SELECT DISTINCT route FROM deliveries WHERE state IN ('pending', 'in_flight', 'parked') \
+                 ORDER BY route",
+                &[],
+            ))
+            .map_err(|e| self.error(&e))?;
+        Ok(rows.iter().map(|row| row.get(0)).collect())
+    }
+
+    /// Whether any delivery row names `route` (see [`PgReader::delivery_routes`]).
+    pub fn route_has_deliveries(&self, route: &str) -> Result<bool, StoreError> {
+        let row = self
+            .runtime
+            .block_on(self.client.query_one(
+                "SELECT EXISTS (SELECT 1 FROM deliveries WHERE route = $1 \
+                     AND state IN ('pending', 'in_flight', 'parked')) \
+                 OR EXISTS (SELECT 1 FROM delivery_counts WHERE route = $1 AND rows > 0)",
+                &[&route],
+            ))
+            .map_err(|e| self.error(&e))?;
+        Ok(row.get(0))
+    }
+
+    /// `route`'s parked deliveries, by lane then queue order, with their messages' MSH-10
+    /// and MSH-9 (see [`crate::store::Reader::parked`]).
+    pub fn parked(&self, route: &str) -> Result<Vec<ParkedDelivery>, StoreError> {
+        let rows = self
+            .runtime
+            .block_on(self.client.query(
+                "SELECT d.id, d.message_id, d.lane, m.control_id, m.message_type, d.attempts, d.done_at, \
+                 d.last_error, d.response \
+                 FROM deliveries d LEFT JOIN messages m ON m.id = d.message_id \
+                 WHERE d.route = $1 AND d.state = 'parked' ORDER BY d.lane, d.id",
+                &[&route],
+            ))
+            .map_err(|e| self.error(&e))?;
+        Ok(rows
+            .iter()
+            .map(|row| ParkedDelivery {
+                id: row.get(0),
+                message_id: row.get(1),
+                lane: row.get(2),
+                control_id: row.get::<_, Option<String>>(3).unwrap_or_default(),
+                message_type: row.get::<_, Option<String>>(4).unwrap_or_default(),
+                attempts: row.get::<_, i64>(5).max(0) as u64,
+                parked_at: row.get::<_, Option<i64>>(6).map(time),
+                last_error: row.get(7),
+                response: row.get(8),
+            })
+            .collect())
+    }
+
     fn count(&self, sql: &str, values: &[Value]) -> Result<u64, StoreError> {
         let params: Vec<&(dyn ToSql + Sync)> = values.iter().map(Value::as_sql).collect();
         let row = self.runtime.block_on(self.client.query_one(sql, &params)).map_err(|e| self.error(&e))?;
@@ -162,7 +219,7 @@ impl PgReader {
         Ok(())
     }
 
-    fn error(&self, error: &tokio_postgres::Error) -> StoreError {
+    pub(super) fn error(&self, error: &tokio_postgres::Error) -> StoreError {
         StoreError::Unavailable(format!("{}: {}", self.url, describe(error)))
     }
 }
