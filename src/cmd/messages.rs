@@ -1,8 +1,9 @@
 //! `hl7d messages list|show|export|purge|resend`: read (and on request delete from, or
 //! deliver again) the message store while the server runs.
 //!
-//! Reading goes through [`Reader`], a read-only connection of its own, so it never blocks
-//! the server's writes; `purge` through [`store::purge`], in small transactions; `resend`
+//! Reading goes through [`StoreReader`] (SQLite or PostgreSQL), a read-only connection of
+//! its own, so it never blocks the server's writes; `purge` through [`store::purge_at`],
+//! in small transactions; `resend`
 //! is a delivery action, in `routes.rs` with the others. `show` includes each route's
 //! delivery of the message; `show --json` never the message's content. Text
 //! shown on a terminal has control characters replaced by visible symbols: message
@@ -26,7 +27,7 @@ use clap::{Args, Subcommand};
 use hl7d::config::{Config, StoreConfig};
 pub use hl7d::ops::{parse_sender, parse_since, printable, Sender};
 use hl7d::store::queue::DeliveryState;
-use hl7d::store::{self, Filter, Reader, Status, StoreReader, StoredMessage};
+use hl7d::store::{self, Filter, Status, StoreAt, StoreReader, StoredMessage};
 use hl7d::{ops, private_files};
 
 use super::operator::{flush_audit, open_audit, os_user};
@@ -34,10 +35,6 @@ use super::{exit_code, Failure, EXIT_CONFIG};
 
 /// How many messages `list` shows without `--limit`.
 const DEFAULT_LIST_LIMIT: u64 = 100;
-/// `messages purge` on the PostgreSQL store: purging a shared database is not in this
-/// build yet.
-pub const POSTGRES_NOT_YET: &str = "not available on the PostgreSQL store ([store] url) in this build: \
-     purge on a shared database comes later; list, show, export, resend and the routes commands work";
 /// `list` counts the messages its limit left out up to this many (or the limit, if larger).
 const LIST_COUNT_CAP: u64 = 10_000;
 /// Digits of the zero-padded id that starts an exported file's name, so that name order is
@@ -243,9 +240,6 @@ pub fn run(args: MessagesArgs) -> ExitCode {
         MessagesCommand::List { filter, json } => known_listener(&config, &filter.select)
             .and_then(|()| Ok(list(store, &filter.filter(Some(DEFAULT_LIST_LIMIT)), json, stdout)?)),
         MessagesCommand::Show { id, raw, json } => show(store, id, raw, json, stdout).map_err(Failure::from),
-        MessagesCommand::Purge { .. } if config.store.postgres.is_some() => {
-            Err(Failure::Usage(POSTGRES_NOT_YET.to_owned()))
-        }
         MessagesCommand::Resend { ids, route, since, until, dry_run } => {
             let range = since.map(|since| (since, until));
             super::routes::resend(&config, &route, &ids, range, dry_run, stdout)
@@ -501,27 +495,30 @@ fn purge(
                 .into(),
         ));
     }
-    let store_dir = &config.store.path;
+    let store_name = match &config.store.postgres {
+        Some(postgres) => hl7d::store::postgres::connect::display_url(postgres).to_owned(),
+        None => config.store.path.display().to_string(),
+    };
     let undelivered =
-        if include_undelivered { 0 } else { Reader::open(store_dir)?.count_undelivered(filter)? };
+        if include_undelivered { 0 } else { StoreReader::open(&config.store)?.count_undelivered(filter)? };
     if dry_run {
-        let count = Reader::open(store_dir)?.count_matching(filter)?;
+        let count = StoreReader::open(&config.store)?.count_matching(filter)?;
         writeln!(out, "would delete {} message(s)", thousands(count - undelivered.min(count)))?;
         write_kept(out, undelivered)?;
         return Ok(());
     }
     // The audit trail first: a purge that cannot be recorded does not run.
     let audit = open_audit(config)?;
-    let result = store::purge(store_dir, filter, include_undelivered);
+    let result = store::purge_at(StoreAt::of(&config.store), filter, include_undelivered);
     let user = os_user();
     let description = if filter.selects_all() { "all".to_owned() } else { filter.describe() };
     match &result {
         Ok(count) => tracing::info!(target: "audit", event = "purge", filter = %description, count,
             include_undelivered, user = %user.name, uid = user.uid, sudo_user = user.sudo_user.as_deref(),
-            store = %store_dir.display(), "stored messages purged"),
+            store = %store_name, "stored messages purged"),
         Err(e) => tracing::warn!(target: "audit", event = "purge", filter = %description, count = 0u64,
             user = %user.name, uid = user.uid, sudo_user = user.sudo_user.as_deref(),
-            store = %store_dir.display(), error = %e, "purge failed"),
+            store = %store_name, error = %e, "purge failed"),
     }
     flush_audit(audit.as_ref());
     writeln!(out, "deleted {} message(s)", thousands(result?))?;

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::SystemTime;
 
 use super::deliveries::{ActionError, Changed, DeliveryActions, Queued, QueuedRange, Release, RouteRule};
-use super::{PgActions, StoreError};
+use super::{Filter, PgActions, StoreError};
 use crate::config::{PostgresConfig, StoreConfig};
 
 /// Where the store is: what [`StoreActions::open`] opens.
@@ -26,6 +26,15 @@ impl<'a> StoreAt<'a> {
             Some(postgres) => StoreAt::Postgres(postgres),
             None => StoreAt::Sqlite(&config.path),
         }
+    }
+}
+
+/// `hl7d messages purge` on the store at `at`: [`super::purge`] on SQLite,
+/// [`PgActions::purge`] on PostgreSQL (the same rows deleted, the same count).
+pub fn purge_at(at: StoreAt<'_>, filter: &Filter, include_undelivered: bool) -> Result<u64, StoreError> {
+    match at {
+        StoreAt::Sqlite(dir) => super::purge(dir, filter, include_undelivered),
+        StoreAt::Postgres(config) => PgActions::open(config)?.purge(filter, include_undelivered),
     }
 }
 

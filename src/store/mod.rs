@@ -35,7 +35,7 @@ mod schema;
 mod sqlite;
 mod stats;
 
-pub use actions::{StoreActions, StoreAt};
+pub use actions::{purge_at, StoreActions, StoreAt};
 pub use fields::KeyFields;
 pub use postgres::{PgActions, PgOptions, PgReader, PgStore};
 pub use purge::{purge, PURGE_BATCH};

@@ -67,6 +67,14 @@ impl StoreReader {
         }
     }
 
+    /// Number of stored messages that `filter` selects with a delivery still to do.
+    pub fn count_undelivered(&self, filter: &Filter) -> Result<u64, StoreError> {
+        match self {
+            StoreReader::Sqlite(reader) => reader.count_undelivered(filter),
+            StoreReader::Postgres(reader) => reader.count_undelivered(filter),
+        }
+    }
+
     /// The listener names that stored messages carry, sorted.
     pub fn listeners(&self) -> Result<Vec<String>, StoreError> {
         match self {

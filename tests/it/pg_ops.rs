@@ -258,3 +258,73 @@ fn resend_links_the_original_and_backfill_queues_once() {
     assert_eq!(lanes.iter().map(|l| l.0).collect::<Vec<_>>(), ids, "in the order stored");
     node.stop();
 }
+
+/// `messages purge` on PostgreSQL: the filter's messages go, with their delivery rows and
+/// duplicate keys; one with a delivery still to do is kept (and counted) unless
+/// `--include-undelivered`; `--dry-run` deletes nothing; an unfiltered purge needs `--all`.
+#[test]
+fn purge_deletes_the_selected_messages_and_keeps_undelivered_ones() {
+    let setup = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let Some(db) = setup.block_on(TestDb::create("purge")) else { return };
+    let (_dir, config) = config_file(&db.url);
+    let config = config.as_str();
+    let ids: Vec<i64> = setup.block_on(async {
+        let store = ingest_store(&db.url).await;
+        for (control_id, patient) in [("U0", "P0"), ("U1", "P1"), ("U2", "P2"), ("U3", "P3")] {
+            store.append(new_message(&adt(control_id, patient), accepted(None))).await.unwrap();
+        }
+        store.close().await;
+        message_ids(&db).await
+    });
+    let count = |sql: &str| -> i64 {
+        setup.block_on(async { db.client().await.query_one(sql, &[]).await.unwrap().get(0) })
+    };
+    // U0 and U1 were delivered; U2 is parked, U3 pending.
+    setup.block_on(async {
+        let client = db.client().await;
+        client
+            .execute(
+                "UPDATE deliveries SET state = 'delivered', done_at = 1 WHERE message_id = ANY($1)",
+                &[&&ids[..2]],
+            )
+            .await
+            .unwrap();
+        client
+            .execute("UPDATE deliveries SET state = 'parked' WHERE message_id = $1", &[&ids[2]])
+            .await
+            .unwrap();
+    });
+
+    let (code, _, err) = hl7d(&["messages", "purge", "--config", config]);
+    assert_eq!(code, 64, "an unfiltered purge needs --all: {err}");
+    let (code, out, err) = hl7d(&["messages", "purge", "--all", "--dry-run", "--config", config]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out,
+        "would delete 2 message(s)\nkept 2 message(s) with deliveries still to do (--include-undelivered deletes them too)\n"
+    );
+    assert_eq!(count("SELECT count(*) FROM messages"), 4, "a dry run deletes nothing");
+
+    let (code, out, err) = hl7d(&["messages", "purge", "--control-id", "U0", "--config", config]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "deleted 1 message(s)\n");
+    assert!(err.contains("stored messages purged"), "one audit line: {err}");
+    let (code, out, err) = hl7d(&["messages", "purge", "--all", "--config", config]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out,
+        "deleted 1 message(s)\nkept 2 message(s) with deliveries still to do (--include-undelivered deletes them too)\n"
+    );
+    assert_eq!(count("SELECT count(*) FROM messages"), 2);
+    assert_eq!(count("SELECT count(*) FROM message_keys"), 2, "duplicate keys go with their messages");
+    assert_eq!(
+        count("SELECT coalesce(sum(rows), 0)::BIGINT FROM delivery_counts WHERE state = 'delivered'"),
+        0
+    );
+
+    let (code, out, err) = hl7d(&["messages", "purge", "--all", "--include-undelivered", "--config", config]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "deleted 2 message(s)\n");
+    assert_eq!(count("SELECT count(*) FROM messages"), 0);
+    assert_eq!(count("SELECT count(*) FROM deliveries"), 0, "delivery rows go with their messages");
+}

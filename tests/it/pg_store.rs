@@ -379,17 +379,14 @@ async fn operator_commands_read_the_postgresql_store() {
     let json: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(json["store"]["kind"], "postgresql");
 
-    // `routes status` and `parked` read the PostgreSQL store (delivery across nodes: see
+    // `routes status` and `parked` read the PostgreSQL store (the actions and purge: see
     // pg_ops.rs); a route neither configured nor in the rows is a usage error, as on
-    // SQLite; purge is not in this build on PostgreSQL.
+    // SQLite.
     let (code, _, err) = hl7d(&["routes", "status", "--config", config]);
     assert_eq!(code, 0, "{err}");
     let (code, _, err) = hl7d(&["routes", "parked", "r", "--config", config]);
     assert_eq!(code, 64, "{err}");
     assert!(err.contains("unknown route \"r\"; known: none"), "{err}");
-    let (code, _, err) = hl7d(&["messages", "purge", "--config", config, "--all"]);
-    assert_eq!(code, 64, "{err}");
-    assert!(err.contains("not available on the PostgreSQL store"), "{err}");
     let (code, _, err) =
         hl7d(&["store", "backup", "--config", config, "--out", dir.join("b.db").to_str().unwrap()]);
     assert_eq!(code, 64, "{err}");

@@ -12,12 +12,13 @@
 
 use std::time::SystemTime;
 
+use tokio_postgres::types::ToSql;
 use tokio_postgres::Transaction;
 
 use super::super::deliveries::{ActionError, Changed, Queued, QueuedRange, Release, RouteRule, ACTION_BATCH};
 use super::super::queue::DeliveryState;
-use super::super::{micros, Status, StoreError};
-use super::read::PgReader;
+use super::super::{micros, Filter, Status, StoreError, PURGE_BATCH};
+use super::read::{condition, PgReader, Value, HAS_OPEN_DELIVERY};
 use crate::config::PostgresConfig;
 
 /// A message's original delivery on a route: its first that is not itself a resend (else
@@ -194,6 +195,43 @@ impl PgActions {
             Ok(Ok(queued))
         });
         result.map_err(|e| ActionError::Store(self.reader.error(&e)))?
+    }
+
+    /// `hl7d messages purge`: see [`crate::store::purge`]. Deletes every message `filter`
+    /// selects that was stored when the call began, [`PURGE_BATCH`] per statement (each
+    /// its own transaction); a message with a delivery still to do is kept unless
+    /// `include_undelivered`. A deleted message's delivery rows and duplicate key go with
+    /// it (`ON DELETE CASCADE`); a node attempting one of them finds its row gone and
+    /// writes nothing.
+    pub fn purge(&mut self, filter: &Filter, include_undelivered: bool) -> Result<u64, StoreError> {
+        let reader = &mut self.reader;
+        let result = reader.runtime.block_on(async {
+            let last: Option<i64> = reader.client.query_one("SELECT max(id) FROM messages", &[]).await?.get(0);
+            let Some(last) = last else { return Ok(0) };
+            let (condition, mut values) = condition(filter);
+            values.push(Value::Int(last));
+            let last_index = values.len();
+            values.push(Value::Int(PURGE_BATCH));
+            let keep = if include_undelivered { String::new() } else { format!(" AND NOT {HAS_OPEN_DELIVERY}") };
+            // Up to the newest id now (ids come from one sequence whichever node stored
+            // them): a sender still writing matching messages cannot keep it going.
+            let sql = format!(
+                "DELETE FROM messages WHERE id IN \
+                 (SELECT id FROM messages WHERE ({condition}) AND id <= ${last_index}{keep} ORDER BY id LIMIT ${})",
+                values.len()
+            );
+            let params: Vec<&(dyn ToSql + Sync)> = values.iter().map(Value::as_sql).collect();
+            let statement = reader.client.prepare(&sql).await?;
+            let mut deleted = 0u64;
+            loop {
+                let n = reader.client.execute(&statement, &params).await?;
+                deleted += n;
+                if (n as i64) < PURGE_BATCH {
+                    return Ok(deleted);
+                }
+            }
+        });
+        result.map_err(|e| self.reader.error(&e))
     }
 
     fn queue_range(

@@ -25,6 +25,10 @@ const COLUMNS: &str = "id, listener, peer, client_thumbprint, received_at, chars
      sending_application, sending_facility, processing_id, version, size, ack_code, status, \
      duplicate_count, last_duplicate_at, reason, error_code, patient_id, patient_authority, visit_number, \
      placer_order, filler_order, message_time_utc, message_time_wall, trigger_event, lane_sender, lane_patient";
+/// A message has a delivery still to do (SQLite's condition of the same name).
+pub(super) const HAS_OPEN_DELIVERY: &str =
+    "EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = messages.id \
+     AND d.state IN ('pending', 'in_flight', 'parked'))";
 /// Where the key fields start in [`COLUMNS`].
 const KEY_FIELDS_AT: usize = 19;
 
@@ -110,6 +114,14 @@ impl PgReader {
             "SELECT count(*) FROM (SELECT 1 FROM messages WHERE {condition} LIMIT ${}) AS m",
             values.len()
         );
+        self.count(&sql, &values)
+    }
+
+    /// Number of stored messages that `filter` selects (its limit aside) with a delivery
+    /// still to do: those a purge keeps without `--include-undelivered`.
+    pub fn count_undelivered(&self, filter: &Filter) -> Result<u64, StoreError> {
+        let (condition, values) = condition(filter);
+        let sql = format!("SELECT count(*) FROM messages WHERE ({condition}) AND {HAS_OPEN_DELIVERY}");
         self.count(&sql, &values)
     }
 
@@ -232,13 +244,13 @@ impl std::fmt::Debug for PgReader {
 
 /// A parameter of a filter's condition.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Value {
+pub(super) enum Value {
     Text(String),
     Int(i64),
 }
 
 impl Value {
-    fn as_sql(&self) -> &(dyn ToSql + Sync) {
+    pub(super) fn as_sql(&self) -> &(dyn ToSql + Sync) {
         match self {
             Value::Text(text) => text,
             Value::Int(n) => n,
@@ -250,7 +262,7 @@ impl Value {
 /// conditions as `Filter::condition` writes for SQLite, each on the index of the same name
 /// (`schema.rs`); a type pattern with `*`, `?` or `[…]` is SQLite's GLOB as an anchored
 /// regular expression.
-fn condition(filter: &Filter) -> (String, Vec<Value>) {
+pub(super) fn condition(filter: &Filter) -> (String, Vec<Value>) {
     let mut conditions = Vec::new();
     let mut values = Vec::new();
     let mut add = |column: &str, operator: &str, value: Value| {
