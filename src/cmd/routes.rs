@@ -1,8 +1,10 @@
 //! `hl7d routes status|parked|retry|skip|backfill`: see and act on the delivery queue in
 //! the store, while the server runs.
 //!
-//! Reading goes through [`Reader`] (read-only, never blocks the server); changes through
-//! [`DeliveryActions`], in short transactions beside the server's writer. Nothing signals
+//! Reading goes through [`StoreReader`] (read-only, never blocks the server); changes through
+//! [`StoreActions`], in short transactions beside the server's writer (SQLite) or the
+//! nodes working the queue (PostgreSQL: the rows changed are locked, see
+//! `hl7d::store::postgres::PgActions`). Nothing signals
 //! the server: its delivery engine reads the rows again at least every second, so a
 //! change takes effect within two seconds. Every change writes one audit line (the route,
 //! the messages, the action, the operator's OS user) to the log and to the audit trail of
