@@ -253,7 +253,7 @@ pub fn route_rule(route: &RouteConfig) -> RouteRule {
 /// routes that only the store's rows still name (removed from the configuration: `None`).
 pub fn route_statuses<'c>(
     configured: &'c [RouteConfig],
-    reader: &Reader,
+    reader: &StoreReader,
 ) -> Result<Vec<(RouteStatus, Option<&'c RouteConfig>)>, StoreError> {
     let mut routes = Vec::new();
     for route in configured {

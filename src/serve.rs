@@ -177,6 +177,10 @@ pub async fn run(config: Config, options: &RunOptions) -> anyhow::Result<()> {
         OpenedStore::Postgres(pg) => pg.clone(),
     };
     let server = Server::start(&config, store).await?;
+    // The trail says "start" before `/ready` can answer 200 (below): a sender that waits for
+    // readiness finds its `connection_accepted` after it.
+    info!(target: "audit", event = "start", version = env!("CARGO_PKG_VERSION"), node = %config.node.resolved_name(),
+        listeners = config.listeners.len(), routes = config.routes.len(), "hl7d started");
     for (name, addr) in server.local_addrs() {
         let listener = config.listener(&name).map(|l| &l.transport);
         let transport = match listener {
@@ -213,7 +217,7 @@ pub async fn run(config: Config, options: &RunOptions) -> anyhow::Result<()> {
         });
         admin.attach(Running { reloader: server.reloader(), reload: reload.clone() });
         admin.attach_console(crate::console::Context {
-            store: config.store.path.clone(),
+            store: config.store.clone(),
             config: in_force.clone(),
             reloader: server.reloader(),
             reload,
@@ -221,8 +225,6 @@ pub async fn run(config: Config, options: &RunOptions) -> anyhow::Result<()> {
         });
         admin.readiness().set(true);
     }
-    info!(target: "audit", event = "start", version = env!("CARGO_PKG_VERSION"), node = %config.node.resolved_name(),
-        listeners = config.listeners.len(), routes = config.routes.len(), "hl7d started");
     if let Some(file) = &options.ready_file {
         write_ready_file(file, &server.local_addrs())
             .with_context(|| format!("--ready-file {}", file.display()))?;

@@ -189,7 +189,7 @@ fn known_route(config: &Config, reader: &StoreReader, name: &str) -> Result<bool
 
 /// `hl7d routes status`.
 fn status(config: &Config, json: bool, out: &mut dyn Write) -> Result<(), Failure> {
-    let reader = Reader::open(&config.store.path)?;
+    let reader = StoreReader::Sqlite(Reader::open(&config.store.path)?);
     let routes = ops::route_statuses(&config.routes, &reader)?;
     let routes: Vec<(RouteStatus, Option<&RouteConfig>, Holders)> =
         routes.into_iter().map(|(status, route)| (status, route, Vec::new())).collect();

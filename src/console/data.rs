@@ -6,18 +6,19 @@
 //! render HTML or know HTTP beyond the status a failure maps to; audit events are written
 //! by [`super::audit`] and by the shared actions.
 
-use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
 use serde_json::json;
 
 use super::{Context, Principal};
-use crate::config::RouteConfig;
+use crate::config::{RouteConfig, StoreConfig};
 use crate::listener::{ListenerView, ReloadReport};
 use crate::ops::{self, Actor};
 use crate::store::deliveries::{Changed, Delivery, Queued, Release, RouteStatus};
-use crate::store::{Filter, ListenerTraffic, Reader, SenderSeen, Status, StoreAt, StoreError, StoredMessage};
+use crate::store::{
+    Filter, ListenerTraffic, SenderSeen, Status, StoreAt, StoreError, StoreReader, StoredMessage,
+};
 
 /// Messages on a page when the request does not say.
 pub const PAGE_SIZE: u64 = 50;
@@ -193,8 +194,8 @@ pub struct Page {
 
 /// Runs `search` on the store: one indexed query for the page (and one lookup of where the
 /// previous page ended).
-pub fn search(store: &Path, search: &Search) -> Result<Page, Failure> {
-    let reader = Reader::open(store)?;
+pub fn search(store: &StoreConfig, search: &Search) -> Result<Page, Failure> {
+    let reader = StoreReader::open(store)?;
     let before = match search.before {
         Some(id) => match reader.position(id)? {
             Some(position) => Some(position),
@@ -236,8 +237,8 @@ pub struct Detail {
 }
 
 /// Message `id` with its deliveries; `NotFound` when there is none.
-pub fn detail(store: &Path, id: i64) -> Result<Detail, Failure> {
-    let reader = Reader::open(store)?;
+pub fn detail(store: &StoreConfig, id: i64) -> Result<Detail, Failure> {
+    let reader = StoreReader::open(store)?;
     let Some(message) = reader.message(id)? else {
         return Err(Failure::NotFound(format!("no message with id {id}")));
     };
@@ -280,7 +281,7 @@ pub struct Dashboard {
 
 /// Reads the dashboard's figures.
 pub fn dashboard(context: &Context) -> Result<Dashboard, Failure> {
-    let reader = Reader::open(&context.store)?;
+    let reader = StoreReader::open(&context.store)?;
     let at = SystemTime::now();
     let since = at - DASHBOARD_WINDOW;
     let traffic = reader.traffic_since(since)?;
@@ -301,12 +302,7 @@ pub fn dashboard(context: &Context) -> Result<Dashboard, Failure> {
         .into_iter()
         .map(|(status, route)| (status, route.cloned()))
         .collect();
-    let database = crate::store::DATABASE_FILE;
-    let store_bytes = [database.to_owned(), format!("{database}-wal")]
-        .iter()
-        .filter_map(|name| std::fs::metadata(context.store.join(name)).ok())
-        .map(|meta| meta.len())
-        .sum();
+    let store_bytes = reader.store_bytes()?;
     Ok(Dashboard { listeners, senders, routes, store_bytes, at })
 }
 
@@ -346,7 +342,7 @@ pub fn dashboard_json(d: &Dashboard) -> serde_json::Value {
 
 /// `GET /api/v1/routes`: `hl7d routes status --json`'s array.
 pub fn routes_json(context: &Context) -> Result<serde_json::Value, Failure> {
-    let reader = Reader::open(&context.store)?;
+    let reader = StoreReader::open(&context.store)?;
     let config = context.config.load();
     let now = SystemTime::now();
     let routes = ops::route_statuses(&config.routes, &reader)?;
@@ -358,7 +354,7 @@ pub fn parked(
     context: &Context,
     route: &str,
 ) -> Result<Vec<crate::store::deliveries::ParkedDelivery>, Failure> {
-    let reader = Reader::open(&context.store)?;
+    let reader = StoreReader::open(&context.store)?;
     known_route(context, &reader, route)?;
     Ok(reader.parked(route)?)
 }
@@ -477,7 +473,7 @@ pub fn act(
     target: &Target,
 ) -> Result<Outcome, Failure> {
     let store = &context.store;
-    let reader = Reader::open(store)?;
+    let reader = StoreReader::open(store)?;
     known_route(context, &reader, route)?;
     let actor = actor(principal);
     let bad = |why: &str| Failure::BadRequest(format!("{}: {why}", kind.as_str()));
@@ -490,7 +486,7 @@ pub fn act(
                 (ActionKind::Release, ..) => return Err(bad("give the lane")),
                 _ => return Err(bad("give exactly one of message, lane, all_parked")),
             };
-            let released = ops::retry(StoreAt::Sqlite(store), route, &which, &actor)?;
+            let released = ops::retry(StoreAt::of(store), route, &which, &actor)?;
             if released.is_empty() {
                 return match which {
                     Release::AllParked => Ok(Outcome::Changed(released)),
@@ -506,7 +502,7 @@ pub fn act(
         }
         ActionKind::Skip => {
             let Some(id) = target.message else { return Err(bad("give the message")) };
-            let skipped = ops::skip(StoreAt::Sqlite(store), route, id, &actor)?;
+            let skipped = ops::skip(StoreAt::of(store), route, id, &actor)?;
             if skipped.is_empty() {
                 return Err(Failure::Conflict(ops::why_not(&reader, route, id, "parked or pending")?));
             }
@@ -525,7 +521,7 @@ pub fn act(
                 )));
             };
             let rule = ops::route_rule(route_config);
-            match ops::resend(StoreAt::Sqlite(store), &rule, &ids, &actor) {
+            match ops::resend(StoreAt::of(store), &rule, &ids, &actor) {
                 Ok(queued) => Ok(Outcome::Queued(queued)),
                 Err(crate::store::deliveries::ActionError::Store(e)) => Err(e.into()),
                 Err(e) => Err(Failure::Conflict(e.to_string())),
@@ -535,7 +531,7 @@ pub fn act(
 }
 
 /// A route the configuration has or the store's rows name; `NotFound` otherwise.
-fn known_route(context: &Context, reader: &Reader, route: &str) -> Result<(), Failure> {
+fn known_route(context: &Context, reader: &StoreReader, route: &str) -> Result<(), Failure> {
     if context.config.load().route(route).is_some() || reader.route_has_deliveries(route)? {
         Ok(())
     } else {

@@ -14,7 +14,6 @@
 pub mod auth;
 
 use std::net::IpAddr;
-use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
@@ -22,7 +21,7 @@ use arc_swap::ArcSwap;
 use axum::Router;
 
 use crate::admin::ReloadFn;
-use crate::config::Config;
+use crate::config::{Config, StoreConfig};
 use crate::listener::Reloader;
 
 pub mod api;
@@ -36,9 +35,10 @@ mod respond;
 /// What the console reads and acts on, handed over once the server runs (the admin endpoint
 /// starts before the store is open: until then every console route answers 503).
 pub struct Context {
-    /// The store's directory (`[store] path`): each request opens its own read-only
-    /// [`crate::store::Reader`] (and actions a short writable connection), as the CLI does.
-    pub store: PathBuf,
+    /// The store (`[store] path`, or `url` for PostgreSQL): each request opens its own
+    /// read-only [`crate::store::StoreReader`] (and actions a short writable connection), as
+    /// the CLI does.
+    pub store: StoreConfig,
     /// The configuration in force (swapped by every reload that applied): the routes and
     /// listeners the pages show.
     pub config: Arc<ArcSwap<Config>>,

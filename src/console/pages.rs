@@ -474,7 +474,7 @@ fn action_button(
 
 async fn routes(State(slot): State<Slot>, Extension(principal): Extension<Principal>) -> Response {
     let found = blocking(&slot, |context| {
-        let reader = crate::store::Reader::open(&context.store)?;
+        let reader = crate::store::StoreReader::open(&context.store)?;
         let config = context.config.load();
         let routes = ops::route_statuses(&config.routes, &reader)?
             .into_iter()

@@ -326,6 +326,16 @@ impl Reader {
         Ok(Reader { conn, file })
     }
 
+    /// Bytes the database file and its WAL take now.
+    pub fn file_bytes(&self) -> u64 {
+        let wal = {
+            let mut name = self.file.clone().into_os_string();
+            name.push("-wal");
+            std::path::PathBuf::from(name)
+        };
+        [&self.file, &wal].iter().filter_map(|file| std::fs::metadata(file).ok()).map(|meta| meta.len()).sum()
+    }
+
     /// Where message `id` stands in a newest-first list (its time received and id), for
     /// [`Filter::before`]; `None` when there is no such message.
     pub fn position(&self, id: i64) -> Result<Option<(SystemTime, i64)>, StoreError> {

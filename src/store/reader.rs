@@ -2,8 +2,10 @@
 //! store the configuration names: [`Reader`] on SQLite (`[store] path`), [`PgReader`] on
 //! PostgreSQL (`[store] url`). Same [`Filter`], same [`StoredMessage`] rows, same order.
 
-use super::deliveries::{Delivery, ParkedDelivery};
-use super::{Filter, PgReader, Reader, StoreError, StoredMessage};
+use std::time::SystemTime;
+
+use super::deliveries::{Delivery, ParkedDelivery, RouteStatus};
+use super::{Filter, ListenerTraffic, PgReader, Reader, SenderSeen, StoreError, StoredMessage};
 use crate::config::StoreConfig;
 
 /// A read-only view of the configured store.
@@ -112,6 +114,49 @@ impl StoreReader {
         match self {
             StoreReader::Sqlite(reader) => reader.parked(route),
             StoreReader::Postgres(reader) => reader.parked(route),
+        }
+    }
+}
+
+impl StoreReader {
+    /// Where message `id` stands in a newest-first list, for [`Filter::before`].
+    pub fn position(&self, id: i64) -> Result<Option<(SystemTime, i64)>, StoreError> {
+        match self {
+            StoreReader::Sqlite(reader) => reader.position(id),
+            StoreReader::Postgres(reader) => reader.position(id),
+        }
+    }
+
+    /// Per listener: the messages stored since `since` (the console's dashboard).
+    pub fn traffic_since(&self, since: SystemTime) -> Result<Vec<ListenerTraffic>, StoreError> {
+        match self {
+            StoreReader::Sqlite(reader) => reader.traffic_since(since),
+            StoreReader::Postgres(reader) => reader.traffic_since(since),
+        }
+    }
+
+    /// The senders seen since `since`, the most recent first, at most `limit`.
+    pub fn senders_since(&self, since: SystemTime, limit: u64) -> Result<Vec<SenderSeen>, StoreError> {
+        match self {
+            StoreReader::Sqlite(reader) => reader.senders_since(since, limit),
+            StoreReader::Postgres(reader) => reader.senders_since(since, limit),
+        }
+    }
+
+    /// `route`'s counts, held lanes, oldest pending row and last error.
+    pub fn route_status(&self, route: &str) -> Result<RouteStatus, StoreError> {
+        match self {
+            StoreReader::Sqlite(reader) => reader.route_status(route),
+            StoreReader::Postgres(reader) => reader.route_status(route),
+        }
+    }
+
+    /// Bytes the store takes: the database file and its WAL (SQLite), the database on its
+    /// server (PostgreSQL).
+    pub fn store_bytes(&self) -> Result<u64, StoreError> {
+        match self {
+            StoreReader::Sqlite(reader) => Ok(reader.file_bytes()),
+            StoreReader::Postgres(reader) => reader.database_bytes(),
         }
     }
 }

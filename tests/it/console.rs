@@ -93,7 +93,7 @@ impl Setup {
         let slot = console::Slot::default();
         let reloader = server.reloader();
         let _ = slot.set(console::Context {
-            store: store_dir.clone(),
+            store: hl7d::config::StoreConfig { path: store_dir.clone(), retention: None, postgres: None },
             config: Arc::new(ArcSwap::from_pointee(config)),
             reloader,
             reload: Arc::new(|| Box::pin(async { ReloadReport::default() })),
@@ -202,12 +202,12 @@ pub(crate) async fn http_within(
     (status, head.to_ascii_lowercase(), body.to_owned())
 }
 
-async fn get_json(addr: SocketAddr, path: &str) -> (u16, Value) {
+pub(crate) async fn get_json(addr: SocketAddr, path: &str) -> (u16, Value) {
     let (status, _, body) = http(addr, "GET", path, None, b"").await;
     (status, serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}")))
 }
 
-async fn post_json(addr: SocketAddr, path: &str, body: Value) -> (u16, Value) {
+pub(crate) async fn post_json(addr: SocketAddr, path: &str, body: Value) -> (u16, Value) {
     let (status, _, body) =
         http(addr, "POST", path, Some("application/json"), body.to_string().as_bytes()).await;
     (status, serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}")))
@@ -219,7 +219,7 @@ async fn post_form(addr: SocketAddr, path: &str, form: &str) -> (u16, String) {
     (status, body)
 }
 
-fn ids(page: &Value) -> Vec<i64> {
+pub(crate) fn ids(page: &Value) -> Vec<i64> {
     page["messages"].as_array().unwrap().iter().map(|m| m["id"].as_i64().unwrap()).collect()
 }
 

@@ -19,6 +19,7 @@ mod hostile;
 mod interop;
 mod limits;
 mod listener;
+mod pg_console;
 mod pg_delivery;
 mod pg_ops;
 mod pg_restart;

@@ -30,7 +30,7 @@ use tokio_postgres::Row;
 use super::{DeliveryQueue, LaneHold, RouteQueue};
 use crate::delivery::lanes::{self, Pick};
 use crate::delivery::{BoxFuture, Outbound};
-use crate::store::deliveries::RouteStatus;
+pub use crate::store::postgres::route_status;
 use crate::store::postgres::schema::describe;
 use crate::store::queue::{from_micros, DeliveryState, DeliveryUpdate, Finished, LaneHead, OpenCounts};
 use crate::store::StoreError;
@@ -389,67 +389,6 @@ pub async fn delivery_routes(client: &tokio_postgres::Client) -> Result<Vec<Stri
         .await
         .map_err(|e| unavailable(&e))?;
     Ok(rows.iter().map(|row| row.get(0)).collect())
-}
-
-/// `route`'s counts, held lanes, oldest pending row and last error, with the meanings of
-/// [`crate::store::Reader::route_status`] (the finished rows from `delivery_counts`).
-pub async fn route_status(client: &tokio_postgres::Client, route: &str) -> Result<RouteStatus, StoreError> {
-    let error = |e: tokio_postgres::Error| unavailable(&e);
-    let mut status = RouteStatus {
-        name: route.to_owned(),
-        pending: 0,
-        in_flight: 0,
-        delivered: 0,
-        parked: 0,
-        skipped: 0,
-        held_lanes: 0,
-        oldest_pending_queued_at: None,
-        last_error: None,
-    };
-    let sql = format!(
-        "SELECT state, count(*), min(queued_at) FROM deliveries WHERE route = $1 AND state IN {OPEN} GROUP BY state"
-    );
-    let mut oldest: Option<i64> = None;
-    for row in client.query(&sql, &[&route]).await.map_err(error)? {
-        let (state, count, queued): (String, i64, i64) = (row.get(0), row.get(1), row.get(2));
-        let count = count.max(0) as u64;
-        match DeliveryState::from_name(&state) {
-            Some(DeliveryState::Pending) => status.pending = count,
-            Some(DeliveryState::InFlight) => status.in_flight = count,
-            Some(DeliveryState::Parked) => {
-                status.parked = count;
-                continue;
-            }
-            _ => continue,
-        }
-        oldest = Some(oldest.map_or(queued, |seen| seen.min(queued)));
-    }
-    status.oldest_pending_queued_at = oldest.map(from_micros);
-    for row in client
-        .query("SELECT state, rows FROM delivery_counts WHERE route = $1", &[&route])
-        .await
-        .map_err(error)?
-    {
-        let (state, count): (String, i64) = (row.get(0), row.get(1));
-        match DeliveryState::from_name(&state) {
-            Some(DeliveryState::Delivered) => status.delivered = count.max(0) as u64,
-            Some(DeliveryState::Skipped) => status.skipped = count.max(0) as u64,
-            _ => {}
-        }
-    }
-    let held = format!(
-        "SELECT count(*) FROM (SELECT DISTINCT lane FROM deliveries WHERE route = $1 AND state = 'parked') p \
-         CROSS JOIN LATERAL (SELECT state FROM deliveries d WHERE d.route = $1 AND d.lane = p.lane \
-             AND d.state IN {OPEN} ORDER BY d.id LIMIT 1) d WHERE d.state = 'parked'"
-    );
-    status.held_lanes =
-        client.query_one(&held, &[&route]).await.map_err(error)?.get::<_, i64>(0).max(0) as u64;
-    let last = format!(
-        "SELECT last_error FROM deliveries WHERE route = $1 AND state IN {OPEN} AND last_error IS NOT NULL \
-         ORDER BY last_attempt_at DESC, id DESC LIMIT 1"
-    );
-    status.last_error = client.query_opt(&last, &[&route]).await.map_err(error)?.map(|row| row.get(0));
-    Ok(status)
 }
 
 fn head(row: &Row) -> Result<LaneHead, StoreError> {

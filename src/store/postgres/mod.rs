@@ -29,9 +29,11 @@ mod actions;
 pub mod connect;
 mod read;
 pub mod schema;
+mod status;
 
 pub use actions::PgActions;
 pub use read::PgReader;
+pub use status::route_status;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};

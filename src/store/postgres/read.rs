@@ -306,6 +306,13 @@ pub(super) fn condition(filter: &Filter) -> (String, Vec<Value>) {
             conditions.push("status <> 'accepted'".into());
         }
     }
+    if let Some((received_at, id)) = filter.before {
+        // A row comparison: a range on the (received_at, id) order the pages are sorted in.
+        values.push(Value::Int(micros(received_at)));
+        values.push(Value::Int(id));
+        let n = values.len();
+        conditions.push(format!("(received_at, id) < (${}, ${n})", n - 1));
+    }
     if let Some(order) = &filter.order {
         values.push(Value::Text(order.clone()));
         let n = values.len();
