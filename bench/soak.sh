@@ -34,7 +34,7 @@ BAD_WORKERS=${BAD_WORKERS:-6}
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
-HL7D=$TARGET/release/hl7d
+HL7D=${HL7D:-$TARGET/release/hl7d}   # HL7D=… SKIP_BUILD=1: another build (an A/B)
 SECONDS_TOTAL=$((SOAK_MINUTES * 60))
 # On the repository's file system, not a tmpfs: the store's fsyncs must reach a real disk.
 mkdir -p "$TARGET"
