@@ -67,6 +67,55 @@ pub struct RouteStatus {
 }
 
 impl RouteStatus {
+    /// A route without rows: every count zero.
+    pub fn empty(route: &str) -> RouteStatus {
+        RouteStatus {
+            name: route.to_owned(),
+            pending: 0,
+            in_flight: 0,
+            delivered: 0,
+            parked: 0,
+            skipped: 0,
+            held_lanes: 0,
+            oldest_pending_queued_at: None,
+            last_error: None,
+        }
+    }
+
+    /// Folds in the open rows, each `(state, count, earliest queued_at in microseconds)`
+    /// as `GROUP BY state` gives them (SQLite's and PostgreSQL's the same): the counts, and
+    /// the oldest of the pending and in-flight rows (parked rows wait for an operator, not
+    /// for delivery).
+    pub fn add_open(&mut self, groups: impl IntoIterator<Item = (String, i64, i64)>) {
+        let mut oldest: Option<i64> = None;
+        for (state, count, queued) in groups {
+            let count = count.max(0) as u64;
+            match DeliveryState::from_name(&state) {
+                Some(DeliveryState::Pending) => self.pending = count,
+                Some(DeliveryState::InFlight) => self.in_flight = count,
+                Some(DeliveryState::Parked) => {
+                    self.parked = count;
+                    continue;
+                }
+                _ => continue,
+            }
+            oldest = Some(oldest.map_or(queued, |seen| seen.min(queued)));
+        }
+        self.oldest_pending_queued_at = oldest.map(time);
+    }
+
+    /// Folds in the finished rows' counts, each `(state, rows)` of `delivery_counts`.
+    pub fn add_finished(&mut self, counts: impl IntoIterator<Item = (String, i64)>) {
+        for (state, count) in counts {
+            let count = count.max(0) as u64;
+            match DeliveryState::from_name(&state) {
+                Some(DeliveryState::Delivered) => self.delivered = count,
+                Some(DeliveryState::Skipped) => self.skipped = count,
+                _ => {}
+            }
+        }
+    }
+
     /// Whole seconds since the oldest pending row was queued; 0 when nothing is pending.
     pub fn oldest_pending_seconds(&self, now: SystemTime) -> u64 {
         self.oldest_pending_queued_at
@@ -189,49 +238,21 @@ impl Reader {
     /// from the table), never its finished ones.
     pub fn route_status(&self, route: &str) -> Result<RouteStatus, StoreError> {
         let run = || -> rusqlite::Result<RouteStatus> {
-            let mut status = RouteStatus {
-                name: route.to_owned(),
-                pending: 0,
-                in_flight: 0,
-                delivered: 0,
-                parked: 0,
-                skipped: 0,
-                held_lanes: 0,
-                oldest_pending_queued_at: None,
-                last_error: None,
-            };
+            let mut status = RouteStatus::empty(route);
             let mut open = self.conn.prepare_cached(
                 "SELECT state, count(*), min(queued_at) FROM deliveries \
                  WHERE route = ?1 AND state IN ('pending', 'in_flight', 'parked') GROUP BY state",
             )?;
-            let mut rows = open.query([route])?;
-            let mut oldest: Option<i64> = None;
-            while let Some(row) = rows.next()? {
-                let count = row.get::<_, i64>(1)?.max(0) as u64;
-                let queued: i64 = row.get(2)?;
-                match DeliveryState::from_name(&row.get::<_, String>(0)?) {
-                    Some(DeliveryState::Pending) => status.pending = count,
-                    Some(DeliveryState::InFlight) => status.in_flight = count,
-                    Some(DeliveryState::Parked) => {
-                        status.parked = count;
-                        continue;
-                    }
-                    _ => continue,
-                }
-                oldest = Some(oldest.map_or(queued, |seen| seen.min(queued)));
-            }
-            status.oldest_pending_queued_at = oldest.map(time);
+            let groups = open
+                .query_map([route], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            status.add_open(groups);
             let mut finished =
                 self.conn.prepare_cached("SELECT state, rows FROM delivery_counts WHERE route = ?1")?;
-            let mut rows = finished.query([route])?;
-            while let Some(row) = rows.next()? {
-                let count = row.get::<_, i64>(1)?.max(0) as u64;
-                match DeliveryState::from_name(&row.get::<_, String>(0)?) {
-                    Some(DeliveryState::Delivered) => status.delivered = count,
-                    Some(DeliveryState::Skipped) => status.skipped = count,
-                    _ => {}
-                }
-            }
+            let counts = finished
+                .query_map([route], |row| Ok((row.get(0)?, row.get(1)?)))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            status.add_finished(counts);
             status.held_lanes = self.held_lanes(route)?.len() as u64;
             status.last_error = self
                 .conn

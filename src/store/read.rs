@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::LazyLock;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use hl7_proto::charset::Charset;
 use rusqlite::types::{Type, Value};
@@ -537,11 +537,7 @@ fn status(row: &Row<'_>, index: usize) -> rusqlite::Result<Status> {
 
 /// Microseconds since the Unix epoch → time.
 pub(super) fn time(micros: i64) -> SystemTime {
-    if micros >= 0 {
-        UNIX_EPOCH + Duration::from_micros(micros as u64)
-    } else {
-        UNIX_EPOCH - Duration::from_micros(micros.unsigned_abs())
-    }
+    super::queue::from_micros(micros)
 }
 
 #[cfg(test)]

@@ -11,7 +11,6 @@ use tokio_postgres::types::ToSql;
 use super::read::PgReader;
 use super::schema::describe;
 use crate::store::deliveries::RouteStatus;
-use crate::store::queue::{from_micros, DeliveryState};
 use crate::store::read::time;
 use crate::store::{micros, ListenerTraffic, SenderSeen, StoreError};
 
@@ -22,48 +21,17 @@ const OPEN: &str = "('pending', 'in_flight', 'parked')";
 /// [`crate::store::Reader::route_status`] (the finished rows from `delivery_counts`).
 pub async fn route_status(client: &tokio_postgres::Client, route: &str) -> Result<RouteStatus, StoreError> {
     let error = |e: tokio_postgres::Error| StoreError::Unavailable(describe(&e));
-    let mut status = RouteStatus {
-        name: route.to_owned(),
-        pending: 0,
-        in_flight: 0,
-        delivered: 0,
-        parked: 0,
-        skipped: 0,
-        held_lanes: 0,
-        oldest_pending_queued_at: None,
-        last_error: None,
-    };
+    let mut status = RouteStatus::empty(route);
     let sql = format!(
         "SELECT state, count(*), min(queued_at) FROM deliveries WHERE route = $1 AND state IN {OPEN} GROUP BY state"
     );
-    let mut oldest: Option<i64> = None;
-    for row in client.query(&sql, &[&route]).await.map_err(error)? {
-        let (state, count, queued): (String, i64, i64) = (row.get(0), row.get(1), row.get(2));
-        let count = count.max(0) as u64;
-        match DeliveryState::from_name(&state) {
-            Some(DeliveryState::Pending) => status.pending = count,
-            Some(DeliveryState::InFlight) => status.in_flight = count,
-            Some(DeliveryState::Parked) => {
-                status.parked = count;
-                continue;
-            }
-            _ => continue,
-        }
-        oldest = Some(oldest.map_or(queued, |seen| seen.min(queued)));
-    }
-    status.oldest_pending_queued_at = oldest.map(from_micros);
-    for row in client
+    let rows = client.query(&sql, &[&route]).await.map_err(error)?;
+    status.add_open(rows.iter().map(|row| (row.get(0), row.get(1), row.get(2))));
+    let rows = client
         .query("SELECT state, rows FROM delivery_counts WHERE route = $1", &[&route])
         .await
-        .map_err(error)?
-    {
-        let (state, count): (String, i64) = (row.get(0), row.get(1));
-        match DeliveryState::from_name(&state) {
-            Some(DeliveryState::Delivered) => status.delivered = count.max(0) as u64,
-            Some(DeliveryState::Skipped) => status.skipped = count.max(0) as u64,
-            _ => {}
-        }
-    }
+        .map_err(error)?;
+    status.add_finished(rows.iter().map(|row| (row.get(0), row.get(1))));
     let held = format!(
         "SELECT count(*) FROM (SELECT DISTINCT lane FROM deliveries WHERE route = $1 AND state = 'parked') p \
          CROSS JOIN LATERAL (SELECT state FROM deliveries d WHERE d.route = $1 AND d.lane = p.lane \
