@@ -14,7 +14,7 @@ use hl7d::console::auth::accounts::{self, AccountsError};
 use hl7d::console::Role;
 
 use super::operator::{flush_audit, open_audit, os_user};
-use super::users::{exit_code, RoleArg};
+use super::users::{exit_code, print_entries, RoleArg};
 use super::EXIT_CONFIG;
 
 /// `hl7d tokens`: API tokens (roles viewer and operator).
@@ -87,20 +87,8 @@ pub fn run(args: TokensArgs) -> ExitCode {
 
 fn list(path: &std::path::Path, json: bool) -> Result<(), AccountsError> {
     let accounts = accounts::Accounts::load(path)?;
-    if json {
-        let tokens: Vec<serde_json::Value> = accounts
-            .tokens
-            .iter()
-            .map(|t| serde_json::json!({ "name": t.name, "role": t.role.as_str(), "created": t.created }))
-            .collect();
-        println!("{}", serde_json::Value::from(tokens));
-    } else if accounts.tokens.is_empty() {
-        println!("no tokens in {}", path.display());
-    } else {
-        for token in &accounts.tokens {
-            println!("{:<24} {:<8} created {}", token.name, token.role.as_str(), token.created);
-        }
-    }
+    let tokens = accounts.tokens.iter().map(|t| (t.name.as_str(), t.role, t.created.as_str()));
+    print_entries(tokens, json, &format!("no tokens in {}", path.display()), "created");
     Ok(())
 }
 

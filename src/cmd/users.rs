@@ -111,21 +111,32 @@ pub fn run(args: UsersArgs) -> ExitCode {
 
 fn list(path: &std::path::Path, json: bool) -> Result<(), AccountsError> {
     let accounts = accounts::Accounts::load(path)?;
+    let users = accounts.users.iter().map(|u| (u.name.as_str(), u.role, u.created.as_str()));
+    let empty = format!("no users in {} (hl7d users add NAME --role operator)", path.display());
+    print_entries(users, json, &empty, "added");
+    Ok(())
+}
+
+/// `users list` and `tokens list`: one JSON array of `{name, role, created}`, or a line an
+/// entry (`NAME ROLE VERB CREATED`), or `empty` when there is none.
+pub(super) fn print_entries<'a>(
+    entries: impl ExactSizeIterator<Item = (&'a str, Role, &'a str)>,
+    json: bool,
+    empty: &str,
+    verb: &str,
+) {
     if json {
-        let users: Vec<serde_json::Value> = accounts
-            .users
-            .iter()
-            .map(|u| serde_json::json!({ "name": u.name, "role": u.role.as_str(), "created": u.created }))
+        let entries: Vec<serde_json::Value> = entries
+            .map(|(name, role, created)| serde_json::json!({ "name": name, "role": role.as_str(), "created": created }))
             .collect();
-        println!("{}", serde_json::Value::from(users));
-    } else if accounts.users.is_empty() {
-        println!("no users in {} (hl7d users add NAME --role operator)", path.display());
+        println!("{}", serde_json::Value::from(entries));
+    } else if entries.len() == 0 {
+        println!("{empty}");
     } else {
-        for user in &accounts.users {
-            println!("{:<24} {:<8} added {}", user.name, user.role.as_str(), user.created);
+        for (name, role, created) in entries {
+            println!("{:<24} {:<8} {verb} {}", name, role.as_str(), created);
         }
     }
-    Ok(())
 }
 
 /// Applies `change` to the users file, audits it, and says what was done.

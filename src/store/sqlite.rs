@@ -1144,8 +1144,9 @@ const FIND_DUPLICATE: &str = "SELECT id FROM messages INDEXED BY messages_contro
 const COUNT_DUPLICATE: &str =
     "UPDATE messages SET duplicate_count = duplicate_count + 1, last_duplicate_at = ?2 WHERE id = ?1";
 
-/// The columns the writer fills before the key fields (`fields::COLUMNS`).
-const INSERT_COLUMNS: [&str; 17] = [
+/// The columns the writer fills before the key fields (`fields::COLUMNS`); the PostgreSQL
+/// writer's start the same way.
+pub(super) const INSERT_COLUMNS: [&str; 17] = [
     "listener",
     "peer",
     "client_thumbprint",

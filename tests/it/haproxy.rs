@@ -9,17 +9,16 @@
 //! letting it go. Without HAProxy the test says loudly that it was skipped; under CI
 //! (`CI=true`, where `.ci/run` installs it) that is a failure instead.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use hl7d::store::{Filter, Reader};
 
-use crate::support::{logged_addr, running_in_ci, tempdir, WAIT};
+use crate::support::{running_in_ci, tempdir, AdminServe, WAIT};
 
 /// The address HAProxy connects to hl7d from (Linux routes all of 127/8 to `lo`).
 pub(crate) const HAPROXY_SOURCE: &str = "127.0.0.3";
@@ -35,7 +34,7 @@ fn hl7d_behind_haproxy_stores_the_senders_real_address() {
 
     let dir = tempdir("haproxy");
     let store = dir.join("data");
-    let node = Node::start(&dir, &store);
+    let node = start_node(&dir, &store);
     let front = free_port();
     let socket = dir.join("haproxy.sock");
     let config = dir.join("haproxy.cfg");
@@ -108,7 +107,7 @@ pub(crate) fn free_port() -> SocketAddr {
 /// `deploy/haproxy.cfg` on loopback: its frontend on `front`, one hl7d node, HAProxy's
 /// connections from [`HAPROXY_SOURCE`], quick health checks, an admin socket to read
 /// the servers' state from, no syslog.
-fn haproxy_config(front: SocketAddr, node: &Node, socket: &Path) -> String {
+fn haproxy_config(front: SocketAddr, node: &AdminServe, socket: &Path) -> String {
     format!(
         "global\n\
          \x20   stats socket {socket} mode 600 level admin\n\
@@ -186,73 +185,13 @@ impl Drop for Haproxy {
 /// An `hl7d serve` child with a `proxy_protocol` listener that trusts [`HAPROXY_SOURCE`]
 /// and an admin endpoint, both on loopback ports of the OS's choosing; killed when
 /// dropped.
-struct Node {
-    child: Child,
-    mllp: SocketAddr,
-    admin: SocketAddr,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Node {
-    fn start(dir: &Path, store: &Path) -> Node {
-        let config = dir.join("hl7d.toml");
-        let text = format!(
-            "[store]\npath = {store:?}\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n[[listener]]\nname = \"lab\"\n\
-             listen = \"127.0.0.1:0\"\nplaintext = true\nproxy_protocol = true\n\
-             proxy_from = [\"{HAPROXY_SOURCE}\"]\n"
-        );
-        std::fs::write(&config, text).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_hl7d"))
-            .args(["serve", "--config"])
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn hl7d serve");
-        let (send, lines) = mpsc::channel();
-        let stderr = child.stderr.take().unwrap();
-        // Reads (and echoes) until the process ends, so that it never blocks on a full pipe.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                eprintln!("hl7d serve: {line}");
-                let _ = send.send(line);
-            }
-        });
-        // The admin endpoint starts first, then the listener: read both addresses, in
-        // whatever order they come.
-        let (mut mllp, mut admin) = (None, None);
-        let deadline = Instant::now() + WAIT;
-        while mllp.is_none() || admin.is_none() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let Ok(line) = lines.recv_timeout(left) else {
-                let _ = child.kill();
-                panic!("hl7d serve logged no listening addresses within {WAIT:?} (exit: {:?})", child.wait());
-            };
-            mllp = mllp.or(logged_addr(&line, "listening"));
-            admin = admin.or(logged_addr(&line, "admin endpoint"));
-        }
-        Node { child, mllp: mllp.unwrap(), admin: admin.unwrap(), lines }
-    }
-
-    /// The next log line that `wanted` picks (waits, bounded).
-    fn wait_for_line(&self, wanted: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) if wanted(&line) => return line,
-                Ok(_) => {}
-                Err(_) => panic!("hl7d serve: no such log line within {WAIT:?}"),
-            }
-        }
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn start_node(dir: &Path, store: &Path) -> AdminServe {
+    let config = dir.join("hl7d.toml");
+    let text = format!(
+        "[store]\npath = {store:?}\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n[[listener]]\nname = \"lab\"\n\
+         listen = \"127.0.0.1:0\"\nplaintext = true\nproxy_protocol = true\n\
+         proxy_from = [\"{HAPROXY_SOURCE}\"]\n"
+    );
+    std::fs::write(&config, text).unwrap();
+    AdminServe::start(&config, "hl7d serve")
 }

@@ -6,11 +6,9 @@
 //! resumes by itself, and `/ready` goes 503 and back to 200.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -18,7 +16,7 @@ use tokio::net::TcpStream;
 
 use crate::pg_store::adt;
 use crate::support::pg::{Cluster, TestDb};
-use crate::support::{frame, logged_addr, msa, tempdir, WAIT};
+use crate::support::{frame, msa, tempdir, AdminServe, WAIT};
 
 const TEST: &str = "a_database_restart_mid_stream_loses_no_acknowledged_message";
 
@@ -38,7 +36,7 @@ async fn a_database_restart_mid_stream_loses_no_acknowledged_message() {
         ),
     )
     .unwrap();
-    let node = Serve::start(&config);
+    let node = AdminServe::start(&config, "hl7d serve");
     wait_ready(node.admin).await;
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -210,67 +208,5 @@ async fn wait_for(acked: &AtomicUsize, count: usize, what: &str) {
     while acked.load(Ordering::Relaxed) < count {
         assert!(Instant::now() < deadline, "{what}: {} of {count} ACKed", acked.load(Ordering::Relaxed));
         tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// A child `hl7d serve` with the config file given; killed when dropped.
-struct Serve {
-    child: Child,
-    mllp: SocketAddr,
-    admin: SocketAddr,
-}
-
-impl Serve {
-    fn start(config: &std::path::Path) -> Serve {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_hl7d"))
-            .args(["serve", "--config"])
-            .arg(config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn hl7d serve");
-        let (send, lines) = mpsc::channel();
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                eprintln!("hl7d serve: {line}");
-                let _ = send.send(line);
-            }
-        });
-        let (mut mllp, mut admin) = (None, None);
-        let deadline = Instant::now() + WAIT;
-        while mllp.is_none() || admin.is_none() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let Ok(line) = lines.recv_timeout(left) else {
-                let _ = child.kill();
-                panic!("hl7d serve logged no listening addresses within {WAIT:?} (exit: {:?})", child.wait());
-            };
-            mllp = mllp.or(logged_addr(&line, "listening"));
-            admin = admin.or(logged_addr(&line, "admin endpoint"));
-        }
-        Serve { child, mllp: mllp.unwrap(), admin: admin.unwrap() }
-    }
-
-    /// SIGTERM, then waits (bounded) for a clean exit.
-    fn stop(mut self) {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
-        let deadline = Instant::now() + WAIT;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                assert!(status.success(), "hl7d serve exit: {status}");
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("hl7d serve did not stop within {WAIT:?}");
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }

@@ -10,11 +10,11 @@
 //! it was skipped; under CI (`CI=true`, where `.ci/run` provides both) that is a failure.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -24,7 +24,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::haproxy::{free_port, haproxy, Haproxy, HAPROXY_SOURCE};
 use crate::support::pg::TestDb;
-use crate::support::{frame, logged_addr, msa, tempdir, WAIT};
+use crate::support::{frame, msa, tempdir, AdminServe, WAIT};
 
 /// The lease of the test (short, so that the takeover comes within seconds).
 const LEASE: Duration = Duration::from_secs(4);
@@ -77,73 +77,26 @@ async fn downstream(received: Arc<Received>) -> SocketAddr {
     addr
 }
 
-/// A child `hl7d serve` on the shared database, its stderr echoed; SIGKILLed when
-/// dropped.
-struct Node {
-    child: Child,
-    mllp: SocketAddr,
-    admin: SocketAddr,
+/// A child `hl7d serve` named `name` on the shared database, its stderr echoed; SIGKILLed
+/// when dropped.
+fn start_node(dir: &Path, name: &str, db_url: &str, downstream: SocketAddr) -> AdminServe {
+    let config = dir.join(format!("{name}.toml"));
+    let text = format!(
+        "[store]\npath = {data:?}\nurl = {db_url:?}\nsslmode = \"disable\"\npool_size = 6\n\n\
+         [node]\nname = \"{name}\"\n\n[delivery]\nlease = \"{lease}s\"\n\n\
+         [admin]\nlisten = \"127.0.0.1:0\"\n\n\
+         [[listener]]\nname = \"lab\"\nlisten = \"127.0.0.1:0\"\nplaintext = true\nproxy_protocol = true\n\
+         proxy_from = [\"{HAPROXY_SOURCE}\"]\n\n\
+         [[route]]\nname = \"down\"\nto = \"mllp://{downstream}\"\nin_flight = 3\n\
+         retry_initial = \"100ms\"\nretry_max = \"500ms\"\nack_timeout = \"5s\"\n",
+        data = dir.join(format!("{name}-data")),
+        lease = LEASE.as_secs(),
+    );
+    std::fs::write(&config, text).unwrap();
+    AdminServe::start(&config, name)
 }
 
-impl Node {
-    fn start(dir: &Path, name: &str, db_url: &str, downstream: SocketAddr) -> Node {
-        let config = dir.join(format!("{name}.toml"));
-        let text = format!(
-            "[store]\npath = {data:?}\nurl = {db_url:?}\nsslmode = \"disable\"\npool_size = 6\n\n\
-             [node]\nname = \"{name}\"\n\n[delivery]\nlease = \"{lease}s\"\n\n\
-             [admin]\nlisten = \"127.0.0.1:0\"\n\n\
-             [[listener]]\nname = \"lab\"\nlisten = \"127.0.0.1:0\"\nplaintext = true\nproxy_protocol = true\n\
-             proxy_from = [\"{HAPROXY_SOURCE}\"]\n\n\
-             [[route]]\nname = \"down\"\nto = \"mllp://{downstream}\"\nin_flight = 3\n\
-             retry_initial = \"100ms\"\nretry_max = \"500ms\"\nack_timeout = \"5s\"\n",
-            data = dir.join(format!("{name}-data")),
-            lease = LEASE.as_secs(),
-        );
-        std::fs::write(&config, text).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_hl7d"))
-            .args(["serve", "--config"])
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn hl7d serve");
-        let (send, lines) = std::sync::mpsc::channel();
-        let stderr = child.stderr.take().unwrap();
-        let label = name.to_owned();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                eprintln!("{label}: {line}");
-                let _ = send.send(line);
-            }
-        });
-        let (mut mllp, mut admin) = (None, None);
-        let deadline = Instant::now() + WAIT;
-        while mllp.is_none() || admin.is_none() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let Ok(line) = lines.recv_timeout(left) else {
-                let _ = child.kill();
-                panic!("{name}: no listening addresses within {WAIT:?} (exit: {:?})", child.wait());
-            };
-            mllp = mllp.or(logged_addr(&line, "listening"));
-            admin = admin.or(logged_addr(&line, "admin endpoint"));
-        }
-        Node { child, mllp: mllp.unwrap(), admin: admin.unwrap() }
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn haproxy_config(front: SocketAddr, nodes: &[&Node], socket: &Path) -> String {
+fn haproxy_config(front: SocketAddr, nodes: &[&AdminServe], socket: &Path) -> String {
     let mut text = format!(
         "global\n    stats socket {socket} mode 600 level admin\n    maxconn 200\n\
          defaults\n    mode tcp\n    timeout connect 2s\n    timeout client 31m\n    timeout server 31m\n\
@@ -247,8 +200,8 @@ async fn two_nodes_behind_haproxy_survive_a_sigkill_with_every_message_delivered
     let tmp = tempdir("scale-out");
     let received = Arc::new(Received::default());
     let down = downstream(received.clone()).await;
-    let mut a = Node::start(tmp.path(), "node-a", &db.url, down);
-    let b = Node::start(tmp.path(), "node-b", &db.url, down);
+    let mut a = start_node(tmp.path(), "node-a", &db.url, down);
+    let b = start_node(tmp.path(), "node-b", &db.url, down);
     let front = free_port();
     let socket = tmp.path().join("haproxy.sock");
     let config = tmp.path().join("haproxy.cfg");

@@ -483,3 +483,92 @@ impl Logs {
         }
     }
 }
+
+/// A child `hl7d serve` with an admin endpoint (the real binary, on the configuration file
+/// given, whose listener and `[admin]` both take port 0): the two bound addresses read from
+/// its log, every log line echoed with `label` and kept for [`AdminServe::wait_for_line`];
+/// SIGKILLed when dropped, so a failing test never leaves a server running.
+pub struct AdminServe {
+    pub child: std::process::Child,
+    pub mllp: SocketAddr,
+    pub admin: SocketAddr,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl AdminServe {
+    /// Starts it and waits (bounded) for both addresses, in whatever order they are logged
+    /// (the admin endpoint starts first, then the listener).
+    pub fn start(config: &std::path::Path, label: &str) -> AdminServe {
+        use std::io::{BufRead, BufReader};
+        use std::process::{Command, Stdio};
+        let mut child = Command::new(env!("CARGO_BIN_EXE_hl7d"))
+            .args(["serve", "--config"])
+            .arg(config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn hl7d serve");
+        let (send, lines) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        let echo = label.to_owned();
+        // Reads (and echoes) until the process ends, so that it never blocks on a full pipe.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("{echo}: {line}");
+                let _ = send.send(line);
+            }
+        });
+        let (mut mllp, mut admin) = (None, None);
+        let deadline = std::time::Instant::now() + WAIT;
+        while mllp.is_none() || admin.is_none() {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let Ok(line) = lines.recv_timeout(left) else {
+                let _ = child.kill();
+                panic!("{label}: no listening addresses within {WAIT:?} (exit: {:?})", child.wait());
+            };
+            mllp = mllp.or(logged_addr(&line, "listening"));
+            admin = admin.or(logged_addr(&line, "admin endpoint"));
+        }
+        AdminServe { child, mllp: mllp.unwrap(), admin: admin.unwrap(), lines }
+    }
+
+    /// The next log line that `wanted` picks (waits, bounded).
+    pub fn wait_for_line(&self, wanted: impl Fn(&str) -> bool) -> String {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if wanted(&line) => return line,
+                Ok(_) => {}
+                Err(_) => panic!("hl7d serve: no such log line within {WAIT:?}"),
+            }
+        }
+    }
+
+    /// SIGTERM, then waits (bounded) for a clean exit.
+    pub fn stop(mut self) {
+        let _ = std::process::Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let deadline = std::time::Instant::now() + WAIT;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                assert!(status.success(), "hl7d serve exit: {status}");
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("hl7d serve did not stop within {WAIT:?}");
+    }
+
+    /// SIGKILL, and the exit reaped.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for AdminServe {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

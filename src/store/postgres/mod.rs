@@ -36,7 +36,7 @@ pub use read::PgReader;
 pub use status::route_status;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use deadpool_postgres::Pool;
@@ -49,7 +49,9 @@ use tokio_postgres::types::ToSql;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, trace, warn};
 
+use super::fields;
 use super::queue::SharedRouteTable;
+use super::sqlite::INSERT_COLUMNS;
 use super::{micros, Appended, BoxFuture, Disposition, MessageStore, NewMessage, StoreError, StoreStats};
 use crate::config::PostgresConfig;
 use schema::describe;
@@ -363,38 +365,13 @@ struct BatchWritten {
     woken: Vec<Arc<tokio::sync::Notify>>,
 }
 
-/// The columns of `messages` the writer fills, in the order of [`Row::values`].
-const COLUMNS: [&str; 29] = [
-    "listener",
-    "peer",
-    "client_thumbprint",
-    "received_at",
-    "charset",
-    "message_type",
-    "control_id",
-    "sending_application",
-    "sending_facility",
-    "processing_id",
-    "version",
-    "size",
-    "ack_code",
-    "raw",
-    "status",
-    "reason",
-    "error_code",
-    "patient_id",
-    "patient_authority",
-    "visit_number",
-    "placer_order",
-    "filler_order",
-    "message_time_utc",
-    "message_time_wall",
-    "trigger_event",
-    "lane_sender",
-    "lane_patient",
-    "dup_key",
-    "id",
-];
+/// The columns of `messages` the writer fills, in the order of [`Row::values`]: SQLite's
+/// (the header columns, then the key fields), then the lane keys and `dup_key` that the
+/// PostgreSQL table still fills, then `id`.
+static COLUMNS: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
+    let tail = ["lane_sender", "lane_patient", "dup_key", "id"];
+    INSERT_COLUMNS.iter().chain(fields::COLUMNS.iter()).chain(tail.iter()).copied().collect()
+});
 
 /// A refused message: a plain INSERT (never a duplicate, never delivered).
 fn insert_refused() -> String {
